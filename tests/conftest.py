@@ -1,0 +1,48 @@
+"""Shared fixtures: compose the real Hydra configs (the files in conf/) into tmp folders, offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["WANDB_MODE"] = os.environ.get("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def compose_config(overrides: list[str], tmp: Path, *, cache: Path | None = None):
+    """The composed config exactly as `python -m elfs.train <overrides>` would see it, with paths in tmp."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from elfs.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                *overrides,
+                f"paths.root_dir={tmp}",
+                f"paths.output_dir={tmp / 'run'}",
+                f"paths.cache_dir={cache or (tmp / 'cache')}",
+                "progress=false",
+            ],
+        )
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    def _compose(overrides: list[str] | None = None, *, cache: Path | None = None, sub: str = ""):
+        d = tmp_path / sub if sub else tmp_path
+        d.mkdir(parents=True, exist_ok=True)
+        return compose_config(list(overrides or []), d, cache=cache)
+
+    return _compose
