@@ -1,0 +1,195 @@
+"""Content-addressed artifact cache: every stage output lives under <root>/<stage>/<key>/.
+
+The key hashes the stage's own config, the keys (or fingerprints) of its inputs and a cache format version,
+so a beta or budget sweep reuses embeddings, clusters and dynamics, while a backbone change invalidates
+everything downstream. Artifacts are written into a temporary folder and renamed into place, so a killed
+run leaves no half artifact; a corrupt or incomplete entry is detected by its checksum and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+ARRAYS = "arrays.npz"
+META = "meta.json"
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """A short sha256 of a JSON-serialisable object with sorted keys (numbers normalised by json)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def array_hash(a: np.ndarray, length: int = 16) -> str:
+    """A content hash of an array's dtype, shape and bytes."""
+    h = hashlib.sha256(f"{a.dtype}{a.shape}".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:length]
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("elfs", "torch", "numpy", "lightning", "faiss-cpu", "timm", "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class Artifact:
+    """A loaded cache entry: its arrays, its meta.json, and whether it came from the cache."""
+
+    stage: str
+    key: str
+    path: Path
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    cached: bool = False
+    seconds: float = 0.0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+
+@dataclass
+class ArtifactCache:
+    """Stage artifacts keyed by content under `root`; `events` records hits and misses for the report."""
+
+    root: Path
+    events: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    def key(self, stage: str, config: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
+        return stable_hash({"stage": stage, "format": CACHE_FORMAT, "config": dict(config), "inputs": dict(inputs)})
+
+    def entry(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def load(self, stage: str, key: str) -> Artifact | None:
+        """The complete entry, or None when absent; a corrupt entry is removed (with a warning) and None returned."""
+        path = self.entry(stage, key)
+        if not path.exists():
+            return None
+        try:
+            meta = json.loads((path / META).read_text())
+            if meta.get("sha256") != _file_sha256(path / ARRAYS):
+                raise ValueError("checksum mismatch")
+            with np.load(path / ARRAYS, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            if sorted(arrays) != sorted(meta.get("arrays", [])):
+                raise ValueError("array list differs from meta.json")
+        except Exception as e:  # any damage means: do not trust it, recompute
+            log.warning("cache entry %s is corrupt (%s: %s); recomputing it", path, type(e).__name__, e)
+            shutil.rmtree(path, ignore_errors=True)
+            return None
+        return Artifact(stage, key, path, arrays, meta, cached=True)
+
+    def save(self, stage: str, key: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Artifact:
+        """Write arrays + meta.json into a temporary folder, then rename it into place atomically."""
+        final = self.entry(stage, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._clean_stale_tmp(final.parent, key)
+        tmp = final.parent / f".tmp-{key}-{socket.gethostname()}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        with open(tmp / ARRAYS, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        full_meta = {
+            "stage": stage,
+            "key": key,
+            "format": CACHE_FORMAT,
+            "arrays": sorted(arrays),
+            "shapes": {k: list(v.shape) for k, v in arrays.items()},
+            "sha256": _file_sha256(tmp / ARRAYS),
+            "versions": _versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **dict(meta),
+        }
+        with open(tmp / META, "w") as f:
+            json.dump(full_meta, f, indent=2, sort_keys=True, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another job finished the same entry first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+            existing = self.load(stage, key)
+            if existing is None:
+                raise
+            return existing
+        return Artifact(stage, key, final, arrays, full_meta, cached=False)
+
+    @staticmethod
+    def _clean_stale_tmp(folder: Path, key: str) -> None:
+        """Remove temporary folders of this key left by dead processes on this host (a killed run)."""
+        host = socket.gethostname()
+        for p in folder.glob(f".tmp-{key}-{host}-*"):
+            try:
+                pid = int(p.name.rsplit("-", 1)[1])
+                os.kill(pid, 0)
+                alive = pid != os.getpid()
+            except (ValueError, ProcessLookupError):
+                alive = False
+            except PermissionError:
+                alive = True
+            if not alive:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def run(
+        self,
+        stage: str,
+        config: Mapping[str, Any],
+        inputs: Mapping[str, str],
+        compute: Callable[[], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]],
+        *,
+        label: str | None = None,
+    ) -> Artifact:
+        """Return the cached artifact for (stage, config, inputs), computing and saving it on a miss."""
+        key = self.key(stage, config, inputs)
+        art = self.load(stage, key)
+        if art is None:
+            t0 = time.perf_counter()
+            arrays, extra = compute()
+            seconds = time.perf_counter() - t0
+            meta = {"config": dict(config), "inputs": dict(inputs), "wall_seconds": seconds, **dict(extra)}
+            art = self.save(stage, key, arrays, meta)
+            art.seconds = seconds
+            log.info("stage %-12s %s computed in %.1fs -> %s", stage, label or "", seconds, art.path)
+        else:
+            log.info("stage %-12s %s cache hit %s", stage, label or "", art.path)
+        self.events.append({"stage": stage, "label": label, "key": key, "cached": art.cached,
+                            "seconds": art.seconds})
+        return art
