@@ -1,0 +1,108 @@
+"""Embedding stage: uint8 images -> frozen-backbone features (method.md §2).
+
+Features are stored unnormalised in fp32, as the reference code does; the kNN stage L2-normalises.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from elfs.backbones import BackboneSpec, get_spec, build_backbone
+
+__all__ = ["embed_images", "preprocess", "resolve_device"]
+
+_INTERPOLATIONS = {"bilinear", "bicubic"}
+
+
+def _check_images(images: np.ndarray | torch.Tensor, what: str = "images") -> None:
+    if isinstance(images, np.ndarray):
+        dtype_ok = images.dtype == np.uint8
+    elif isinstance(images, torch.Tensor):
+        dtype_ok = images.dtype == torch.uint8
+    else:
+        raise ValueError(f"{what} must be a numpy array or torch tensor of uint8, got {type(images).__name__}")
+    if not dtype_ok:
+        raise ValueError(f"{what} must have dtype uint8 (0..255 pixels), got {images.dtype}")
+    shape = tuple(images.shape)
+    if len(shape) == 3:
+        pass  # N x H x W grey
+    elif len(shape) == 4 and shape[3] in (1, 3):
+        pass
+    else:
+        raise ValueError(f"{what} must be N x H x W (grey) or N x H x W x C with C in (1, 3), got shape {shape}")
+    if min(shape[:3]) < 1:
+        raise ValueError(f"{what} must be non-empty with positive height and width, got shape {shape}")
+
+
+def preprocess(images: np.ndarray | torch.Tensor, spec: BackboneSpec, image_size: int, *,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 ``N x H x W [x C]`` images -> normalised float32 ``[N, 3, S, S]`` on ``device`` (default CPU).
+
+    The square resize (``spec.interpolation``, antialiased) runs on uint8 CPU tensors, which matches a
+    PIL resize (the reference's torchvision transforms) to within one grey level and does not depend on
+    the device; grey images are repeated to 3 channels; then ``(x / 255 - mean) / std``.
+    """
+    _check_images(images)
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    if spec.interpolation not in _INTERPOLATIONS:
+        raise ValueError(f"spec.interpolation must be one of {sorted(_INTERPOLATIONS)}, got {spec.interpolation!r}")
+    x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images.cpu()
+    if x.ndim == 3:
+        x = x.unsqueeze(-1)
+    x = x.permute(0, 3, 1, 2)  # N, C, H, W uint8 (channels-last memory)
+    if tuple(x.shape[-2:]) != (image_size, image_size):
+        # uint8 in, uint8 out (rounded and saturated, like PIL)
+        x = F.interpolate(x, size=(image_size, image_size), mode=spec.interpolation, antialias=True,
+                          align_corners=False)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    x = x.to(device=device if device is not None else "cpu", dtype=torch.float32)
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return ((x / 255.0 - mean) / std).contiguous()
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; any other string must be a valid torch device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    return dev
+
+
+def embed_images(images: np.ndarray, backbone: str, *, image_size: int | None = None, batch_size: int = 256,
+                 device: str = "auto", pretrained: bool = True, progress: bool = True) -> np.ndarray:
+    """Embed uint8 images with a frozen backbone; returns float32 ``[N, dim]`` features (fp32, eval, no grad)."""
+    if not isinstance(images, np.ndarray):
+        raise ValueError(f"images must be a numpy uint8 array, got {type(images).__name__}")
+    _check_images(images)
+    spec = get_spec(backbone)
+    size = spec.image_size if image_size is None else image_size
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    dev = resolve_device(device)
+
+    model, spec = build_backbone(backbone, pretrained=pretrained)
+    model = model.to(device=dev, dtype=torch.float32).eval()
+    n = images.shape[0]
+    out = np.empty((n, spec.dim), dtype=np.float32)
+    with torch.no_grad(), tqdm(total=n, desc=f"embed[{backbone}]", unit="img", disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            feats = model(preprocess(images[start:start + batch_size], spec, size, device=dev))
+            if feats.ndim != 2 or feats.shape[1] != spec.dim:
+                raise RuntimeError(f"backbone {backbone!r} returned shape {tuple(feats.shape)}, "
+                                   f"expected [B, {spec.dim}]")
+            out[start:start + feats.shape[0]] = feats.float().cpu().numpy()
+            bar.update(feats.shape[0])
+    return out

@@ -1,0 +1,112 @@
+"""kNN stage: top-k cosine neighbours of every embedding among the same set, self excluded (method.md §3).
+
+Self is excluded by *index*, in every query chunk; the reference code masks the diagonal of each
+64 x N chunk instead, which only excludes self in the first chunk (method.md §3, §10 item 8).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["knn", "l2_normalise", "drop_self"]
+
+_BACKENDS = ("faiss", "torch")
+_FAISS_GPU_MAX_K = 2048  # faiss GPU k-selection limit
+
+
+def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
+    """Row-wise L2-normalised float32 copy; ValueError naming the rows whose norm is zero."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1)
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        raise ValueError(f"cosine kNN needs non-zero embeddings; rows {zero[:10].tolist()} "
+                         f"({zero.size} in total) have norm 0")
+    return np.ascontiguousarray(x / norms[:, None])
+
+
+def drop_self(ids: np.ndarray, sims: np.ndarray, query_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From ``[n, k+1]`` search results remove each query's own id wherever it appears, else the last column.
+
+    Self can be missing from the k+1 results when exact duplicates tie with it.
+    """
+    n, k1 = ids.shape
+    is_self = ids == query_ids[:, None]
+    has_self = is_self.any(axis=1)
+    drop_col = np.where(has_self, is_self.argmax(axis=1), k1 - 1)
+    keep = np.ones((n, k1), dtype=bool)
+    keep[np.arange(n), drop_col] = False
+    return ids[keep].reshape(n, k1 - 1), sims[keep].reshape(n, k1 - 1)
+
+
+def _validate(embeddings: np.ndarray, k: int, backend: str, chunk_size: int) -> None:
+    if not isinstance(embeddings, np.ndarray):
+        raise ValueError(f"embeddings must be a numpy array [N, D], got {type(embeddings).__name__}")
+    if embeddings.ndim != 2 or embeddings.shape[0] < 2 or embeddings.shape[1] < 1:
+        raise ValueError(f"embeddings must have shape [N, D] with N >= 2 and D >= 1, got {embeddings.shape}")
+    if not np.issubdtype(embeddings.dtype, np.floating) and not np.issubdtype(embeddings.dtype, np.integer):
+        raise ValueError(f"embeddings must be numeric, got dtype {embeddings.dtype}")
+    if not np.isfinite(embeddings).all():
+        raise ValueError("embeddings contain NaN or inf")
+    n = embeddings.shape[0]
+    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n - 1:
+        raise ValueError(f"k must be an int in [1, N-1] = [1, {n - 1}], got {k!r}")
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {backend!r}")
+    if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+
+
+def _knn_faiss(x: np.ndarray, k: int, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    n, d = x.shape
+    index = faiss.IndexFlatIP(d)
+    use_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0 and k + 1 <= _FAISS_GPU_MAX_K
+    if use_gpu:  # pragma: no cover - needs faiss-gpu and a GPU
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    index.add(x)
+    ids = np.empty((n, k), dtype=np.int64)
+    sims = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        d_chunk, i_chunk = index.search(x[start:stop], k + 1)
+        i_out, d_out = drop_self(i_chunk, d_chunk, np.arange(start, stop))
+        ids[start:stop], sims[start:stop] = i_out, d_out
+    return ids, sims
+
+
+def _knn_torch(x: np.ndarray, k: int, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    n = x.shape[0]
+    xt = torch.from_numpy(x).to(dev)
+    ids = np.empty((n, k), dtype=np.int64)
+    sims = np.empty((n, k), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, n, chunk_size):
+            stop = min(start + chunk_size, n)
+            s = xt[start:stop] @ xt.T  # [c, N]
+            rows = torch.arange(stop - start, device=dev)
+            s[rows, start + rows] = float("-inf")  # self, by global index
+            vals, idx = torch.topk(s, k, dim=1, largest=True, sorted=True)
+            ids[start:stop] = idx.cpu().numpy()
+            sims[start:stop] = vals.cpu().numpy()
+    return ids, sims
+
+
+def knn(embeddings: np.ndarray, k: int, *, backend: str = "faiss",
+        chunk_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k cosine neighbours of each row among all rows, self excluded by index, most similar first.
+
+    Returns (int64 indices ``[N, k]``, float32 cosine similarities ``[N, k]``). Queries run in chunks of
+    ``chunk_size`` rows; faiss uses a GPU index when it has GPUs, torch uses CUDA when available.
+    """
+    _validate(embeddings, k, backend, chunk_size)
+    x = l2_normalise(embeddings)
+    if backend == "faiss":
+        return _knn_faiss(x, int(k), int(chunk_size))
+    return _knn_torch(x, int(k), int(chunk_size))

@@ -1,0 +1,119 @@
+"""kNN stage vs an independent brute-force numpy implementation (cosine, self excluded by index)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from elfs.knn import drop_self, knn
+
+
+def brute_force_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reference: float64 full similarity matrix, per-row loop, self removed by index."""
+    x = x.astype(np.float64)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = x @ x.T
+    n = x.shape[0]
+    ids = np.empty((n, k), dtype=np.int64)
+    sims = np.empty((n, k))
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        order = sorted(others, key=lambda j: -sim[i, j])[:k]
+        ids[i] = order
+        sims[i] = sim[i, order]
+    return ids, sims
+
+
+@pytest.fixture(scope="module")
+def data() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    # shifted so that cosine differs from a plain dot product and rows have unequal norms
+    return (rng.standard_normal((103, 16)) * rng.uniform(0.5, 3.0, (103, 1)) + 0.3).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+@pytest.mark.parametrize("chunk_size", [4096, 103, 10, 3])  # 10 does not divide 103; 3 < k
+def test_matches_brute_force(data: np.ndarray, backend: str, chunk_size: int) -> None:
+    k = 7
+    ref_ids, ref_sims = brute_force_knn(data, k)
+    ids, sims = knn(data, k, backend=backend, chunk_size=chunk_size)
+    assert ids.shape == (103, k) and sims.shape == (103, k)
+    assert ids.dtype == np.int64 and sims.dtype == np.float32
+    for i in range(len(data)):
+        assert set(ids[i]) == set(ref_ids[i]), f"row {i}"
+        assert i not in ids[i]
+    np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
+    assert np.all(np.diff(sims, axis=1) <= 1e-6), "most similar first"
+    # returned similarities are the cosines of the returned pairs
+    xn = data / np.linalg.norm(data, axis=1, keepdims=True)
+    np.testing.assert_allclose(sims, np.einsum("nd,nkd->nk", xn, xn[ids]), atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_self_excluded_in_every_chunk(backend: str) -> None:
+    # well separated points: without self-exclusion every row's top-1 would be itself (sim 1);
+    # chunks of 4 cover the "reference code bug" region (rows beyond the first chunk).
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((30, 8)).astype(np.float32)
+    ids, sims = knn(x, 29, backend=backend, chunk_size=4)
+    for i in range(30):
+        assert sorted(ids[i].tolist()) == [j for j in range(30) if j != i]
+    assert sims.max() < 0.999
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_exact_duplicates(backend: str) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((20, 5)).astype(np.float32)
+    x[7] = x[3]
+    x[15] = 2.5 * x[11]  # same direction, different norm: cosine 1
+    ids, sims = knn(x, 3, backend=backend, chunk_size=6)
+    for a, b in [(3, 7), (7, 3), (11, 15), (15, 11)]:
+        assert ids[a, 0] == b
+        assert sims[a, 0] == pytest.approx(1.0, abs=1e-5)
+        assert a not in ids[a]
+    # three identical points, k = 1: self may be absent from the k+1 results; never returned anyway
+    y = np.repeat(rng.standard_normal((1, 4)), 3, axis=0).astype(np.float32)
+    y = np.concatenate([y, rng.standard_normal((3, 4)).astype(np.float32)])
+    ids1, sims1 = knn(y, 1, backend=backend)
+    for i in range(3):
+        assert ids1[i, 0] in {0, 1, 2} - {i}
+        assert sims1[i, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_backends_agree(data: np.ndarray) -> None:
+    a_ids, a_sims = knn(data, 5, backend="faiss", chunk_size=16)
+    b_ids, b_sims = knn(data, 5, backend="torch", chunk_size=33)
+    np.testing.assert_allclose(a_sims, b_sims, atol=1e-5)
+    assert all(set(a) == set(b) for a, b in zip(a_ids, b_ids))
+
+
+def test_drop_self_hand_case() -> None:
+    ids = np.array([[0, 5, 6], [4, 1, 9], [3, 8, 2]])  # self (query ids 0, 1, 2) first, middle, last
+    sims = np.array([[1.0, 0.9, 0.8], [1.0, 0.99, 0.7], [0.9, 0.8, 0.7]], dtype=np.float32)
+    out_ids, out_sims = drop_self(ids, sims, np.array([0, 1, 2]))
+    np.testing.assert_array_equal(out_ids, [[5, 6], [4, 9], [3, 8]])
+    np.testing.assert_array_equal(out_sims, np.array([[0.9, 0.8], [1.0, 0.7], [0.9, 0.8]], dtype=np.float32))
+    # self absent (a duplicate tie pushed it out): the last column is dropped
+    out_ids, out_sims = drop_self(np.array([[4, 5, 6]]), np.array([[1.0, 1.0, 0.5]]), np.array([0]))
+    np.testing.assert_array_equal(out_ids, [[4, 5]])
+
+
+def test_validation(data: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="k must be"):
+        knn(data, 0)
+    with pytest.raises(ValueError, match=r"\[1, 102\]"):
+        knn(data, 103)
+    with pytest.raises(ValueError, match="backend"):
+        knn(data, 3, backend="annoy")
+    with pytest.raises(ValueError, match="chunk_size"):
+        knn(data, 3, chunk_size=0)
+    bad = data.copy()
+    bad[4] = 0.0
+    with pytest.raises(ValueError, match=r"rows \[4\]"):
+        knn(bad, 3)
+    bad[4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        knn(bad, 3)
+    with pytest.raises(ValueError, match="shape"):
+        knn(data[0], 3)
