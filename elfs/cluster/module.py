@@ -1,0 +1,472 @@
+"""TEMI as a Lightning module: H student and H teacher cluster heads over frozen embeddings (method.md §4).
+
+The embeddings [N, D] and the kNN index [N, k] live in the module as non-persistent buffers (checkpoints stay
+small); the dataloader yields index batches only, and each step pairs every anchor with one of its first
+``knn_k`` neighbours drawn uniformly at random.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Iterator
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from elfs.cluster.loss import temi_loss
+
+__all__ = [
+    "HEAD_IMPLS",
+    "ClusterHead",
+    "LoopHeads",
+    "BatchedHeads",
+    "make_heads",
+    "lr_at",
+    "momentum_at",
+    "validate_temi_args",
+    "TEMIModule",
+]
+
+HEAD_IMPLS = ("loop", "batched")
+_STACKED_KEYS = ("w1", "b1", "w2", "b2", "g", "v")
+
+
+def _trunc_normal_(t: Tensor) -> Tensor:
+    return nn.init.trunc_normal_(t, std=0.02, a=-2.0, b=2.0)
+
+
+class ClusterHead(nn.Module):
+    """One TEMI head: Linear(D->hidden) -> GELU -> Linear(hidden->bottleneck) -> L2-normalise ->
+    weight-normalised Linear(bottleneck->C, no bias) with trainable gain g (init 1), as in method.md §4.2."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, num_clusters: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, bottleneck_dim)
+        # Weight norm along the output dim (like nn.utils.weight_norm(dim=0)): W = g * v / ||v||_row.
+        self.weight_g = nn.Parameter(torch.ones(num_clusters, 1))
+        self.weight_v = nn.Parameter(torch.empty(num_clusters, bottleneck_dim))
+        for lin in (self.fc1, self.fc2):
+            _trunc_normal_(lin.weight)
+            nn.init.zeros_(lin.bias)
+        _trunc_normal_(self.weight_v)  # only its direction matters
+
+    def last_layer_weight(self) -> Tensor:
+        """The effective last-layer weight g * v / ||v|| ([C, bottleneck])."""
+        return self.weight_g * self.weight_v / self.weight_v.norm(dim=1, keepdim=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.fc2(F.gelu(self.fc1(x)))
+        z = F.normalize(z, dim=-1, p=2)
+        return F.linear(z, self.last_layer_weight())
+
+
+class LoopHeads(nn.Module):
+    """H independent heads in an nn.ModuleList, run one after another (fastest on a small CPU)."""
+
+    def __init__(self, num_heads: int, in_dim: int, hidden_dim: int, bottleneck_dim: int, num_clusters: int):
+        super().__init__()
+        self.heads = nn.ModuleList(
+            ClusterHead(in_dim, hidden_dim, bottleneck_dim, num_clusters) for _ in range(num_heads)
+        )
+
+    @property
+    def num_heads(self) -> int:
+        return len(self.heads)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, D] -> logits [H, B, C]."""
+        return torch.stack([h(x) for h in self.heads])
+
+    def last_layer_parameters(self) -> Iterator[nn.Parameter]:
+        for h in self.heads:
+            yield h.weight_g
+            yield h.weight_v
+
+    def no_weight_decay(self, name: str, p: Tensor) -> bool:
+        """True for biases and 1-D parameters (AdamW group with weight decay 0)."""
+        return name.endswith("bias") or p.ndim <= 1
+
+    def stacked_state(self) -> dict[str, Tensor]:
+        """Weights stacked over heads: w1 [H,hid,D], b1 [H,hid], w2 [H,bn,hid], b2 [H,bn], g [H,C,1], v [H,C,bn]."""
+        hs = self.heads
+        return {
+            "w1": torch.stack([h.fc1.weight for h in hs]),
+            "b1": torch.stack([h.fc1.bias for h in hs]),
+            "w2": torch.stack([h.fc2.weight for h in hs]),
+            "b2": torch.stack([h.fc2.bias for h in hs]),
+            "g": torch.stack([h.weight_g for h in hs]),
+            "v": torch.stack([h.weight_v for h in hs]),
+        }
+
+    @torch.no_grad()
+    def load_stacked(self, state: dict[str, Tensor]) -> None:
+        """Copy weights from a :meth:`stacked_state`-style dict."""
+        for i, h in enumerate(self.heads):
+            for key, p in (("w1", h.fc1.weight), ("b1", h.fc1.bias), ("w2", h.fc2.weight),
+                           ("b2", h.fc2.bias), ("g", h.weight_g), ("v", h.weight_v)):
+                p.copy_(state[key][i])
+
+
+class BatchedHeads(nn.Module):
+    """H heads as stacked parameters, run with one addmm for the shared-input first layer and bmm after
+    (one kernel per layer instead of H; the better form on GPUs)."""
+
+    def __init__(self, num_heads: int, in_dim: int, hidden_dim: int, bottleneck_dim: int, num_clusters: int):
+        super().__init__()
+        h = num_heads
+        self.w1 = nn.Parameter(_trunc_normal_(torch.empty(h, hidden_dim, in_dim)))
+        self.b1 = nn.Parameter(torch.zeros(h, hidden_dim))
+        self.w2 = nn.Parameter(_trunc_normal_(torch.empty(h, bottleneck_dim, hidden_dim)))
+        self.b2 = nn.Parameter(torch.zeros(h, bottleneck_dim))
+        self.g = nn.Parameter(torch.ones(h, num_clusters, 1))
+        self.v = nn.Parameter(_trunc_normal_(torch.empty(h, num_clusters, bottleneck_dim)))
+
+    @property
+    def num_heads(self) -> int:
+        return self.w1.shape[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, D] -> logits [H, B, C]."""
+        h, hid, d = self.w1.shape
+        b = x.shape[0]
+        # Layer 1 has a shared input: one [B, D] x [D, H*hid] matmul.
+        a1 = torch.addmm(self.b1.reshape(1, h * hid), x, self.w1.reshape(h * hid, d).t())
+        a1 = F.gelu(a1.view(b, h, hid).transpose(0, 1))  # [H, B, hid]
+        z = torch.baddbmm(self.b2.unsqueeze(1), a1, self.w2.transpose(1, 2))  # [H, B, bn]
+        z = F.normalize(z, dim=-1, p=2)
+        w_last = self.g * self.v / self.v.norm(dim=2, keepdim=True)  # [H, C, bn]
+        return torch.bmm(z, w_last.transpose(1, 2))
+
+    def last_layer_parameters(self) -> Iterator[nn.Parameter]:
+        yield self.g
+        yield self.v
+
+    def no_weight_decay(self, name: str, p: Tensor) -> bool:
+        """True for the stacked biases and params that are 1-D per head (same rule as :class:`LoopHeads`)."""
+        return name in ("b1", "b2") or p.ndim - 1 <= 1
+
+    def stacked_state(self) -> dict[str, Tensor]:
+        """Weights in the same stacked layout as :meth:`LoopHeads.stacked_state`."""
+        return {k: getattr(self, k) for k in _STACKED_KEYS}
+
+    @torch.no_grad()
+    def load_stacked(self, state: dict[str, Tensor]) -> None:
+        """Copy weights from a :meth:`stacked_state`-style dict."""
+        for k in _STACKED_KEYS:
+            getattr(self, k).copy_(state[k])
+
+
+def make_heads(
+    head_impl: str, num_heads: int, in_dim: int, hidden_dim: int, bottleneck_dim: int, num_clusters: int
+) -> LoopHeads | BatchedHeads:
+    """Build H cluster heads in the chosen form ("loop" or "batched"); both compute the same function."""
+    if head_impl == "loop":
+        return LoopHeads(num_heads, in_dim, hidden_dim, bottleneck_dim, num_clusters)
+    if head_impl == "batched":
+        return BatchedHeads(num_heads, in_dim, hidden_dim, bottleneck_dim, num_clusters)
+    raise ValueError(f"head_impl must be one of {HEAD_IMPLS}, got {head_impl!r}")
+
+
+def lr_at(it: int, *, base: float, final: float, warmup_iters: int, total_iters: int) -> float:
+    """Per-iteration lr: linear warm-up 0 -> base over ``warmup_iters``, then cosine base -> final until
+    ``total_iters`` (DINO/TEMI ``cosine_scheduler``); with warmup_iters=0 it starts at ``base``."""
+    if it < warmup_iters:
+        return base * it / warmup_iters
+    span = max(1, total_iters - warmup_iters)
+    t = min(1.0, (it - warmup_iters) / span)
+    return final + 0.5 * (base - final) * (1.0 + math.cos(math.pi * t))
+
+
+def momentum_at(it: int, *, start: float, end: float, total_iters: int) -> float:
+    """Teacher EMA momentum at iteration ``it``: cosine from ``start`` to ``end`` (constant when equal)."""
+    if start == end or total_iters <= 1:
+        return start
+    t = min(1.0, it / (total_iters - 1))
+    return end - (end - start) * (math.cos(math.pi * t) + 1.0) / 2.0
+
+
+def validate_temi_args(
+    *,
+    embeddings_shape: tuple[int, ...],
+    knn_shape: tuple[int, ...],
+    num_clusters: int,
+    num_heads: int,
+    hidden_dim: int,
+    bottleneck_dim: int,
+    beta: float,
+    student_temp: float,
+    teacher_temp: float,
+    teacher_momentum: float,
+    teacher_momentum_end: float | None,
+    probs_momentum: float,
+    lr: float,
+    min_lr: float,
+    warmup_epochs: int,
+    weight_decay: float,
+    freeze_last_layer_epochs: int,
+    knn_k: int,
+    batch_size: int,
+    head_impl: str,
+) -> None:
+    """Raise ValueError naming the first bad TEMI argument and what would be valid (cheap; call before work)."""
+    if len(embeddings_shape) != 2 or embeddings_shape[0] < 2 or embeddings_shape[1] < 1:
+        raise ValueError(f"embeddings must be [N, D] with N >= 2, got shape {tuple(embeddings_shape)}")
+    n = embeddings_shape[0]
+    if len(knn_shape) != 2 or knn_shape[0] != n:
+        raise ValueError(f"knn_idx must be [N={n}, k], got shape {tuple(knn_shape)}")
+    checks = [
+        (num_clusters >= 2, f"num_clusters must be >= 2, got {num_clusters}"),
+        (num_heads >= 1, f"num_heads must be >= 1, got {num_heads}"),
+        (hidden_dim >= 1 and bottleneck_dim >= 1,
+         f"hidden_dim and bottleneck_dim must be >= 1, got {hidden_dim} and {bottleneck_dim}"),
+        (beta > 0, f"beta must be > 0, got {beta}"),
+        (student_temp > 0 and teacher_temp > 0,
+         f"student_temp and teacher_temp must be > 0, got {student_temp} and {teacher_temp}"),
+        (0.0 <= teacher_momentum <= 1.0, f"teacher_momentum must be in [0, 1], got {teacher_momentum}"),
+        (teacher_momentum_end is None or 0.0 <= teacher_momentum_end <= 1.0,
+         f"teacher_momentum_end must be None or in [0, 1], got {teacher_momentum_end}"),
+        (0.0 <= probs_momentum < 1.0, f"probs_momentum must be in [0, 1), got {probs_momentum}"),
+        (lr > 0, f"lr must be > 0, got {lr}"),
+        (min_lr >= 0, f"min_lr must be >= 0, got {min_lr}"),
+        (warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {warmup_epochs}"),
+        (weight_decay >= 0, f"weight_decay must be >= 0, got {weight_decay}"),
+        (freeze_last_layer_epochs >= 0, f"freeze_last_layer_epochs must be >= 0, got {freeze_last_layer_epochs}"),
+        (1 <= knn_k <= knn_shape[1], f"knn_k must be in [1, knn_idx.shape[1]={knn_shape[1]}], got {knn_k}"),
+        (batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"),
+        (head_impl in HEAD_IMPLS, f"head_impl must be one of {HEAD_IMPLS}, got {head_impl!r}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)
+
+
+def _as_tensor(x, dtype: torch.dtype) -> Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, Tensor):
+        raise ValueError(f"expected a numpy array or torch tensor, got {type(x).__name__}")
+    return x.detach().to(dtype=dtype).contiguous()
+
+
+class TEMIModule(L.LightningModule):
+    """TEMI deep clustering over frozen embeddings: H student heads trained with the TEMI loss, H teacher heads
+    as their EMA, a per-head teacher marginal, and the lowest-epoch-loss head recorded as ``best_head``."""
+
+    def __init__(
+        self,
+        embeddings: Tensor | np.ndarray,
+        knn_idx: Tensor | np.ndarray,
+        num_clusters: int,
+        *,
+        num_heads: int = 50,
+        hidden_dim: int = 512,
+        bottleneck_dim: int = 256,
+        beta: float = 0.6,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.1,
+        teacher_momentum: float = 0.996,
+        teacher_momentum_end: float | None = None,
+        probs_momentum: float = 0.9,
+        lr: float = 1e-4,
+        min_lr: float = 1e-4,
+        warmup_epochs: int = 20,
+        weight_decay: float = 1e-4,
+        freeze_last_layer_epochs: int = 1,
+        knn_k: int = 50,
+        batch_size: int = 1024,
+        embed_norm: bool = False,
+        head_impl: str = "loop",
+        seed: int = 0,
+    ):
+        super().__init__()
+        emb_shape = tuple(embeddings.shape)
+        knn_shape = tuple(knn_idx.shape)
+        validate_temi_args(
+            embeddings_shape=emb_shape, knn_shape=knn_shape, num_clusters=num_clusters, num_heads=num_heads,
+            hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim, beta=beta, student_temp=student_temp,
+            teacher_temp=teacher_temp, teacher_momentum=teacher_momentum,
+            teacher_momentum_end=teacher_momentum_end, probs_momentum=probs_momentum, lr=lr, min_lr=min_lr,
+            warmup_epochs=warmup_epochs, weight_decay=weight_decay,
+            freeze_last_layer_epochs=freeze_last_layer_epochs, knn_k=knn_k, batch_size=batch_size,
+            head_impl=head_impl,
+        )
+        self.save_hyperparameters(ignore=["embeddings", "knn_idx"])
+        n, d = emb_shape
+        knn = _as_tensor(knn_idx, torch.int64)[:, :knn_k].contiguous()
+        if knn.numel() and (int(knn.min()) < 0 or int(knn.max()) >= n):
+            raise ValueError(f"knn_idx entries must be in [0, N={n}), got range [{int(knn.min())}, {int(knn.max())}]")
+        self.register_buffer("embeddings", _as_tensor(embeddings, torch.float32), persistent=False)
+        self.register_buffer("knn_idx", knn, persistent=False)
+
+        self.student = make_heads(head_impl, num_heads, d, hidden_dim, bottleneck_dim, num_clusters)
+        self.teacher = copy.deepcopy(self.student)
+        self.teacher.requires_grad_(False)
+
+        self.register_buffer("marginal", torch.full((num_heads, num_clusters), 1.0 / num_clusters))
+        self.register_buffer("best_head", torch.tensor(0, dtype=torch.int64))
+        self.register_buffer("head_losses", torch.full((num_heads,), float("nan")))  # last finished epoch
+        self.register_buffer("_epoch_head_sum", torch.zeros(num_heads, dtype=torch.float64), persistent=False)
+        self.register_buffer("_epoch_loss_sum", torch.zeros((), dtype=torch.float64), persistent=False)
+        self.register_buffer("_epoch_count", torch.zeros((), dtype=torch.float64), persistent=False)
+        self.loss_curve: list[float] = []
+        self._gen: torch.Generator | None = None
+        self._ema_it = 0
+        self._total_iters = 1
+
+    # ------------------------------------------------------------------ forward / data
+    def embed(self, x: Tensor) -> Tensor:
+        """Input transform applied before the heads (L2-normalise when ``embed_norm``, else identity)."""
+        x = x.to(dtype=torch.float32)
+        return F.normalize(x, dim=-1) if self.hparams.embed_norm else x
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Teacher logits of all heads for raw embeddings x [B, D] -> [H, B, C]."""
+        return self.teacher(self.embed(x))
+
+    def train_dataloader(self) -> DataLoader:
+        """Index batches over the N stored embeddings (shuffled; drop_last when N >= batch size)."""
+        n = self.embeddings.shape[0]
+        bs = self.hparams.batch_size
+        gen = torch.Generator().manual_seed(int(self.hparams.seed))
+        return DataLoader(
+            TensorDataset(torch.arange(n)), batch_size=bs, shuffle=True, drop_last=n >= bs, generator=gen
+        )
+
+    def _neighbour_generator(self) -> torch.Generator:
+        dev = self.embeddings.device
+        if self._gen is None or self._gen.device != dev:
+            # Own generator (seed, rank): reproducible regardless of global RNG use elsewhere.
+            self._gen = torch.Generator(device=dev).manual_seed(int(self.hparams.seed) * 1000003 + self.global_rank)
+        return self._gen
+
+    def sample_neighbours(self, idx: Tensor) -> Tensor:
+        """For each anchor index, one neighbour drawn uniformly from its first ``knn_k`` kNN columns."""
+        idx = idx.to(self.knn_idx.device)
+        col = torch.randint(
+            0, self.knn_idx.shape[1], (idx.shape[0],), generator=self._neighbour_generator(), device=idx.device
+        )
+        return self.knn_idx[idx, col]
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        """Views (e_i, e_j) with j a random kNN neighbour of i; TEMI loss; marginal and epoch sums updated."""
+        idx = batch[0] if isinstance(batch, (list, tuple)) else batch
+        nbr = self.sample_neighbours(idx)
+        b = idx.shape[0]
+        x = self.embed(torch.cat([self.embeddings[idx], self.embeddings[nbr]]))  # [2B, D]: view 0 then view 1
+        s = self.student(x)
+        with torch.no_grad():
+            t = self.teacher(x)
+        hp = self.hparams
+        out = temi_loss(
+            s[:, :b], s[:, b:], t[:, :b], t[:, b:], self.marginal, beta=hp.beta, student_temp=hp.student_temp,
+            teacher_temp=hp.teacher_temp, probs_momentum=hp.probs_momentum,
+        )
+        self.marginal.copy_(out.marginal)
+        self._epoch_head_sum += out.head_losses.to(torch.float64)
+        self._epoch_loss_sum += out.loss.detach().to(torch.float64)
+        self._epoch_count += 1
+        self.log("train/loss", out.loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=b)
+        return out.loss
+
+    def on_train_start(self) -> None:
+        self._ema_it = self.global_step  # resumes the momentum schedule when fitting from a checkpoint
+        self._total_iters = self._total_steps()
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_head_sum.zero_()
+        self._epoch_loss_sum.zero_()
+        self._epoch_count.zero_()
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Freeze the last (weight-normalised) layer during the first epochs: no grad -> AdamW skips it entirely.
+        if self.current_epoch < self.hparams.freeze_last_layer_epochs:
+            for p in self.student.last_layer_parameters():
+                p.grad = None
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """The optimizer step, then the teacher EMA (so callbacks already see the updated teacher)."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        end = self.hparams.teacher_momentum_end
+        start = self.hparams.teacher_momentum
+        m = momentum_at(self._ema_it, start=start, end=start if end is None else end, total_iters=self._total_iters)
+        self.update_teacher(m)
+        self._ema_it += 1
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """theta_t <- m theta_t + (1 - m) theta_s, parameter by parameter."""
+        t_params = list(self.teacher.parameters())
+        s_params = [p.detach() for p in self.student.parameters()]
+        torch._foreach_mul_(t_params, momentum)
+        torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
+
+    def on_train_epoch_end(self) -> None:
+        sums = torch.cat([self._epoch_head_sum, self._epoch_loss_sum.view(1), self._epoch_count.view(1)])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        count = float(sums[-1])
+        if count == 0:
+            return
+        head_mean = (sums[:-2] / count).to(self.head_losses.dtype)
+        self.head_losses.copy_(head_mean)
+        self.best_head.fill_(int(torch.argmin(head_mean)))
+        self.loss_curve.append(float(sums[-2] / count))
+        self.log("train/best_head_loss", head_mean[self.best_head], on_step=False, on_epoch=True,
+                 sync_dist=False)
+        self.log("train/best_head", self.best_head.float(), on_step=False, on_epoch=True, sync_dist=False)
+
+    # ------------------------------------------------------------------ optimisation
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    def _total_steps(self) -> int:
+        if self._trainer is None:
+            return 1
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError("TEMI's lr/momentum schedules need a finite run: set max_epochs or max_steps")
+        return max(1, int(total))
+
+    def _steps_per_epoch(self) -> int:
+        tr = self.trainer
+        nb = tr.num_training_batches
+        if not isinstance(nb, int) or nb <= 0:  # inf or unset: fall back to our own loader length
+            nb = len(self.train_dataloader())
+        return max(1, math.ceil(nb / max(1, tr.accumulate_grad_batches)))
+
+    def param_groups(self) -> list[dict]:
+        """AdamW groups: biases and (per-head) 1-D params get no weight decay, everything else gets it."""
+        decay, no_decay = [], []
+        for name, p in self.student.named_parameters():
+            if not p.requires_grad:
+                continue
+            if self.student.no_weight_decay(name, p):
+                no_decay.append(p)
+            else:
+                decay.append(p)
+        return [{"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self):
+        """AdamW at lr * global_batch/256, per-iteration linear warm-up from 0, then cosine to min_lr * scale."""
+        hp = self.hparams
+        scale = hp.batch_size * self._world_size() / 256.0
+        base, final = hp.lr * scale, hp.min_lr * scale
+        total = self._total_steps()
+        warmup = hp.warmup_epochs * self._steps_per_epoch() if self._trainer is not None else 0
+        opt = torch.optim.AdamW(self.param_groups(), lr=base)
+
+        def factor(it: int) -> float:
+            return lr_at(it, base=base, final=final, warmup_iters=warmup, total_iters=total) / base
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
