@@ -1,0 +1,394 @@
+"""The classifier LightningModule shared by the proxy-dynamics stage and the coreset-evaluation stage.
+
+Recipe of method.md §5/§7: SGD (momentum, optional Nesterov, weight decay) with a per-iteration cosine schedule
+from `lr` to `min_lr`, reflect-padded random crop + horizontal flip, cross-entropy. Batches are
+(inputs, targets, dataset indices) so an optional `TrainingDynamicsRecorder` can file each example's
+train-mode logits under its dataset index.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from elfs.dynamics.augment import BatchImageTransform
+from elfs.dynamics.recorder import TrainingDynamicsRecorder
+from elfs.models import MODEL_INPUTS, build_model
+
+
+def cosine_lr(step: int, *, total_steps: int, lr: float, min_lr: float) -> float:
+    """Cosine-annealed learning rate at optimizer step `step`; constant `min_lr` from `total_steps` on (no rise)."""
+    t = min(max(int(step), 0), int(total_steps))
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t / total_steps))
+
+
+class _CosineFactor:
+    """LambdaLR multiplier lr(step) / lr for `cosine_lr` (a callable object, so LambdaLR can checkpoint it)."""
+
+    def __init__(self, total_steps: int, lr: float, min_lr: float) -> None:
+        self.total_steps, self.lr, self.min_lr = int(total_steps), float(lr), float(min_lr)
+
+    def __call__(self, step: int) -> float:
+        return cosine_lr(step, total_steps=self.total_steps, lr=self.lr, min_lr=self.min_lr) / self.lr
+
+
+class ClassifierModule(L.LightningModule):
+    """Classifier over uint8 images (normalised and, in training, augmented on the device) or float embeddings.
+
+    With `record_num_examples` set, a `TrainingDynamicsRecorder` (attribute `recorder`, saved in checkpoints)
+    records every training step's logits by dataset index; under DDP the batch is all-gathered first so that
+    every rank's recorder sees every example. `total_steps=None` takes the trainer's estimated stepping batches.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        in_dim: int | None = None,
+        width: int = 32,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 5e-4,
+        min_lr: float = 1e-4,
+        total_steps: int | None = None,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        seed: int = 0,
+        record_num_examples: int | None = None,
+        el2n_epochs: int = 10,
+    ) -> None:
+        super().__init__()
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if not 0 <= min_lr <= lr:
+            raise ValueError(f"min_lr must be in [0, lr={lr}], got {min_lr}")
+        if momentum < 0 or weight_decay < 0:
+            raise ValueError(f"momentum and weight_decay must be >= 0, got {momentum} and {weight_decay}")
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        if total_steps is not None and int(total_steps) < 1:
+            raise ValueError(f"total_steps must be >= 1 (or None), got {total_steps}")
+        if mean is not None:
+            mean = [float(v) for v in mean]
+        if std is not None:
+            std = [float(v) for v in std]
+        self.save_hyperparameters()
+        self.model = build_model(model, num_classes=num_classes, in_channels=in_channels, in_dim=in_dim, width=width)
+        self.input_kind = MODEL_INPUTS[model]
+        self.transform: BatchImageTransform | None = None
+        if self.input_kind == "images":
+            self.transform = BatchImageTransform(
+                mean if mean is not None else [0.0] * in_channels,
+                std if std is not None else [1.0] * in_channels,
+                padding=crop_padding,
+                hflip=hflip,
+            )
+            if len(self.transform.mean) != in_channels:
+                raise ValueError(f"mean/std have {len(self.transform.mean)} values but in_channels={in_channels}")
+        self.recorder: TrainingDynamicsRecorder | None = None
+        if record_num_examples is not None:
+            self.recorder = TrainingDynamicsRecorder(record_num_examples, num_classes, el2n_epochs=el2n_epochs)
+        self._aug_gen = torch.Generator().manual_seed(int(seed))
+
+    # ---------------------------------------------------------------- data path
+    def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """uint8 images -> normalised float (+ crop/flip when `train`); float inputs pass through unchanged."""
+        if x.dtype == torch.uint8:
+            if self.transform is None:
+                raise ValueError(f"model {self.hparams.model!r} takes float embeddings, got a uint8 batch")
+            return self.transform(x, train=train, generator=self._aug_gen)
+        return x.float() if x.dtype == torch.float64 else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch, without augmentation."""
+        return self.model(self.prepare(x, train=False))
+
+    def setup(self, stage: str) -> None:
+        # a distinct augmentation stream per DDP rank; restored from a checkpoint after this hook when resuming
+        self._aug_gen.manual_seed(int(self.hparams.seed) + 1_000_003 * int(self.global_rank))
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y, idx = batch
+        logits = self.model(self.prepare(x, train=True))
+        loss = F.cross_entropy(logits, y)
+        if self.recorder is not None:
+            self._record(idx, logits.detach(), y)
+        acc = (logits.detach().argmax(dim=1) == y).float().mean()
+        bs = int(y.shape[0])
+        ddp = self._trainer is not None and self.trainer.world_size > 1  # epoch means over all ranks
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=ddp)
+        self.log("train/acc", acc, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=ddp)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=bs)
+        return loss
+
+    def _record(self, idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # same shapes on every rank (DistributedSampler pads); padded duplicates are dropped by the recorder
+            idx, logits, y = (t.flatten(0, 1) for t in self.all_gather((idx, logits, y)))
+        self.recorder.update(idx, logits, y, epoch=self.current_epoch)
+
+    # ---------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        total = hp.total_steps
+        if total is None:
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total) or total < 1:
+                raise ValueError(f"cannot derive total_steps for the cosine schedule from the trainer ({total})")
+        opt = torch.optim.SGD(
+            self.model.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+            weight_decay=hp.weight_decay,
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _CosineFactor(int(total), hp.lr, hp.min_lr))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["aug_rng_state"] = self._aug_gen.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "aug_rng_state" in checkpoint:
+            self._aug_gen.set_state(checkpoint["aug_rng_state"])
+
+
+# -------------------------------------------------------------------- data helpers
+class _IndexedTensorDataset(Dataset):
+    """(input, target, dataset index) triples; `__getitems__` gathers a whole batch with one indexing op."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
+        self.x, self.y, self.idx = x, y, idx
+
+    def __len__(self) -> int:
+        return int(self.idx.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.x[i], self.y[i], self.idx[i]
+
+    def __getitems__(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        t = torch.as_tensor(ids, dtype=torch.int64)
+        return self.x[t], self.y[t], self.idx[t]
+
+
+def _batched_collate(batch: Any) -> Any:
+    """Collate for `_IndexedTensorDataset.__getitems__`, which already returns a stacked batch."""
+    if isinstance(batch, tuple):
+        return batch
+    return torch.utils.data.default_collate(batch)
+
+
+def to_model_inputs(inputs: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, str]:
+    """N x H x W x C (or N x H x W) uint8 images -> N x C x H x W uint8 tensor; N x D floats -> float32 tensor."""
+    x = inputs if isinstance(inputs, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(inputs))
+    if x.dtype == torch.uint8 and x.ndim in (3, 4):
+        x = x.unsqueeze(-1) if x.ndim == 3 else x
+        return x.permute(0, 3, 1, 2).contiguous(), "images"
+    if x.is_floating_point() and x.ndim == 2:
+        return x.to(torch.float32).contiguous(), "embeddings"
+    raise ValueError(
+        f"inputs must be uint8 images N x H x W x C (or N x H x W) or float embeddings N x D; "
+        f"got dtype {x.dtype}, shape {tuple(x.shape)}"
+    )
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    module: ClassifierModule,
+    inputs: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+) -> float:
+    """Top-1 accuracy of `module` in eval mode (no augmentation) on `inputs` (same layout as for training)."""
+    x, _ = to_model_inputs(inputs)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if x.shape[0] == 0:
+        raise ValueError("cannot evaluate on an empty set")
+    orig_device = next(module.parameters()).device
+    dev = torch.device(device) if device is not None else orig_device
+    was_training = module.training
+    module.to(dev).eval()
+    correct = 0
+    try:
+        for s in range(0, x.shape[0], int(batch_size)):
+            xb = x[s : s + int(batch_size)].to(dev, non_blocking=True)
+            pred = module(xb).argmax(dim=1).cpu()
+            correct += int((pred == y[s : s + int(batch_size)]).sum())
+    finally:
+        module.train(was_training)
+        module.to(orig_device)
+    return correct / x.shape[0]
+
+
+class _PeriodicEval(L.Callback):
+    """Evaluates test accuracy every `every` optimizer steps during training (a secondary, best-of-run number)."""
+
+    def __init__(self, inputs: np.ndarray, labels: np.ndarray, every: int, batch_size: int = 512) -> None:
+        self.inputs, self.labels, self.every, self.batch_size = inputs, labels, int(every), batch_size
+        self.history: list[tuple[int, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if step > 0 and step % self.every == 0 and (not self.history or self.history[-1][0] != step):
+            acc = evaluate_accuracy(pl_module, self.inputs, self.labels, self.batch_size)
+            self.history.append((step, acc))
+            if trainer.logger is not None:
+                trainer.logger.log_metrics({"test/acc": acc}, step=step)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of `train_classifier`: the trained module, optional per-example scores and test accuracies."""
+
+    module: ClassifierModule
+    scores: dict[str, np.ndarray] | None
+    final_test_acc: float | None
+    best_test_acc: float | None
+    steps: int
+    test_history: list[tuple[int, float]] = field(default_factory=list)
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if value is None or int(value) != value or int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def train_classifier(
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    *,
+    num_classes: int,
+    model: str,
+    width: int,
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    nesterov: bool,
+    weight_decay: float,
+    min_lr: float,
+    crop_padding: int,
+    hflip: bool,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    seed: int,
+    record: bool = False,
+    el2n_epochs: int = 10,
+    trainer_kwargs: dict | None = None,
+    logger: Any = None,
+    num_workers: int = 0,
+    test_inputs: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+    test_every: int = 0,
+) -> TrainResult:
+    """Train a classifier on `inputs[indices]` with `labels[indices]` for exactly `steps` iterations or `epochs`.
+
+    With `record=True` the returned scores are the recorder's, arrays of length len(inputs) by ORIGINAL dataset
+    index (examples outside `indices` hold NaN / -1). `final_test_acc` is the final model's accuracy on the test
+    set; `best_test_acc` is the maximum over the evaluations every `test_every` steps and the final one (None when
+    `test_every` is 0) - a secondary, test-selected number. With the fork/spawn DDP strategies the trained
+    weights and recorder come back from rank 0, but `steps` and `test_history` stay in the workers (0 / []).
+    The returned module sits on the training device, so `evaluate_accuracy(result.module, ...)` runs there.
+    """
+    if (steps is None) == (epochs is None):
+        raise ValueError(f"give exactly one of steps / epochs, got steps={steps}, epochs={epochs}")
+    if steps is not None:
+        steps = _check_positive_int("steps", steps)
+    if epochs is not None:
+        epochs = _check_positive_int("epochs", epochs)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    num_classes = _check_positive_int("num_classes", num_classes)
+    if model not in MODEL_INPUTS:
+        raise ValueError(f"unknown model {model!r}; valid names: {sorted(MODEL_INPUTS)}")
+    if int(num_workers) < 0 or int(test_every) < 0:
+        raise ValueError(f"num_workers and test_every must be >= 0, got {num_workers} and {test_every}")
+    x_all, kind = to_model_inputs(inputs)
+    if MODEL_INPUTS[model] != kind:
+        raise ValueError(f"model {model!r} takes {MODEL_INPUTS[model]}, but inputs are {kind} (shape {inputs.shape})")
+    n = x_all.shape[0]
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an integer array of shape ({n},), got {labels.dtype} {labels.shape}")
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"indices must be a non-empty 1-D integer array, got {indices.dtype} {indices.shape}")
+    if indices.min() < 0 or indices.max() >= n:
+        raise ValueError(f"indices must lie in [0, {n}), got range [{indices.min()}, {indices.max()}]")
+    if np.unique(indices).size != indices.size:
+        raise ValueError("indices contain duplicates; pass each dataset index once")
+    sub_labels = labels[indices]
+    if sub_labels.min() < 0 or sub_labels.max() >= num_classes:
+        raise ValueError(
+            f"labels of the training indices must lie in [0, {num_classes}), "
+            f"got [{sub_labels.min()}, {sub_labels.max()}]"
+        )
+    if (test_inputs is None) != (test_labels is None):
+        raise ValueError("give both test_inputs and test_labels, or neither")
+    if test_every > 0 and test_inputs is None:
+        raise ValueError(f"test_every={test_every} needs test_inputs and test_labels")
+    if test_inputs is not None:
+        _, test_kind = to_model_inputs(test_inputs[:1])
+        if test_kind != kind:
+            raise ValueError(f"test inputs are {test_kind} but training inputs are {kind}")
+
+    L.seed_everything(int(seed), workers=True, verbose=False)
+    in_channels = int(x_all.shape[1]) if kind == "images" else 3
+    in_dim = int(x_all.shape[1]) if kind == "embeddings" else None
+    module = ClassifierModule(
+        model, num_classes=num_classes, in_channels=in_channels, in_dim=in_dim, width=width, lr=lr,
+        momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, min_lr=min_lr, total_steps=steps,
+        crop_padding=crop_padding, hflip=hflip, mean=mean, std=std, seed=seed,
+        record_num_examples=n if record else None, el2n_epochs=el2n_epochs,
+    )
+    idx_t = torch.from_numpy(indices.astype(np.int64))
+    dataset = _IndexedTensorDataset(x_all[idx_t], torch.from_numpy(sub_labels.astype(np.int64)), idx_t)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=False, num_workers=int(num_workers),
+        collate_fn=_batched_collate, generator=torch.Generator().manual_seed(int(seed)),
+        persistent_workers=int(num_workers) > 0,
+    )
+    callbacks: list[L.Callback] = []
+    periodic = None
+    if test_every > 0:
+        periodic = _PeriodicEval(test_inputs, test_labels, test_every)
+        callbacks.append(periodic)
+    kwargs: dict[str, Any] = dict(
+        accelerator="auto", devices=1, logger=logger if logger is not None else False,
+        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False, deterministic=True,
+        log_every_n_steps=max(1, min(50, len(loader))),
+        max_steps=steps if steps is not None else -1, max_epochs=epochs if epochs is not None else -1,
+    )
+    kwargs.update(trainer_kwargs or {})
+    kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + callbacks
+    trainer = L.Trainer(**kwargs)
+    trainer.fit(module, train_dataloaders=loader)
+
+    scores = module.recorder.scores() if module.recorder is not None else None
+    module.to(trainer.strategy.root_device)  # Lightning's teardown moved it to the CPU; later evaluations run here
+    final_acc = best_acc = None
+    if test_inputs is not None:
+        final_acc = evaluate_accuracy(module, test_inputs, test_labels)
+        if periodic is not None:
+            best_acc = max([a for _, a in periodic.history] + [final_acc])
+    history = list(periodic.history) if periodic is not None else []
+    return TrainResult(module=module, scores=scores, final_test_acc=final_acc, best_test_acc=best_acc,
+                       steps=int(trainer.global_step), test_history=history)

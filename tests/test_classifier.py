@@ -1,0 +1,256 @@
+"""Augmentation, cosine schedule and ClassifierModule / train_classifier on tiny CPU problems (sklearn digits)."""
+
+import math
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from elfs.dynamics import HARD_END, ClassifierModule, cosine_lr, evaluate_accuracy, record_dynamics, train_classifier
+from elfs.dynamics.augment import crop_flip, normalize_uint8, random_crop_flip, sample_crop_params
+
+HP = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, min_lr=1e-4, crop_padding=1, hflip=False,
+          mean=[0.3], std=[0.35])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run far faster single-threaded, and 2-thread OpenMP collapses when the CPU is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    x = np.clip(d.images * 16, 0, 255).astype(np.uint8)[..., None]  # N x 8 x 8 x 1 uint8
+    return x, d.target.astype(np.int64)
+
+
+# ------------------------------------------------------------------ augmentation
+def test_crop_flip_matches_per_sample_loop():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 7, 9, generator=g)
+    p = 3
+    top, left, flip = sample_crop_params(16, p, True, torch.Generator().manual_seed(1))
+    out = crop_flip(x, p, top, left, flip)
+    for b in range(16):
+        padded = np.pad(x[b].numpy(), ((0, 0), (p, p), (p, p)), mode="reflect")
+        ref = padded[:, top[b] : top[b] + 7, left[b] : left[b] + 9]
+        if flip[b]:
+            ref = ref[:, :, ::-1]
+        np.testing.assert_array_equal(out[b].numpy(), ref)
+    assert flip.any() and (~flip).any()
+
+
+def test_random_crop_flip_offsets_seeded_and_in_range():
+    x = torch.randn(400, 1, 8, 8)
+    a = random_crop_flip(x, 2, True, torch.Generator().manual_seed(5))
+    b = random_crop_flip(x, 2, True, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and a.shape == x.shape
+    top, left, flip = sample_crop_params(400, 2, True, torch.Generator().manual_seed(5))
+    assert set(top.tolist()) == set(range(5)) and set(left.tolist()) == set(range(5))
+    assert 0.4 < flip.float().mean() < 0.6
+    assert random_crop_flip(x, 0, False) is x
+    with pytest.raises(ValueError, match="padding"):
+        random_crop_flip(x, 8, False)
+
+
+def test_normalize_uint8():
+    x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 2, 2).contiguous()
+    out = normalize_uint8(x, torch.tensor([0.0, 0.5, 1.0]), torch.tensor([1.0, 0.5, 2.0]))
+    assert out.dtype == torch.float32
+    assert out[0, :, 0, 0].tolist() == pytest.approx([0.0, (0.2 - 0.5) / 0.5, 0.0])
+    with pytest.raises(ValueError, match="uint8"):
+        normalize_uint8(x.float(), torch.zeros(3), torch.ones(3))
+
+
+# ------------------------------------------------------------------ schedule
+def test_cosine_formula_and_clamp():
+    kw = dict(total_steps=100, lr=0.1, min_lr=1e-4)
+    assert cosine_lr(0, **kw) == pytest.approx(0.1)
+    assert cosine_lr(50, **kw) == pytest.approx((0.1 + 1e-4) / 2)
+    assert cosine_lr(25, **kw) == pytest.approx(1e-4 + (0.1 - 1e-4) * (1 + math.cos(math.pi / 4)) / 2)
+    assert cosine_lr(100, **kw) == pytest.approx(1e-4)
+    assert cosine_lr(150, **kw) == pytest.approx(1e-4)  # no rise after total_steps
+
+
+class _Probe(L.Callback):
+    """Records the lr used at each step and the logits/indices/targets of each training forward pass."""
+
+    def __init__(self):
+        self.lrs, self.batches, self._logits = [], [], None
+
+    def on_fit_start(self, trainer, pl_module):
+        pl_module.model.register_forward_hook(lambda m, i, o: setattr(self, "_logits", o.detach().clone()))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        _, y, idx = batch
+        self.batches.append((trainer.current_epoch, idx.clone(), self._logits, y.clone()))
+
+
+def test_lr_schedule_in_fit_and_exact_max_steps(digits):
+    x, y = digits
+    probe = _Probe()
+    r = train_classifier(x[:100], y[:100], np.arange(100), num_classes=10, model="small_cnn", width=4, steps=37,
+                         batch_size=16, seed=0, trainer_kwargs={"callbacks": [probe]}, **HP)
+    assert r.steps == 37 and len(probe.lrs) == 37  # 100 / 16 -> 7 batches per epoch, stops mid-epoch
+    expected = [cosine_lr(k, total_steps=37, lr=0.05, min_lr=1e-4) for k in range(37)]
+    np.testing.assert_allclose(probe.lrs, expected, rtol=1e-12)
+    assert r.module.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+# ------------------------------------------------------------------ training
+def test_learns_digits_and_reports_test_accuracy(digits):
+    x, y = digits
+    train, test = np.arange(0, 1400), np.arange(1400, len(x))
+    r = train_classifier(x, y, train, num_classes=10, model="small_cnn", width=8, steps=300, batch_size=64, seed=0,
+                         test_inputs=x[test], test_labels=y[test], test_every=100, **HP)
+    assert evaluate_accuracy(r.module, x[train], y[train]) > 0.9
+    assert r.final_test_acc > 0.85
+    assert [s for s, _ in r.test_history] == [100, 200, 300]
+    assert r.best_test_acc == max(a for _, a in r.test_history)
+    assert r.scores is None and r.module.training  # evaluation restores train mode
+
+
+def test_mlp_on_embeddings():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 3, (4, 16))
+    lab = rng.integers(0, 4, 400)
+    emb = (centers[lab] + rng.normal(0, 1, (400, 16))).astype(np.float32)
+    r = train_classifier(emb, lab, np.arange(400), num_classes=4, model="mlp", width=32, epochs=5, batch_size=32,
+                         seed=0, **HP)
+    assert r.steps == 5 * 13
+    assert evaluate_accuracy(r.module, emb, lab) > 0.95
+    assert r.module.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)  # epochs -> total steps
+
+
+def _naive(batches, n, c, el2n_epochs):
+    """Scores from captured logits, in a plain per-example loop (first appearance per epoch)."""
+    hist = {}
+    for e, idx, logits, y in batches:
+        for i, z, t in zip(idx.tolist(), logits.double(), y.tolist()):
+            hist.setdefault(i, {}).setdefault(e, (z, t))
+    aum, prob, forg, el2n = np.full(n, np.nan), np.full(n, np.nan), np.full(n, -1), np.full(n, np.nan)
+    max_rec = max(len(v) for v in hist.values())
+    for i, per_epoch in hist.items():
+        lm, pm, corr, el = [], [], [], []
+        for e in sorted(per_epoch):
+            z, t = per_epoch[e]
+            p = torch.softmax(z, 0)
+            o = torch.cat([z[:t], z[t + 1 :]]).max()
+            po = torch.cat([p[:t], p[t + 1 :]]).max()
+            lm.append(float(z[t] - o)), pm.append(float(p[t] - po)), corr.append(int(z.argmax()) == t)
+            if e < el2n_epochs:
+                el.append(float(torch.linalg.norm(p - torch.eye(c, dtype=p.dtype)[t])))
+        aum[i], prob[i], el2n[i] = np.mean(lm), np.sum(pm), np.mean(el)
+        forg[i] = sum(a and not b for a, b in zip(corr, corr[1:])) if any(corr) else max_rec + 1
+    return {"aum": aum, "aum_prob_sum": prob, "forgetting": forg, "el2n": el2n}
+
+
+def test_recorder_in_fit_matches_captured_logits(digits, tmp_path):
+    x, y = digits
+    n = 300
+    subset = np.arange(0, n, 3)[:90]  # examples outside the subset must stay unrecorded
+    probe = _Probe()
+    r = train_classifier(x[:n], y[:n], subset, num_classes=10, model="small_cnn", width=4, epochs=3,
+                         batch_size=16, seed=1, record=True, el2n_epochs=2, trainer_kwargs={"callbacks": [probe]},
+                         **{**HP, "hflip": True})
+    s = r.scores
+    assert r.steps == 3 * 6 and len(probe.batches) == 18
+    ref = _naive(probe.batches, n, 10, 2)
+    for k in ["aum", "aum_prob_sum", "el2n"]:
+        np.testing.assert_allclose(s[k], ref[k], rtol=1e-6, atol=1e-7, equal_nan=True, err_msg=k)
+    np.testing.assert_array_equal(s["forgetting"], ref["forgetting"])
+    outside = np.setdiff1d(np.arange(n), subset)
+    assert (s["num_records"][subset] == 3).all() and (s["num_records"][outside] == 0).all()
+    assert np.isnan(s["aum"][outside]).all() and (s["correctness"][outside] == -1).all()
+    # the recorder state travels in Lightning checkpoints
+    r.module.trainer.save_checkpoint(tmp_path / "last.ckpt")
+    fresh = ClassifierModule.load_from_checkpoint(tmp_path / "last.ckpt")
+    for k in s:
+        np.testing.assert_array_equal(fresh.recorder.scores()[k], s[k], err_msg=k)
+
+
+def test_same_seed_bit_identical_scores(digits):
+    x, y = digits
+    kw = dict(num_classes=10, model="small_cnn", width=4, epochs=2, batch_size=32, **{**HP, "hflip": True})
+    a = record_dynamics(x[:200], y[:200], seed=7, **kw)
+    b = record_dynamics(x[:200], y[:200], seed=7, **kw)
+    c = record_dynamics(x[:200], y[:200], seed=8, **kw)
+    assert set(HARD_END) <= set(a)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert not np.array_equal(a["aum"], c["aum"])
+
+
+def test_bad_arguments_are_refused(digits):
+    x, y = digits
+    kw = dict(num_classes=10, model="small_cnn", width=4, batch_size=8, seed=0, **HP)
+    with pytest.raises(ValueError, match="exactly one"):
+        train_classifier(x, y, np.arange(10), steps=3, epochs=1, **kw)
+    with pytest.raises(ValueError, match="exactly one"):
+        train_classifier(x, y, np.arange(10), **kw)
+    with pytest.raises(ValueError, match="duplicates"):
+        train_classifier(x, y, np.array([1, 1, 2]), steps=3, **kw)
+    with pytest.raises(ValueError, match="embeddings"):
+        train_classifier(x.reshape(len(x), -1).astype(np.float32), y, np.arange(10), steps=3, **kw)
+    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+        train_classifier(x, y, np.arange(10), steps=3, **{**kw, "num_classes": 5})
+    with pytest.raises(ValueError, match="min_lr"):
+        train_classifier(x, y, np.arange(10), steps=3, **{**kw, "min_lr": 1.0})
+    with pytest.raises(ValueError, match="test_every"):
+        train_classifier(x, y, np.arange(10), steps=3, test_every=5, **kw)
+
+
+_DDP_SCRIPT = r"""
+import sys, numpy as np, torch, lightning as L
+from sklearn.datasets import load_digits
+from elfs.dynamics import train_classifier
+
+class Dump(L.Callback):
+    def on_fit_start(self, trainer, pl_module):
+        self.rows, self.z = [], None
+        pl_module.model.register_forward_hook(lambda m, i, o: setattr(self, "z", o.detach().clone()))
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.rows.append((trainer.current_epoch, batch_idx, batch[2].clone(), self.z, batch[1].clone()))
+    def on_train_end(self, trainer, pl_module):
+        torch.save(self.rows, f"{sys.argv[1]}/rank{trainer.global_rank}.pt")
+
+d = load_digits()
+x = np.clip(d.images * 16, 0, 255).astype(np.uint8)[..., None]
+n = 101  # odd: the DistributedSampler pads one duplicate per epoch
+r = train_classifier(x[:n], d.target[:n], np.arange(n), num_classes=10, model="small_cnn", width=4, epochs=3,
+                     batch_size=8, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, min_lr=1e-4,
+                     crop_padding=1, hflip=True, mean=[0.3], std=[0.35], seed=0, record=True, el2n_epochs=2,
+                     trainer_kwargs=dict(strategy="ddp_fork", accelerator="cpu", devices=2, callbacks=[Dump()]))
+np.savez(f"{sys.argv[1]}/scores.npz", **r.scores)
+"""
+
+
+def test_ddp_every_rank_records_every_example_once(tmp_path):
+    """Two CPU processes (fork DDP, fresh interpreter): the gathered recorder equals a naive merge of both ranks."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", _DDP_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                         timeout=240, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    s = dict(np.load(tmp_path / "scores.npz"))
+    assert (s["num_records"] == 3).all()  # without the all_gather each rank would see about half
+    rows = [(e, b, r, idx, z, y) for r in (0, 1) for e, b, idx, z, y in torch.load(tmp_path / f"rank{r}.pt")]
+    assert sum(len(idx) for *_, idx, _, _ in rows) == 3 * 102  # the padded duplicate was really fed
+    rows.sort(key=lambda t: t[:3])  # the order the gathered recorder sees: epoch, step, rank
+    ref = _naive([(e, idx, z, y) for e, _, _, idx, z, y in rows], 101, 10, 2)
+    for k in ["aum", "aum_prob_sum", "el2n"]:
+        np.testing.assert_allclose(s[k], ref[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    np.testing.assert_array_equal(s["forgetting"], ref["forgetting"])
