@@ -1,0 +1,368 @@
+"""The stage graph: embed -> knn -> cluster -> dynamics -> (beta search -> select -> evaluate) per budget.
+
+Each stage is a function of its own config subtree and the artifacts before it, run through the
+content-addressed cache (elfs/cache.py). Ground-truth labels reach exactly two places here: the
+`evaluate` stage (kept indices only) and the clustering diagnostics, which are logged and feed no decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from elfs.cache import Artifact, ArtifactCache, array_hash
+from elfs.config import as_beta, as_budgets
+from elfs.data import Dataset, UnlabelledData, load_dataset
+
+log = logging.getLogger(__name__)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+@dataclass
+class Context:
+    """What every stage needs besides its inputs: config, cache, run folder, loggers, Trainer settings."""
+
+    cfg: DictConfig
+    cache: ArtifactCache
+    run_dir: Path
+    loggers: Any  # elfs.logging.RunLoggers
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def trainer_kwargs(self, *, progress: bool) -> dict[str, Any]:
+        t = self.cfg.trainer
+        return {
+            "accelerator": t.accelerator,
+            "devices": _plain(t.devices),
+            "strategy": t.strategy,
+            "num_nodes": t.num_nodes,
+            "precision": t.precision,
+            "deterministic": t.deterministic,
+            # Lightning's bar redraws per step: only on a terminal, never into a log file
+            "enable_progress_bar": bool(progress and t.enable_progress_bar and self.cfg.progress
+                                        and sys.stderr.isatty()),
+        }
+
+    def timed(self, stage: str, art: Artifact) -> Artifact:
+        self.timings[stage] = self.timings.get(stage, 0.0) + (0.0 if art.cached else art.seconds)
+        return art
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def load_data(cfg: DictConfig) -> Dataset:
+    """Load the configured dataset, apply max_train and the augmentation overrides."""
+    import dataclasses
+
+    d = cfg.dataset
+    ds = load_dataset(d.name, path=d.path, root=d.root, download=d.download, test_fraction=d.test_fraction,
+                      split_seed=d.split_seed)
+    if d.max_train is not None and d.max_train < len(ds.train):
+        from elfs.data import GroundTruth, ImageSet
+
+        n = int(d.max_train)
+        ds = dataclasses.replace(
+            ds, train=ImageSet(ds.train.images[:n], ds.train.name),
+            truth=GroundTruth(ds.truth.train[:n], ds.truth.test, ds.truth.num_classes))
+    if d.hflip is not None:
+        ds = dataclasses.replace(ds, hflip=bool(d.hflip))
+    if d.crop_padding is not None:
+        ds = dataclasses.replace(ds, crop_padding=int(d.crop_padding))
+    return ds
+
+
+# ---------------------------------------------------------------------------------------- label-free stages
+
+
+def stage_embed(ctx: Context, ds: UnlabelledData) -> Artifact:
+    """Embed train and test images with the frozen backbone (images only; no labels exist here)."""
+    from elfs.embed import embed_images
+
+    b = ctx.cfg.backbone
+    config = {"name": b.name, "image_size": b.image_size, "pretrained": b.pretrained}
+    inputs = {"train": ds.train.fingerprint(), "test": ds.test.fingerprint()}
+
+    def compute():
+        kw = dict(image_size=b.image_size, batch_size=b.batch_size, device=b.device, pretrained=b.pretrained,
+                  progress=ctx.cfg.progress)
+        train = embed_images(ds.train.images, b.name, **kw)
+        test = embed_images(ds.test.images, b.name, **kw)
+        return {"train": train, "test": test}, {"n_train": len(train), "n_test": len(test), "dim": train.shape[1]}
+
+    return ctx.timed("embed", ctx.cache.run("embed", config, inputs, compute))
+
+
+def stage_knn(ctx: Context, emb: Artifact) -> Artifact:
+    """Cosine kNN among training embeddings, self excluded."""
+    from elfs.knn import knn
+
+    k = ctx.cfg.knn
+    n = len(emb["train"])
+    if k.k >= n:
+        raise ValueError(f"knn.k={k.k} must be smaller than the number of training images ({n})")
+    config = {"k": k.k, "backend": k.backend}
+
+    def compute():
+        idx, sims = knn(emb["train"], k.k, backend=k.backend, chunk_size=k.chunk_size)
+        return {"idx": idx, "sims": sims}, {}
+
+    return ctx.timed("knn", ctx.cache.run("knn", config, {"embed": emb.key}, compute))
+
+
+def stage_cluster(ctx: Context, emb: Artifact, nn: Artifact, num_classes: int) -> Artifact:
+    """TEMI pseudo-labels (or k-means), chosen by a label-free rule; k-means kept beside it for comparison."""
+    from elfs.cluster import fit_temi, kmeans_labels
+
+    c = ctx.cfg.cluster
+    num_clusters = int(c.num_clusters or num_classes)
+    config = {**_plain(c), "num_clusters": num_clusters, "seed": ctx.cfg.seed, "precision": ctx.cfg.trainer.precision}
+    x = emb["train"]
+
+    def compute():
+        arrays: dict[str, np.ndarray] = {}
+        extra: dict[str, Any] = {"num_clusters": num_clusters}
+        if c.method == "temi":
+            res = fit_temi(
+                x, nn["idx"], num_clusters, seed=ctx.cfg.seed, epochs=c.epochs, batch_size=min(c.batch_size, len(x)),
+                num_heads=c.num_heads, hidden_dim=c.hidden_dim, bottleneck_dim=c.bottleneck_dim, beta=c.beta,
+                student_temp=c.student_temp, teacher_temp=c.teacher_temp, teacher_momentum=c.teacher_momentum,
+                probs_momentum=c.probs_momentum, lr=c.lr, min_lr=c.min_lr, warmup_epochs=c.warmup_epochs,
+                weight_decay=c.weight_decay, freeze_last_layer_epochs=c.freeze_last_layer_epochs, knn_k=c.knn_k,
+                rule=c.rule, head_impl=c.head_impl, embed_norm=c.embed_norm,
+                trainer_kwargs=ctx.trainer_kwargs(progress=True), logger=ctx.loggers.for_stage("cluster"),
+            )
+            arrays.update(pseudo_labels=res.pseudo_labels, head_assignments=res.head_assignments,
+                          head_losses=res.head_losses, loss_curve=np.asarray(res.loss_curve, dtype=np.float64))
+            extra["best_head"] = int(res.best_head)
+        if c.kmeans_baseline or c.method == "kmeans":
+            km = kmeans_labels(x, num_clusters, seed=ctx.cfg.seed)
+            arrays["kmeans_labels"] = km
+            if c.method == "kmeans":
+                arrays["pseudo_labels"] = km
+        return arrays, extra
+
+    return ctx.timed("cluster", ctx.cache.run("cluster", config, {"embed": emb.key, "knn": nn.key}, compute))
+
+
+def _model_inputs(model: str, ds: Dataset | UnlabelledData, emb: Artifact, split: str) -> np.ndarray:
+    from elfs.models import MODEL_INPUTS
+
+    if MODEL_INPUTS[model] == "embeddings":
+        return emb[split]
+    return (ds.train if split == "train" else ds.test).images
+
+
+def _train_kwargs(node, ds: Dataset | UnlabelledData) -> dict[str, Any]:
+    mean, std = ds.train.channel_stats()
+    return dict(model=node.model, width=node.width, batch_size=node.batch_size, lr=node.lr, momentum=node.momentum,
+                nesterov=node.nesterov, weight_decay=node.weight_decay, min_lr=node.min_lr,
+                crop_padding=ds.crop_padding, hflip=ds.hflip, mean=mean, std=std)
+
+
+def stage_dynamics(ctx: Context, ds: UnlabelledData, emb: Artifact, clus: Artifact) -> Artifact:
+    """Train the proxy on pseudo-labels and record AUM, forgetting, EL2N per example (no ground truth)."""
+    from elfs.dynamics import record_dynamics
+
+    d = ctx.cfg.dynamics
+    pseudo = clus["pseudo_labels"]
+    x = _model_inputs(d.model, ds, emb, "train")
+    kw = _train_kwargs(d, ds)
+    config = {**_plain(d), "seed": ctx.cfg.seed, "crop_padding": ds.crop_padding, "hflip": ds.hflip,
+              "precision": ctx.cfg.trainer.precision}
+    inputs = {"cluster": clus.key, "images": ds.train.fingerprint(), "embed": emb.key}
+
+    def compute():
+        scores = record_dynamics(
+            x, pseudo, num_classes=int(clus.meta["num_clusters"]), epochs=d.epochs, seed=ctx.cfg.seed,
+            el2n_epochs=d.el2n_epochs, trainer_kwargs=ctx.trainer_kwargs(progress=True),
+            logger=ctx.loggers.for_stage("dynamics"), num_workers=ctx.cfg.trainer.num_workers, **kw)
+        return {k: np.asarray(v) for k, v in scores.items()}, {}
+
+    return ctx.timed("dynamics", ctx.cache.run("dynamics", config, inputs, compute))
+
+
+def hardness_of(dyn: Artifact, score: str) -> np.ndarray:
+    """The chosen score turned into 'higher = harder' by its declared hard end."""
+    from elfs.dynamics import HARD_END
+    from elfs.select import to_hardness
+
+    return to_hardness(dyn[score], HARD_END[score])
+
+
+def stage_beta_search(ctx: Context, ds: UnlabelledData, emb: Artifact, clus: Artifact, dyn: Artifact,
+                      budget: float) -> Artifact:
+    """Choose beta on a 90/10 split of the pseudo-labelled train set (method.md §6.4), touching no ground truth."""
+    from elfs.dynamics.classifier import evaluate_accuracy, train_classifier
+    from elfs.select.beta_search import search_beta
+
+    s, e = ctx.cfg.selection, ctx.cfg.evaluate
+    pseudo = clus["pseudo_labels"]
+    num_classes = int(clus.meta["num_clusters"])
+    x = _model_inputs(e.model, ds, emb, "train")
+    steps = int(s.search_steps or e.steps)
+    kw = _train_kwargs(e, ds)
+    config = {"method": s.method, "score": s.score, "grid": [float(b) for b in s.beta_grid], "budget": budget,
+              "val_fraction": s.val_fraction, "strata": s.strata, "steps": steps, "seed": ctx.cfg.seed,
+              "train": {k: v for k, v in kw.items() if k not in ("mean", "std")}}
+    inputs = {"dynamics": dyn.key, "cluster": clus.key, "embed": emb.key, "images": ds.train.fingerprint()}
+    hardness = hardness_of(dyn, s.score)
+
+    def train_and_validate(kept: np.ndarray, val: np.ndarray) -> float:
+        res = train_classifier(x, pseudo, kept, num_classes=num_classes, steps=steps, seed=ctx.cfg.seed,
+                               trainer_kwargs=ctx.trainer_kwargs(progress=False), logger=False,
+                               num_workers=ctx.cfg.trainer.num_workers, **kw)
+        return float(evaluate_accuracy(res.module, x[val], pseudo[val]))
+
+    def compute():
+        res = search_beta(hardness, budget, [float(b) for b in s.beta_grid], train_and_validate=train_and_validate,
+                          method=s.method, val_fraction=s.val_fraction, seed=ctx.cfg.seed, strata=s.strata)
+        arrays = {"betas": np.asarray(res.betas, dtype=np.float64), "val_acc": np.asarray(res.val_acc),
+                  "best_beta": np.asarray(res.best_beta), "val_idx": res.val_idx}
+        return arrays, {"at_edge": bool(res.at_edge)}
+
+    art = ctx.cache.run("beta_search", config, inputs, compute, label=f"budget={budget}")
+    return ctx.timed("beta_search", art)
+
+
+def select_coreset(ctx: Context, method: str, dyn: Artifact, n: int, budget: float, beta: float,
+                   seed: int) -> np.ndarray:
+    """Kept indices (sorted int64) for one method; cheap, so not cached, but saved in the run folder."""
+    from elfs.select import select
+
+    t0 = time.perf_counter()
+    hardness = hardness_of(dyn, ctx.cfg.selection.score) if method != "random" else None
+    kept = select(method, hardness, n=n, budget=budget, beta=beta, seed=seed, strata=ctx.cfg.selection.strata)
+    ctx.timings["select"] = ctx.timings.get("select", 0.0) + time.perf_counter() - t0
+    return kept
+
+
+# ------------------------------------------------------------------------------------ the labelled stage
+
+
+def stage_evaluate(ctx: Context, ds: Dataset, emb: Artifact, kept: np.ndarray, seed: int, label: str) -> Artifact:
+    """Train from scratch on the kept indices with their GROUND-TRUTH labels for a fixed number of steps; test."""
+    from elfs.dynamics.classifier import train_classifier
+
+    e = ctx.cfg.evaluate
+    kw = _train_kwargs(e, ds)
+    x_tr = _model_inputs(e.model, ds, emb, "train")
+    x_te = _model_inputs(e.model, ds, emb, "test")
+    config = {"train": {k: v for k, v in kw.items() if k not in ("mean", "std")}, "steps": e.steps,
+              "test_every": e.test_every, "seed": seed, "precision": ctx.cfg.trainer.precision}
+    inputs = {"kept": array_hash(kept), "images": ds.train.fingerprint(), "test": ds.test.fingerprint(),
+              "labels": array_hash(ds.truth.train), "test_labels": array_hash(ds.truth.test), "embed": emb.key}
+
+    def compute():
+        res = train_classifier(x_tr, ds.truth.train, kept, num_classes=ds.num_classes, steps=e.steps, seed=seed,
+                               trainer_kwargs=ctx.trainer_kwargs(progress=False), logger=False,
+                               num_workers=ctx.cfg.trainer.num_workers, test_inputs=x_te, test_labels=ds.truth.test,
+                               test_every=e.test_every, **kw)
+        best = np.nan if res.best_test_acc is None else res.best_test_acc
+        return {"final_acc": np.asarray(res.final_test_acc), "best_acc": np.asarray(best)}, {"n_kept": len(kept)}
+
+    return ctx.timed("evaluate", ctx.cache.run("evaluate", config, inputs, compute, label=label))
+
+
+def clustering_diagnostics(ds: Dataset, clus: Artifact) -> dict[str, Any]:
+    """ACC (Hungarian), NMI, ARI of the pseudo-labels and of k-means against ground truth: logged, never used."""
+    from elfs.cluster.metrics import cluster_metrics
+
+    out: dict[str, Any] = {"pseudo_labels": cluster_metrics(clus["pseudo_labels"], ds.truth.train)}
+    if "kmeans_labels" in clus.arrays:
+        out["kmeans"] = cluster_metrics(clus["kmeans_labels"], ds.truth.train)
+    if "best_head" in clus.meta:
+        out["best_head"] = clus.meta["best_head"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the graph
+
+
+def run_pipeline(ctx: Context) -> dict[str, Any]:
+    """Run every stage; return the results dict that report.py writes and prints."""
+    from tqdm.auto import tqdm
+
+    from elfs.select import METHODS_USING_BETA
+
+    cfg = ctx.cfg
+    t_start = time.perf_counter()
+    t0 = time.perf_counter()
+    ds = load_data(cfg)
+    ctx.timings["data"] = time.perf_counter() - t0
+
+    free = ds.unlabelled()  # the label-free stages get this view: it has no targets at all
+    emb = stage_embed(ctx, free)
+    nn = stage_knn(ctx, emb)
+    clus = stage_cluster(ctx, emb, nn, free.num_classes)
+    diag = clustering_diagnostics(ds, clus)
+    ctx.loggers.log_metrics({f"diagnostics/{k}/{m}": v for k, d in diag.items() if isinstance(d, Mapping)
+                             for m, v in d.items()})
+    dyn = stage_dynamics(ctx, free, emb, clus)
+
+    s = cfg.selection
+    n = len(ds.train)
+    fixed_beta = as_beta(s.beta)
+    methods = [s.method] + [b for b in s.baselines if b != s.method]
+    rows = []
+    coresets: dict[str, np.ndarray] = {}
+    for budget in as_budgets(s.budget):
+        row: dict[str, Any] = {"budget": budget, "pruning_rate": round(1.0 - budget, 6), "methods": {}}
+        if s.method in METHODS_USING_BETA:
+            if fixed_beta is None:
+                search = stage_beta_search(ctx, free, emb, clus, dyn, budget)
+                beta = float(search["best_beta"])
+                row.update(beta=beta, beta_source="search", beta_at_edge=bool(search.meta["at_edge"]),
+                           beta_curve={"betas": search["betas"].tolist(), "val_acc": search["val_acc"].tolist()})
+            else:
+                beta = fixed_beta
+                row.update(beta=beta, beta_source="fixed")
+        else:
+            beta = 0.0
+            row.update(beta=None, beta_source="n/a")
+        for method in methods:
+            accs, bests = [], []
+            for seed in tqdm(list(cfg.evaluate.seeds), desc=f"evaluate {method} @ {budget:g}",
+                             disable=not cfg.progress, leave=False):
+                kept = select_coreset(ctx, method, dyn, n, budget, beta if method in METHODS_USING_BETA else 0.0,
+                                      int(seed))
+                coresets[f"{method}_budget{budget:g}_seed{seed}"] = kept
+                art = stage_evaluate(ctx, ds, emb, kept, int(seed), label=f"{method} budget={budget} seed={seed}")
+                accs.append(float(art["final_acc"]))
+                bests.append(float(art["best_acc"]))
+            row["methods"][method] = {
+                "final_acc": accs, "acc_mean": float(np.mean(accs)),
+                "acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+                "best_acc_secondary": bests, "n_kept": int(len(kept)),
+            }
+        rows.append(row)
+
+    np.savez(ctx.run_dir / "coresets.npz", **coresets)
+    np.savez(ctx.run_dir / "scores.npz", pseudo_labels=clus["pseudo_labels"], **dyn.arrays)
+    return {
+        "dataset": ds.name,
+        "dataset_source": ds.notes.get("source"),
+        "n_train": n,
+        "n_test": len(ds.test),
+        "num_classes": ds.num_classes,
+        "backbone": cfg.backbone.name,
+        "pretrained": bool(cfg.backbone.pretrained),
+        "selection": {"method": s.method, "score": s.score, "baselines": list(s.baselines)},
+        "evaluate": {"model": cfg.evaluate.model, "steps": cfg.evaluate.steps, "seeds": list(cfg.evaluate.seeds)},
+        "clustering": diag,
+        "results": rows,
+        "stage_seconds": {k: round(v, 2) for k, v in ctx.timings.items()},
+        "cache": ctx.cache.events,
+        "total_seconds": round(time.perf_counter() - t_start, 2),
+        "artifacts": {"embed": emb.key, "knn": nn.key, "cluster": clus.key, "dynamics": dyn.key},
+    }

@@ -1,0 +1,109 @@
+"""Turn a pipeline's results dict into results.json, a printed table and PNG plots in the run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A plain-text summary: pseudo-label quality, chosen beta and accuracy per budget and method."""
+    lines = []
+    c = results["clustering"]
+    head = f"elfs on {results['dataset']} (N={results['n_train']}, C={results['num_classes']}), " \
+           f"backbone {results['backbone']}{'' if results['pretrained'] else ' (random weights)'}"
+    lines.append(head)
+    pl = c["pseudo_labels"]
+    km = c.get("kmeans")
+    lines.append(f"pseudo-labels vs ground truth (diagnostic): ACC {_pct(pl['acc'])}  NMI {_pct(pl['nmi'])}  "
+                 f"ARI {_pct(pl['ari'])}" + (f"   | k-means: ACC {_pct(km['acc'])}  NMI {_pct(km['nmi'])}  "
+                                              f"ARI {_pct(km['ari'])}" if km else ""))
+    methods = list(results["results"][0]["methods"]) if results["results"] else []
+    sel = results["selection"]
+    label = {sel["method"]: f"{sel['method']}({sel['score']})"}
+    cols = ["budget", "prune", "beta"] + [label.get(m, m) for m in methods]
+    widths = [max(8, len(col) + 2) for col in cols]
+    lines.append("".join(col.rjust(w) for col, w in zip(cols, widths)))
+    seeds = len(results["evaluate"]["seeds"])
+    for row in results["results"]:
+        beta = row.get("beta")
+        cells = [f"{row['budget']:g}", f"{row['pruning_rate']:.0%}",
+                 "-" if beta is None else f"{beta:g}{'*' if row.get('beta_at_edge') else ''}"]
+        for m in methods:
+            r = row["methods"][m]
+            cells.append(f"{100 * r['acc_mean']:.1f}" + (f"±{100 * r['acc_std']:.1f}" if seeds > 1 else ""))
+        lines.append("".join(cell.rjust(w) for cell, w in zip(cells, widths)))
+    lines.append(f"test accuracy (%) after {results['evaluate']['steps']} steps of {results['evaluate']['model']}, "
+                 f"final checkpoint, {seeds} seed(s); beta chosen on a 90/10 pseudo-label split"
+                 + (" (* = at the edge of the grid: extend beta_grid)" if any(
+                     r.get("beta_at_edge") for r in results["results"]) else ""))
+    st = results["stage_seconds"]
+    lines.append("wall time per stage (s): " + "  ".join(f"{k} {v:.1f}" for k, v in st.items())
+                 + f"  | total {results['total_seconds']:.1f}")
+    return "\n".join(lines)
+
+
+def plot_results(results: dict[str, Any], run_dir: Path) -> list[Path]:
+    """accuracy_vs_pruning.png (every method) and beta_curves.png (the label-free beta search), if any."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    rows = sorted(results["results"], key=lambda r: r["pruning_rate"])
+    if not rows:
+        return out
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for m in rows[0]["methods"]:
+        xs = [100 * r["pruning_rate"] for r in rows]
+        ys = [100 * r["methods"][m]["acc_mean"] for r in rows]
+        es = [100 * r["methods"][m]["acc_std"] for r in rows]
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
+    ax.set_xlabel("pruning rate (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{results['dataset']} / {results['backbone']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    p = run_dir / "accuracy_vs_pruning.png"
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    out.append(p)
+
+    curves = [r for r in rows if r.get("beta_curve")]
+    if curves:
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for r in curves:
+            ax.plot(r["beta_curve"]["betas"], [100 * v for v in r["beta_curve"]["val_acc"]], marker="o",
+                    label=f"budget {r['budget']:g} (chosen β={r['beta']:g})")
+        ax.set_xlabel("β (fraction of hardest examples dropped)")
+        ax.set_ylabel("pseudo-label validation accuracy (%)")
+        ax.set_title("label-free β search (90/10 split)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        p = run_dir / "beta_curves.png"
+        fig.savefig(p, dpi=120)
+        plt.close(fig)
+        out.append(p)
+    return out
+
+
+def write_report(results: dict[str, Any], run_dir: Path) -> tuple[str, list[Path]]:
+    """Write results.json (atomically) and the plots; return the table text and the files written."""
+    run_dir = Path(run_dir)
+    tmp = run_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2, default=float))
+    os.replace(tmp, run_dir / "results.json")
+    plots = plot_results(results, run_dir)
+    table = format_table(results)
+    (run_dir / "results.txt").write_text(table + "\n")
+    return table, [run_dir / "results.json", run_dir / "results.txt", *plots]

@@ -1,0 +1,91 @@
+"""Every config composes and validates; typos, wrong types and bad values fail at start-up naming the key."""
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from elfs.config import ConfigError, as_budgets, validate
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ["dataset", "backbone", "knn", "cluster", "dynamics", "selection", "evaluate", "trainer", "logger"]
+
+
+def test_default_composes_and_validates(compose_cfg):
+    cfg = compose_cfg()
+    validate(cfg)
+    assert cfg.dataset.name == "mnist5k" and cfg.backbone.name == "efficientnet_lite0"
+    assert as_budgets(cfg.selection.budget) == [0.1, 0.3, 0.5]
+    assert cfg.logger.mode in ("offline", "disabled", "online")
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_group_option_composes(compose_cfg, group):
+    for f in sorted((CONF / group).glob("*.yaml")):
+        cfg = compose_cfg([f"{group}={f.stem}"], sub=f.stem)
+        if not (group == "dataset" and f.stem == "npz"):
+            validate(cfg)
+
+
+@pytest.mark.parametrize("exp", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_with_plus_form(compose_cfg, exp):
+    cfg = compose_cfg([f"+experiment={exp}"])
+    validate(cfg)
+    assert cfg.name == exp
+
+
+def test_paper_experiment_uses_paper_settings(compose_cfg):
+    cfg = compose_cfg(["+experiment=cifar10_dino"])
+    assert (cfg.dataset.name, cfg.backbone.name, cfg.cluster.num_heads, cfg.cluster.beta) == (
+        "cifar10", "dino_vitb16", 50, 0.6)
+    assert (cfg.dynamics.model, cfg.dynamics.epochs, cfg.evaluate.steps) == ("resnet18_cifar", 200, 40000)
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "slurm_ddp"])
+def test_launcher_configs_compose(compose_cfg, launcher):
+    cfg = compose_cfg([f"+launcher={launcher}", "+experiment=cifar10_dino"])
+    validate(cfg)
+
+
+def test_typo_fails_naming_the_key(compose_cfg):
+    with pytest.raises(ConfigCompositionException) as e:
+        compose_cfg(["selection.bugdet=0.1"])
+    assert "bugdet" in str(e.value) + str(e.value.__cause__)
+
+
+def test_wrong_type_fails_naming_the_key(compose_cfg):
+    with pytest.raises((ConfigCompositionException, ValidationError)) as e:
+        compose_cfg(["cluster.num_heads=many"])
+    assert "num_heads" in str(e.value) + str(e.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("dataset.name=imagenet22k", "dataset.name='imagenet22k'"),
+        ("backbone.name=resnet9000", "backbone.name='resnet9000'"),
+        ("selection.method=magic", "selection.method='magic'"),
+        ("selection.score=vibes", "selection.score='vibes'"),
+        ("selection.budget=1.5", "budget=1.5"),
+        ("selection.budget=0", "budget=0"),
+        ("selection.budget=-0.2", "budget=-0.2"),
+        ("selection.beta=-0.1", "beta=-0.1"),
+        ("selection.beta=0.6", "beta=0.6 + selection.budget=0.5"),
+        ("selection.beta=abc", "beta='abc'"),
+        ("selection.beta_grid=[0.95]", "beta_grid"),
+        ("cluster.knn_k=500", "cluster.knn_k=500"),
+        ("knn.backend=annoy", "knn.backend='annoy'"),
+        ("evaluate.seeds=[]", "evaluate.seeds"),
+    ],
+)
+def test_bad_values_are_refused_with_a_named_message(compose_cfg, override, needle):
+    cfg = compose_cfg([override])
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    assert needle in str(e.value)
+
+
+def test_budget_accepts_scalar_and_list(compose_cfg):
+    assert as_budgets(compose_cfg(["selection.budget=0.2"]).selection.budget) == [0.2]
+    assert as_budgets(compose_cfg(["selection.budget=[0.2,0.4]"], sub="b").selection.budget) == [0.2, 0.4]
