@@ -79,18 +79,24 @@ class ClusterConfig:
 
 
 @dataclass
-class DynamicsConfig:
-    """The proxy classifier trained on pseudo-labels whose training dynamics give the scores (method.md §5)."""
+class ClassifierTrainingConfig:
+    """Network and SGD settings shared by the proxy (dynamics) and the coreset training (evaluate)."""
 
     model: str = "resnet18_cifar"  # small_cnn | mlp (over embeddings) | resnet18_cifar | resnet34
     width: int = 64
-    epochs: int = 200
     batch_size: int = 256
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
     min_lr: float = 1e-4
+
+
+@dataclass
+class DynamicsConfig(ClassifierTrainingConfig):
+    """The proxy classifier trained on pseudo-labels whose training dynamics give the scores (method.md §5)."""
+
+    epochs: int = 200
     el2n_epochs: int = 10
 
 
@@ -110,18 +116,10 @@ class SelectionConfig:
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(ClassifierTrainingConfig):
     """Train a fresh model on the coreset with ground-truth labels for a fixed number of steps (method.md §7)."""
 
-    model: str = "resnet18_cifar"
-    width: int = 64
     steps: int = 40000
-    batch_size: int = 256
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    min_lr: float = 1e-4
     test_every: int = 0  # >0 also reports best-of-run test accuracy (secondary; the headline is the final one)
     seeds: list = field(default_factory=lambda: [0])
 

@@ -48,6 +48,7 @@ class Context:
             "num_nodes": t.num_nodes,
             "precision": t.precision,
             "deterministic": t.deterministic,
+            "log_every_n_steps": 10,
             # Lightning's bar redraws per step: only on a terminal, never into a log file
             "enable_progress_bar": bool(progress and t.enable_progress_bar and self.cfg.progress
                                         and sys.stderr.isatty()),

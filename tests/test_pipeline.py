@@ -86,11 +86,19 @@ def test_cli_runs_pipeline_and_writes_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_multirun_sweep_reuses_upstream_cache(tmp_path):
+def test_multirun_sweep_reuses_upstream_cache_and_logs_one_wandb_run_per_job(tmp_path):
     cache = tmp_path / "cache"
-    p = _cli(["-m", *QUICK, "selection.beta=0.0,0.2", "selection.budget=0.3", f"paths.cache_dir={cache}",
-              f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path)
+    p = _cli(["-m", "+experiment=digits_quick", "selection.beta=0.0,0.2", "selection.budget=0.3",
+              f"paths.cache_dir={cache}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path,
+             env_extra={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb_default")})
     assert p.returncode == 0, p.stderr[-3000:]
+    runs = [sorted((tmp_path / "sweep" / j / "wandb").glob("offline-run-*")) for j in ("0", "1")]
+    assert [len(r) for r in runs] == [1, 1], runs  # wandb.finish() per job: no run is reused or merged
+    assert runs[0][0].name.split("-")[-1] != runs[1][0].name.split("-")[-1]
+    assert list(runs[0][0].glob("*.wandb")) and not (tmp_path / "wandb_default").exists()
+    summary = (tmp_path / "sweep" / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("dataset,backbone,budget") and len(summary) == 1 + 3  # elfs@0, elfs@0.2, random
+    assert "sweep summary" in p.stdout
     r0 = json.loads((tmp_path / "sweep" / "0" / "results.json").read_text())
     r1 = json.loads((tmp_path / "sweep" / "1" / "results.json").read_text())
     assert (r0["results"][0]["beta"], r1["results"][0]["beta"]) == (0.0, 0.2)

@@ -1,0 +1,58 @@
+"""Report and sweep aggregation on hand-made results (no training needed)."""
+
+import json
+
+import pytest
+
+from elfs.aggregate import aggregate, main
+from elfs.report import format_table, write_report
+
+
+def _results(beta=0.2, accs=(0.8, 0.9), rand=(0.7, 0.75)):
+    return {
+        "dataset": "toy", "dataset_source": "test", "n_train": 100, "n_test": 20, "num_classes": 3,
+        "backbone": "efficientnet_lite0", "pretrained": True,
+        "selection": {"method": "double_end", "score": "aum", "baselines": ["random"]},
+        "evaluate": {"model": "small_cnn", "steps": 10, "seeds": [0, 1]},
+        "clustering": {"pseudo_labels": {"acc": 0.5, "nmi": 0.4, "ari": 0.3},
+                       "kmeans": {"acc": 0.45, "nmi": 0.35, "ari": 0.25}},
+        "results": [{
+            "budget": 0.3, "pruning_rate": 0.7, "beta": beta, "beta_source": "search", "beta_at_edge": True,
+            "beta_curve": {"betas": [0.0, 0.2], "val_acc": [0.4, 0.6]},
+            "methods": {"double_end": {"final_acc": list(accs), "acc_mean": sum(accs) / 2, "acc_std": 0.0707,
+                                       "best_acc_secondary": [None, None], "n_kept": 30},
+                        "random": {"final_acc": list(rand), "acc_mean": sum(rand) / 2, "acc_std": 0.035,
+                                   "best_acc_secondary": [None, None], "n_kept": 30}}}],
+        "stage_seconds": {"embed": 1.0, "cluster": 2.0}, "total_seconds": 3.0,
+    }
+
+
+def test_table_shows_everything_the_issue_asks_for():
+    t = format_table(_results())
+    assert "ACC 50.0" in t and "k-means: ACC 45.0" in t
+    assert "0.2*" in t and "85.0±7.1" in t and "72.5±3.5" in t
+    assert "embed 1.0" in t and "total 3.0" in t and "final checkpoint" in t
+
+
+def test_write_report_files(tmp_path):
+    table, files = write_report(_results(), tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text())["dataset"] == "toy"
+    assert (tmp_path / "accuracy_vs_pruning.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "beta_curves.png").exists() and (tmp_path / "results.txt").read_text().strip() == table
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_aggregate_mean_std_over_jobs_and_seeds(tmp_path, capsys):
+    for job, (beta, accs) in enumerate([(0.0, (0.6, 0.7)), (0.2, (0.8, 0.9)), (0.2, (0.7, 0.8))]):
+        d = tmp_path / str(job)
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps(_results(beta=beta, accs=accs)))
+    summary = {(s["method"], s["beta"]): s for s in aggregate(tmp_path)}
+    assert summary[("double_end", 0.2)]["n"] == 4
+    assert summary[("double_end", 0.2)]["acc_mean"] == pytest.approx(0.8)
+    assert summary[("double_end", 0.2)]["acc_std"] == pytest.approx(0.0816497, rel=1e-5)
+    assert summary[("double_end", 0.0)]["acc_mean"] == pytest.approx(0.65)
+    assert summary[("random", None)]["n"] == 6
+    assert (tmp_path / "summary.csv").exists()
+    assert main([str(tmp_path)]) == 0 and "80.00 ± 8.16" in capsys.readouterr().out
+    assert main([str(tmp_path / "nope")]) == 2
