@@ -28,16 +28,18 @@ def format_table(results: dict[str, Any]) -> str:
     sel = results["selection"]
     label = {sel["method"]: f"{sel['method']}({sel['score']})"}
     cols = ["budget", "prune", "beta"] + [label.get(m, m) for m in methods]
-    widths = [max(8, len(col) + 2) for col in cols]
-    lines.append("".join(col.rjust(w) for col, w in zip(cols, widths)))
     seeds = len(results["evaluate"]["seeds"])
+    body = []
     for row in results["results"]:
         beta = row.get("beta")
         cells = [f"{row['budget']:g}", f"{row['pruning_rate']:.0%}",
                  "-" if beta is None else f"{beta:g}{'*' if row.get('beta_at_edge') else ''}"]
         for m in methods:
             r = row["methods"][m]
-            cells.append(f"{100 * r['acc_mean']:.1f}" + (f"±{100 * r['acc_std']:.1f}" if seeds > 1 else ""))
+            cells.append(f"{100 * r['acc_mean']:.1f}" + (f" ± {100 * r['acc_std']:.1f}" if seeds > 1 else ""))
+        body.append(cells)
+    widths = [max(len(c) for c in col) + 2 for col in zip(cols, *body)]
+    for cells in [cols, *body]:
         lines.append("".join(cell.rjust(w) for cell, w in zip(cells, widths)))
     lines.append(f"test accuracy (%) after {results['evaluate']['steps']} steps of {results['evaluate']['model']}, "
                  f"final checkpoint, {seeds} seed(s); beta chosen on a 90/10 pseudo-label split"

@@ -30,7 +30,7 @@ def _results(beta=0.2, accs=(0.8, 0.9), rand=(0.7, 0.75)):
 def test_table_shows_everything_the_issue_asks_for():
     t = format_table(_results())
     assert "ACC 50.0" in t and "k-means: ACC 45.0" in t
-    assert "0.2*" in t and "85.0±7.1" in t and "72.5±3.5" in t
+    assert "0.2*" in t and "85.0 ± 7.1" in t and "72.5 ± 3.5" in t
     assert "embed 1.0" in t and "total 3.0" in t and "final checkpoint" in t
 
 
