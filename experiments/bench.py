@@ -1,0 +1,85 @@
+"""Speed benchmarks that print ratios (never run in the test suite).
+
+    python experiments/bench.py [--n 20000] [--dim 384] [--heads 50] [--device auto]
+
+1. kNN: faiss IndexFlatIP vs the chunked torch fallback (same neighbours, checked).
+2. TEMI heads: a Python loop over H heads vs the batched (bmm) form, forward + backward per step.
+On the 2-core build CPU the loop is expected to win; on a GPU the batched form should.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+
+def _time(fn, repeat: int = 3) -> float:
+    fn()  # warm-up
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / repeat
+
+
+def bench_knn(n: int, dim: int, k: int = 50) -> None:
+    from elfs.knn import knn
+
+    x = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
+    res = {}
+    for backend in ("faiss", "torch"):
+        out = {}
+        res[backend] = _time(lambda b=backend, o=out: o.update(r=knn(x, k, backend=b)), repeat=1)
+        if backend == "faiss":
+            ref = out["r"][0]
+        else:
+            agree = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref[:500], out["r"][0][:500])])
+    print(f"kNN N={n} d={dim} k={k}: faiss {res['faiss']:.2f}s  torch {res['torch']:.2f}s  "
+          f"torch/faiss = {res['torch'] / res['faiss']:.2f}x  (neighbour agreement {agree:.4f})")
+
+
+def bench_heads(heads: int, dim: int, batch: int, device: str) -> None:
+    from elfs.cluster.module import make_heads
+
+    x = torch.randn(2 * batch, dim, device=device)
+    times = {}
+    for impl in ("loop", "batched"):
+        torch.manual_seed(0)
+        h = make_heads(impl, heads, dim, 512, 256, 10)
+        h = h.to(device)
+        opt = torch.optim.AdamW(h.parameters(), lr=1e-4)
+
+        def step(h=h, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            out = h(x)
+            loss = sum(o.logsumexp(-1).mean() for o in out) if isinstance(out, (list, tuple)) else \
+                out.logsumexp(-1).mean()
+            loss.backward()
+            opt.step()
+
+        times[impl] = _time(step)
+    print(f"TEMI heads H={heads} d={dim} batch={batch} on {device}: loop {times['loop'] * 1e3:.0f} ms/step  "
+          f"batched {times['batched'] * 1e3:.0f} ms/step  loop/batched = {times['loop'] / times['batched']:.2f}x")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=20000)
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--heads", type=int, default=50)
+    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--device", default="auto")
+    a = p.parse_args()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
+    bench_knn(a.n, a.dim)
+    bench_heads(a.heads, a.dim, a.batch, device)
+
+
+if __name__ == "__main__":
+    main()
