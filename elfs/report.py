@@ -51,6 +51,21 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+    """Label, save and close one figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_results(results: dict[str, Any], run_dir: Path) -> list[Path]:
     """accuracy_vs_pruning.png (every method) and beta_curves.png (the label-free beta search), if any."""
     os.environ.setdefault("MPLBACKEND", "Agg")
@@ -69,16 +84,8 @@ def plot_results(results: dict[str, Any], run_dir: Path) -> list[Path]:
         ys = [100 * r["methods"][m]["acc_mean"] for r in rows]
         es = [100 * r["methods"][m]["acc_std"] for r in rows]
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
-    ax.set_xlabel("pruning rate (%)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{results['dataset']} / {results['backbone']}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    p = run_dir / "accuracy_vs_pruning.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    out.append(p)
+    out.append(_finish(fig, ax, "pruning rate (%)", "test accuracy (%)",
+                       f"{results['dataset']} / {results['backbone']}", run_dir / "accuracy_vs_pruning.png"))
 
     curves = [r for r in rows if r.get("beta_curve")]
     if curves:
@@ -86,16 +93,9 @@ def plot_results(results: dict[str, Any], run_dir: Path) -> list[Path]:
         for r in curves:
             ax.plot(r["beta_curve"]["betas"], [100 * v for v in r["beta_curve"]["val_acc"]], marker="o",
                     label=f"budget {r['budget']:g} (chosen β={r['beta']:g})")
-        ax.set_xlabel("β (fraction of hardest examples dropped)")
-        ax.set_ylabel("pseudo-label validation accuracy (%)")
-        ax.set_title("label-free β search (90/10 split)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        p = run_dir / "beta_curves.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        out.append(p)
+        out.append(_finish(fig, ax, "β (fraction of hardest examples dropped)",
+                           "pseudo-label validation accuracy (%)", "label-free β search (90/10 split)",
+                           run_dir / "beta_curves.png"))
     return out
 
 

@@ -15,13 +15,7 @@ HP = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, min_lr=1e-4, 
           mean=[0.3], std=[0.35])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run far faster single-threaded, and 2-thread OpenMP collapses when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

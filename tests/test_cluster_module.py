@@ -55,14 +55,7 @@ def _module(x, knn, **kw) -> TEMIModule:
     return TEMIModule(x, knn, 5, **base)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """These tensors are tiny: one thread is as fast on a quiet machine and avoids 10-40x OpenMP slowdowns when
-    other processes share the 2 cores (measured: 0.8 s vs 28 s for the same fit)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +64,7 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def fitted(data):
+def fitted(data, one_torch_thread):
     x, knn, _ = data
     return fit_temi(x, knn, 5, **TEMI_KW)
 
