@@ -119,3 +119,18 @@ def test_imageset_rejects_wrong_arrays():
         ImageSet(np.zeros((2, 4, 4, 5), np.uint8), "x")
     with pytest.raises(ValueError, match="layouts"):
         to_nhwc(np.zeros((2, 4, 4, 5), np.uint8), "x_train")
+
+
+def test_pipeline_data_options(compose_cfg):
+    """dataset.max_train keeps the first N training images (and their labels); flips/crop can be overridden."""
+    from elfs.pipeline import load_data
+
+    ds = load_data(compose_cfg(["dataset=digits", "dataset.max_train=100", "dataset.hflip=true",
+                                "dataset.crop_padding=3"]))
+    full = load_dataset("digits")
+    assert len(ds.train) == 100 and len(ds.truth.train) == 100 and len(ds.test) == len(full.test)
+    np.testing.assert_array_equal(ds.train.images, full.train.images[:100])
+    np.testing.assert_array_equal(ds.truth.train, full.truth.train[:100])
+    assert (ds.hflip, ds.crop_padding) == (True, 3)
+    free = ds.unlabelled()
+    assert (free.hflip, free.crop_padding, len(free.train)) == (True, 3, 100)
