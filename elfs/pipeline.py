@@ -340,7 +340,8 @@ def run_pipeline(ctx: Context) -> dict[str, Any]:
                 coresets[f"{method}_budget{budget:g}_seed{seed}"] = kept
                 art = stage_evaluate(ctx, ds, emb, kept, int(seed), label=f"{method} budget={budget} seed={seed}")
                 accs.append(float(art["final_acc"]))
-                bests.append(float(art["best_acc"]))
+                best = float(art["best_acc"])
+                bests.append(None if np.isnan(best) else best)  # None, not NaN: results.json stays strict JSON
             row["methods"][method] = {
                 "final_acc": accs, "acc_mean": float(np.mean(accs)),
                 "acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,

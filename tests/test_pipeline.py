@@ -72,7 +72,9 @@ def test_cli_runs_pipeline_and_writes_report(tmp_path):
     p = _cli([*QUICK, f"hydra.run.dir={out}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=csv"], cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "pseudo-labels vs ground truth" in p.stdout and "double_end(aum)" in p.stdout and "random" in p.stdout
-    res = json.loads((out / "results.json").read_text())
+    text = (out / "results.json").read_text()
+    assert "NaN" not in text
+    res = json.loads(text)
     assert [r["budget"] for r in res["results"]] == [0.3, 0.5]
     for r in res["results"]:
         assert r["beta_source"] == "search" and r["beta"] in r["beta_curve"]["betas"]
