@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from elfs.paper import paper_reference, paper_source
+
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
@@ -38,6 +40,11 @@ def format_table(results: dict[str, Any]) -> str:
             r = row["methods"][m]
             cells.append(f"{100 * r['acc_mean']:.1f}" + (f" ± {100 * r['acc_std']:.1f}" if seeds > 1 else ""))
         body.append(cells)
+    paper = [paper_reference(results["dataset"], row["pruning_rate"]) for row in results["results"]]
+    if any(paper):  # the paper's figure values beside ours, where it has the cell
+        cols += ["paper elfs", "paper random"]
+        for cells, ref in zip(body, paper):
+            cells += [f"{ref['elfs']:.1f}" if "elfs" in ref else "-", f"{ref['random']:.1f}" if "random" in ref else "-"]
     widths = [max(len(c) for c in col) + 2 for col in zip(cols, *body)]
     for cells in [cols, *body]:
         lines.append("".join(cell.rjust(w) for cell, w in zip(cells, widths)))
@@ -45,6 +52,8 @@ def format_table(results: dict[str, Any]) -> str:
                  f"final checkpoint, {seeds} seed(s); beta chosen on a 90/10 pseudo-label split"
                  + (" (* = at the edge of the grid: extend beta_grid)" if any(
                      r.get("beta_at_edge") for r in results["results"]) else ""))
+    if any(paper):
+        lines.append(f"paper columns: {paper_source()}; the paper reports best-of-run accuracy, we report the final one")
     st = results["stage_seconds"]
     lines.append("wall time per stage (s): " + "  ".join(f"{k} {v:.1f}" for k, v in st.items())
                  + f"  | total {results['total_seconds']:.1f}")

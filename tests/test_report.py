@@ -56,3 +56,18 @@ def test_aggregate_mean_std_over_jobs_and_seeds(tmp_path, capsys):
     assert (tmp_path / "summary.csv").exists()
     assert main([str(tmp_path)]) == 0 and "80.00 ± 8.16" in capsys.readouterr().out
     assert main([str(tmp_path / "nope")]) == 2
+
+
+def test_paper_numbers_are_shown_beside_ours_where_the_paper_has_the_cell():
+    from elfs.paper import paper_reference
+
+    assert paper_reference("cifar10", 0.9) == pytest.approx(
+        {"elfs": 86.9, "random": 79.2, "supervised_ccs": 87.2, "badge": 81.7, "d2": 71.4, "prototypicality": 70.7})
+    assert paper_reference("cifar100", 0.9)["elfs"] == 54.9 and "prototypicality" not in paper_reference("cifar100", 0.9)
+    assert paper_reference("cifar10", 0.6) == {} and paper_reference("mnist5k", 0.9) == {}
+    r = _results()
+    r["dataset"] = "cifar10"
+    r["results"][0]["budget"], r["results"][0]["pruning_rate"] = 0.3, 0.7
+    t = format_table(r)
+    assert "paper elfs" in t and "93.4" in t and "90.9" in t and "read off the figure" in t
+    assert "paper elfs" not in format_table(_results())

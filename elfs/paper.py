@@ -1,0 +1,34 @@
+"""The paper's reported numbers (experiments/paper_results.yaml), looked up for a dataset and pruning rate."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+PAPER_RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "paper_results.yaml"
+
+
+@lru_cache(maxsize=1)
+def _load(path: str) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    p = Path(path)
+    return OmegaConf.to_container(OmegaConf.load(p), resolve=True) if p.is_file() else {}
+
+
+def paper_reference(dataset: str, pruning_rate: float, path: Path = PAPER_RESULTS) -> dict[str, float]:
+    """{method: accuracy %} reported for this dataset at this pruning rate; {} when the paper has no such cell."""
+    block = _load(str(path)).get("datasets", {}).get(dataset)
+    if not block:
+        return {}
+    rates = [round(float(r), 6) for r in block["pruning_rates"]]
+    key = round(float(pruning_rate), 6)
+    if key not in rates:
+        return {}
+    i = rates.index(key)
+    return {m: float(v[i]) for m, v in block["methods"].items() if v[i] is not None}
+
+
+def paper_source(path: Path = PAPER_RESULTS) -> str:
+    return str(_load(str(path)).get("source", ""))
