@@ -191,5 +191,5 @@ class ArtifactCache:
         else:
             log.info("stage %-12s %s cache hit %s", stage, label or "", art.path)
         self.events.append({"stage": stage, "label": label, "key": key, "cached": art.cached,
-                            "seconds": art.seconds})
+                            "seconds": art.seconds, "resumed": bool(art.meta.get("resumed", False))})
         return art

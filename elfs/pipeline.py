@@ -8,6 +8,7 @@ content-addressed cache (elfs/cache.py). Ground-truth labels reach exactly two p
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -182,15 +183,24 @@ def stage_dynamics(ctx: Context, ds: UnlabelledData, emb: Artifact, clus: Artifa
     config = {**_plain(d), "seed": ctx.cfg.seed, "crop_padding": ds.crop_padding, "hflip": ds.hflip,
               "precision": ctx.cfg.trainer.precision}
     inputs = {"cluster": clus.key, "images": ds.train.fingerprint(), "embed": emb.key}
+    # epoch checkpoints of this very computation: a run killed mid-stage resumes here, with the same result
+    work = ctx.cache.entry("dynamics", ctx.cache.key("dynamics", config, inputs)).with_name(
+        ".work-" + ctx.cache.key("dynamics", config, inputs))
 
     def compute():
+        resumed = (work / "last.ckpt").is_file()
+        if resumed:
+            log.info("dynamics: resuming from the epoch checkpoint in %s", work)
         scores = record_dynamics(
             x, pseudo, num_classes=int(clus.meta["num_clusters"]), epochs=d.epochs, seed=ctx.cfg.seed,
             el2n_epochs=d.el2n_epochs, trainer_kwargs=ctx.trainer_kwargs(progress=True),
-            logger=ctx.loggers.for_stage("dynamics"), num_workers=ctx.cfg.trainer.num_workers, **kw)
-        return {k: np.asarray(v) for k, v in scores.items()}, {}
+            logger=ctx.loggers.for_stage("dynamics"), num_workers=ctx.cfg.trainer.num_workers,
+            checkpoint_dir=str(work), **kw)
+        return {k: np.asarray(v) for k, v in scores.items()}, {"resumed": resumed}
 
-    return ctx.timed("dynamics", ctx.cache.run("dynamics", config, inputs, compute))
+    art = ctx.cache.run("dynamics", config, inputs, compute)
+    shutil.rmtree(work, ignore_errors=True)  # the artifact is complete: its checkpoints are no longer needed
+    return ctx.timed("dynamics", art)
 
 
 def hardness_of(dyn: Artifact, score: str) -> np.ndarray:

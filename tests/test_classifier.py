@@ -248,3 +248,34 @@ def test_ddp_every_rank_records_every_example_once(tmp_path):
     for k in ["aum", "aum_prob_sum", "el2n"]:
         np.testing.assert_allclose(s[k], ref[k], rtol=1e-6, atol=1e-7, err_msg=k)
     np.testing.assert_array_equal(s["forgetting"], ref["forgetting"])
+
+
+class _InterruptAtEpoch(L.Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def test_resume_from_epoch_checkpoint_is_exact(digits, tmp_path):
+    """Interrupted after 3 of 6 epochs, then rerun with the same checkpoint_dir: scores equal an uninterrupted run."""
+    x, y = digits[0], digits[1]
+    kw = dict(num_classes=10, model="small_cnn", width=8, batch_size=64, lr=0.05, momentum=0.9, nesterov=True,
+              weight_decay=5e-4, min_lr=1e-4, crop_padding=1, hflip=False, mean=[0.3], std=[0.35], seed=3,
+              record=True, el2n_epochs=2, epochs=6)
+    idx = np.arange(len(x))
+    ref = train_classifier(x, y, idx, trainer_kwargs=dict(enable_progress_bar=False), **kw).scores
+    with pytest.raises(BaseException):
+        train_classifier(x, y, idx, checkpoint_dir=str(tmp_path),
+                         trainer_kwargs=dict(enable_progress_bar=False, callbacks=[_InterruptAtEpoch(3)]), **kw)
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2
+    resumed = train_classifier(x, y, idx, checkpoint_dir=str(tmp_path),
+                               trainer_kwargs=dict(enable_progress_bar=False), **kw)
+    for k in ref:
+        np.testing.assert_array_equal(resumed.scores[k], ref[k])
+    (tmp_path / "last.ckpt").write_bytes(b"truncated")  # a kill during the write: ignored, training restarts
+    again = train_classifier(x, y, idx, checkpoint_dir=str(tmp_path), trainer_kwargs=dict(enable_progress_bar=False),
+                             **kw)
+    np.testing.assert_array_equal(again.scores["aum"], ref["aum"])

@@ -113,7 +113,8 @@ def test_multirun_sweep_reuses_upstream_cache_and_logs_one_wandb_run_per_job(tmp
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_cache_with_same_result(tmp_path):
-    """SIGKILL during the dynamics stage, rerun: upstream stages come from the cache and the coreset is identical."""
+    """SIGKILL during the dynamics stage, rerun: upstream stages come from the cache, dynamics resumes from its
+    last epoch checkpoint, and the coreset is identical to an uninterrupted run's."""
     args = [*QUICK, "dynamics.epochs=40", "selection.budget=0.3"]
     ref = tmp_path / "ref"
     p = _cli([*args, f"hydra.run.dir={ref}", f"paths.cache_dir={tmp_path / 'cache_ref'}"], cwd=tmp_path)
@@ -125,12 +126,12 @@ def test_killed_run_resumes_from_cache_with_same_result(tmp_path):
                              f"paths.cache_dir={cache}"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and not (cache / "cluster").exists():
-        time.sleep(0.05)
-    time.sleep(1.0)  # well inside the 40-epoch dynamics stage
+    while time.time() < deadline and not list((cache / "dynamics").glob(".work-*/last.ckpt")):
+        time.sleep(0.02)
+    time.sleep(0.3)  # a few epochs into the 40-epoch dynamics stage
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (cache / "cluster").exists(), "the run never reached the dynamics stage"
+    assert list((cache / "dynamics").glob(".work-*/last.ckpt")), "the run never checkpointed the dynamics stage"
     complete = [d for d in (cache / "dynamics").iterdir() if not d.name.startswith(".")] \
         if (cache / "dynamics").exists() else []
     assert complete == [], "the kill came too late: dynamics had already finished"
@@ -141,11 +142,12 @@ def test_killed_run_resumes_from_cache_with_same_result(tmp_path):
     res = json.loads((again / "results.json").read_text())
     cached = {e["stage"]: e["cached"] for e in res["cache"]}
     assert cached["embed"] and cached["cluster"] and not cached["dynamics"]
+    assert [e["resumed"] for e in res["cache"] if e["stage"] == "dynamics"] == [True]  # from its epoch checkpoint
     a, b = _coresets(ref), _coresets(again)
     assert set(a) == set(b)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
-    assert not list((cache / "dynamics").glob(".tmp-*"))
+    assert not list((cache / "dynamics").glob(".tmp-*")) and not list((cache / "dynamics").glob(".work-*"))
 
 
 @pytest.mark.parametrize(

@@ -181,6 +181,43 @@ class _IndexedTensorDataset(Dataset):
         return self.x[t], self.y[t], self.idx[t]
 
 
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """Shuffles with an order that depends only on (seed, epoch): a run resumed from an epoch checkpoint sees
+    exactly the batches an uninterrupted run would (Lightning calls `set_epoch` before every epoch)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+def _resume_checkpoint(checkpoint_dir: str | None) -> str | None:
+    """The last epoch checkpoint in `checkpoint_dir` if it loads; a damaged one is deleted (training restarts)."""
+    import logging
+    from pathlib import Path
+
+    if not checkpoint_dir:
+        return None
+    last = Path(checkpoint_dir) / "last.ckpt"
+    if not last.is_file():
+        return None
+    try:
+        torch.load(last, map_location="cpu", weights_only=False)
+    except Exception as e:  # a kill during the write leaves a truncated file
+        logging.getLogger(__name__).warning("ignoring damaged checkpoint %s (%s); training from scratch", last, e)
+        last.unlink()
+        return None
+    return str(last)
+
+
 def _batched_collate(batch: Any) -> Any:
     """Collate for `_IndexedTensorDataset.__getitems__`, which already returns a stacked batch."""
     if isinstance(batch, tuple):
@@ -299,6 +336,7 @@ def train_classifier(
     test_inputs: np.ndarray | None = None,
     test_labels: np.ndarray | None = None,
     test_every: int = 0,
+    checkpoint_dir: str | None = None,
 ) -> TrainResult:
     """Train a classifier on `inputs[indices]` with `labels[indices]` for exactly `steps` iterations or `epochs`.
 
@@ -308,6 +346,9 @@ def train_classifier(
     `test_every` is 0) - a secondary, test-selected number. With the fork/spawn DDP strategies the trained
     weights and recorder come back from rank 0, but `steps` and `test_history` stay in the workers (0 / []).
     The returned module sits on the training device, so `evaluate_accuracy(result.module, ...)` runs there.
+    With `checkpoint_dir`, a checkpoint is written there after every epoch and a later call with the same
+    arguments resumes from it; the data order depends only on (seed, epoch) and the augmentation and recorder
+    state are in the checkpoint, so a resumed run gives the same result as an uninterrupted one.
     """
     if (steps is None) == (epochs is None):
         raise ValueError(f"give exactly one of steps / epochs, got steps={steps}, epochs={epochs}")
@@ -362,9 +403,8 @@ def train_classifier(
     idx_t = torch.from_numpy(indices.astype(np.int64))
     dataset = _IndexedTensorDataset(x_all[idx_t], torch.from_numpy(sub_labels.astype(np.int64)), idx_t)
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=False, num_workers=int(num_workers),
-        collate_fn=_batched_collate, generator=torch.Generator().manual_seed(int(seed)),
-        persistent_workers=int(num_workers) > 0,
+        dataset, batch_size=batch_size, sampler=EpochSeededSampler(len(dataset), int(seed)), drop_last=False,
+        num_workers=int(num_workers), collate_fn=_batched_collate, persistent_workers=int(num_workers) > 0,
     )
     callbacks: list[L.Callback] = []
     periodic = None
@@ -378,9 +418,14 @@ def train_classifier(
         max_steps=steps if steps is not None else -1, max_epochs=epochs if epochs is not None else -1,
     )
     kwargs.update(trainer_kwargs or {})
+    if checkpoint_dir:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=1, every_n_epochs=1))
+        kwargs["enable_checkpointing"] = True
     kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + callbacks
     trainer = L.Trainer(**kwargs)
-    trainer.fit(module, train_dataloaders=loader)
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=_resume_checkpoint(checkpoint_dir))
 
     scores = module.recorder.scores() if module.recorder is not None else None
     module.to(trainer.strategy.root_device)  # Lightning's teardown moved it to the CPU; later evaluations run here
