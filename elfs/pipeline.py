@@ -184,8 +184,8 @@ def stage_dynamics(ctx: Context, ds: UnlabelledData, emb: Artifact, clus: Artifa
               "precision": ctx.cfg.trainer.precision}
     inputs = {"cluster": clus.key, "images": ds.train.fingerprint(), "embed": emb.key}
     # epoch checkpoints of this very computation: a run killed mid-stage resumes here, with the same result
-    work = ctx.cache.entry("dynamics", ctx.cache.key("dynamics", config, inputs)).with_name(
-        ".work-" + ctx.cache.key("dynamics", config, inputs))
+    key = ctx.cache.key("dynamics", config, inputs)
+    work = ctx.cache.entry("dynamics", key).with_name(f".work-{key}")
 
     def compute():
         resumed = (work / "last.ckpt").is_file()

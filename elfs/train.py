@@ -57,14 +57,11 @@ def preflight(cfg: DictConfig) -> None:
 
 def run(cfg: DictConfig) -> dict:
     """Run the pipeline for one resolved config; write the report into the Hydra run folder; return results."""
-    from elfs.backbones import WeightsUnavailableError
     from elfs.cache import ArtifactCache
-    from elfs.data import DatasetUnavailableError
     from elfs.pipeline import Context, run_pipeline
     from elfs.report import write_report
     from elfs.tracking import RunLoggers
 
-    del WeightsUnavailableError, DatasetUnavailableError  # imported to fail early if the package is broken
     _quiet_lightning()
     preflight(cfg)
     run_dir = Path(cfg.paths.output_dir)

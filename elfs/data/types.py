@@ -39,20 +39,31 @@ class ImageSet:
     def channels(self) -> int:
         return int(self.images.shape[-1])
 
+    def _memo(self, name: str, compute):
+        """Compute a pixel-derived value once per ImageSet (it is frozen, so the value cannot go stale)."""
+        if name not in self.__dict__:
+            self.__dict__[name] = compute()
+        return self.__dict__[name]
+
     def fingerprint(self) -> str:
         """A content hash of the pixels and the index order (labels are not part of it by design)."""
-        if "_fingerprint" in self.__dict__:
-            return self.__dict__["_fingerprint"]
-        h = hashlib.sha256()
-        h.update(repr(self.images.shape).encode())
-        h.update(np.ascontiguousarray(self.images).tobytes())
-        self.__dict__["_fingerprint"] = h.hexdigest()[:16]
-        return self.__dict__["_fingerprint"]
+
+        def compute() -> str:
+            h = hashlib.sha256()
+            h.update(repr(self.images.shape).encode())
+            h.update(np.ascontiguousarray(self.images).tobytes())
+            return h.hexdigest()[:16]
+
+        return self._memo("_fingerprint", compute)
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std in [0, 1] pixel units, from the pixels only (label-free)."""
-        x = self.images.reshape(-1, self.channels).astype(np.float64) / 255.0
-        return x.mean(0).tolist(), np.maximum(x.std(0), 1e-6).tolist()
+
+        def compute() -> tuple[list[float], list[float]]:
+            x = self.images.reshape(-1, self.channels).astype(np.float64) / 255.0
+            return x.mean(0).tolist(), np.maximum(x.std(0), 1e-6).tolist()
+
+        return self._memo("_channel_stats", compute)
 
 
 @dataclass(frozen=True)
