@@ -25,10 +25,20 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         for r in res["results"]:
             for method, m in r["methods"].items():
                 beta = r.get("beta") if method in ("double_end", "ccs") else None
-                for seed, acc in zip(res["evaluate"]["seeds"], m["final_acc"]):
-                    rows.append({"job": str(path.parent.relative_to(sweep_dir)), "dataset": res["dataset"],
-                                 "backbone": res["backbone"], "budget": r["budget"], "method": method,
-                                 "beta": beta, "beta_source": r.get("beta_source"), "seed": seed, "acc": acc})
+                for seed, acc in zip(res["evaluate"]["seeds"], m["final_acc"], strict=True):
+                    rows.append(
+                        {
+                            "job": str(path.parent.relative_to(sweep_dir)),
+                            "dataset": res["dataset"],
+                            "backbone": res["backbone"],
+                            "budget": r["budget"],
+                            "method": method,
+                            "beta": beta,
+                            "beta_source": r.get("beta_source"),
+                            "seed": seed,
+                            "acc": acc,
+                        }
+                    )
     return rows
 
 
@@ -40,11 +50,22 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups[key].append(r["acc"])
     out = []
     for (dataset, backbone, budget, method, beta), accs in sorted(
-            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2], kv[0][3], kv[0][4] or -1)):
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2], kv[0][3], kv[0][4] or -1)
+    ):
         a = np.asarray(accs, dtype=float)
-        out.append({"dataset": dataset, "backbone": backbone, "budget": budget, "pruning_rate": round(1 - budget, 6),
-                    "method": method, "beta": beta, "n": len(a), "acc_mean": float(a.mean()),
-                    "acc_std": float(a.std(ddof=1)) if len(a) > 1 else 0.0})
+        out.append(
+            {
+                "dataset": dataset,
+                "backbone": backbone,
+                "budget": budget,
+                "pruning_rate": round(1 - budget, 6),
+                "method": method,
+                "beta": beta,
+                "n": len(a),
+                "acc_mean": float(a.mean()),
+                "acc_std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+            }
+        )
     return out
 
 
@@ -52,8 +73,10 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
     lines = [f"{'dataset':>10} {'budget':>7} {'method':>12} {'beta':>6} {'n':>3}  accuracy (%)"]
     for s in summary:
         beta = "-" if s["beta"] is None else f"{s['beta']:g}"
-        lines.append(f"{s['dataset']:>10} {s['budget']:>7g} {s['method']:>12} {beta:>6} {s['n']:>3}  "
-                     f"{100 * s['acc_mean']:.2f} ± {100 * s['acc_std']:.2f}")
+        lines.append(
+            f"{s['dataset']:>10} {s['budget']:>7g} {s['method']:>12} {beta:>6} {s['n']:>3}  "
+            f"{100 * s['acc_mean']:.2f} ± {100 * s['acc_std']:.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -77,8 +100,13 @@ class AggregateOnMultirunEnd(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         summary = aggregate(Path(config.hydra.sweep.dir))
         if summary:
-            print("\nsweep summary (" + str(Path(config.hydra.sweep.dir) / "summary.csv") + ")\n"
-                  + format_summary(summary), flush=True)
+            print(
+                "\nsweep summary ("
+                + str(Path(config.hydra.sweep.dir) / "summary.csv")
+                + ")\n"
+                + format_summary(summary),
+                flush=True,
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

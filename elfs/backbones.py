@@ -19,6 +19,8 @@ from urllib.error import URLError
 import torch
 from torch import nn
 
+from elfs.errors import UnavailableError
+
 __all__ = [
     "BACKBONES",
     "BackboneSpec",
@@ -43,7 +45,7 @@ _HF_HOST = "huggingface.co"
 _NETWORK_PROBE_TIMEOUT_S = 3.0
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UnavailableError):
     """Pretrained weights for a backbone are neither cached locally nor downloadable."""
 
 
@@ -196,8 +198,10 @@ def _proxy_configured() -> bool:
 
 
 def _hf_offline_env() -> bool:
-    return any(os.environ.get(k, "").strip().lower() in {"1", "true", "yes", "on"}
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(k, "").strip().lower() in {"1", "true", "yes", "on"}
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _host_reachable(host: str, port: int = 443, timeout: float = _NETWORK_PROBE_TIMEOUT_S) -> bool:
@@ -273,26 +277,31 @@ def efficientnet_lite0_key_map(model: nn.Module) -> dict[str, str]:
     Blocks are numbered consecutively in lukemelas naming (``_blocks.N``) and per stage in timm
     (``blocks.S.J``); depthwise-separable blocks (expand ratio 1) lack the expansion conv.
     """
-    prefixes = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
-                "_fc": "classifier"}
+    prefixes = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
     n = 0
     for s, stage in enumerate(model.blocks):
         for j, block in enumerate(stage):
             src, dst = f"_blocks.{n}", f"blocks.{s}.{j}"
             if hasattr(block, "conv_pwl"):  # InvertedResidual: expand, depthwise, project
-                pairs = [("_expand_conv", "conv_pw"), ("_bn0", "bn1"), ("_depthwise_conv", "conv_dw"),
-                         ("_bn1", "bn2"), ("_project_conv", "conv_pwl"), ("_bn2", "bn3")]
+                pairs = [
+                    ("_expand_conv", "conv_pw"),
+                    ("_bn0", "bn1"),
+                    ("_depthwise_conv", "conv_dw"),
+                    ("_bn1", "bn2"),
+                    ("_project_conv", "conv_pwl"),
+                    ("_bn2", "bn3"),
+                ]
             else:  # DepthwiseSeparableConv: depthwise, project
-                pairs = [("_depthwise_conv", "conv_dw"), ("_bn1", "bn1"), ("_project_conv", "conv_pw"),
-                         ("_bn2", "bn2")]
+                pairs = [("_depthwise_conv", "conv_dw"), ("_bn1", "bn1"), ("_project_conv", "conv_pw"), ("_bn2", "bn2")]
             for a, b in pairs:
                 prefixes[f"{src}.{a}"] = f"{dst}.{b}"
             n += 1
     return prefixes
 
 
-def _convert_lite0_state_dict(src: Mapping[str, torch.Tensor], model: nn.Module,
-                              with_classifier: bool) -> dict[str, torch.Tensor]:
+def _convert_lite0_state_dict(
+    src: Mapping[str, torch.Tensor], model: nn.Module, with_classifier: bool
+) -> dict[str, torch.Tensor]:
     """Rename ``src`` into ``model``'s keys; raise unless every key is used and every shape equal."""
     prefix_map = efficientnet_lite0_key_map(model)
     target = model.state_dict()
@@ -310,13 +319,17 @@ def _convert_lite0_state_dict(src: Mapping[str, torch.Tensor], model: nn.Module,
             unused.append(key)
             continue
         if tuple(target[new_key].shape) != tuple(value.shape):
-            raise RuntimeError(f"EfficientNet-Lite0 weight {key} -> {new_key}: shape {tuple(value.shape)} "
-                               f"!= model shape {tuple(target[new_key].shape)}")
+            raise RuntimeError(
+                f"EfficientNet-Lite0 weight {key} -> {new_key}: shape {tuple(value.shape)} "
+                f"!= model shape {tuple(target[new_key].shape)}"
+            )
         out[new_key] = value
     missing = sorted(set(target) - set(out))
     if unused or missing:
-        raise RuntimeError(f"EfficientNet-Lite0 key mapping incomplete: unused source keys {unused[:10]} "
-                           f"({len(unused)}), model keys without weights {missing[:10]} ({len(missing)})")
+        raise RuntimeError(
+            f"EfficientNet-Lite0 key mapping incomplete: unused source keys {unused[:10]} "
+            f"({len(unused)}), model keys without weights {missing[:10]} ({len(missing)})"
+        )
     return out
 
 
@@ -324,8 +337,7 @@ def _build_lite0(pretrained: bool, with_classifier: bool) -> nn.Module:
     import timm
 
     # tf_ variant: TF "SAME" padding and BN eps 1e-3, as the original TF-trained weights expect.
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False,
-                              num_classes=1000 if with_classifier else 0)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000 if with_classifier else 0)
     if pretrained:
         try:
             path = _lite0_weights_path()
@@ -345,7 +357,7 @@ def swav_backbone_state_dict(checkpoint: Mapping[str, torch.Tensor]) -> dict[str
     """Strip DDP's ``module.`` prefix and drop SwAV's projection head and prototypes."""
     out = {}
     for key, value in checkpoint.items():
-        key = key[len("module."):] if key.startswith("module.") else key
+        key = key[len("module.") :] if key.startswith("module.") else key
         if key.startswith(("projection_head.", "prototypes.")):
             continue
         out[key] = value
@@ -380,8 +392,7 @@ def _build_timm(name: str, pretrained: bool) -> nn.Module:
         return timm.create_model(_TIMM_NAMES[name], pretrained=False, **kwargs)
     cached, downloadable = _weights_location(name)
     if cached is not None:  # load the cached file directly: no network round trip, no retries
-        return timm.create_model(_TIMM_NAMES[name], pretrained=True,
-                                 pretrained_cfg_overlay={"file": cached}, **kwargs)
+        return timm.create_model(_TIMM_NAMES[name], pretrained=True, pretrained_cfg_overlay={"file": cached}, **kwargs)
     if not downloadable:
         raise _unavailable(name, f"not in the Hugging Face cache and {_hf_host()} is unreachable")
     from huggingface_hub.errors import HfHubHTTPError
@@ -400,8 +411,9 @@ _BUILDERS: dict[str, Callable[[bool], nn.Module]] = {
 }
 
 
-def build_backbone(name: str, *, pretrained: bool = True,
-                   with_classifier: bool = False) -> tuple[nn.Module, BackboneSpec]:
+def build_backbone(
+    name: str, *, pretrained: bool = True, with_classifier: bool = False
+) -> tuple[nn.Module, BackboneSpec]:
     """Build a frozen encoder in eval mode mapping ``[B, 3, H, W]`` normalised images to ``[B, dim]``.
 
     ``with_classifier=True`` (efficientnet_lite0 only) keeps the ImageNet head and returns 1000 logits,

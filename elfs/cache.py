@@ -190,6 +190,14 @@ class ArtifactCache:
             log.info("stage %-12s %s computed in %.1fs -> %s", stage, label or "", seconds, art.path)
         else:
             log.info("stage %-12s %s cache hit %s", stage, label or "", art.path)
-        self.events.append({"stage": stage, "label": label, "key": key, "cached": art.cached,
-                            "seconds": art.seconds, "resumed": bool(art.meta.get("resumed", False))})
+        self.events.append(
+            {
+                "stage": stage,
+                "label": label,
+                "key": key,
+                "cached": art.cached,
+                "seconds": art.seconds,
+                "resumed": bool(art.meta.get("resumed", False)),
+            }
+        )
         return art

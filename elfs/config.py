@@ -1,5 +1,10 @@
-"""Structured configs: one dataclass per Hydra group, registered as schemas so a typo or a wrong type fails
-at start-up naming the key; plus `validate`, which refuses bad values before any expensive work.
+"""Structured configs: one dataclass per Hydra group. They are the interface of every stage.
+
+Each stage function and LightningModule receives its group's dataclass whole and reads the fields it needs, so a
+new hyperparameter lives in three places only: its field here, its YAML default, and the line that uses it.
+Each dataclass checks its own value ranges in ``validate(key)``; names that must match a registry (datasets,
+backbones, models, selectors) are checked in elfs/preflight.py, where the registries are imported, so that this
+module never imports a stage back.
 
 The dataclass defaults are the paper's settings (method.md §4, §5, §7); the YAML files in conf/ pick the
 embedded CPU default or a paper experiment on top of them.
@@ -7,12 +12,47 @@ embedded CPU default or a paper experiment on top of them.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from elfs.errors import ConfigError
+
+# ------------------------------------------------------------------------------------------- check helpers
+
+
+def _fail(key: str, value: Any, valid: str) -> None:
+    raise ConfigError(f"{key}={value!r} is not valid; {valid}")
+
+
+def _int_at_least(key: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        _fail(key, value, f"it must be an integer >= {low}")
+
+
+def _number_in(
+    key: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        _fail(key, value, f"it must be a number in {interval}")
+
+
+def check_choice(key: str, value: Any, valid) -> None:
+    """Refuse a value that is not one of ``valid``, naming the key and listing the valid values."""
+    if value not in valid:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of {sorted(valid)}")
+
+
+# ------------------------------------------------------------------------------------------------ schemas
 
 
 @dataclass
@@ -20,14 +60,21 @@ class DatasetConfig:
     """Which images to select from; see elfs/data/datasets.py for the registry."""
 
     name: str = "mnist5k"
-    path: Optional[str] = None  # the .npz file for name=npz
+    path: str | None = None  # the .npz file for name=npz
     root: str = "${paths.data_dir}"  # torchvision datasets live here
     download: bool = False
     test_fraction: float = 0.2  # for datasets shipped as one pool (mnist5k, digits)
     split_seed: int = 0
-    max_train: Optional[int] = None  # keep only the first N training images (quick runs)
-    hflip: Optional[bool] = None  # None = the dataset's own default (no flips for digits)
-    crop_padding: Optional[int] = None
+    max_train: int | None = None  # keep only the first N training images (quick runs)
+    hflip: bool | None = None  # None = the dataset's own default (no flips for digits)
+    crop_padding: int | None = None
+
+    def validate(self, key: str = "dataset") -> None:
+        _number_in(f"{key}.test_fraction", self.test_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        if self.max_train is not None:
+            _int_at_least(f"{key}.max_train", self.max_train, 2)
+        if self.crop_padding is not None:
+            _int_at_least(f"{key}.crop_padding", self.crop_padding, 0)
 
 
 @dataclass
@@ -35,10 +82,15 @@ class BackboneConfig:
     """The frozen pretrained encoder that embeds every image."""
 
     name: str = "efficientnet_lite0"
-    image_size: Optional[int] = None  # None = the backbone's default
+    image_size: int | None = None  # None = the backbone's default
     batch_size: int = 256
     pretrained: bool = True  # false = random weights (architecture tests only)
     device: str = "auto"
+
+    def validate(self, key: str = "backbone") -> None:
+        if self.image_size is not None:
+            _int_at_least(f"{key}.image_size", self.image_size, 8)
+        _int_at_least(f"{key}.batch_size", self.batch_size, 1)
 
 
 @dataclass
@@ -49,13 +101,17 @@ class KnnConfig:
     backend: str = "faiss"  # faiss | torch
     chunk_size: int = 4096
 
+    def validate(self, key: str = "knn") -> None:
+        _int_at_least(f"{key}.k", self.k, 1)
+        _int_at_least(f"{key}.chunk_size", self.chunk_size, 1)
+
 
 @dataclass
 class ClusterConfig:
     """TEMI deep clustering (method.md §4); defaults are the ELFS README command for CIFAR-10."""
 
     method: str = "temi"  # temi | kmeans
-    num_clusters: Optional[int] = None  # None = number of classes
+    num_clusters: int | None = None  # None = number of classes
     num_heads: int = 50
     hidden_dim: int = 512
     bottleneck_dim: int = 256
@@ -63,11 +119,12 @@ class ClusterConfig:
     student_temp: float = 0.1
     teacher_temp: float = 0.1
     teacher_momentum: float = 0.996
+    teacher_momentum_end: float | None = None  # None = constant; else cosine from teacher_momentum to this
     probs_momentum: float = 0.9
     knn_k: int = 50
     epochs: int = 200
-    batch_size: int = 1024
-    lr: float = 1e-4  # scaled by batch_size / 256
+    batch_size: int = 1024  # per device; the lr is scaled by batch_size x devices / 256
+    lr: float = 1e-4
     min_lr: float = 1e-4
     warmup_epochs: int = 20
     weight_decay: float = 1e-4
@@ -76,6 +133,27 @@ class ClusterConfig:
     head_impl: str = "loop"  # loop (fastest on CPU) | batched (GPU)
     embed_norm: bool = False
     kmeans_baseline: bool = True  # also report k-means on the same embeddings (diagnostic)
+
+    def validate(self, key: str = "cluster") -> None:
+        if self.num_clusters is not None:
+            if isinstance(self.num_clusters, bool) or not isinstance(self.num_clusters, int) or self.num_clusters < 2:
+                _fail(
+                    f"{key}.num_clusters",
+                    self.num_clusters,
+                    "it must be null (= the number of classes) or an integer >= 2",
+                )
+        for name in ("num_heads", "hidden_dim", "bottleneck_dim", "knn_k", "epochs", "batch_size"):
+            _int_at_least(f"{key}.{name}", getattr(self, name), 1)
+        for name in ("warmup_epochs", "freeze_last_layer_epochs"):
+            _int_at_least(f"{key}.{name}", getattr(self, name), 0)
+        for name in ("beta", "student_temp", "teacher_temp", "lr"):
+            _number_in(f"{key}.{name}", getattr(self, name), 0.0, math.inf, low_open=True)
+        _number_in(f"{key}.teacher_momentum", self.teacher_momentum, 0.0, 1.0)
+        if self.teacher_momentum_end is not None:
+            _number_in(f"{key}.teacher_momentum_end", self.teacher_momentum_end, 0.0, 1.0)
+        _number_in(f"{key}.probs_momentum", self.probs_momentum, 0.0, 1.0, high_open=True)
+        _number_in(f"{key}.min_lr", self.min_lr, 0.0, math.inf)
+        _number_in(f"{key}.weight_decay", self.weight_decay, 0.0, math.inf)
 
 
 @dataclass
@@ -91,6 +169,16 @@ class ClassifierTrainingConfig:
     weight_decay: float = 5e-4
     min_lr: float = 1e-4
 
+    def validate(self, key: str = "train") -> None:
+        _int_at_least(f"{key}.width", self.width, 1)
+        _int_at_least(f"{key}.batch_size", self.batch_size, 1)
+        _number_in(f"{key}.lr", self.lr, 0.0, math.inf, low_open=True)
+        _number_in(f"{key}.min_lr", self.min_lr, 0.0, self.lr)
+        _number_in(f"{key}.momentum", self.momentum, 0.0, math.inf)
+        _number_in(f"{key}.weight_decay", self.weight_decay, 0.0, math.inf)
+        if self.nesterov and self.momentum == 0:
+            _fail(f"{key}.nesterov", self.nesterov, f"Nesterov needs {key}.momentum > 0 (set it, or nesterov=false)")
+
 
 @dataclass
 class DynamicsConfig(ClassifierTrainingConfig):
@@ -98,6 +186,11 @@ class DynamicsConfig(ClassifierTrainingConfig):
 
     epochs: int = 200
     el2n_epochs: int = 10
+
+    def validate(self, key: str = "dynamics") -> None:
+        super().validate(key)
+        _int_at_least(f"{key}.epochs", self.epochs, 1)
+        _int_at_least(f"{key}.el2n_epochs", self.el2n_epochs, 1)
 
 
 @dataclass
@@ -112,7 +205,39 @@ class SelectionConfig:
     val_fraction: float = 0.1
     strata: int = 50
     baselines: list = field(default_factory=lambda: ["random"])
-    search_steps: Optional[int] = None  # training steps per beta candidate; None = evaluate.steps
+    search_steps: int | None = None  # training steps per beta candidate; None = evaluate.steps
+
+    @property
+    def budgets(self) -> list[float]:
+        """selection.budget as a list of fractions (validated)."""
+        return as_budgets(self.budget)
+
+    @property
+    def fixed_beta(self) -> float | None:
+        """selection.beta as a number, or None for "auto" (the label-free search)."""
+        return as_beta(self.beta)
+
+    def validate(self, key: str = "selection") -> None:
+        budgets = as_budgets(self.budget)
+        beta = as_beta(self.beta)
+        _number_in(f"{key}.val_fraction", self.val_fraction, 0.0, 0.5, low_open=True, high_open=True)
+        _int_at_least(f"{key}.strata", self.strata, 1)
+        if self.search_steps is not None:
+            _int_at_least(f"{key}.search_steps", self.search_steps, 1)
+        if beta is None:
+            grid = [float(b) for b in self.beta_grid]
+            if not grid or any(b < 0 or math.isnan(b) for b in grid):
+                raise ConfigError(f"{key}.beta_grid={grid} must be a non-empty list of fractions >= 0")
+            for budget in budgets:
+                if not any(b + budget <= 1.0 + 1e-9 for b in grid):
+                    raise ConfigError(f"{key}.beta_grid={grid} has no beta with beta + budget <= 1 for budget={budget}")
+        else:
+            for budget in budgets:
+                if beta + budget > 1.0 + 1e-9:
+                    raise ConfigError(
+                        f"{key}.beta={beta} + {key}.budget={budget} = {beta + budget:.3g} > 1; "
+                        f"beta may be at most {1 - budget:.3g} for this budget"
+                    )
 
 
 @dataclass
@@ -122,6 +247,15 @@ class EvaluateConfig(ClassifierTrainingConfig):
     steps: int = 40000
     test_every: int = 0  # >0 also reports best-of-run test accuracy (secondary; the headline is the final one)
     seeds: list = field(default_factory=lambda: [0])
+
+    def validate(self, key: str = "evaluate") -> None:
+        super().validate(key)
+        _int_at_least(f"{key}.steps", self.steps, 1)
+        _int_at_least(f"{key}.test_every", self.test_every, 0)
+        if not self.seeds:
+            raise ConfigError(f"{key}.seeds is empty; give at least one seed, e.g. [0]")
+        for s in self.seeds:
+            _int_at_least(f"{key}.seeds[]", s, 0)
 
 
 @dataclass
@@ -137,6 +271,10 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     num_workers: int = 0
 
+    def validate(self, key: str = "trainer") -> None:
+        _int_at_least(f"{key}.num_nodes", self.num_nodes, 1)
+        _int_at_least(f"{key}.num_workers", self.num_workers, 0)
+
 
 @dataclass
 class LoggerConfig:
@@ -144,9 +282,14 @@ class LoggerConfig:
 
     name: str = "wandb"  # wandb | csv | none
     project: str = "elfs"
-    group: Optional[str] = None
+    group: str | None = None
     mode: str = "${oc.env:WANDB_MODE,offline}"
     tags: list = field(default_factory=list)
+
+    def validate(self, key: str = "logger") -> None:
+        check_choice(f"{key}.name", self.name, {"wandb", "csv", "none"})
+        if self.name == "wandb":
+            check_choice(f"{key}.mode (or WANDB_MODE)", self.mode, {"online", "offline", "disabled"})
 
 
 @dataclass
@@ -155,6 +298,9 @@ class PathsConfig:
     data_dir: str = "${paths.root_dir}/data"
     cache_dir: str = "${oc.env:ELFS_CACHE_DIR,${paths.root_dir}/outputs/cache}"
     output_dir: str = "${hydra:runtime.output_dir}"
+
+    def validate(self, key: str = "paths") -> None:
+        return None  # whether the folders can be written is checked in preflight, where they are created
 
 
 @dataclass
@@ -172,6 +318,16 @@ class ElfsConfig:
     seed: int = 0
     name: str = "elfs"
     progress: bool = True
+
+    def validate(self) -> None:
+        """Every group's own range checks, then the checks that span groups."""
+        for f in dataclasses.fields(self):
+            node = getattr(self, f.name)
+            if dataclasses.is_dataclass(node):
+                node.validate(f.name)
+        _int_at_least("seed", self.seed, 0)
+        if self.cluster.knn_k > self.knn.k:
+            raise ConfigError(f"cluster.knn_k={self.cluster.knn_k} exceeds knn.k={self.knn.k}; it must be <= knn.k")
 
 
 GROUPS: dict[str, type] = {
@@ -193,11 +349,62 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="elfs_schema", node=ElfsConfig)
 
 
-# ----------------------------------------------------------------------------------------------- validation
+# --------------------------------------------------------------------------------- DictConfig -> dataclasses
 
 
-class ConfigError(ValueError):
-    """A config value is out of range; the message names the key, the value and what would be valid."""
+def _unknown_keys(cfg: DictConfig, schema: type) -> list[tuple[str, list[str]]]:
+    """Keys that the schema does not declare, at the top level and inside each group (Hydra's `+key=value`
+    adds them even to typed nodes), each with the keys that would be valid there."""
+    out = []
+    top = sorted(f.name for f in dataclasses.fields(schema))
+    for key in map(str, cfg.keys()):
+        if key not in top:
+            out.append((key, top))
+        elif key in GROUPS and OmegaConf.is_dict(cfg._get_node(key)):
+            valid = sorted(f.name for f in dataclasses.fields(GROUPS[key]))
+            out.extend((f"{key}.{sub}", valid) for sub in map(str, cfg[key].keys()) if sub not in valid)
+    return out
+
+
+def to_typed(cfg: DictConfig | ElfsConfig, schema: type = ElfsConfig) -> ElfsConfig:
+    """The composed config as dataclasses, after refusing keys the schema does not know, wherever they came from
+    (a `+key=value` override, an experiment file, a local file), with a did-you-mean hint."""
+    if isinstance(cfg, schema):
+        return cfg
+    unknown = _unknown_keys(cfg, schema)
+    if unknown:
+        key, valid = unknown[0]
+        leaf = key.rsplit(".", 1)[-1]
+        hint = difflib.get_close_matches(leaf, valid, n=1)
+        where = key.rsplit(".", 1)[0] if "." in key else "the top level"
+        raise ConfigError(
+            f"{key} is not a known setting{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
+            f"valid keys in {where}: {', '.join(valid)}"
+        )
+    typed = OmegaConf.to_object(cfg)
+    if not isinstance(typed, schema):  # a plain dict: the schema was not part of the composition
+        raise ConfigError(f"the config is not typed by {schema.__name__}; compose it from conf/config.yaml")
+    return typed
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A stage config as plain data (for checkpoints and cache keys), with its class name under "_type"."""
+    return {"_type": type(cfg).__name__, **dataclasses.asdict(cfg)}
+
+
+def from_dict(data: Any) -> Any:
+    """Inverse of :func:`to_dict`; a dataclass instance passes through unchanged."""
+    if dataclasses.is_dataclass(data):
+        return data
+    data = dict(data)
+    name = data.pop("_type", None)
+    classes = {c.__name__: c for c in (*GROUPS.values(), ClassifierTrainingConfig)}
+    if name not in classes:
+        raise ValueError(f"unknown config type {name!r}; expected one of {sorted(classes)}")
+    return classes[name](**data)
+
+
+# ------------------------------------------------------------------------------------------ budget and beta
 
 
 def as_budgets(value: Any) -> list[float]:
@@ -217,7 +424,7 @@ def as_budgets(value: Any) -> list[float]:
     return out
 
 
-def as_beta(value: Any) -> Optional[float]:
+def as_beta(value: Any) -> float | None:
     """selection.beta: None for "auto" (search), else a fraction >= 0."""
     if isinstance(value, str) and value.lower() == "auto":
         return None
@@ -230,69 +437,26 @@ def as_beta(value: Any) -> Optional[float]:
     return f
 
 
-def _choice(key: str, value: str, valid) -> None:
-    if value not in valid:
-        raise ConfigError(f"{key}={value!r} is not valid; choose one of {sorted(valid)}")
-
-
-def _positive(key: str, value, allow_zero: bool = False) -> None:
-    if value is None or (value < 0 if allow_zero else value <= 0):
-        raise ConfigError(f"{key}={value} must be {'>= 0' if allow_zero else '> 0'}")
-
-
-def validate(cfg) -> None:
-    """Refuse bad values with one clear message, before any data is loaded or any model is built."""
-    from elfs.backbones import BACKBONES
-    from elfs.data import DATASETS
-    from elfs.dynamics import HARD_END
-    from elfs.models import MODEL_INPUTS
-    from elfs.select import SELECTORS
-
-    _choice("dataset.name", cfg.dataset.name, DATASETS)
-    _choice("backbone.name", cfg.backbone.name, BACKBONES)
-    _choice("knn.backend", cfg.knn.backend, {"faiss", "torch"})
-    _choice("cluster.method", cfg.cluster.method, {"temi", "kmeans"})
-    _choice("cluster.rule", cfg.cluster.rule, {"best_head", "ensemble"})
-    _choice("cluster.head_impl", cfg.cluster.head_impl, {"loop", "batched"})
-    _choice("dynamics.model", cfg.dynamics.model, MODEL_INPUTS)
-    _choice("evaluate.model", cfg.evaluate.model, MODEL_INPUTS)
-    _choice("selection.method", cfg.selection.method, SELECTORS)
-    _choice("selection.score", cfg.selection.score, HARD_END)
-    for b in cfg.selection.baselines:
-        _choice("selection.baselines[]", b, SELECTORS)
-    _choice("logger.name", cfg.logger.name, {"wandb", "csv", "none"})
-    if cfg.dataset.max_train is not None:
-        _positive("dataset.max_train", cfg.dataset.max_train)
-    _positive("knn.k", cfg.knn.k)
-    if cfg.cluster.knn_k > cfg.knn.k:
-        raise ConfigError(f"cluster.knn_k={cfg.cluster.knn_k} exceeds knn.k={cfg.knn.k}; it must be <= knn.k")
-    for key in ("num_heads", "epochs", "batch_size", "hidden_dim", "bottleneck_dim", "knn_k"):
-        _positive(f"cluster.{key}", getattr(cfg.cluster, key))
-    _positive("cluster.beta", cfg.cluster.beta)
-    for key in ("epochs", "batch_size", "width"):
-        _positive(f"dynamics.{key}", getattr(cfg.dynamics, key))
-    for key in ("steps", "batch_size", "width"):
-        _positive(f"evaluate.{key}", getattr(cfg.evaluate, key))
-    if not cfg.evaluate.seeds:
-        raise ConfigError("evaluate.seeds is empty; give at least one seed, e.g. [0]")
-    if not 0.0 < cfg.selection.val_fraction < 0.5:
-        raise ConfigError(f"selection.val_fraction={cfg.selection.val_fraction} must be in (0, 0.5)")
-    _positive("selection.strata", cfg.selection.strata)
-
-    budgets = as_budgets(cfg.selection.budget)
-    beta = as_beta(cfg.selection.beta)
-    if beta is None:
-        grid = [float(b) for b in cfg.selection.beta_grid]
-        if not grid or any(b < 0 for b in grid):
-            raise ConfigError(f"selection.beta_grid={grid} must be a non-empty list of fractions >= 0")
-        for budget in budgets:
-            if not any(b + budget <= 1.0 + 1e-9 for b in grid):
-                raise ConfigError(
-                    f"selection.beta_grid={grid} has no beta with beta + budget <= 1 for budget={budget}")
-    else:
-        for budget in budgets:
-            if beta + budget > 1.0 + 1e-9:
-                raise ConfigError(
-                    f"selection.beta={beta} + selection.budget={budget} = {beta + budget:.3g} > 1; "
-                    f"beta may be at most {1 - budget:.3g} for this budget"
-                )
+__all__ = [
+    "BackboneConfig",
+    "ClassifierTrainingConfig",
+    "ClusterConfig",
+    "ConfigError",
+    "DatasetConfig",
+    "DynamicsConfig",
+    "ElfsConfig",
+    "EvaluateConfig",
+    "GROUPS",
+    "KnnConfig",
+    "LoggerConfig",
+    "PathsConfig",
+    "SelectionConfig",
+    "TrainerConfig",
+    "as_beta",
+    "as_budgets",
+    "check_choice",
+    "from_dict",
+    "register_configs",
+    "to_dict",
+    "to_typed",
+]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from elfs.backbones import BackboneSpec, get_spec, build_backbone
+from elfs.backbones import BackboneSpec, build_backbone, get_spec
 
 __all__ = ["embed_images", "preprocess", "resolve_device"]
 
@@ -37,8 +37,9 @@ def _check_images(images: np.ndarray | torch.Tensor, what: str = "images") -> No
         raise ValueError(f"{what} must be non-empty with positive height and width, got shape {shape}")
 
 
-def preprocess(images: np.ndarray | torch.Tensor, spec: BackboneSpec, image_size: int, *,
-               device: torch.device | str | None = None) -> torch.Tensor:
+def preprocess(
+    images: np.ndarray | torch.Tensor, spec: BackboneSpec, image_size: int, *, device: torch.device | str | None = None
+) -> torch.Tensor:
     """uint8 ``N x H x W [x C]`` images -> normalised float32 ``[N, 3, S, S]`` on ``device`` (default CPU).
 
     The square resize (``spec.interpolation``, antialiased) runs on uint8 CPU tensors, which matches a
@@ -56,8 +57,9 @@ def preprocess(images: np.ndarray | torch.Tensor, spec: BackboneSpec, image_size
     x = x.permute(0, 3, 1, 2)  # N, C, H, W uint8 (channels-last memory)
     if tuple(x.shape[-2:]) != (image_size, image_size):
         # uint8 in, uint8 out (rounded and saturated, like PIL)
-        x = F.interpolate(x, size=(image_size, image_size), mode=spec.interpolation, antialias=True,
-                          align_corners=False)
+        x = F.interpolate(
+            x, size=(image_size, image_size), mode=spec.interpolation, antialias=True, align_corners=False
+        )
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     x = x.to(device=device if device is not None else "cpu", dtype=torch.float32)
@@ -79,8 +81,16 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def embed_images(images: np.ndarray, backbone: str, *, image_size: int | None = None, batch_size: int = 256,
-                 device: str = "auto", pretrained: bool = True, progress: bool = True) -> np.ndarray:
+def embed_images(
+    images: np.ndarray,
+    backbone: str,
+    *,
+    image_size: int | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    pretrained: bool = True,
+    progress: bool = True,
+) -> np.ndarray:
     """Embed uint8 images with a frozen backbone; returns float32 ``[N, dim]`` features (fp32, eval, no grad)."""
     if not isinstance(images, np.ndarray):
         raise ValueError(f"images must be a numpy uint8 array, got {type(images).__name__}")
@@ -99,10 +109,11 @@ def embed_images(images: np.ndarray, backbone: str, *, image_size: int | None = 
     out = np.empty((n, spec.dim), dtype=np.float32)
     with torch.no_grad(), tqdm(total=n, desc=f"embed[{backbone}]", unit="img", disable=not progress) as bar:
         for start in range(0, n, batch_size):
-            feats = model(preprocess(images[start:start + batch_size], spec, size, device=dev))
+            feats = model(preprocess(images[start : start + batch_size], spec, size, device=dev))
             if feats.ndim != 2 or feats.shape[1] != spec.dim:
-                raise RuntimeError(f"backbone {backbone!r} returned shape {tuple(feats.shape)}, "
-                                   f"expected [B, {spec.dim}]")
-            out[start:start + feats.shape[0]] = feats.float().cpu().numpy()
+                raise RuntimeError(
+                    f"backbone {backbone!r} returned shape {tuple(feats.shape)}, expected [B, {spec.dim}]"
+                )
+            out[start : start + feats.shape[0]] = feats.float().cpu().numpy()
             bar.update(feats.shape[0])
     return out

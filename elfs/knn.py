@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = ["knn", "l2_normalise", "drop_self"]
 
-_BACKENDS = ("faiss", "torch")
+KNN_BACKENDS = ("faiss", "torch")
 _FAISS_GPU_MAX_K = 2048  # faiss GPU k-selection limit
 
 
@@ -22,8 +22,9 @@ def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1)
     zero = np.flatnonzero(norms == 0)
     if zero.size:
-        raise ValueError(f"cosine kNN needs non-zero embeddings; rows {zero[:10].tolist()} "
-                         f"({zero.size} in total) have norm 0")
+        raise ValueError(
+            f"cosine kNN needs non-zero embeddings; rows {zero[:10].tolist()} ({zero.size} in total) have norm 0"
+        )
     return np.ascontiguousarray(x / norms[:, None])
 
 
@@ -53,8 +54,8 @@ def _validate(embeddings: np.ndarray, k: int, backend: str, chunk_size: int) -> 
     n = embeddings.shape[0]
     if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n - 1:
         raise ValueError(f"k must be an int in [1, N-1] = [1, {n - 1}], got {k!r}")
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {backend!r}")
+    if backend not in KNN_BACKENDS:
+        raise ValueError(f"backend must be one of {list(KNN_BACKENDS)}, got {backend!r}")
     if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
 
@@ -98,8 +99,9 @@ def _knn_torch(x: np.ndarray, k: int, chunk_size: int) -> tuple[np.ndarray, np.n
     return ids, sims
 
 
-def knn(embeddings: np.ndarray, k: int, *, backend: str = "faiss",
-        chunk_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def knn(
+    embeddings: np.ndarray, k: int, *, backend: str = "faiss", chunk_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k cosine neighbours of each row among all rows, self excluded by index, most similar first.
 
     Returns (int64 indices ``[N, k]``, float32 cosine similarities ``[N, k]``). Queries run in chunks of

@@ -1,4 +1,5 @@
-"""The paper's reported numbers (experiments/paper_results.yaml), looked up for a dataset and pruning rate."""
+"""The paper's reported numbers (paper_results.yaml, package data beside this module), looked up for a dataset and
+pruning rate."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-PAPER_RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "paper_results.yaml"
+PAPER_RESULTS = Path(__file__).resolve().with_name("paper_results.yaml")
 
 
 @lru_cache(maxsize=1)

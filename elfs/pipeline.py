@@ -1,12 +1,15 @@
 """The stage graph: embed -> knn -> cluster -> dynamics -> (beta search -> select -> evaluate) per budget.
 
-Each stage is a function of its own config subtree and the artifacts before it, run through the
-content-addressed cache (elfs/cache.py). Ground-truth labels reach exactly two places here: the
-`evaluate` stage (kept indices only) and the clustering diagnostics, which are logged and feed no decision.
+Each stage is a function of its own typed config (a dataclass from elfs/config.py, handed over whole) and the
+artifacts before it, run through the content-addressed cache (elfs/cache.py); the whole dataclass is part of
+the cache key, so a new hyperparameter invalidates exactly the stages that read it. Ground-truth labels reach
+exactly two places here: the `evaluate` stage (kept indices only) and the clustering diagnostics, which are
+logged and feed no decision.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import sys
@@ -17,24 +20,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from elfs.cache import Artifact, ArtifactCache, array_hash
-from elfs.config import as_beta, as_budgets
+from elfs.config import (
+    BackboneConfig,
+    ClassifierTrainingConfig,
+    ClusterConfig,
+    DatasetConfig,
+    DynamicsConfig,
+    ElfsConfig,
+    EvaluateConfig,
+    KnnConfig,
+    SelectionConfig,
+)
 from elfs.data import Dataset, UnlabelledData, load_dataset
 
 log = logging.getLogger(__name__)
 
 
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+def _key_config(cfg: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A stage config as cache-key data: every field but those in ``drop`` (fields known not to change this
+    artifact), so a new hyperparameter is part of the key by default."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in drop}
 
 
 @dataclass
 class Context:
-    """What every stage needs besides its inputs: config, cache, run folder, loggers, Trainer settings."""
+    """What every stage needs besides its inputs: the typed config, cache, run folder, loggers, Trainer settings."""
 
-    cfg: DictConfig
+    cfg: ElfsConfig
     cache: ArtifactCache
     run_dir: Path
     loggers: Any  # elfs.logging.RunLoggers
@@ -44,15 +58,16 @@ class Context:
         t = self.cfg.trainer
         return {
             "accelerator": t.accelerator,
-            "devices": _plain(t.devices),
+            "devices": t.devices,
             "strategy": t.strategy,
             "num_nodes": t.num_nodes,
             "precision": t.precision,
             "deterministic": t.deterministic,
             "log_every_n_steps": 10,
             # Lightning's bar redraws per step: only on a terminal, never into a log file
-            "enable_progress_bar": bool(progress and t.enable_progress_bar and self.cfg.progress
-                                        and sys.stderr.isatty()),
+            "enable_progress_bar": bool(
+                progress and t.enable_progress_bar and self.cfg.progress and sys.stderr.isatty()
+            ),
         }
 
     def timed(self, stage: str, art: Artifact) -> Artifact:
@@ -63,20 +78,20 @@ class Context:
 # ------------------------------------------------------------------------------------------------ data
 
 
-def load_data(cfg: DictConfig) -> Dataset:
+def load_data(d: DatasetConfig) -> Dataset:
     """Load the configured dataset, apply max_train and the augmentation overrides."""
-    import dataclasses
-
-    d = cfg.dataset
-    ds = load_dataset(d.name, path=d.path, root=d.root, download=d.download, test_fraction=d.test_fraction,
-                      split_seed=d.split_seed)
+    ds = load_dataset(
+        d.name, path=d.path, root=d.root, download=d.download, test_fraction=d.test_fraction, split_seed=d.split_seed
+    )
     if d.max_train is not None and d.max_train < len(ds.train):
         from elfs.data import GroundTruth, ImageSet
 
         n = int(d.max_train)
         ds = dataclasses.replace(
-            ds, train=ImageSet(ds.train.images[:n], ds.train.name),
-            truth=GroundTruth(ds.truth.train[:n], ds.truth.test, ds.truth.num_classes))
+            ds,
+            train=ImageSet(ds.train.images[:n], ds.train.name),
+            truth=GroundTruth(ds.truth.train[:n], ds.truth.test, ds.truth.num_classes),
+        )
     if d.hflip is not None:
         ds = dataclasses.replace(ds, hflip=bool(d.hflip))
     if d.crop_padding is not None:
@@ -87,17 +102,21 @@ def load_data(cfg: DictConfig) -> Dataset:
 # ---------------------------------------------------------------------------------------- label-free stages
 
 
-def stage_embed(ctx: Context, ds: UnlabelledData) -> Artifact:
+def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData) -> Artifact:
     """Embed train and test images with the frozen backbone (images only; no labels exist here)."""
     from elfs.embed import embed_images
 
-    b = ctx.cfg.backbone
     config = {"name": b.name, "image_size": b.image_size, "pretrained": b.pretrained}
     inputs = {"train": ds.train.fingerprint(), "test": ds.test.fingerprint()}
 
     def compute():
-        kw = dict(image_size=b.image_size, batch_size=b.batch_size, device=b.device, pretrained=b.pretrained,
-                  progress=ctx.cfg.progress)
+        kw = dict(
+            image_size=b.image_size,
+            batch_size=b.batch_size,
+            device=b.device,
+            pretrained=b.pretrained,
+            progress=ctx.cfg.progress,
+        )
         train = embed_images(ds.train.images, b.name, **kw)
         test = embed_images(ds.test.images, b.name, **kw)
         return {"train": train, "test": test}, {"n_train": len(train), "n_test": len(test), "dim": train.shape[1]}
@@ -105,14 +124,10 @@ def stage_embed(ctx: Context, ds: UnlabelledData) -> Artifact:
     return ctx.timed("embed", ctx.cache.run("embed", config, inputs, compute))
 
 
-def stage_knn(ctx: Context, emb: Artifact) -> Artifact:
-    """Cosine kNN among training embeddings, self excluded."""
+def stage_knn(ctx: Context, k: KnnConfig, emb: Artifact) -> Artifact:
+    """Cosine kNN among training embeddings, self excluded (k < N was checked when the data loaded)."""
     from elfs.knn import knn
 
-    k = ctx.cfg.knn
-    n = len(emb["train"])
-    if k.k >= n:
-        raise ValueError(f"knn.k={k.k} must be smaller than the number of training images ({n})")
     config = {"k": k.k, "backend": k.backend}
 
     def compute():
@@ -122,13 +137,16 @@ def stage_knn(ctx: Context, emb: Artifact) -> Artifact:
     return ctx.timed("knn", ctx.cache.run("knn", config, {"embed": emb.key}, compute))
 
 
-def stage_cluster(ctx: Context, emb: Artifact, nn: Artifact, num_classes: int) -> Artifact:
+def stage_cluster(ctx: Context, c: ClusterConfig, emb: Artifact, nn: Artifact, num_clusters: int) -> Artifact:
     """TEMI pseudo-labels (or k-means), chosen by a label-free rule; k-means kept beside it for comparison."""
     from elfs.cluster import fit_temi, kmeans_labels
 
-    c = ctx.cfg.cluster
-    num_clusters = int(c.num_clusters or num_classes)
-    config = {**_plain(c), "num_clusters": num_clusters, "seed": ctx.cfg.seed, "precision": ctx.cfg.trainer.precision}
+    config = {
+        **_key_config(c),
+        "num_clusters": num_clusters,
+        "seed": ctx.cfg.seed,
+        "precision": ctx.cfg.trainer.precision,
+    }
     x = emb["train"]
 
     def compute():
@@ -136,16 +154,20 @@ def stage_cluster(ctx: Context, emb: Artifact, nn: Artifact, num_classes: int) -
         extra: dict[str, Any] = {"num_clusters": num_clusters}
         if c.method == "temi":
             res = fit_temi(
-                x, nn["idx"], num_clusters, seed=ctx.cfg.seed, epochs=c.epochs, batch_size=min(c.batch_size, len(x)),
-                num_heads=c.num_heads, hidden_dim=c.hidden_dim, bottleneck_dim=c.bottleneck_dim, beta=c.beta,
-                student_temp=c.student_temp, teacher_temp=c.teacher_temp, teacher_momentum=c.teacher_momentum,
-                probs_momentum=c.probs_momentum, lr=c.lr, min_lr=c.min_lr, warmup_epochs=c.warmup_epochs,
-                weight_decay=c.weight_decay, freeze_last_layer_epochs=c.freeze_last_layer_epochs, knn_k=c.knn_k,
-                rule=c.rule, head_impl=c.head_impl, embed_norm=c.embed_norm,
-                trainer_kwargs=ctx.trainer_kwargs(progress=True), logger=ctx.loggers.for_stage("cluster"),
+                x,
+                nn["idx"],
+                num_clusters,
+                c,
+                seed=ctx.cfg.seed,
+                trainer_kwargs=ctx.trainer_kwargs(progress=True),
+                logger=ctx.loggers.for_stage("cluster"),
             )
-            arrays.update(pseudo_labels=res.pseudo_labels, head_assignments=res.head_assignments,
-                          head_losses=res.head_losses, loss_curve=np.asarray(res.loss_curve, dtype=np.float64))
+            arrays.update(
+                pseudo_labels=res.pseudo_labels,
+                head_assignments=res.head_assignments,
+                head_losses=res.head_losses,
+                loss_curve=np.asarray(res.loss_curve, dtype=np.float64),
+            )
             extra["best_head"] = int(res.best_head)
         if c.kmeans_baseline or c.method == "kmeans":
             km = kmeans_labels(x, num_clusters, seed=ctx.cfg.seed)
@@ -165,23 +187,31 @@ def _model_inputs(model: str, ds: Dataset | UnlabelledData, emb: Artifact, split
     return (ds.train if split == "train" else ds.test).images
 
 
-def _train_kwargs(node, ds: Dataset | UnlabelledData) -> dict[str, Any]:
+def _image_kwargs(ds: Dataset | UnlabelledData) -> dict[str, Any]:
+    """What train_classifier needs to know about the images: augmentation and channel statistics (label-free)."""
     mean, std = ds.train.channel_stats()
-    return dict(model=node.model, width=node.width, batch_size=node.batch_size, lr=node.lr, momentum=node.momentum,
-                nesterov=node.nesterov, weight_decay=node.weight_decay, min_lr=node.min_lr,
-                crop_padding=ds.crop_padding, hflip=ds.hflip, mean=mean, std=std)
+    return dict(crop_padding=ds.crop_padding, hflip=ds.hflip, mean=mean, std=std)
 
 
-def stage_dynamics(ctx: Context, ds: UnlabelledData, emb: Artifact, clus: Artifact) -> Artifact:
+def _train_key(
+    t: ClassifierTrainingConfig, ds: Dataset | UnlabelledData, ctx: Context, drop: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Cache-key data of one classifier training: its config (less ``drop``) plus the image settings."""
+    return {
+        **_key_config(t, drop),
+        "crop_padding": ds.crop_padding,
+        "hflip": ds.hflip,
+        "precision": ctx.cfg.trainer.precision,
+    }
+
+
+def stage_dynamics(ctx: Context, d: DynamicsConfig, ds: UnlabelledData, emb: Artifact, clus: Artifact) -> Artifact:
     """Train the proxy on pseudo-labels and record AUM, forgetting, EL2N per example (no ground truth)."""
     from elfs.dynamics import record_dynamics
 
-    d = ctx.cfg.dynamics
     pseudo = clus["pseudo_labels"]
     x = _model_inputs(d.model, ds, emb, "train")
-    kw = _train_kwargs(d, ds)
-    config = {**_plain(d), "seed": ctx.cfg.seed, "crop_padding": ds.crop_padding, "hflip": ds.hflip,
-              "precision": ctx.cfg.trainer.precision}
+    config = {**_train_key(d, ds, ctx), "seed": ctx.cfg.seed}
     inputs = {"cluster": clus.key, "images": ds.train.fingerprint(), "embed": emb.key}
     # epoch checkpoints of this very computation: a run killed mid-stage resumes here, with the same result
     key = ctx.cache.key("dynamics", config, inputs)
@@ -192,10 +222,17 @@ def stage_dynamics(ctx: Context, ds: UnlabelledData, emb: Artifact, clus: Artifa
         if resumed:
             log.info("dynamics: resuming from the epoch checkpoint in %s", work)
         scores = record_dynamics(
-            x, pseudo, num_classes=int(clus.meta["num_clusters"]), epochs=d.epochs, seed=ctx.cfg.seed,
-            el2n_epochs=d.el2n_epochs, trainer_kwargs=ctx.trainer_kwargs(progress=True),
-            logger=ctx.loggers.for_stage("dynamics"), num_workers=ctx.cfg.trainer.num_workers,
-            checkpoint_dir=str(work), **kw)
+            x,
+            pseudo,
+            d,
+            num_classes=int(clus.meta["num_clusters"]),
+            seed=ctx.cfg.seed,
+            trainer_kwargs=ctx.trainer_kwargs(progress=True),
+            logger=ctx.loggers.for_stage("dynamics"),
+            num_workers=ctx.cfg.trainer.num_workers,
+            checkpoint_dir=str(work),
+            **_image_kwargs(ds),
+        )
         return {k: np.asarray(v) for k, v in scores.items()}, {"resumed": resumed}
 
     art = ctx.cache.run("dynamics", config, inputs, compute)
@@ -211,49 +248,89 @@ def hardness_of(dyn: Artifact, score: str) -> np.ndarray:
     return to_hardness(dyn[score], HARD_END[score])
 
 
-def stage_beta_search(ctx: Context, ds: UnlabelledData, emb: Artifact, clus: Artifact, dyn: Artifact,
-                      budget: float) -> Artifact:
-    """Choose beta on a 90/10 split of the pseudo-labelled train set (method.md §6.4), touching no ground truth."""
+def stage_beta_search(
+    ctx: Context,
+    s: SelectionConfig,
+    e: EvaluateConfig,
+    ds: UnlabelledData,
+    emb: Artifact,
+    clus: Artifact,
+    dyn: Artifact,
+    budget: float,
+) -> Artifact:
+    """Choose beta on a 90/10 split of the pseudo-labelled train set (method.md §6.4), touching no ground truth.
+
+    Each candidate trains the evaluation network (``e``) on pseudo-labels for ``s.search_steps`` steps."""
     from elfs.dynamics.classifier import evaluate_accuracy, train_classifier
     from elfs.select.beta_search import search_beta
 
-    s, e = ctx.cfg.selection, ctx.cfg.evaluate
     pseudo = clus["pseudo_labels"]
     num_classes = int(clus.meta["num_clusters"])
     x = _model_inputs(e.model, ds, emb, "train")
     steps = int(s.search_steps or e.steps)
-    kw = _train_kwargs(e, ds)
-    config = {"method": s.method, "score": s.score, "grid": [float(b) for b in s.beta_grid], "budget": budget,
-              "val_fraction": s.val_fraction, "strata": s.strata, "steps": steps, "seed": ctx.cfg.seed,
-              "train": {k: v for k, v in kw.items() if k not in ("mean", "std")}}
+    config = {
+        "method": s.method,
+        "score": s.score,
+        "grid": [float(b) for b in s.beta_grid],
+        "budget": budget,
+        "val_fraction": s.val_fraction,
+        "strata": s.strata,
+        "steps": steps,
+        "seed": ctx.cfg.seed,
+        # the candidates train for `steps` on pseudo-labels: the evaluation's own steps and seeds do not matter
+        "train": _train_key(e, ds, ctx, drop=("steps", "test_every", "seeds")),
+    }
     inputs = {"dynamics": dyn.key, "cluster": clus.key, "embed": emb.key, "images": ds.train.fingerprint()}
     hardness = hardness_of(dyn, s.score)
 
     def train_and_validate(kept: np.ndarray, val: np.ndarray) -> float:
-        res = train_classifier(x, pseudo, kept, num_classes=num_classes, steps=steps, seed=ctx.cfg.seed,
-                               trainer_kwargs=ctx.trainer_kwargs(progress=False), logger=False,
-                               num_workers=ctx.cfg.trainer.num_workers, **kw)
+        res = train_classifier(
+            x,
+            pseudo,
+            kept,
+            e,
+            num_classes=num_classes,
+            steps=steps,
+            seed=ctx.cfg.seed,
+            trainer_kwargs=ctx.trainer_kwargs(progress=False),
+            logger=False,
+            num_workers=ctx.cfg.trainer.num_workers,
+            **_image_kwargs(ds),
+        )
         return float(evaluate_accuracy(res.module, x[val], pseudo[val]))
 
     def compute():
-        res = search_beta(hardness, budget, [float(b) for b in s.beta_grid], train_and_validate=train_and_validate,
-                          method=s.method, val_fraction=s.val_fraction, seed=ctx.cfg.seed, strata=s.strata)
-        arrays = {"betas": np.asarray(res.betas, dtype=np.float64), "val_acc": np.asarray(res.val_acc),
-                  "best_beta": np.asarray(res.best_beta), "val_idx": res.val_idx}
+        res = search_beta(
+            hardness,
+            budget,
+            [float(b) for b in s.beta_grid],
+            train_and_validate=train_and_validate,
+            method=s.method,
+            val_fraction=s.val_fraction,
+            seed=ctx.cfg.seed,
+            strata=s.strata,
+        )
+        arrays = {
+            "betas": np.asarray(res.betas, dtype=np.float64),
+            "val_acc": np.asarray(res.val_acc),
+            "best_beta": np.asarray(res.best_beta),
+            "val_idx": res.val_idx,
+        }
         return arrays, {"at_edge": bool(res.at_edge)}
 
     art = ctx.cache.run("beta_search", config, inputs, compute, label=f"budget={budget}")
     return ctx.timed("beta_search", art)
 
 
-def select_coreset(ctx: Context, method: str, dyn: Artifact, n: int, budget: float, beta: float,
-                   seed: int) -> np.ndarray:
+def select_coreset(
+    ctx: Context, s: SelectionConfig, method: str, dyn: Artifact, n: int, budget: float, beta: float, seed: int
+) -> np.ndarray:
     """Kept indices (sorted int64) for one method; cheap, so not cached, but saved in the run folder."""
     from elfs.select import select
 
     t0 = time.perf_counter()
-    hardness = hardness_of(dyn, ctx.cfg.selection.score) if method != "random" else None
-    kept = select(method, hardness, n=n, budget=budget, beta=beta, seed=seed, strata=ctx.cfg.selection.strata)
+    hardness = hardness_of(dyn, s.score) if method != "random" else None
+    kept = select(method, hardness, n=n, budget=budget, beta=beta, seed=seed, strata=s.strata)
     ctx.timings["select"] = ctx.timings.get("select", 0.0) + time.perf_counter() - t0
     return kept
 
@@ -261,24 +338,41 @@ def select_coreset(ctx: Context, method: str, dyn: Artifact, n: int, budget: flo
 # ------------------------------------------------------------------------------------ the labelled stage
 
 
-def stage_evaluate(ctx: Context, ds: Dataset, emb: Artifact, kept: np.ndarray, seed: int, label: str) -> Artifact:
+def stage_evaluate(
+    ctx: Context, e: EvaluateConfig, ds: Dataset, emb: Artifact, kept: np.ndarray, seed: int, label: str
+) -> Artifact:
     """Train from scratch on the kept indices with their GROUND-TRUTH labels for a fixed number of steps; test."""
     from elfs.dynamics.classifier import train_classifier
 
-    e = ctx.cfg.evaluate
-    kw = _train_kwargs(e, ds)
     x_tr = _model_inputs(e.model, ds, emb, "train")
     x_te = _model_inputs(e.model, ds, emb, "test")
-    config = {"train": {k: v for k, v in kw.items() if k not in ("mean", "std")}, "steps": e.steps,
-              "test_every": e.test_every, "seed": seed, "precision": ctx.cfg.trainer.precision}
-    inputs = {"kept": array_hash(kept), "images": ds.train.fingerprint(), "test": ds.test.fingerprint(),
-              "labels": array_hash(ds.truth.train), "test_labels": array_hash(ds.truth.test), "embed": emb.key}
+    config = {**_train_key(e, ds, ctx, drop=("seeds",)), "seed": seed}  # one entry per seed
+    inputs = {
+        "kept": array_hash(kept),
+        "images": ds.train.fingerprint(),
+        "test": ds.test.fingerprint(),
+        "labels": array_hash(ds.truth.train),
+        "test_labels": array_hash(ds.truth.test),
+        "embed": emb.key,
+    }
 
     def compute():
-        res = train_classifier(x_tr, ds.truth.train, kept, num_classes=ds.num_classes, steps=e.steps, seed=seed,
-                               trainer_kwargs=ctx.trainer_kwargs(progress=False), logger=False,
-                               num_workers=ctx.cfg.trainer.num_workers, test_inputs=x_te, test_labels=ds.truth.test,
-                               test_every=e.test_every, **kw)
+        res = train_classifier(
+            x_tr,
+            ds.truth.train,
+            kept,
+            e,
+            num_classes=ds.num_classes,
+            steps=e.steps,
+            seed=seed,
+            trainer_kwargs=ctx.trainer_kwargs(progress=False),
+            logger=False,
+            num_workers=ctx.cfg.trainer.num_workers,
+            test_inputs=x_te,
+            test_labels=ds.truth.test,
+            test_every=e.test_every,
+            **_image_kwargs(ds),
+        )
         best = np.nan if res.best_test_acc is None else res.best_test_acc
         return {"final_acc": np.asarray(res.final_test_acc), "best_acc": np.asarray(best)}, {"n_kept": len(kept)}
 
@@ -300,41 +394,55 @@ def clustering_diagnostics(ds: Dataset, clus: Artifact) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- the graph
 
 
-def run_pipeline(ctx: Context) -> dict[str, Any]:
-    """Run every stage; return the results dict that report.py writes and prints."""
+def prepare_data(cfg: ElfsConfig) -> tuple[Dataset, int, float]:
+    """Load the data and run every check that needs it, before any expensive stage (or any run output).
+
+    Returns the dataset, the number of clusters to use, and the seconds it took."""
+    from elfs.preflight import check_data
+
+    t0 = time.perf_counter()
+    ds = load_data(cfg.dataset)
+    num_clusters = check_data(cfg, ds)
+    return ds, num_clusters, time.perf_counter() - t0
+
+
+def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]:
+    """Run every stage on the loaded, checked data; return the results dict that report.py writes and prints."""
     from tqdm.auto import tqdm
 
     from elfs.select import METHODS_USING_BETA
 
     cfg = ctx.cfg
-    t_start = time.perf_counter()
-    t0 = time.perf_counter()
-    ds = load_data(cfg)
-    ctx.timings["data"] = time.perf_counter() - t0
+    t_start = time.perf_counter() - ctx.timings.get("data", 0.0)
 
     free = ds.unlabelled()  # the label-free stages get this view: it has no targets at all
-    emb = stage_embed(ctx, free)
-    nn = stage_knn(ctx, emb)
-    clus = stage_cluster(ctx, emb, nn, free.num_classes)
+    emb = stage_embed(ctx, cfg.backbone, free)
+    nn = stage_knn(ctx, cfg.knn, emb)
+    clus = stage_cluster(ctx, cfg.cluster, emb, nn, num_clusters)
     diag = clustering_diagnostics(ds, clus)
-    ctx.loggers.log_metrics({f"diagnostics/{k}/{m}": v for k, d in diag.items() if isinstance(d, Mapping)
-                             for m, v in d.items()})
-    dyn = stage_dynamics(ctx, free, emb, clus)
+    ctx.loggers.log_metrics(
+        {f"diagnostics/{k}/{m}": v for k, d in diag.items() if isinstance(d, Mapping) for m, v in d.items()}
+    )
+    dyn = stage_dynamics(ctx, cfg.dynamics, free, emb, clus)
 
-    s = cfg.selection
+    s, e = cfg.selection, cfg.evaluate
     n = len(ds.train)
-    fixed_beta = as_beta(s.beta)
+    fixed_beta = s.fixed_beta
     methods = [s.method] + [b for b in s.baselines if b != s.method]
     rows = []
     coresets: dict[str, np.ndarray] = {}
-    for budget in as_budgets(s.budget):
+    for budget in s.budgets:
         row: dict[str, Any] = {"budget": budget, "pruning_rate": round(1.0 - budget, 6), "methods": {}}
         if s.method in METHODS_USING_BETA:
             if fixed_beta is None:
-                search = stage_beta_search(ctx, free, emb, clus, dyn, budget)
+                search = stage_beta_search(ctx, s, e, free, emb, clus, dyn, budget)
                 beta = float(search["best_beta"])
-                row.update(beta=beta, beta_source="search", beta_at_edge=bool(search.meta["at_edge"]),
-                           beta_curve={"betas": search["betas"].tolist(), "val_acc": search["val_acc"].tolist()})
+                row.update(
+                    beta=beta,
+                    beta_source="search",
+                    beta_at_edge=bool(search.meta["at_edge"]),
+                    beta_curve={"betas": search["betas"].tolist(), "val_acc": search["val_acc"].tolist()},
+                )
             else:
                 beta = fixed_beta
                 row.update(beta=beta, beta_source="fixed")
@@ -343,19 +451,23 @@ def run_pipeline(ctx: Context) -> dict[str, Any]:
             row.update(beta=None, beta_source="n/a")
         for method in methods:
             accs, bests = [], []
-            for seed in tqdm(list(cfg.evaluate.seeds), desc=f"evaluate {method} @ {budget:g}",
-                             disable=not cfg.progress, leave=False):
-                kept = select_coreset(ctx, method, dyn, n, budget, beta if method in METHODS_USING_BETA else 0.0,
-                                      int(seed))
+            for seed in tqdm(
+                list(e.seeds), desc=f"evaluate {method} @ {budget:g}", disable=not cfg.progress, leave=False
+            ):
+                kept = select_coreset(
+                    ctx, s, method, dyn, n, budget, beta if method in METHODS_USING_BETA else 0.0, int(seed)
+                )
                 coresets[f"{method}_budget{budget:g}_seed{seed}"] = kept
-                art = stage_evaluate(ctx, ds, emb, kept, int(seed), label=f"{method} budget={budget} seed={seed}")
+                art = stage_evaluate(ctx, e, ds, emb, kept, int(seed), label=f"{method} budget={budget} seed={seed}")
                 accs.append(float(art["final_acc"]))
                 best = float(art["best_acc"])
                 bests.append(None if np.isnan(best) else best)  # None, not NaN: results.json stays strict JSON
             row["methods"][method] = {
-                "final_acc": accs, "acc_mean": float(np.mean(accs)),
+                "final_acc": accs,
+                "acc_mean": float(np.mean(accs)),
                 "acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
-                "best_acc_secondary": bests, "n_kept": int(len(kept)),
+                "best_acc_secondary": bests,
+                "n_kept": int(len(kept)),
             }
         rows.append(row)
 
@@ -370,7 +482,7 @@ def run_pipeline(ctx: Context) -> dict[str, Any]:
         "backbone": cfg.backbone.name,
         "pretrained": bool(cfg.backbone.pretrained),
         "selection": {"method": s.method, "score": s.score, "baselines": list(s.baselines)},
-        "evaluate": {"model": cfg.evaluate.model, "steps": cfg.evaluate.steps, "seeds": list(cfg.evaluate.seeds)},
+        "evaluate": {"model": e.model, "steps": e.steps, "seeds": list(e.seeds)},
         "clustering": diag,
         "results": rows,
         "stage_seconds": {k: round(v, 2) for k, v in ctx.timings.items()},

@@ -18,14 +18,18 @@ def format_table(results: dict[str, Any]) -> str:
     """A plain-text summary: pseudo-label quality, chosen beta and accuracy per budget and method."""
     lines = []
     c = results["clustering"]
-    head = f"elfs on {results['dataset']} (N={results['n_train']}, C={results['num_classes']}), " \
-           f"backbone {results['backbone']}{'' if results['pretrained'] else ' (random weights)'}"
+    head = (
+        f"elfs on {results['dataset']} (N={results['n_train']}, C={results['num_classes']}), "
+        f"backbone {results['backbone']}{'' if results['pretrained'] else ' (random weights)'}"
+    )
     lines.append(head)
     pl = c["pseudo_labels"]
     km = c.get("kmeans")
-    lines.append(f"pseudo-labels vs ground truth (diagnostic): ACC {_pct(pl['acc'])}  NMI {_pct(pl['nmi'])}  "
-                 f"ARI {_pct(pl['ari'])}" + (f"   | k-means: ACC {_pct(km['acc'])}  NMI {_pct(km['nmi'])}  "
-                                              f"ARI {_pct(km['ari'])}" if km else ""))
+    lines.append(
+        f"pseudo-labels vs ground truth (diagnostic): ACC {_pct(pl['acc'])}  NMI {_pct(pl['nmi'])}  "
+        f"ARI {_pct(pl['ari'])}"
+        + (f"   | k-means: ACC {_pct(km['acc'])}  NMI {_pct(km['nmi'])}  ARI {_pct(km['ari'])}" if km else "")
+    )
     methods = list(results["results"][0]["methods"]) if results["results"] else []
     sel = results["selection"]
     label = {sel["method"]: f"{sel['method']}({sel['score']})"}
@@ -34,8 +38,11 @@ def format_table(results: dict[str, Any]) -> str:
     body = []
     for row in results["results"]:
         beta = row.get("beta")
-        cells = [f"{row['budget']:g}", f"{row['pruning_rate']:.0%}",
-                 "-" if beta is None else f"{beta:g}{'*' if row.get('beta_at_edge') else ''}"]
+        cells = [
+            f"{row['budget']:g}",
+            f"{row['pruning_rate']:.0%}",
+            "-" if beta is None else f"{beta:g}{'*' if row.get('beta_at_edge') else ''}",
+        ]
         for m in methods:
             r = row["methods"][m]
             cells.append(f"{100 * r['acc_mean']:.1f}" + (f" ± {100 * r['acc_std']:.1f}" if seeds > 1 else ""))
@@ -43,20 +50,30 @@ def format_table(results: dict[str, Any]) -> str:
     paper = [paper_reference(results["dataset"], row["pruning_rate"]) for row in results["results"]]
     if any(paper):  # the paper's figure values beside ours, where it has the cell
         cols += ["paper elfs", "paper random"]
-        for cells, ref in zip(body, paper):
-            cells += [f"{ref['elfs']:.1f}" if "elfs" in ref else "-", f"{ref['random']:.1f}" if "random" in ref else "-"]
-    widths = [max(len(c) for c in col) + 2 for col in zip(cols, *body)]
+        for cells, ref in zip(body, paper, strict=True):
+            cells += [f"{ref[m]:.1f}" if m in ref else "-" for m in ("elfs", "random")]
+    widths = [max(len(c) for c in col) + 2 for col in zip(cols, *body, strict=True)]
     for cells in [cols, *body]:
-        lines.append("".join(cell.rjust(w) for cell, w in zip(cells, widths)))
-    lines.append(f"test accuracy (%) after {results['evaluate']['steps']} steps of {results['evaluate']['model']}, "
-                 f"final checkpoint, {seeds} seed(s); beta chosen on a 90/10 pseudo-label split"
-                 + (" (* = at the edge of the grid: extend beta_grid)" if any(
-                     r.get("beta_at_edge") for r in results["results"]) else ""))
+        lines.append("".join(cell.rjust(w) for cell, w in zip(cells, widths, strict=True)))
+    lines.append(
+        f"test accuracy (%) after {results['evaluate']['steps']} steps of {results['evaluate']['model']}, "
+        f"final checkpoint, {seeds} seed(s); beta chosen on a 90/10 pseudo-label split"
+        + (
+            " (* = at the edge of the grid: extend beta_grid)"
+            if any(r.get("beta_at_edge") for r in results["results"])
+            else ""
+        )
+    )
     if any(paper):
-        lines.append(f"paper columns: {paper_source()}; the paper reports best-of-run accuracy, we report the final one")
+        lines.append(
+            f"paper columns: {paper_source()}; the paper reports best-of-run accuracy, we report the final one"
+        )
     st = results["stage_seconds"]
-    lines.append("wall time per stage (s): " + "  ".join(f"{k} {v:.1f}" for k, v in st.items())
-                 + f"  | total {results['total_seconds']:.1f}")
+    lines.append(
+        "wall time per stage (s): "
+        + "  ".join(f"{k} {v:.1f}" for k, v in st.items())
+        + f"  | total {results['total_seconds']:.1f}"
+    )
     return "\n".join(lines)
 
 
@@ -93,18 +110,37 @@ def plot_results(results: dict[str, Any], run_dir: Path) -> list[Path]:
         ys = [100 * r["methods"][m]["acc_mean"] for r in rows]
         es = [100 * r["methods"][m]["acc_std"] for r in rows]
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
-    out.append(_finish(fig, ax, "pruning rate (%)", "test accuracy (%)",
-                       f"{results['dataset']} / {results['backbone']}", run_dir / "accuracy_vs_pruning.png"))
+    out.append(
+        _finish(
+            fig,
+            ax,
+            "pruning rate (%)",
+            "test accuracy (%)",
+            f"{results['dataset']} / {results['backbone']}",
+            run_dir / "accuracy_vs_pruning.png",
+        )
+    )
 
     curves = [r for r in rows if r.get("beta_curve")]
     if curves:
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for r in curves:
-            ax.plot(r["beta_curve"]["betas"], [100 * v for v in r["beta_curve"]["val_acc"]], marker="o",
-                    label=f"budget {r['budget']:g} (chosen β={r['beta']:g})")
-        out.append(_finish(fig, ax, "β (fraction of hardest examples dropped)",
-                           "pseudo-label validation accuracy (%)", "label-free β search (90/10 split)",
-                           run_dir / "beta_curves.png"))
+            ax.plot(
+                r["beta_curve"]["betas"],
+                [100 * v for v in r["beta_curve"]["val_acc"]],
+                marker="o",
+                label=f"budget {r['budget']:g} (chosen β={r['beta']:g})",
+            )
+        out.append(
+            _finish(
+                fig,
+                ax,
+                "β (fraction of hardest examples dropped)",
+                "pseudo-label validation accuracy (%)",
+                "label-free β search (90/10 split)",
+                run_dir / "beta_curves.png",
+            )
+        )
     return out
 
 

@@ -12,31 +12,37 @@ import os
 from pathlib import Path
 from typing import Any
 
+from elfs.config import LoggerConfig
+
 log = logging.getLogger(__name__)
 
 
 class RunLoggers:
     """Builds per-stage Lightning loggers and logs summaries, artifacts and the final table."""
 
-    def __init__(self, name: str, run_dir: Path, *, project: str = "elfs", group: str | None = None,
-                 mode: str = "offline", tags: list[str] | None = None, config: dict | None = None,
-                 run_name: str | None = None) -> None:
-        if name not in ("wandb", "csv", "none"):
-            raise ValueError(f"logger.name={name!r} is not valid; choose one of ['csv', 'none', 'wandb']")
+    def __init__(
+        self, cfg: LoggerConfig, run_dir: Path, *, config: dict | None = None, run_name: str | None = None
+    ) -> None:
         self.run_dir = Path(run_dir)
-        self.kind = name
+        self.kind = cfg.name
         self.run = None
-        if name == "wandb" and mode == "disabled":
+        if cfg.name == "wandb" and cfg.mode == "disabled":
             log.info("WANDB_MODE=disabled: logging training curves to CSV in %s", self.run_dir / "csv")
             self.kind = "csv"
         if self.kind == "wandb":
             import wandb
 
-            if mode not in ("online", "offline"):
-                raise ValueError(f"logger.mode={mode!r} is not valid; choose online, offline or disabled")
             os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")
-            self.run = wandb.init(project=project, group=group, mode=mode, dir=str(self.run_dir), config=config,
-                                  tags=list(tags or []), name=run_name, reinit="finish_previous")
+            self.run = wandb.init(
+                project=cfg.project,
+                group=cfg.group,
+                mode=cfg.mode,
+                dir=str(self.run_dir),
+                config=config,
+                tags=list(cfg.tags),
+                name=run_name,
+                reinit="finish_previous",
+            )
 
     def for_stage(self, stage: str):
         """A Lightning logger for one stage's training curves (False when logging is off)."""
@@ -63,11 +69,13 @@ class RunLoggers:
         table = wandb.Table(columns=["budget", "pruning_rate", "method", "beta", "acc_mean", "acc_std"])
         for row in results["results"]:
             for method, m in row["methods"].items():
-                table.add_data(row["budget"], row["pruning_rate"], method, row.get("beta"), m["acc_mean"],
-                               m["acc_std"])
+                table.add_data(row["budget"], row["pruning_rate"], method, row.get("beta"), m["acc_mean"], m["acc_std"])
         self.run.log({"results": table})
-        art = wandb.Artifact(f"coresets-{self.run.id}", type="coreset",
-                             metadata={"dataset": results["dataset"], "backbone": results["backbone"]})
+        art = wandb.Artifact(
+            f"coresets-{self.run.id}",
+            type="coreset",
+            metadata={"dataset": results["dataset"], "backbone": results["backbone"]},
+        )
         for f in files:
             if Path(f).exists():
                 art.add_file(str(f))

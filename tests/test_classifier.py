@@ -8,11 +8,17 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from elfs.config import ClassifierTrainingConfig, DynamicsConfig
 from elfs.dynamics import HARD_END, ClassifierModule, cosine_lr, evaluate_accuracy, record_dynamics, train_classifier
 from elfs.dynamics.augment import crop_flip, normalize_uint8, random_crop_flip, sample_crop_params
 
-HP = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, min_lr=1e-4, crop_padding=1, hflip=False,
-          mean=[0.3], std=[0.35])
+SGD = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, min_lr=1e-4)
+DATA = dict(crop_padding=1, hflip=False, mean=[0.3], std=[0.35])
+
+
+def _cfg(model: str = "small_cnn", *, width: int = 4, batch_size: int = 16, cls=ClassifierTrainingConfig, **kw):
+    """A training config as the pipeline hands it over (the network and SGD settings, nothing else)."""
+    return cls(model=model, width=width, batch_size=batch_size, **{**SGD, **kw})
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -93,8 +99,17 @@ class _Probe(L.Callback):
 def test_lr_schedule_in_fit_and_exact_max_steps(digits):
     x, y = digits
     probe = _Probe()
-    r = train_classifier(x[:100], y[:100], np.arange(100), num_classes=10, model="small_cnn", width=4, steps=37,
-                         batch_size=16, seed=0, trainer_kwargs={"callbacks": [probe]}, **HP)
+    r = train_classifier(
+        x[:100],
+        y[:100],
+        np.arange(100),
+        _cfg(),
+        num_classes=10,
+        steps=37,
+        seed=0,
+        trainer_kwargs={"callbacks": [probe]},
+        **DATA,
+    )
     assert r.steps == 37 and len(probe.lrs) == 37  # 100 / 16 -> 7 batches per epoch, stops mid-epoch
     expected = [cosine_lr(k, total_steps=37, lr=0.05, min_lr=1e-4) for k in range(37)]
     np.testing.assert_allclose(probe.lrs, expected, rtol=1e-12)
@@ -105,8 +120,19 @@ def test_lr_schedule_in_fit_and_exact_max_steps(digits):
 def test_learns_digits_and_reports_test_accuracy(digits):
     x, y = digits
     train, test = np.arange(0, 1400), np.arange(1400, len(x))
-    r = train_classifier(x, y, train, num_classes=10, model="small_cnn", width=8, steps=300, batch_size=64, seed=0,
-                         test_inputs=x[test], test_labels=y[test], test_every=100, **HP)
+    r = train_classifier(
+        x,
+        y,
+        train,
+        _cfg(width=8, batch_size=64),
+        num_classes=10,
+        steps=300,
+        seed=0,
+        test_inputs=x[test],
+        test_labels=y[test],
+        test_every=100,
+        **DATA,
+    )
     assert evaluate_accuracy(r.module, x[train], y[train]) > 0.9
     assert r.final_test_acc > 0.85
     assert [s for s, _ in r.test_history] == [100, 200, 300]
@@ -119,8 +145,9 @@ def test_mlp_on_embeddings():
     centers = rng.normal(0, 3, (4, 16))
     lab = rng.integers(0, 4, 400)
     emb = (centers[lab] + rng.normal(0, 1, (400, 16))).astype(np.float32)
-    r = train_classifier(emb, lab, np.arange(400), num_classes=4, model="mlp", width=32, epochs=5, batch_size=32,
-                         seed=0, **HP)
+    r = train_classifier(
+        emb, lab, np.arange(400), _cfg("mlp", width=32, batch_size=32), num_classes=4, epochs=5, seed=0, **DATA
+    )
     assert r.steps == 5 * 13
     assert evaluate_accuracy(r.module, emb, lab) > 0.95
     assert r.module.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)  # epochs -> total steps
@@ -130,7 +157,7 @@ def _naive(batches, n, c, el2n_epochs):
     """Scores from captured logits, in a plain per-example loop (first appearance per epoch)."""
     hist = {}
     for e, idx, logits, y in batches:
-        for i, z, t in zip(idx.tolist(), logits.double(), y.tolist()):
+        for i, z, t in zip(idx.tolist(), logits.double(), y.tolist(), strict=True):
             hist.setdefault(i, {}).setdefault(e, (z, t))
     aum, prob, forg, el2n = np.full(n, np.nan), np.full(n, np.nan), np.full(n, -1), np.full(n, np.nan)
     max_rec = max(len(v) for v in hist.values())
@@ -145,7 +172,7 @@ def _naive(batches, n, c, el2n_epochs):
             if e < el2n_epochs:
                 el.append(float(torch.linalg.norm(p - torch.eye(c, dtype=p.dtype)[t])))
         aum[i], prob[i], el2n[i] = np.mean(lm), np.sum(pm), np.mean(el)
-        forg[i] = sum(a and not b for a, b in zip(corr, corr[1:])) if any(corr) else max_rec + 1
+        forg[i] = sum(a and not b for a, b in zip(corr, corr[1:], strict=False)) if any(corr) else max_rec + 1
     return {"aum": aum, "aum_prob_sum": prob, "forgetting": forg, "el2n": el2n}
 
 
@@ -154,9 +181,18 @@ def test_recorder_in_fit_matches_captured_logits(digits, tmp_path):
     n = 300
     subset = np.arange(0, n, 3)[:90]  # examples outside the subset must stay unrecorded
     probe = _Probe()
-    r = train_classifier(x[:n], y[:n], subset, num_classes=10, model="small_cnn", width=4, epochs=3,
-                         batch_size=16, seed=1, record=True, el2n_epochs=2, trainer_kwargs={"callbacks": [probe]},
-                         **{**HP, "hflip": True})
+    r = train_classifier(
+        x[:n],
+        y[:n],
+        subset,
+        _cfg(cls=DynamicsConfig, el2n_epochs=2),
+        num_classes=10,
+        epochs=3,
+        seed=1,
+        record=True,
+        trainer_kwargs={"callbacks": [probe]},
+        **{**DATA, "hflip": True},
+    )
     s = r.scores
     assert r.steps == 3 * 6 and len(probe.batches) == 18
     ref = _naive(probe.batches, n, 10, 2)
@@ -175,10 +211,11 @@ def test_recorder_in_fit_matches_captured_logits(digits, tmp_path):
 
 def test_same_seed_bit_identical_scores(digits):
     x, y = digits
-    kw = dict(num_classes=10, model="small_cnn", width=4, epochs=2, batch_size=32, **{**HP, "hflip": True})
-    a = record_dynamics(x[:200], y[:200], seed=7, **kw)
-    b = record_dynamics(x[:200], y[:200], seed=7, **kw)
-    c = record_dynamics(x[:200], y[:200], seed=8, **kw)
+    cfg = _cfg(cls=DynamicsConfig, batch_size=32, epochs=2)
+    kw = dict(num_classes=10, **{**DATA, "hflip": True})
+    a = record_dynamics(x[:200], y[:200], cfg, seed=7, **kw)
+    b = record_dynamics(x[:200], y[:200], cfg, seed=7, **kw)
+    c = record_dynamics(x[:200], y[:200], cfg, seed=8, **kw)
     assert set(HARD_END) <= set(a)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
@@ -187,26 +224,30 @@ def test_same_seed_bit_identical_scores(digits):
 
 def test_bad_arguments_are_refused(digits):
     x, y = digits
-    kw = dict(num_classes=10, model="small_cnn", width=4, batch_size=8, seed=0, **HP)
+    cfg = _cfg(batch_size=8)
+    kw = dict(num_classes=10, seed=0, **DATA)
     with pytest.raises(ValueError, match="exactly one"):
-        train_classifier(x, y, np.arange(10), steps=3, epochs=1, **kw)
+        train_classifier(x, y, np.arange(10), cfg, steps=3, epochs=1, **kw)
     with pytest.raises(ValueError, match="exactly one"):
-        train_classifier(x, y, np.arange(10), **kw)
+        train_classifier(x, y, np.arange(10), cfg, **kw)
     with pytest.raises(ValueError, match="duplicates"):
-        train_classifier(x, y, np.array([1, 1, 2]), steps=3, **kw)
+        train_classifier(x, y, np.array([1, 1, 2]), cfg, steps=3, **kw)
     with pytest.raises(ValueError, match="embeddings"):
-        train_classifier(x.reshape(len(x), -1).astype(np.float32), y, np.arange(10), steps=3, **kw)
+        train_classifier(x.reshape(len(x), -1).astype(np.float32), y, np.arange(10), cfg, steps=3, **kw)
     with pytest.raises(ValueError, match=r"\[0, 5\)"):
-        train_classifier(x, y, np.arange(10), steps=3, **{**kw, "num_classes": 5})
+        train_classifier(x, y, np.arange(10), cfg, steps=3, **{**kw, "num_classes": 5})
     with pytest.raises(ValueError, match="min_lr"):
-        train_classifier(x, y, np.arange(10), steps=3, **{**kw, "min_lr": 1.0})
+        train_classifier(x, y, np.arange(10), _cfg(min_lr=1.0), steps=3, **kw)
     with pytest.raises(ValueError, match="test_every"):
-        train_classifier(x, y, np.arange(10), steps=3, test_every=5, **kw)
+        train_classifier(x, y, np.arange(10), cfg, steps=3, test_every=5, **kw)
+    with pytest.raises(ValueError, match="DynamicsConfig"):
+        train_classifier(x, y, np.arange(10), cfg, steps=3, record=True, **kw)
 
 
 _DDP_SCRIPT = r"""
 import sys, numpy as np, torch, lightning as L
 from sklearn.datasets import load_digits
+from elfs.config import DynamicsConfig
 from elfs.dynamics import train_classifier
 
 class Dump(L.Callback):
@@ -221,9 +262,10 @@ class Dump(L.Callback):
 d = load_digits()
 x = np.clip(d.images * 16, 0, 255).astype(np.uint8)[..., None]
 n = 101  # odd: the DistributedSampler pads one duplicate per epoch
-r = train_classifier(x[:n], d.target[:n], np.arange(n), num_classes=10, model="small_cnn", width=4, epochs=3,
-                     batch_size=8, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, min_lr=1e-4,
-                     crop_padding=1, hflip=True, mean=[0.3], std=[0.35], seed=0, record=True, el2n_epochs=2,
+cfg = DynamicsConfig(model="small_cnn", width=4, batch_size=8, lr=0.05, momentum=0.9, nesterov=True,
+                     weight_decay=5e-4, min_lr=1e-4, el2n_epochs=2)
+r = train_classifier(x[:n], d.target[:n], np.arange(n), cfg, num_classes=10, epochs=3,
+                     crop_padding=1, hflip=True, mean=[0.3], std=[0.35], seed=0, record=True,
                      trainer_kwargs=dict(strategy="ddp_fork", accelerator="cpu", devices=2, callbacks=[Dump()]))
 np.savez(f"{sys.argv[1]}/scores.npz", **r.scores)
 """
@@ -236,8 +278,9 @@ def test_ddp_every_rank_records_every_example_once(tmp_path):
     import sys
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-c", _DDP_SCRIPT, str(tmp_path)], capture_output=True, text=True,
-                         timeout=240, env=env)
+    res = subprocess.run(
+        [sys.executable, "-c", _DDP_SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=240, env=env
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     s = dict(np.load(tmp_path / "scores.npz"))
     assert (s["num_records"] == 3).all()  # without the all_gather each rank would see about half
@@ -262,20 +305,28 @@ class _InterruptAtEpoch(L.Callback):
 def test_resume_from_epoch_checkpoint_is_exact(digits, tmp_path):
     """Interrupted after 3 of 6 epochs, then rerun with the same checkpoint_dir: scores equal an uninterrupted run."""
     x, y = digits[0], digits[1]
-    kw = dict(num_classes=10, model="small_cnn", width=8, batch_size=64, lr=0.05, momentum=0.9, nesterov=True,
-              weight_decay=5e-4, min_lr=1e-4, crop_padding=1, hflip=False, mean=[0.3], std=[0.35], seed=3,
-              record=True, el2n_epochs=2, epochs=6)
+    cfg = _cfg(cls=DynamicsConfig, width=8, batch_size=64, el2n_epochs=2)
+    kw = dict(num_classes=10, **DATA, seed=3, record=True, epochs=6)
     idx = np.arange(len(x))
-    ref = train_classifier(x, y, idx, trainer_kwargs=dict(enable_progress_bar=False), **kw).scores
-    with pytest.raises(BaseException):
-        train_classifier(x, y, idx, checkpoint_dir=str(tmp_path),
-                         trainer_kwargs=dict(enable_progress_bar=False, callbacks=[_InterruptAtEpoch(3)]), **kw)
+    ref = train_classifier(x, y, idx, cfg, trainer_kwargs=dict(enable_progress_bar=False), **kw).scores
+    with pytest.raises(SystemExit):  # Lightning turns the KeyboardInterrupt into sys.exit(1)
+        train_classifier(
+            x,
+            y,
+            idx,
+            cfg,
+            checkpoint_dir=str(tmp_path),
+            trainer_kwargs=dict(enable_progress_bar=False, callbacks=[_InterruptAtEpoch(3)]),
+            **kw,
+        )
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2
-    resumed = train_classifier(x, y, idx, checkpoint_dir=str(tmp_path),
-                               trainer_kwargs=dict(enable_progress_bar=False), **kw)
+    resumed = train_classifier(
+        x, y, idx, cfg, checkpoint_dir=str(tmp_path), trainer_kwargs=dict(enable_progress_bar=False), **kw
+    )
     for k in ref:
         np.testing.assert_array_equal(resumed.scores[k], ref[k])
     (tmp_path / "last.ckpt").write_bytes(b"truncated")  # a kill during the write: ignored, training restarts
-    again = train_classifier(x, y, idx, checkpoint_dir=str(tmp_path), trainer_kwargs=dict(enable_progress_bar=False),
-                             **kw)
+    again = train_classifier(
+        x, y, idx, cfg, checkpoint_dir=str(tmp_path), trainer_kwargs=dict(enable_progress_bar=False), **kw
+    )
     np.testing.assert_array_equal(again.scores["aum"], ref["aum"])

@@ -33,15 +33,23 @@ def _reference(s0, s1, t0, t1, q, beta, ts, tt, m):
     H, B, C = len(s0), len(s0[0]), len(s0[0][0])
     P = lambda x, temp: [[_softmax(x[h][i], temp) for i in range(B)] for h in range(H)]  # noqa: E731
     ps0, ps1, pt0, pt1 = P(s0, ts), P(s1, ts), P(t0, tt), P(t1, tt)
-    qn = [[m * q[h][c] + (1 - m) * sum(pt0[h][i][c] + pt1[h][i][c] for i in range(B)) / (2 * B)
-           for c in range(C)] for h in range(H)]
+    qn = [
+        [m * q[h][c] + (1 - m) * sum(pt0[h][i][c] + pt1[h][i][c] for i in range(B)) / (2 * B) for c in range(C)]
+        for h in range(H)
+    ]
     w = [sum(pt0[h][i][c] * pt1[h][i][c] for h in range(H) for c in range(C)) / H for i in range(B)]
 
     def ell(s, t, h, i):
         return -math.log(sum((s[h][i][c] * t[h][i][c]) ** beta / qn[h][c] for c in range(C)))
 
-    heads = [0.5 * (sum(w[i] * ell(ps1, pt0, h, i) for i in range(B)) / B
-                    + sum(w[i] * ell(ps0, pt1, h, i) for i in range(B)) / B) for h in range(H)]
+    heads = [
+        0.5
+        * (
+            sum(w[i] * ell(ps1, pt0, h, i) for i in range(B)) / B
+            + sum(w[i] * ell(ps0, pt1, h, i) for i in range(B)) / B
+        )
+        for h in range(H)
+    ]
     return sum(heads) / H, heads, qn, w
 
 
@@ -50,8 +58,9 @@ def _t(x, grad=False):
 
 
 def test_matches_plain_loop_reference():
-    out = temi_loss(_t(S0), _t(S1), _t(T0), _t(T1), _t(Q), beta=BETA, student_temp=TS, teacher_temp=TT,
-                    probs_momentum=M)
+    out = temi_loss(
+        _t(S0), _t(S1), _t(T0), _t(T1), _t(Q), beta=BETA, student_temp=TS, teacher_temp=TT, probs_momentum=M
+    )
     total, heads, qn, w = _reference(S0, S1, T0, T1, Q, BETA, TS, TT, M)
     assert out.loss.item() == pytest.approx(total, rel=1e-6)
     np.testing.assert_allclose(out.head_losses.numpy(), heads, rtol=1e-6)
@@ -90,14 +99,16 @@ def test_student_gradient_matches_finite_differences():
         plus, minus = [list(map(lambda h: [list(r) for r in h], S0)) for _ in range(2)]
         plus[idx[0]][idx[1]][idx[2]] += eps
         minus[idx[0]][idx[1]][idx[2]] -= eps
-        fd = (_reference(plus, S1, T0, T1, Q, BETA, TS, TT, M)[0]
-              - _reference(minus, S1, T0, T1, Q, BETA, TS, TT, M)[0]) / (2 * eps)
+        fd = (
+            _reference(plus, S1, T0, T1, Q, BETA, TS, TT, M)[0] - _reference(minus, S1, T0, T1, Q, BETA, TS, TT, M)[0]
+        ) / (2 * eps)
         assert s0.grad[idx].item() == pytest.approx(fd, rel=1e-4, abs=1e-8)
 
 
 def test_marginal_is_updated_before_the_loss_uses_it():
-    out = temi_loss(_t(S0), _t(S1), _t(T0), _t(T1), _t(Q), beta=BETA, student_temp=TS, teacher_temp=TT,
-                    probs_momentum=M)
+    out = temi_loss(
+        _t(S0), _t(S1), _t(T0), _t(T1), _t(Q), beta=BETA, student_temp=TS, teacher_temp=TT, probs_momentum=M
+    )
     # Same pipeline but the loss reading the OLD marginal (what a wrong order would give).
     lt0 = torch.log_softmax(_t(T0) / TT, -1)
     lt1 = torch.log_softmax(_t(T1) / TT, -1)

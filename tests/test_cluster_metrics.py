@@ -18,12 +18,12 @@ def _brute_force_accuracy(pred, truth):
     best = 0
     if len(clusters) <= len(classes):
         for perm in itertools.permutations(classes, len(clusters)):
-            m = dict(zip(clusters, perm))
-            best = max(best, sum(m[p] == t for p, t in zip(pred, truth)))
+            m = dict(zip(clusters, perm, strict=True))
+            best = max(best, sum(m[p] == t for p, t in zip(pred, truth, strict=True)))
     else:
         for perm in itertools.permutations(clusters, len(classes)):
-            m = dict(zip(perm, classes))
-            best = max(best, sum(m.get(p, -1) == t for p, t in zip(pred, truth)))
+            m = dict(zip(perm, classes, strict=True))
+            best = max(best, sum(m.get(p, -1) == t for p, t in zip(pred, truth, strict=True)))
     return best / len(pred)
 
 
@@ -71,6 +71,7 @@ def test_metric_input_errors():
 
 # ---------------------------------------------------------------- pseudo-label rules (no ground truth used)
 
+
 def _brute_force_ensemble(a: np.ndarray, losses: np.ndarray) -> np.ndarray | None:
     """Align each head by the best of all K! relabelings, vote with loops, ties -> best head's label.
 
@@ -105,7 +106,7 @@ def test_ensemble_realigns_permuted_heads_and_outvotes_noise():
     rng = np.random.default_rng(1)
     base = rng.integers(0, 4, 300)
     heads = []
-    for h in range(5):
+    for _ in range(5):
         noisy = base.copy()
         flip = rng.random(300) < 0.15
         noisy[flip] = rng.integers(0, 4, flip.sum())

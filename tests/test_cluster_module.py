@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import math
 
 import lightning as L
@@ -17,6 +18,7 @@ from elfs.cluster import TEMIResult, fit_temi, head_assignments, kmeans_labels, 
 from elfs.cluster.loss import temi_loss
 from elfs.cluster.metrics import hungarian_accuracy
 from elfs.cluster.module import TEMIModule, make_heads, momentum_at
+from elfs.config import ClusterConfig
 
 
 def _mixture(seed: int = 0, n: int = 600, k: int = 5, d: int = 32, sep: float = 4.0, n_nbrs: int = 20):
@@ -33,26 +35,58 @@ def _mixture(seed: int = 0, n: int = 600, k: int = 5, d: int = 32, sep: float = 
     return x, knn, y
 
 
-TEMI_KW = dict(
-    seed=0, epochs=20, batch_size=128, num_heads=4, hidden_dim=64, bottleneck_dim=32, beta=0.6,
-    student_temp=0.1, teacher_temp=0.1, teacher_momentum=0.9, probs_momentum=0.9, lr=1e-3, min_lr=1e-3,
-    warmup_epochs=1, weight_decay=1e-4, freeze_last_layer_epochs=1, knn_k=20, rule="best_head",
-    head_impl="loop", embed_norm=False, trainer_kwargs={"accelerator": "cpu"},
+TEMI_CFG = ClusterConfig(
+    epochs=20,
+    batch_size=128,
+    num_heads=4,
+    hidden_dim=64,
+    bottleneck_dim=32,
+    beta=0.6,
+    student_temp=0.1,
+    teacher_temp=0.1,
+    teacher_momentum=0.9,
+    probs_momentum=0.9,
+    lr=1e-3,
+    min_lr=1e-3,
+    warmup_epochs=1,
+    weight_decay=1e-4,
+    freeze_last_layer_epochs=1,
+    knn_k=20,
+    rule="best_head",
+    head_impl="loop",
+    embed_norm=False,
 )
+FIT_KW = dict(seed=0, trainer_kwargs={"accelerator": "cpu"})
 
 
 def _trainer(**kw) -> L.Trainer:
-    base = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                enable_model_summary=False, enable_progress_bar=False)
+    base = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
     base.update(kw)
     return L.Trainer(**base)
 
 
-def _module(x, knn, **kw) -> TEMIModule:
-    base = dict(num_heads=3, hidden_dim=32, bottleneck_dim=16, batch_size=100, knn_k=10, lr=1e-3, min_lr=1e-3,
-                warmup_epochs=0, freeze_last_layer_epochs=0, teacher_momentum=0.9)
+def _module(x, knn, seed: int = 0, **kw) -> TEMIModule:
+    base = dict(
+        num_heads=3,
+        hidden_dim=32,
+        bottleneck_dim=16,
+        batch_size=100,
+        knn_k=10,
+        lr=1e-3,
+        min_lr=1e-3,
+        warmup_epochs=0,
+        freeze_last_layer_epochs=0,
+        teacher_momentum=0.9,
+    )
     base.update(kw)
-    return TEMIModule(x, knn, 5, **base)
+    return TEMIModule(x, knn, 5, ClusterConfig(**base), seed=seed)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -66,7 +100,7 @@ def data():
 @pytest.fixture(scope="module")
 def fitted(data, one_torch_thread):
     x, knn, _ = data
-    return fit_temi(x, knn, 5, **TEMI_KW)
+    return fit_temi(x, knn, 5, TEMI_CFG, **FIT_KW)
 
 
 def test_fit_temi_recovers_mixture_clusters(data, fitted):
@@ -76,7 +110,7 @@ def test_fit_temi_recovers_mixture_clusters(data, fitted):
     assert fitted.head_assignments.shape == (4, 600) and fitted.head_losses.shape == (4,)
     assert fitted.best_head == int(np.argmin(fitted.head_losses))
     np.testing.assert_array_equal(fitted.pseudo_labels, fitted.head_assignments[fitted.best_head])
-    assert len(fitted.loss_curve) == TEMI_KW["epochs"] and fitted.loss_curve[-1] < fitted.loss_curve[0] - 0.3
+    assert len(fitted.loss_curve) == TEMI_CFG.epochs and fitted.loss_curve[-1] < fitted.loss_curve[0] - 0.3
     assert hungarian_accuracy(fitted.pseudo_labels, y) > 0.95  # diagnostics only: truth never enters fit_temi
     ensemble = pseudo_labels(fitted.head_assignments, fitted.head_losses, "ensemble")
     assert hungarian_accuracy(ensemble, y) > 0.95
@@ -84,7 +118,7 @@ def test_fit_temi_recovers_mixture_clusters(data, fitted):
 
 def test_fit_temi_is_deterministic_given_seed(data, fitted):
     x, knn, _ = data
-    again = fit_temi(x, knn, 5, **TEMI_KW)
+    again = fit_temi(x, knn, 5, TEMI_CFG, **FIT_KW)
     np.testing.assert_array_equal(again.pseudo_labels, fitted.pseudo_labels)
     np.testing.assert_array_equal(again.head_assignments, fitted.head_assignments)
     np.testing.assert_array_equal(again.head_losses, fitted.head_losses)
@@ -124,8 +158,10 @@ def test_batched_and_loop_heads_give_same_outputs_loss_and_gradients():
             t = t_heads(x)
         out = temi_loss(s[:, :B], s[:, B:], t[:, :B], t[:, B:], q)
         out.loss.backward()
-        grads = {k: (torch.stack([p.grad for p in v]) if isinstance(v, list) else v.grad)
-                 for k, v in _stacked_params(s_heads).items()}
+        grads = {
+            k: (torch.stack([p.grad for p in v]) if isinstance(v, list) else v.grad)
+            for k, v in _stacked_params(s_heads).items()
+        }
         outs[name] = (s.detach(), out, grads)
     (s_l, o_l, g_l), (s_b, o_b, g_b) = outs["loop"], outs["batched"]
     assert s_l.shape == (H, 2 * B, C)
@@ -135,15 +171,21 @@ def test_batched_and_loop_heads_give_same_outputs_loss_and_gradients():
     torch.testing.assert_close(o_b.marginal, o_l.marginal, atol=1e-6, rtol=1e-5)
     for k in g_l:
         assert g_l[k].abs().sum() > 0, k
-        torch.testing.assert_close(g_b[k], g_l[k], atol=1e-5, rtol=1e-4, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(g_b[k], g_l[k], atol=1e-5, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
 
 
 def _stacked_params(heads) -> dict:
     """Parameters in stacked-state order: lists of per-head Parameters (loop) or the stacked Parameter."""
     if hasattr(heads, "heads"):
         hs = heads.heads
-        return {"w1": [h.fc1.weight for h in hs], "b1": [h.fc1.bias for h in hs], "w2": [h.fc2.weight for h in hs],
-                "b2": [h.fc2.bias for h in hs], "g": [h.weight_g for h in hs], "v": [h.weight_v for h in hs]}
+        return {
+            "w1": [h.fc1.weight for h in hs],
+            "b1": [h.fc1.bias for h in hs],
+            "w2": [h.fc2.weight for h in hs],
+            "b2": [h.fc2.bias for h in hs],
+            "g": [h.weight_g for h in hs],
+            "v": [h.weight_v for h in hs],
+        }
     return {k: getattr(heads, k) for k in ("w1", "b1", "w2", "b2", "g", "v")}
 
 
@@ -166,10 +208,13 @@ def test_batched_and_loop_modules_train_identically(data):
     torch.testing.assert_close(mods["batched"].marginal, mods["loop"].marginal, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("impl,decay,no_decay", [
-    ("loop", {"fc1.weight", "fc2.weight", "weight_g", "weight_v"}, {"fc1.bias", "fc2.bias"}),
-    ("batched", {"w1", "w2", "g", "v"}, {"b1", "b2"}),
-])
+@pytest.mark.parametrize(
+    "impl,decay,no_decay",
+    [
+        ("loop", {"fc1.weight", "fc2.weight", "weight_g", "weight_v"}, {"fc1.bias", "fc2.bias"}),
+        ("batched", {"w1", "w2", "g", "v"}, {"b1", "b2"}),
+    ],
+)
 def test_adamw_param_groups(data, impl, decay, no_decay):
     x, knn, _ = data
     m = _module(x, knn, head_impl=impl, weight_decay=0.05)
@@ -334,26 +379,29 @@ def test_data_buffers_stay_out_of_checkpoints(data):
     assert loader.drop_last and len(loader) == 6
 
 
-@pytest.mark.parametrize("override,match", [
-    ({"knn_k": 21}, "knn_k"),
-    ({"num_heads": 0}, "num_heads"),
-    ({"beta": 0.0}, "beta"),
-    ({"head_impl": "vmap"}, "head_impl"),
-    ({"rule": "oracle"}, "rule"),
-    ({"epochs": 0}, "epochs"),
-    ({"teacher_momentum": 1.5}, "teacher_momentum"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ({"knn_k": 21}, "knn_k"),
+        ({"num_heads": 0}, "num_heads"),
+        ({"beta": 0.0}, "beta"),
+        ({"head_impl": "vmap"}, "head_impl"),
+        ({"rule": "oracle"}, "rule"),
+        ({"epochs": 0}, "epochs"),
+        ({"teacher_momentum": 1.5}, "teacher_momentum"),
+    ],
+)
 def test_fit_temi_validates_arguments(data, override, match):
     x, knn, _ = data
     with pytest.raises(ValueError, match=match):
-        fit_temi(x, knn, 5, **{**TEMI_KW, **override})
+        fit_temi(x, knn, 5, dataclasses.replace(TEMI_CFG, **override), **FIT_KW)
 
 
 def test_fit_temi_validates_shapes(data):
     x, knn, _ = data
     with pytest.raises(ValueError, match="num_clusters"):
-        fit_temi(x, knn, 1, **TEMI_KW)
+        fit_temi(x, knn, 1, TEMI_CFG, **FIT_KW)
     with pytest.raises(ValueError, match="knn_idx"):
-        fit_temi(x, knn[:-1], 5, **TEMI_KW)
+        fit_temi(x, knn[:-1], 5, TEMI_CFG, **FIT_KW)
     with pytest.raises(ValueError, match="knn_idx entries"):
-        fit_temi(x, knn + 600, 5, **TEMI_KW)
+        fit_temi(x, knn + 600, 5, TEMI_CFG, **FIT_KW)

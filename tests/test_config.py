@@ -6,7 +6,14 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from elfs.config import ConfigError, as_budgets, validate
+from elfs.config import ConfigError, as_budgets, to_typed
+from elfs.preflight import check_config
+
+
+def validate(cfg) -> None:
+    """The checks `elfs` runs before loading any data (weights excepted: tests run offline)."""
+    check_config(to_typed(cfg), weights=False)
+
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["dataset", "backbone", "knn", "cluster", "dynamics", "selection", "evaluate", "trainer", "logger"]
@@ -38,7 +45,11 @@ def test_every_experiment_composes_with_plus_form(compose_cfg, exp):
 def test_paper_experiment_uses_paper_settings(compose_cfg):
     cfg = compose_cfg(["+experiment=cifar10_dino"])
     assert (cfg.dataset.name, cfg.backbone.name, cfg.cluster.num_heads, cfg.cluster.beta) == (
-        "cifar10", "dino_vitb16", 50, 0.6)
+        "cifar10",
+        "dino_vitb16",
+        50,
+        0.6,
+    )
     assert (cfg.dynamics.model, cfg.dynamics.epochs, cfg.evaluate.steps) == ("resnet18_cifar", 200, 40000)
 
 

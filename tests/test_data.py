@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from elfs.data import DATASETS, ImageSet, load_dataset, to_nhwc
+from elfs.errors import DataError
 
 
 def test_mnist5k_is_real_and_split_without_labels():
@@ -49,7 +50,7 @@ def test_npz_layouts(tmp_path, layout):
 
 
 def test_npz_errors_name_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.npz"):
+    with pytest.raises(DataError, match="nope.npz"):
         load_dataset("npz", path=str(tmp_path / "nope.npz"))
     with pytest.raises(ValueError, match="dataset.path"):
         load_dataset("npz", path=None)
@@ -57,12 +58,22 @@ def test_npz_errors_name_the_problem(tmp_path):
     np.savez(p, x_train=np.zeros((4, 5, 5), np.uint8), y_train=np.zeros(4, int))
     with pytest.raises(ValueError, match="x_test"):
         load_dataset("npz", path=str(p))
-    np.savez(p, x_train=np.zeros((4, 5, 5), np.float32), y_train=np.zeros(4, int),
-             x_test=np.zeros((2, 5, 5), np.float32), y_test=np.zeros(2, int))
+    np.savez(
+        p,
+        x_train=np.zeros((4, 5, 5), np.float32),
+        y_train=np.zeros(4, int),
+        x_test=np.zeros((2, 5, 5), np.float32),
+        y_test=np.zeros(2, int),
+    )
     with pytest.raises(ValueError, match="uint8"):
         load_dataset("npz", path=str(p))
-    np.savez(p, x_train=np.zeros((4, 5, 5), np.uint8), y_train=np.array([0, 1, -1, 0]),
-             x_test=np.zeros((2, 5, 5), np.uint8), y_test=np.zeros(2, int))
+    np.savez(
+        p,
+        x_train=np.zeros((4, 5, 5), np.uint8),
+        y_train=np.array([0, 1, -1, 0]),
+        x_test=np.zeros((2, 5, 5), np.uint8),
+        y_test=np.zeros(2, int),
+    )
     with pytest.raises(ValueError, match="negative"):
         load_dataset("npz", path=str(p))
 
@@ -123,10 +134,11 @@ def test_imageset_rejects_wrong_arrays():
 
 def test_pipeline_data_options(compose_cfg):
     """dataset.max_train keeps the first N training images (and their labels); flips/crop can be overridden."""
+    from elfs.config import to_typed
     from elfs.pipeline import load_data
 
-    ds = load_data(compose_cfg(["dataset=digits", "dataset.max_train=100", "dataset.hflip=true",
-                                "dataset.crop_padding=3"]))
+    cfg = compose_cfg(["dataset=digits", "dataset.max_train=100", "dataset.hflip=true", "dataset.crop_padding=3"])
+    ds = load_data(to_typed(cfg).dataset)
     full = load_dataset("digits")
     assert len(ds.train) == 100 and len(ds.truth.train) == 100 and len(ds.test) == len(full.test)
     np.testing.assert_array_equal(ds.train.images, full.train.images[:100])

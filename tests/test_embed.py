@@ -81,8 +81,9 @@ def test_batching_invariance_and_determinism(rgb: np.ndarray) -> None:
 def test_grey_equals_repeated_rgb(rgb: np.ndarray) -> None:
     grey = rgb[:4, :, :, 1]
     a = embed_images(grey, "efficientnet_lite0", image_size=SIZE, device="cpu", progress=False)
-    b = embed_images(np.repeat(grey[..., None], 3, axis=-1), "efficientnet_lite0", image_size=SIZE,
-                     device="cpu", progress=False)
+    b = embed_images(
+        np.repeat(grey[..., None], 3, axis=-1), "efficientnet_lite0", image_size=SIZE, device="cpu", progress=False
+    )
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 

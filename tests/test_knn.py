@@ -85,7 +85,7 @@ def test_backends_agree(data: np.ndarray) -> None:
     a_ids, a_sims = knn(data, 5, backend="faiss", chunk_size=16)
     b_ids, b_sims = knn(data, 5, backend="torch", chunk_size=33)
     np.testing.assert_allclose(a_sims, b_sims, atol=1e-5)
-    assert all(set(a) == set(b) for a, b in zip(a_ids, b_ids))
+    assert all(set(a) == set(b) for a, b in zip(a_ids, b_ids, strict=True))
 
 
 def test_drop_self_hand_case() -> None:

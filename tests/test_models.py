@@ -54,8 +54,12 @@ def test_resnet34_torchvision():
 
 
 def test_model_inputs_cover_registry():
-    assert MODEL_INPUTS == {"small_cnn": "images", "mlp": "embeddings", "resnet18_cifar": "images",
-                            "resnet34": "images"}
+    assert MODEL_INPUTS == {
+        "small_cnn": "images",
+        "mlp": "embeddings",
+        "resnet18_cifar": "images",
+        "resnet34": "images",
+    }
 
 
 def test_same_seed_same_init():
@@ -63,7 +67,7 @@ def test_same_seed_same_init():
     a = build_model("small_cnn", num_classes=3, width=4)
     torch.manual_seed(3)
     b = build_model("small_cnn", num_classes=3, width=4)
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
 def test_bad_arguments():

@@ -41,8 +41,9 @@ def _coresets(run_dir: Path) -> dict[str, np.ndarray]:
 
 def _cli(args: list[str], cwd: Path, env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONHASHSEED": "0", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "elfs.train", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "elfs.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.slow
@@ -90,9 +91,18 @@ def test_cli_runs_pipeline_and_writes_report(tmp_path):
 @pytest.mark.slow
 def test_multirun_sweep_reuses_upstream_cache_and_logs_one_wandb_run_per_job(tmp_path):
     cache = tmp_path / "cache"
-    p = _cli(["-m", "+experiment=digits_quick", "selection.beta=0.0,0.2", "selection.budget=0.3",
-              f"paths.cache_dir={cache}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path,
-             env_extra={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb_default")})
+    p = _cli(
+        [
+            "-m",
+            "+experiment=digits_quick",
+            "selection.beta=0.0,0.2",
+            "selection.budget=0.3",
+            f"paths.cache_dir={cache}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+        env_extra={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb_default")},
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     runs = [sorted((tmp_path / "sweep" / j / "wandb").glob("offline-run-*")) for j in ("0", "1")]
     assert [len(r) for r in runs] == [1, 1], runs  # wandb.finish() per job: no run is reused or merged
@@ -122,9 +132,13 @@ def test_killed_run_resumes_from_cache_with_same_result(tmp_path):
 
     cache = tmp_path / "cache"
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONHASHSEED": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "elfs.train", *args, f"hydra.run.dir={tmp_path / 'killed'}",
-                             f"paths.cache_dir={cache}"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "elfs.train", *args, f"hydra.run.dir={tmp_path / 'killed'}", f"paths.cache_dir={cache}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not list((cache / "dynamics").glob(".work-*/last.ckpt")):
         time.sleep(0.02)
@@ -132,8 +146,11 @@ def test_killed_run_resumes_from_cache_with_same_result(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert list((cache / "dynamics").glob(".work-*/last.ckpt")), "the run never checkpointed the dynamics stage"
-    complete = [d for d in (cache / "dynamics").iterdir() if not d.name.startswith(".")] \
-        if (cache / "dynamics").exists() else []
+    complete = (
+        [d for d in (cache / "dynamics").iterdir() if not d.name.startswith(".")]
+        if (cache / "dynamics").exists()
+        else []
+    )
     assert complete == [], "the kill came too late: dynamics had already finished"
 
     again = tmp_path / "again"
@@ -163,11 +180,14 @@ def test_killed_run_resumes_from_cache_with_same_result(tmp_path):
 )
 def test_cli_bad_input_fails_fast_with_one_message(tmp_path, args, needle):
     t0 = time.time()
-    p = _cli([*args, "logger=none", f"hydra.run.dir={tmp_path / 'r'}", f"paths.cache_dir={tmp_path / 'c'}"],
-             cwd=tmp_path, env_extra={"HF_HUB_OFFLINE": "1"})
+    p = _cli(
+        [*args, "logger=none", f"hydra.run.dir={tmp_path / 'r'}", f"paths.cache_dir={tmp_path / 'c'}"],
+        cwd=tmp_path,
+        env_extra={"HF_HUB_OFFLINE": "1"},
+    )
     assert p.returncode == 2, (p.stdout[-2000:], p.stderr[-2000:])
     err = p.stderr.strip().splitlines()
     assert err[-1].startswith("elfs: error:") and needle in err[-1]
     assert "Traceback" not in p.stderr
-    assert not (tmp_path / "c").exists()  # nothing was computed or half-written
+    assert not (tmp_path / "c").exists() and not (tmp_path / "r").exists()  # nothing computed or half-written
     assert time.time() - t0 < 120

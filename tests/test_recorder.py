@@ -17,7 +17,7 @@ def naive_scores(events, n, c, el2n_epochs):
     label = np.full(n, -1)
     last = np.full(n, -1)
     for e, idx, logits, tgt in events:
-        for i, z, y in zip(idx, logits, tgt):
+        for i, z, y in zip(idx, logits, tgt, strict=True):
             if last[i] >= e:  # already recorded in this (or a later) epoch
                 continue
             last[i] = e
@@ -42,7 +42,7 @@ def naive_scores(events, n, c, el2n_epochs):
             if e < el2n_epochs:
                 onehot = np.eye(c)[y]
                 el.append(math.sqrt(((p - onehot) ** 2).sum()))
-        forget = sum(1 for a, b in zip(corr[:-1], corr[1:]) if a and not b)
+        forget = sum(1 for a, b in zip(corr[:-1], corr[1:], strict=True) if a and not b)
         never = not any(corr)
         out["aum"].append(np.mean(lm))
         out["aum_prob_sum"].append(np.sum(pm))

@@ -10,20 +10,47 @@ from elfs.report import format_table, write_report
 
 def _results(beta=0.2, accs=(0.8, 0.9), rand=(0.7, 0.75)):
     return {
-        "dataset": "toy", "dataset_source": "test", "n_train": 100, "n_test": 20, "num_classes": 3,
-        "backbone": "efficientnet_lite0", "pretrained": True,
+        "dataset": "toy",
+        "dataset_source": "test",
+        "n_train": 100,
+        "n_test": 20,
+        "num_classes": 3,
+        "backbone": "efficientnet_lite0",
+        "pretrained": True,
         "selection": {"method": "double_end", "score": "aum", "baselines": ["random"]},
         "evaluate": {"model": "small_cnn", "steps": 10, "seeds": [0, 1]},
-        "clustering": {"pseudo_labels": {"acc": 0.5, "nmi": 0.4, "ari": 0.3},
-                       "kmeans": {"acc": 0.45, "nmi": 0.35, "ari": 0.25}},
-        "results": [{
-            "budget": 0.3, "pruning_rate": 0.7, "beta": beta, "beta_source": "search", "beta_at_edge": True,
-            "beta_curve": {"betas": [0.0, 0.2], "val_acc": [0.4, 0.6]},
-            "methods": {"double_end": {"final_acc": list(accs), "acc_mean": sum(accs) / 2, "acc_std": 0.0707,
-                                       "best_acc_secondary": [None, None], "n_kept": 30},
-                        "random": {"final_acc": list(rand), "acc_mean": sum(rand) / 2, "acc_std": 0.035,
-                                   "best_acc_secondary": [None, None], "n_kept": 30}}}],
-        "stage_seconds": {"embed": 1.0, "cluster": 2.0}, "total_seconds": 3.0,
+        "clustering": {
+            "pseudo_labels": {"acc": 0.5, "nmi": 0.4, "ari": 0.3},
+            "kmeans": {"acc": 0.45, "nmi": 0.35, "ari": 0.25},
+        },
+        "results": [
+            {
+                "budget": 0.3,
+                "pruning_rate": 0.7,
+                "beta": beta,
+                "beta_source": "search",
+                "beta_at_edge": True,
+                "beta_curve": {"betas": [0.0, 0.2], "val_acc": [0.4, 0.6]},
+                "methods": {
+                    "double_end": {
+                        "final_acc": list(accs),
+                        "acc_mean": sum(accs) / 2,
+                        "acc_std": 0.0707,
+                        "best_acc_secondary": [None, None],
+                        "n_kept": 30,
+                    },
+                    "random": {
+                        "final_acc": list(rand),
+                        "acc_mean": sum(rand) / 2,
+                        "acc_std": 0.035,
+                        "best_acc_secondary": [None, None],
+                        "n_kept": 30,
+                    },
+                },
+            }
+        ],
+        "stage_seconds": {"embed": 1.0, "cluster": 2.0},
+        "total_seconds": 3.0,
     }
 
 
@@ -62,8 +89,10 @@ def test_paper_numbers_are_shown_beside_ours_where_the_paper_has_the_cell():
     from elfs.paper import paper_reference
 
     assert paper_reference("cifar10", 0.9) == pytest.approx(
-        {"elfs": 86.9, "random": 79.2, "supervised_ccs": 87.2, "badge": 81.7, "d2": 71.4, "prototypicality": 70.7})
-    assert paper_reference("cifar100", 0.9)["elfs"] == 54.9 and "prototypicality" not in paper_reference("cifar100", 0.9)
+        {"elfs": 86.9, "random": 79.2, "supervised_ccs": 87.2, "badge": 81.7, "d2": 71.4, "prototypicality": 70.7}
+    )
+    c100 = paper_reference("cifar100", 0.9)
+    assert c100["elfs"] == 54.9 and "prototypicality" not in c100
     assert paper_reference("cifar10", 0.6) == {} and paper_reference("mnist5k", 0.9) == {}
     r = _results()
     r["dataset"] = "cifar10"

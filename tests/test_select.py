@@ -161,8 +161,9 @@ def test_unsorted_water_fill_is_short_and_top_up_fixes_it() -> None:
     fixed = top_up(np.array(plain), sizes, 9, np.random.default_rng(0))
     np.testing.assert_array_equal(fixed, [7, 1, 1])
     # round robin, largest remaining room first: rooms (8, 4, 0) -> +1,+1 -> rooms (7, 3, 0) -> +1,+1
-    np.testing.assert_array_equal(top_up(np.array([2, 2, 1]), np.array([10, 6, 1]), 9, np.random.default_rng(0)),
-                                  [4, 4, 1])
+    np.testing.assert_array_equal(
+        top_up(np.array([2, 2, 1]), np.array([10, 6, 1]), 9, np.random.default_rng(0)), [4, 4, 1]
+    )
     # equal rooms: the seeded tie-break decides, deterministically per seed, and both bins get picked over seeds
     picks = {tuple(top_up(np.array([0, 0]), np.array([3, 3]), 1, np.random.default_rng(s))) for s in range(20)}
     assert picks == {(1, 0), (0, 1)}
@@ -247,8 +248,9 @@ def test_exact_sizes_all_methods_sweep() -> None:
 
 def test_select_dispatch_matches_functions() -> None:
     np.testing.assert_array_equal(select("double_end", H10, n=10, budget=0.3, beta=0.2), double_end(H10, 0.3, 0.2))
-    np.testing.assert_array_equal(select("ccs", H10, n=10, budget=0.4, beta=0.2, seed=7, strata=2),
-                                  ccs(H10, 0.4, 0.2, strata=2, seed=7))
+    np.testing.assert_array_equal(
+        select("ccs", H10, n=10, budget=0.4, beta=0.2, seed=7, strata=2), ccs(H10, 0.4, 0.2, strata=2, seed=7)
+    )
     np.testing.assert_array_equal(select("random", None, n=10, budget=0.3, seed=7), random_subset(10, 0.3, seed=7))
     np.testing.assert_array_equal(select("easy", H10, n=10, budget=0.3), easiest(H10, 0.3))
     np.testing.assert_array_equal(select("hard", H10, n=10, budget=0.3), hardest(H10, 0.3))

@@ -9,8 +9,13 @@ import numpy as np
 
 from elfs.cluster.metrics import cluster_metrics, hungarian_accuracy
 from elfs.cluster.pseudo_labels import PSEUDO_LABEL_RULES, head_assignments, pseudo_labels
+from elfs.config import ClusterConfig
+
+#: clustering methods that produce pseudo-labels (cluster.method)
+CLUSTER_METHODS = ("temi", "kmeans")
 
 __all__ = [
+    "CLUSTER_METHODS",
     "TEMIResult",
     "fit_temi",
     "kmeans_labels",
@@ -38,38 +43,20 @@ def fit_temi(
     embeddings: np.ndarray,
     knn_idx: np.ndarray,
     num_clusters: int,
+    cfg: ClusterConfig,
     *,
     seed: int,
-    epochs: int,
-    batch_size: int,
-    num_heads: int,
-    hidden_dim: int,
-    bottleneck_dim: int,
-    beta: float,
-    student_temp: float,
-    teacher_temp: float,
-    teacher_momentum: float,
-    probs_momentum: float,
-    lr: float,
-    min_lr: float,
-    warmup_epochs: int,
-    weight_decay: float,
-    freeze_last_layer_epochs: int,
-    knn_k: int,
-    rule: str,
-    head_impl: str,
-    embed_norm: bool,
     trainer_kwargs: dict | None = None,
     logger=None,
-    teacher_momentum_end: float | None = None,
 ) -> TEMIResult:
-    """Train TEMI heads on frozen ``embeddings`` [N, D] with neighbours ``knn_idx`` [N, k] and return
-    label-free pseudo-labels chosen by ``rule`` ("best_head" or "ensemble"); deterministic given ``seed``.
+    """Train TEMI heads (settings: ``cfg``, read whole) on frozen ``embeddings`` [N, D] with neighbours
+    ``knn_idx`` [N, k] for ``cfg.epochs`` and return label-free pseudo-labels chosen by ``cfg.rule``;
+    deterministic given ``seed``.
 
     ``trainer_kwargs`` override the Trainer defaults (accelerator "auto", 1 device, no checkpointing/summary,
-    ``deterministic="warn"``). ``teacher_momentum_end`` (default: constant) gives a cosine EMA schedule.
+    ``deterministic="warn"``).
     """
-    from elfs.cluster.module import validate_temi_args
+    from elfs.cluster.module import check_temi_inputs
 
     emb = np.asarray(embeddings)
     knn = np.asarray(knn_idx)
@@ -77,18 +64,9 @@ def fit_temi(
         raise ValueError(f"embeddings must be a float array, got dtype {emb.dtype}")
     if not np.issubdtype(knn.dtype, np.integer):
         raise ValueError(f"knn_idx must be an integer array, got dtype {knn.dtype}")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if rule not in PSEUDO_LABEL_RULES:
-        raise ValueError(f"rule must be one of {PSEUDO_LABEL_RULES}, got {rule!r}")
-    validate_temi_args(
-        embeddings_shape=emb.shape, knn_shape=knn.shape, num_clusters=num_clusters, num_heads=num_heads,
-        hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim, beta=beta, student_temp=student_temp,
-        teacher_temp=teacher_temp, teacher_momentum=teacher_momentum, teacher_momentum_end=teacher_momentum_end,
-        probs_momentum=probs_momentum, lr=lr, min_lr=min_lr, warmup_epochs=warmup_epochs,
-        weight_decay=weight_decay, freeze_last_layer_epochs=freeze_last_layer_epochs, knn_k=knn_k,
-        batch_size=batch_size, head_impl=head_impl,
-    )
+    if cfg.rule not in PSEUDO_LABEL_RULES:
+        raise ValueError(f"cluster.rule must be one of {PSEUDO_LABEL_RULES}, got {cfg.rule!r}")
+    check_temi_inputs(emb.shape, knn.shape, num_clusters, cfg)
     if not np.isfinite(emb).all():
         raise ValueError("embeddings contain NaN or inf")
 
@@ -97,16 +75,15 @@ def fit_temi(
     from elfs.cluster.module import TEMIModule
 
     L.seed_everything(seed, workers=True, verbose=False)
-    module = TEMIModule(
-        emb, knn, num_clusters, num_heads=num_heads, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim,
-        beta=beta, student_temp=student_temp, teacher_temp=teacher_temp, teacher_momentum=teacher_momentum,
-        teacher_momentum_end=teacher_momentum_end, probs_momentum=probs_momentum, lr=lr, min_lr=min_lr,
-        warmup_epochs=warmup_epochs, weight_decay=weight_decay, freeze_last_layer_epochs=freeze_last_layer_epochs,
-        knn_k=knn_k, batch_size=batch_size, embed_norm=embed_norm, head_impl=head_impl, seed=seed,
-    )
+    module = TEMIModule(emb, knn, num_clusters, cfg, seed=seed)
     kwargs = dict(
-        accelerator="auto", devices=1, max_epochs=epochs, logger=logger if logger is not None else False,
-        enable_checkpointing=False, enable_model_summary=False, deterministic="warn",
+        accelerator="auto",
+        devices=1,
+        max_epochs=cfg.epochs,
+        logger=logger if logger is not None else False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        deterministic="warn",
         enable_progress_bar=False,
     )
     kwargs.update(trainer_kwargs or {})
@@ -115,7 +92,7 @@ def fit_temi(
 
     losses = module.head_losses.detach().cpu().numpy().astype(np.float64)
     assign = head_assignments(module, emb.astype(np.float32, copy=False))
-    labels = pseudo_labels(assign, losses, rule)
+    labels = pseudo_labels(assign, losses, cfg.rule)
     return TEMIResult(
         pseudo_labels=labels,
         head_assignments=assign,

@@ -8,8 +8,9 @@ small); the dataloader yields index batches only, and each step pairs every anch
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import lightning as L
 import numpy as np
@@ -21,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from elfs.cluster.loss import temi_loss
+from elfs.config import ClusterConfig
 
 __all__ = [
     "HEAD_IMPLS",
@@ -30,7 +32,7 @@ __all__ = [
     "make_heads",
     "lr_at",
     "momentum_at",
-    "validate_temi_args",
+    "check_temi_inputs",
     "TEMIModule",
 ]
 
@@ -110,8 +112,14 @@ class LoopHeads(nn.Module):
     def load_stacked(self, state: dict[str, Tensor]) -> None:
         """Copy weights from a :meth:`stacked_state`-style dict."""
         for i, h in enumerate(self.heads):
-            for key, p in (("w1", h.fc1.weight), ("b1", h.fc1.bias), ("w2", h.fc2.weight),
-                           ("b2", h.fc2.bias), ("g", h.weight_g), ("v", h.weight_v)):
+            for key, p in (
+                ("w1", h.fc1.weight),
+                ("b1", h.fc1.bias),
+                ("w2", h.fc2.weight),
+                ("b2", h.fc2.bias),
+                ("g", h.weight_g),
+                ("v", h.weight_v),
+            ):
                 p.copy_(state[key][i])
 
 
@@ -193,59 +201,23 @@ def momentum_at(it: int, *, start: float, end: float, total_iters: int) -> float
     return end - (end - start) * (math.cos(math.pi * t) + 1.0) / 2.0
 
 
-def validate_temi_args(
-    *,
-    embeddings_shape: tuple[int, ...],
-    knn_shape: tuple[int, ...],
-    num_clusters: int,
-    num_heads: int,
-    hidden_dim: int,
-    bottleneck_dim: int,
-    beta: float,
-    student_temp: float,
-    teacher_temp: float,
-    teacher_momentum: float,
-    teacher_momentum_end: float | None,
-    probs_momentum: float,
-    lr: float,
-    min_lr: float,
-    warmup_epochs: int,
-    weight_decay: float,
-    freeze_last_layer_epochs: int,
-    knn_k: int,
-    batch_size: int,
-    head_impl: str,
+def check_temi_inputs(
+    embeddings_shape: tuple[int, ...], knn_shape: tuple[int, ...], num_clusters: int, cfg: ClusterConfig
 ) -> None:
-    """Raise ValueError naming the first bad TEMI argument and what would be valid (cheap; call before work)."""
+    """Raise ValueError naming the first bad TEMI input (cheap; call before any work). Value ranges are the
+    config's own check (:meth:`ClusterConfig.validate`); this adds what depends on the arrays."""
+    cfg.validate("cluster")
+    if cfg.head_impl not in HEAD_IMPLS:
+        raise ValueError(f"cluster.head_impl must be one of {HEAD_IMPLS}, got {cfg.head_impl!r}")
     if len(embeddings_shape) != 2 or embeddings_shape[0] < 2 or embeddings_shape[1] < 1:
         raise ValueError(f"embeddings must be [N, D] with N >= 2, got shape {tuple(embeddings_shape)}")
     n = embeddings_shape[0]
     if len(knn_shape) != 2 or knn_shape[0] != n:
         raise ValueError(f"knn_idx must be [N={n}, k], got shape {tuple(knn_shape)}")
-    checks = [
-        (num_clusters >= 2, f"num_clusters must be >= 2, got {num_clusters}"),
-        (num_heads >= 1, f"num_heads must be >= 1, got {num_heads}"),
-        (hidden_dim >= 1 and bottleneck_dim >= 1,
-         f"hidden_dim and bottleneck_dim must be >= 1, got {hidden_dim} and {bottleneck_dim}"),
-        (beta > 0, f"beta must be > 0, got {beta}"),
-        (student_temp > 0 and teacher_temp > 0,
-         f"student_temp and teacher_temp must be > 0, got {student_temp} and {teacher_temp}"),
-        (0.0 <= teacher_momentum <= 1.0, f"teacher_momentum must be in [0, 1], got {teacher_momentum}"),
-        (teacher_momentum_end is None or 0.0 <= teacher_momentum_end <= 1.0,
-         f"teacher_momentum_end must be None or in [0, 1], got {teacher_momentum_end}"),
-        (0.0 <= probs_momentum < 1.0, f"probs_momentum must be in [0, 1), got {probs_momentum}"),
-        (lr > 0, f"lr must be > 0, got {lr}"),
-        (min_lr >= 0, f"min_lr must be >= 0, got {min_lr}"),
-        (warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {warmup_epochs}"),
-        (weight_decay >= 0, f"weight_decay must be >= 0, got {weight_decay}"),
-        (freeze_last_layer_epochs >= 0, f"freeze_last_layer_epochs must be >= 0, got {freeze_last_layer_epochs}"),
-        (1 <= knn_k <= knn_shape[1], f"knn_k must be in [1, knn_idx.shape[1]={knn_shape[1]}], got {knn_k}"),
-        (batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"),
-        (head_impl in HEAD_IMPLS, f"head_impl must be one of {HEAD_IMPLS}, got {head_impl!r}"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise ValueError(msg)
+    if not 2 <= num_clusters <= n:
+        raise ValueError(f"num_clusters must be in [2, N={n}], got {num_clusters}")
+    if cfg.knn_k > knn_shape[1]:
+        raise ValueError(f"cluster.knn_k={cfg.knn_k} exceeds the {knn_shape[1]} neighbours in knn_idx")
 
 
 def _as_tensor(x, dtype: torch.dtype) -> Tensor:
@@ -265,48 +237,31 @@ class TEMIModule(L.LightningModule):
         embeddings: Tensor | np.ndarray,
         knn_idx: Tensor | np.ndarray,
         num_clusters: int,
+        cfg: ClusterConfig,
         *,
-        num_heads: int = 50,
-        hidden_dim: int = 512,
-        bottleneck_dim: int = 256,
-        beta: float = 0.6,
-        student_temp: float = 0.1,
-        teacher_temp: float = 0.1,
-        teacher_momentum: float = 0.996,
-        teacher_momentum_end: float | None = None,
-        probs_momentum: float = 0.9,
-        lr: float = 1e-4,
-        min_lr: float = 1e-4,
-        warmup_epochs: int = 20,
-        weight_decay: float = 1e-4,
-        freeze_last_layer_epochs: int = 1,
-        knn_k: int = 50,
-        batch_size: int = 1024,
-        embed_norm: bool = False,
-        head_impl: str = "loop",
         seed: int = 0,
     ):
         super().__init__()
         emb_shape = tuple(embeddings.shape)
-        knn_shape = tuple(knn_idx.shape)
-        validate_temi_args(
-            embeddings_shape=emb_shape, knn_shape=knn_shape, num_clusters=num_clusters, num_heads=num_heads,
-            hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim, beta=beta, student_temp=student_temp,
-            teacher_temp=teacher_temp, teacher_momentum=teacher_momentum,
-            teacher_momentum_end=teacher_momentum_end, probs_momentum=probs_momentum, lr=lr, min_lr=min_lr,
-            warmup_epochs=warmup_epochs, weight_decay=weight_decay,
-            freeze_last_layer_epochs=freeze_last_layer_epochs, knn_k=knn_k, batch_size=batch_size,
-            head_impl=head_impl,
+        check_temi_inputs(emb_shape, tuple(knn_idx.shape), num_clusters, cfg)
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.batch_size = min(cfg.batch_size, emb_shape[0])  # one full batch when N is smaller
+        # kept in checkpoints (as plain data) but not sent to the loggers: the run's config is logged once, whole
+        self.save_hyperparameters(
+            {"cluster": dataclasses.asdict(cfg), "num_clusters": num_clusters, "seed": self.seed},
+            ignore=["embeddings", "knn_idx"],
+            logger=False,
         )
-        self.save_hyperparameters(ignore=["embeddings", "knn_idx"])
         n, d = emb_shape
-        knn = _as_tensor(knn_idx, torch.int64)[:, :knn_k].contiguous()
+        knn = _as_tensor(knn_idx, torch.int64)[:, : cfg.knn_k].contiguous()
         if knn.numel() and (int(knn.min()) < 0 or int(knn.max()) >= n):
             raise ValueError(f"knn_idx entries must be in [0, N={n}), got range [{int(knn.min())}, {int(knn.max())}]")
         self.register_buffer("embeddings", _as_tensor(embeddings, torch.float32), persistent=False)
         self.register_buffer("knn_idx", knn, persistent=False)
 
-        self.student = make_heads(head_impl, num_heads, d, hidden_dim, bottleneck_dim, num_clusters)
+        num_heads = cfg.num_heads
+        self.student = make_heads(cfg.head_impl, num_heads, d, cfg.hidden_dim, cfg.bottleneck_dim, num_clusters)
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
 
@@ -325,7 +280,7 @@ class TEMIModule(L.LightningModule):
     def embed(self, x: Tensor) -> Tensor:
         """Input transform applied before the heads (L2-normalise when ``embed_norm``, else identity)."""
         x = x.to(dtype=torch.float32)
-        return F.normalize(x, dim=-1) if self.hparams.embed_norm else x
+        return F.normalize(x, dim=-1) if self.cfg.embed_norm else x
 
     def forward(self, x: Tensor) -> Tensor:
         """Teacher logits of all heads for raw embeddings x [B, D] -> [H, B, C]."""
@@ -334,17 +289,15 @@ class TEMIModule(L.LightningModule):
     def train_dataloader(self) -> DataLoader:
         """Index batches over the N stored embeddings (shuffled; drop_last when N >= batch size)."""
         n = self.embeddings.shape[0]
-        bs = self.hparams.batch_size
-        gen = torch.Generator().manual_seed(int(self.hparams.seed))
-        return DataLoader(
-            TensorDataset(torch.arange(n)), batch_size=bs, shuffle=True, drop_last=n >= bs, generator=gen
-        )
+        bs = self.batch_size
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(TensorDataset(torch.arange(n)), batch_size=bs, shuffle=True, drop_last=n >= bs, generator=gen)
 
     def _neighbour_generator(self) -> torch.Generator:
         dev = self.embeddings.device
         if self._gen is None or self._gen.device != dev:
             # Own generator (seed, rank): reproducible regardless of global RNG use elsewhere.
-            self._gen = torch.Generator(device=dev).manual_seed(int(self.hparams.seed) * 1000003 + self.global_rank)
+            self._gen = torch.Generator(device=dev).manual_seed(self.seed * 1000003 + self.global_rank)
         return self._gen
 
     def sample_neighbours(self, idx: Tensor) -> Tensor:
@@ -365,10 +318,17 @@ class TEMIModule(L.LightningModule):
         s = self.student(x)
         with torch.no_grad():
             t = self.teacher(x)
-        hp = self.hparams
+        c = self.cfg
         out = temi_loss(
-            s[:, :b], s[:, b:], t[:, :b], t[:, b:], self.marginal, beta=hp.beta, student_temp=hp.student_temp,
-            teacher_temp=hp.teacher_temp, probs_momentum=hp.probs_momentum,
+            s[:, :b],
+            s[:, b:],
+            t[:, :b],
+            t[:, b:],
+            self.marginal,
+            beta=c.beta,
+            student_temp=c.student_temp,
+            teacher_temp=c.teacher_temp,
+            probs_momentum=c.probs_momentum,
         )
         self.marginal.copy_(out.marginal)
         self._epoch_head_sum += out.head_losses.to(torch.float64)
@@ -388,15 +348,15 @@ class TEMIModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # Freeze the last (weight-normalised) layer during the first epochs: no grad -> AdamW skips it entirely.
-        if self.current_epoch < self.hparams.freeze_last_layer_epochs:
+        if self.current_epoch < self.cfg.freeze_last_layer_epochs:
             for p in self.student.last_layer_parameters():
                 p.grad = None
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         """The optimizer step, then the teacher EMA (so callbacks already see the updated teacher)."""
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        end = self.hparams.teacher_momentum_end
-        start = self.hparams.teacher_momentum
+        end = self.cfg.teacher_momentum_end
+        start = self.cfg.teacher_momentum
         m = momentum_at(self._ema_it, start=start, end=start if end is None else end, total_iters=self._total_iters)
         self.update_teacher(m)
         self._ema_it += 1
@@ -420,8 +380,7 @@ class TEMIModule(L.LightningModule):
         self.head_losses.copy_(head_mean)
         self.best_head.fill_(int(torch.argmin(head_mean)))
         self.loss_curve.append(float(sums[-2] / count))
-        self.log("train/best_head_loss", head_mean[self.best_head], on_step=False, on_epoch=True,
-                 sync_dist=False)
+        self.log("train/best_head_loss", head_mean[self.best_head], on_step=False, on_epoch=True, sync_dist=False)
         self.log("train/best_head", self.best_head.float(), on_step=False, on_epoch=True, sync_dist=False)
 
     # ------------------------------------------------------------------ optimisation
@@ -453,16 +412,15 @@ class TEMIModule(L.LightningModule):
                 no_decay.append(p)
             else:
                 decay.append(p)
-        return [{"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0}]
+        return [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def configure_optimizers(self):
         """AdamW at lr * global_batch/256, per-iteration linear warm-up from 0, then cosine to min_lr * scale."""
-        hp = self.hparams
-        scale = hp.batch_size * self._world_size() / 256.0
-        base, final = hp.lr * scale, hp.min_lr * scale
+        c = self.cfg
+        scale = self.batch_size * self._world_size() / 256.0
+        base, final = c.lr * scale, c.min_lr * scale
         total = self._total_steps()
-        warmup = hp.warmup_epochs * self._steps_per_epoch() if self._trainer is not None else 0
+        warmup = c.warmup_epochs * self._steps_per_epoch() if self._trainer is not None else 0
         opt = torch.optim.AdamW(self.param_groups(), lr=base)
 
         def factor(it: int) -> float:

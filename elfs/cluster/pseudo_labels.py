@@ -31,11 +31,11 @@ def head_assignments(module, embeddings, *, batch_size: int = 8192) -> np.ndarra
     was_training = module.training
     module.eval()
     try:
-        out = [module(x[i:i + batch_size].to(device)).argmax(dim=-1).cpu() for i in range(0, x.shape[0], batch_size)]
+        out = [module(x[i : i + batch_size].to(device)).argmax(dim=-1).cpu() for i in range(0, x.shape[0], batch_size)]
     finally:
         module.train(was_training)
     if not out:
-        return np.zeros((module.hparams.num_heads, 0), dtype=np.int64)
+        return np.zeros((module.cfg.num_heads, 0), dtype=np.int64)
     return torch.cat(out, dim=1).numpy().astype(np.int64)
 
 

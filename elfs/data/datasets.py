@@ -7,15 +7,17 @@ memory (CIFAR-10/100 and STL-10 fit easily; ImageNet-scale folders need a stream
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from elfs.data.types import Dataset, GroundTruth, ImageSet
+from elfs.errors import ConfigError, DataError, UnavailableError
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(UnavailableError):
     """The dataset's files are missing and cannot be downloaded here."""
 
 
@@ -23,7 +25,7 @@ def to_nhwc(x: np.ndarray, what: str) -> np.ndarray:
     """Bring uint8 images given as N x H x W x C, N x C x H x W or N x H x W (grey) to N x H x W x C."""
     x = np.asarray(x)
     if x.dtype != np.uint8:
-        raise ValueError(f"{what} must be uint8 images (0-255); got dtype {x.dtype}. Convert with .astype(np.uint8).")
+        raise DataError(f"{what} must be uint8 images (0-255); got dtype {x.dtype}. Convert with .astype(np.uint8).")
     if x.ndim == 3:
         return x[..., None]
     if x.ndim == 4:
@@ -31,7 +33,7 @@ def to_nhwc(x: np.ndarray, what: str) -> np.ndarray:
             return x
         if x.shape[1] in (1, 3):
             return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    raise ValueError(
+    raise DataError(
         f"{what} has shape {x.shape}; valid layouts are N x H x W x C, N x C x H x W (C = 1 or 3) or N x H x W"
     )
 
@@ -39,21 +41,21 @@ def to_nhwc(x: np.ndarray, what: str) -> np.ndarray:
 def _labels(y: np.ndarray, what: str, n: int) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
-        raise ValueError(f"{what} must be a 1-D array of {n} labels; got shape {y.shape}")
+        raise DataError(f"{what} must be a 1-D array of {n} labels; got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
             y = y.astype(np.int64)
         else:
-            raise ValueError(f"{what} must hold integer class labels; got dtype {y.dtype}")
+            raise DataError(f"{what} must hold integer class labels; got dtype {y.dtype}")
     if len(y) and y.min() < 0:
-        raise ValueError(f"{what} holds a negative label ({int(y.min())}); labels must be 0..C-1")
+        raise DataError(f"{what} holds a negative label ({int(y.min())}); labels must be 0..C-1")
     return y.astype(np.int64)
 
 
 def _random_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
     """Split a single pool into train/test by a seeded permutation that does not look at the labels."""
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"dataset.test_fraction={test_fraction} must be in (0, 1)")
+        raise DataError(f"dataset.test_fraction={test_fraction} must be in (0, 1)")
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = int(round(test_fraction * len(x)))
     te, tr = order[:n_test], order[n_test:]
@@ -64,10 +66,11 @@ def _assemble(name, x_tr, y_tr, x_te, y_te, *, hflip: bool, crop_padding: int, n
     x_tr, x_te = to_nhwc(x_tr, f"{name} x_train"), to_nhwc(x_te, f"{name} x_test")
     y_tr, y_te = _labels(y_tr, f"{name} y_train", len(x_tr)), _labels(y_te, f"{name} y_test", len(x_te))
     if x_tr.shape[1:] != x_te.shape[1:]:
-        raise ValueError(f"{name}: train images are {x_tr.shape[1:]} but test images are {x_te.shape[1:]}")
+        raise DataError(f"{name}: train images are {x_tr.shape[1:]} but test images are {x_te.shape[1:]}")
     num_classes = int(max(y_tr.max(), y_te.max())) + 1
-    if num_classes < 2:
-        raise ValueError(f"{name}: the labels hold a single class; need at least 2")
+    present = np.unique(y_tr)
+    if present.size < 2:
+        raise DataError(f"{name}: every training label is {int(present[0])} (a single class); need at least 2")
     truth = GroundTruth(train=y_tr, test=y_te, num_classes=num_classes)
     return Dataset(
         name=name,
@@ -108,15 +111,20 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 def load_npz(*, path: str | None = None, hflip: bool = True, crop_padding: int = 4, **_) -> Dataset:
     """A user's own .npz holding x_train, y_train, x_test, y_test (uint8 images, integer labels)."""
     if not path:
-        raise ValueError("dataset=npz needs dataset.path=/path/to/file.npz (with x_train, y_train, x_test, y_test)")
+        raise DataError("dataset=npz needs dataset.path=/path/to/file.npz (with x_train, y_train, x_test, y_test)")
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"dataset.path={path!r} does not exist (looked at {p.resolve()})")
-    with np.load(p, allow_pickle=False) as z:
-        missing = [k for k in NPZ_KEYS if k not in z.files]
-        if missing:
-            raise ValueError(f"{p} lacks the keys {missing}; it has {sorted(z.files)} and needs {list(NPZ_KEYS)}")
-        arrays = {k: z[k] for k in NPZ_KEYS}
+        raise DataError(f"dataset.path={path!r} does not exist (looked at {p.resolve()})")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            missing = [k for k in NPZ_KEYS if k not in z.files]
+            if missing:
+                raise DataError(f"{p} lacks the keys {missing}; it has {sorted(z.files)} and needs {list(NPZ_KEYS)}")
+            arrays = {k: z[k] for k in NPZ_KEYS}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"dataset.path={path!r} is not a readable .npz file ({type(e).__name__}: {e})") from None
     return _assemble(
         p.stem, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
         hflip=hflip, crop_padding=crop_padding, notes={"source": str(p.resolve())},
@@ -171,7 +179,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 def check_dataset_name(name: str) -> None:
     """Refuse an unknown dataset name, listing the valid ones."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {sorted(DATASETS)}")
+        raise ConfigError(f"unknown dataset {name!r}; valid: {sorted(DATASETS)}")
 
 
 def load_dataset(name: str, **kwargs) -> Dataset:

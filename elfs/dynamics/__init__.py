@@ -6,19 +6,22 @@ from typing import Any
 
 import numpy as np
 
+from elfs.config import DynamicsConfig
 from elfs.dynamics.classifier import ClassifierModule, TrainResult, cosine_lr, evaluate_accuracy, train_classifier
 from elfs.dynamics.recorder import HARD_END, TrainingDynamicsRecorder
 
 
-def record_dynamics(inputs: np.ndarray, pseudo_labels: np.ndarray, *, epochs: int, **train_kwargs: Any
-                    ) -> dict[str, np.ndarray]:
-    """Train the proxy on all examples with their pseudo-labels for `epochs` and return per-example scores.
+def record_dynamics(
+    inputs: np.ndarray, pseudo_labels: np.ndarray, cfg: DynamicsConfig, **train_kwargs: Any
+) -> dict[str, np.ndarray]:
+    """Train the proxy (``cfg``, read whole) on all examples with their pseudo-labels for ``cfg.epochs`` and
+    return per-example scores.
 
-    `train_kwargs` are :func:`train_classifier`'s (num_classes, model, width, batch_size, lr, ..., seed).
+    `train_kwargs` are :func:`train_classifier`'s keywords (num_classes, seed, crop_padding, ..., checkpoint_dir).
     Keys: aum, aum_prob_sum, forgetting, el2n, correctness (directions in HARD_END), never_learned, num_records.
     """
     everything = np.arange(len(inputs), dtype=np.int64)
-    result = train_classifier(inputs, pseudo_labels, everything, epochs=epochs, record=True, **train_kwargs)
+    result = train_classifier(inputs, pseudo_labels, everything, cfg, epochs=cfg.epochs, record=True, **train_kwargs)
     assert result.scores is not None
     return result.scores
 

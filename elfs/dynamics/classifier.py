@@ -9,7 +9,7 @@ train-mode logits under its dataset index.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from elfs.config import ClassifierTrainingConfig, DynamicsConfig, from_dict, to_dict
 from elfs.dynamics.augment import BatchImageTransform
 from elfs.dynamics.recorder import TrainingDynamicsRecorder
 from elfs.models import MODEL_INPUTS, build_model
@@ -50,17 +51,11 @@ class ClassifierModule(L.LightningModule):
 
     def __init__(
         self,
-        model: str,
+        cfg: ClassifierTrainingConfig | Mapping[str, Any],
         *,
         num_classes: int,
         in_channels: int = 3,
         in_dim: int | None = None,
-        width: int = 32,
-        lr: float = 0.1,
-        momentum: float = 0.9,
-        nesterov: bool = True,
-        weight_decay: float = 5e-4,
-        min_lr: float = 1e-4,
         total_steps: int | None = None,
         crop_padding: int = 0,
         hflip: bool = False,
@@ -68,25 +63,42 @@ class ClassifierModule(L.LightningModule):
         std: Sequence[float] | None = None,
         seed: int = 0,
         record_num_examples: int | None = None,
-        el2n_epochs: int = 10,
     ) -> None:
         super().__init__()
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        if not 0 <= min_lr <= lr:
-            raise ValueError(f"min_lr must be in [0, lr={lr}], got {min_lr}")
-        if momentum < 0 or weight_decay < 0:
-            raise ValueError(f"momentum and weight_decay must be >= 0, got {momentum} and {weight_decay}")
-        if nesterov and momentum == 0:
-            raise ValueError("nesterov=True needs momentum > 0")
+        cfg = from_dict(cfg)  # a checkpoint stores it as plain data
+        cfg.validate("train")
+        if record_num_examples is not None and not isinstance(cfg, DynamicsConfig):
+            raise ValueError(f"recording training dynamics needs a DynamicsConfig, got {type(cfg).__name__}")
         if total_steps is not None and int(total_steps) < 1:
             raise ValueError(f"total_steps must be >= 1 (or None), got {total_steps}")
         if mean is not None:
             mean = [float(v) for v in mean]
         if std is not None:
             std = [float(v) for v in std]
-        self.save_hyperparameters()
-        self.model = build_model(model, num_classes=num_classes, in_channels=in_channels, in_dim=in_dim, width=width)
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.total_steps = total_steps
+        # kept in checkpoints as plain data, not sent to the loggers (the run's config is logged once, whole)
+        self.save_hyperparameters(
+            {
+                "cfg": to_dict(cfg),
+                "num_classes": num_classes,
+                "in_channels": in_channels,
+                "in_dim": in_dim,
+                "total_steps": total_steps,
+                "crop_padding": crop_padding,
+                "hflip": hflip,
+                "mean": mean,
+                "std": std,
+                "seed": self.seed,
+                "record_num_examples": record_num_examples,
+            },
+            logger=False,
+        )
+        model = cfg.model
+        self.model = build_model(
+            model, num_classes=num_classes, in_channels=in_channels, in_dim=in_dim, width=cfg.width
+        )
         self.input_kind = MODEL_INPUTS[model]
         self.transform: BatchImageTransform | None = None
         if self.input_kind == "images":
@@ -100,15 +112,15 @@ class ClassifierModule(L.LightningModule):
                 raise ValueError(f"mean/std have {len(self.transform.mean)} values but in_channels={in_channels}")
         self.recorder: TrainingDynamicsRecorder | None = None
         if record_num_examples is not None:
-            self.recorder = TrainingDynamicsRecorder(record_num_examples, num_classes, el2n_epochs=el2n_epochs)
-        self._aug_gen = torch.Generator().manual_seed(int(seed))
+            self.recorder = TrainingDynamicsRecorder(record_num_examples, num_classes, el2n_epochs=cfg.el2n_epochs)
+        self._aug_gen = torch.Generator().manual_seed(self.seed)
 
     # ---------------------------------------------------------------- data path
     def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         """uint8 images -> normalised float (+ crop/flip when `train`); float inputs pass through unchanged."""
         if x.dtype == torch.uint8:
             if self.transform is None:
-                raise ValueError(f"model {self.hparams.model!r} takes float embeddings, got a uint8 batch")
+                raise ValueError(f"model {self.cfg.model!r} takes float embeddings, got a uint8 batch")
             return self.transform(x, train=train, generator=self._aug_gen)
         return x.float() if x.dtype == torch.float64 else x
 
@@ -118,7 +130,7 @@ class ClassifierModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         # a distinct augmentation stream per DDP rank; restored from a checkpoint after this hook when resuming
-        self._aug_gen.manual_seed(int(self.hparams.seed) + 1_000_003 * int(self.global_rank))
+        self._aug_gen.manual_seed(self.seed + 1_000_003 * int(self.global_rank))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y, idx = batch
@@ -142,17 +154,16 @@ class ClassifierModule(L.LightningModule):
 
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        total = hp.total_steps
+        c = self.cfg
+        total = self.total_steps
         if total is None:
             total = self.trainer.estimated_stepping_batches
             if not math.isfinite(total) or total < 1:
                 raise ValueError(f"cannot derive total_steps for the cosine schedule from the trainer ({total})")
         opt = torch.optim.SGD(
-            self.model.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
-            weight_decay=hp.weight_decay,
+            self.model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay
         )
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _CosineFactor(int(total), hp.lr, hp.min_lr))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _CosineFactor(int(total), c.lr, c.min_lr))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -279,8 +290,9 @@ class _PeriodicEval(L.Callback):
         self.inputs, self.labels, self.every, self.batch_size = inputs, labels, int(every), batch_size
         self.history: list[tuple[int, float]] = []
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if step > 0 and step % self.every == 0 and (not self.history or self.history[-1][0] != step):
             acc = evaluate_accuracy(pl_module, self.inputs, self.labels, self.batch_size)
@@ -311,25 +323,17 @@ def train_classifier(
     inputs: np.ndarray,
     labels: np.ndarray,
     indices: np.ndarray,
+    cfg: ClassifierTrainingConfig,
     *,
     num_classes: int,
-    model: str,
-    width: int,
+    seed: int,
     steps: int | None = None,
     epochs: int | None = None,
-    batch_size: int,
-    lr: float,
-    momentum: float,
-    nesterov: bool,
-    weight_decay: float,
-    min_lr: float,
-    crop_padding: int,
-    hflip: bool,
-    mean: Sequence[float] | None,
-    std: Sequence[float] | None,
-    seed: int,
+    crop_padding: int = 0,
+    hflip: bool = False,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     record: bool = False,
-    el2n_epochs: int = 10,
     trainer_kwargs: dict | None = None,
     logger: Any = None,
     num_workers: int = 0,
@@ -338,25 +342,29 @@ def train_classifier(
     test_every: int = 0,
     checkpoint_dir: str | None = None,
 ) -> TrainResult:
-    """Train a classifier on `inputs[indices]` with `labels[indices]` for exactly `steps` iterations or `epochs`.
+    """Train ``cfg.model`` (network and SGD settings: ``cfg``, read whole) on `inputs[indices]` with
+    `labels[indices]` for exactly `steps` iterations or `epochs`.
 
-    With `record=True` the returned scores are the recorder's, arrays of length len(inputs) by ORIGINAL dataset
-    index (examples outside `indices` hold NaN / -1). `final_test_acc` is the final model's accuracy on the test
-    set; `best_test_acc` is the maximum over the evaluations every `test_every` steps and the final one (None when
-    `test_every` is 0) - a secondary, test-selected number. With the fork/spawn DDP strategies the trained
-    weights and recorder come back from rank 0, but `steps` and `test_history` stay in the workers (0 / []).
-    The returned module sits on the training device, so `evaluate_accuracy(result.module, ...)` runs there.
-    With `checkpoint_dir`, a checkpoint is written there after every epoch and a later call with the same
-    arguments resumes from it; the data order depends only on (seed, epoch) and the augmentation and recorder
-    state are in the checkpoint, so a resumed run gives the same result as an uninterrupted one.
+    `crop_padding`, `hflip`, `mean` and `std` describe the images (the dataset's augmentation and channel
+    statistics). With `record=True` (``cfg`` is then a DynamicsConfig) the returned scores are the recorder's,
+    arrays of length len(inputs) by ORIGINAL dataset index (examples outside `indices` hold NaN / -1).
+    `final_test_acc` is the final model's accuracy on the test set; `best_test_acc` is the maximum over the
+    evaluations every `test_every` steps and the final one (None when `test_every` is 0) - a secondary,
+    test-selected number. With the fork/spawn DDP strategies the trained weights and recorder come back from
+    rank 0, but `steps` and `test_history` stay in the workers (0 / []). The returned module sits on the training
+    device, so `evaluate_accuracy(result.module, ...)` runs there. With `checkpoint_dir`, a checkpoint is written
+    there after every epoch and a later call with the same arguments resumes from it; the data order depends only
+    on (seed, epoch) and the augmentation and recorder state are in the checkpoint, so a resumed run gives the
+    same result as an uninterrupted one.
     """
+    cfg.validate("train")
+    model = cfg.model
     if (steps is None) == (epochs is None):
         raise ValueError(f"give exactly one of steps / epochs, got steps={steps}, epochs={epochs}")
     if steps is not None:
         steps = _check_positive_int("steps", steps)
     if epochs is not None:
         epochs = _check_positive_int("epochs", epochs)
-    batch_size = _check_positive_int("batch_size", batch_size)
     num_classes = _check_positive_int("num_classes", num_classes)
     if model not in MODEL_INPUTS:
         raise ValueError(f"unknown model {model!r}; valid names: {sorted(MODEL_INPUTS)}")
@@ -395,16 +403,28 @@ def train_classifier(
     in_channels = int(x_all.shape[1]) if kind == "images" else 3
     in_dim = int(x_all.shape[1]) if kind == "embeddings" else None
     module = ClassifierModule(
-        model, num_classes=num_classes, in_channels=in_channels, in_dim=in_dim, width=width, lr=lr,
-        momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, min_lr=min_lr, total_steps=steps,
-        crop_padding=crop_padding, hflip=hflip, mean=mean, std=std, seed=seed,
-        record_num_examples=n if record else None, el2n_epochs=el2n_epochs,
+        cfg,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        in_dim=in_dim,
+        total_steps=steps,
+        crop_padding=crop_padding,
+        hflip=hflip,
+        mean=mean,
+        std=std,
+        seed=seed,
+        record_num_examples=n if record else None,
     )
     idx_t = torch.from_numpy(indices.astype(np.int64))
     dataset = _IndexedTensorDataset(x_all[idx_t], torch.from_numpy(sub_labels.astype(np.int64)), idx_t)
     loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=EpochSeededSampler(len(dataset), int(seed)), drop_last=False,
-        num_workers=int(num_workers), collate_fn=_batched_collate, persistent_workers=int(num_workers) > 0,
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=EpochSeededSampler(len(dataset), int(seed)),
+        drop_last=False,
+        num_workers=int(num_workers),
+        collate_fn=_batched_collate,
+        persistent_workers=int(num_workers) > 0,
     )
     callbacks: list[L.Callback] = []
     periodic = None
@@ -412,10 +432,16 @@ def train_classifier(
         periodic = _PeriodicEval(test_inputs, test_labels, test_every)
         callbacks.append(periodic)
     kwargs: dict[str, Any] = dict(
-        accelerator="auto", devices=1, logger=logger if logger is not None else False,
-        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False, deterministic=True,
+        accelerator="auto",
+        devices=1,
+        logger=logger if logger is not None else False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        deterministic=True,
         log_every_n_steps=max(1, min(50, len(loader))),
-        max_steps=steps if steps is not None else -1, max_epochs=epochs if epochs is not None else -1,
+        max_steps=steps if steps is not None else -1,
+        max_epochs=epochs if epochs is not None else -1,
     )
     kwargs.update(trainer_kwargs or {})
     if checkpoint_dir:
@@ -435,5 +461,11 @@ def train_classifier(
         if periodic is not None:
             best_acc = max([a for _, a in periodic.history] + [final_acc])
     history = list(periodic.history) if periodic is not None else []
-    return TrainResult(module=module, scores=scores, final_test_acc=final_acc, best_test_acc=best_acc,
-                       steps=int(trainer.global_step), test_history=history)
+    return TrainResult(
+        module=module,
+        scores=scores,
+        final_test_acc=final_acc,
+        best_test_acc=best_acc,
+        steps=int(trainer.global_step),
+        test_history=history,
+    )

@@ -85,7 +85,7 @@ class TrainingDynamicsRecorder(nn.Module):
 
     def reset(self) -> None:
         """Forget everything recorded so far."""
-        for name, buf in self._buffers.items():
+        for buf in self._buffers.values():
             buf.zero_()
         self.last_epoch.fill_(-1)
 

@@ -6,7 +6,7 @@ as too hard (double_end, ccs only); hardness is higher = harder (see :func:`to_h
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -12,8 +12,8 @@ import logging
 import math
 import numbers
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -119,8 +119,10 @@ def search_beta(
         local = select(method, h_train, n=h_train.size, budget=budget, beta=beta, seed=seed, strata=strata)
         kept_global = train_idx[local]
         acc_raw = train_and_validate(kept_global, val_idx.copy())
-        if isinstance(acc_raw, (bool, np.bool_)) or not isinstance(acc_raw, numbers.Real) or not math.isfinite(
-            float(acc_raw)
+        if (
+            isinstance(acc_raw, (bool, np.bool_))
+            or not isinstance(acc_raw, numbers.Real)
+            or not math.isfinite(float(acc_raw))
         ):
             raise ValueError(f"train_and_validate returned {acc_raw!r} for beta={beta!r}; expected a finite number")
         accs.append(float(acc_raw))
@@ -141,7 +143,7 @@ def search_beta(
             how = f"extend the grid towards beta={limit:g} (= 1 - budget)"
         warnings.warn(
             f"beta search picked the largest beta on the grid (beta={best_beta:g}, val acc {accs[best]:.4g}; "
-            f"curve {dict(zip(betas, accs))}): validation accuracy may be rising monotonically with beta, "
+            f"curve {dict(zip(betas, accs, strict=True))}): validation accuracy may be rising monotonically with beta, "
             f"the failure mode of poor pseudo-labels; {how} and inspect the whole curve",
             UserWarning,
             stacklevel=2,

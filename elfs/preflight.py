@@ -1,0 +1,135 @@
+"""Every check of the user's input, in one place, run before the work it protects.
+
+``check_config`` runs before anything is loaded (value ranges, registry names, files the config points to,
+backbone weights, writable folders); ``check_data`` runs right after the data is loaded, before the first
+expensive stage (sizes, classes, whether k, the number of clusters and each budget fit N). Both raise
+:class:`~elfs.errors.UserError` subclasses naming the key, the value and what would be valid.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from elfs.config import ElfsConfig, check_choice
+from elfs.errors import ConfigError, DataError
+
+
+def check_names(conf: ElfsConfig) -> None:
+    """Names that must match a registry, checked against the registry itself (so the schemas import no stage)."""
+    from elfs.backbones import BACKBONES
+    from elfs.cluster import CLUSTER_METHODS, PSEUDO_LABEL_RULES
+    from elfs.cluster.module import HEAD_IMPLS
+    from elfs.data import DATASETS
+    from elfs.dynamics import HARD_END
+    from elfs.knn import KNN_BACKENDS
+    from elfs.models import MODEL_INPUTS
+    from elfs.select import SELECTORS
+
+    check_choice("dataset.name", conf.dataset.name, DATASETS)
+    check_choice("backbone.name", conf.backbone.name, BACKBONES)
+    check_choice("knn.backend", conf.knn.backend, KNN_BACKENDS)
+    check_choice("cluster.method", conf.cluster.method, CLUSTER_METHODS)
+    check_choice("cluster.rule", conf.cluster.rule, PSEUDO_LABEL_RULES)
+    check_choice("cluster.head_impl", conf.cluster.head_impl, HEAD_IMPLS)
+    check_choice("dynamics.model", conf.dynamics.model, MODEL_INPUTS)
+    check_choice("evaluate.model", conf.evaluate.model, MODEL_INPUTS)
+    check_choice("selection.method", conf.selection.method, SELECTORS)
+    check_choice("selection.score", conf.selection.score, HARD_END)
+    for b in conf.selection.baselines:
+        check_choice("selection.baselines[]", b, SELECTORS)
+
+
+def check_writable(key: str, folder: str | os.PathLike, hint: str = "") -> Path:
+    """Create ``folder`` if needed and prove it can be written; a ConfigError names the setting otherwise."""
+    p = Path(folder).expanduser()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"{key}={str(folder)!r} cannot be written ({e.strerror or e}); point {key} at a writable folder{hint}"
+        ) from None
+    return p
+
+
+def check_config(conf: ElfsConfig, *, weights: bool = True) -> None:
+    """Everything that can be checked before loading data: ranges, names, input files, weights."""
+    conf.validate()
+    check_names(conf)
+    if conf.dataset.name == "npz":
+        p = conf.dataset.path
+        if not p or not Path(p).expanduser().is_file():
+            raise ConfigError(
+                f"dataset.path={p!r} does not exist; dataset=npz needs an .npz file with "
+                f"x_train, y_train, x_test, y_test"
+            )
+    if weights and conf.backbone.pretrained:
+        from elfs.backbones import check_weights_available
+
+        check_weights_available(conf.backbone.name)
+
+
+def check_paths(conf: ElfsConfig) -> None:
+    """The cache and the run folder must be writable before any work is paid for."""
+    check_writable("paths.cache_dir", conf.paths.cache_dir, " (or set ELFS_CACHE_DIR)")
+    check_writable("paths.output_dir", conf.paths.output_dir, " (hydra.run.dir, or hydra.sweep.dir with -m)")
+
+
+def check_data(conf: ElfsConfig, ds) -> int:
+    """Checks that need the loaded data, run right after loading; returns the number of clusters to use.
+
+    ``ds`` is an elfs.data.Dataset (ground truth is read here only to count the classes that occur).
+    """
+    n = len(ds.train)
+    h, w, c = ds.train.images.shape[1:]
+    if n < 10:
+        raise DataError(f"dataset {ds.name!r} has {n} training images; elfs needs at least 10")
+    classes = np.unique(ds.truth.train)
+    if classes.size < 2:
+        raise DataError(
+            f"dataset {ds.name!r}: every training label is {int(classes[0])} (a single class); "
+            f"selection needs at least 2 classes"
+        )
+    if ds.crop_padding >= min(h, w):
+        raise DataError(f"dataset.crop_padding={ds.crop_padding} is not smaller than the image size {h}x{w}")
+    if conf.knn.k >= n:
+        raise ConfigError(f"knn.k={conf.knn.k} must be smaller than the number of training images ({n})")
+    num_clusters = conf.cluster.num_clusters or ds.num_classes
+    if not 2 <= num_clusters <= n:
+        raise ConfigError(
+            f"cluster.num_clusters={num_clusters} must be in [2, {n}] (the number of training "
+            f"images){' (taken from the number of classes)' if conf.cluster.num_clusters is None else ''}"
+        )
+    sel = conf.selection
+    for budget in sel.budgets:
+        if round(budget * n) < 1:
+            raise ConfigError(
+                f"selection.budget={budget} keeps round({budget} * {n}) = 0 images; "
+                f"the smallest useful budget for N={n} is {1 / n:.3g}"
+            )
+    if sel.fixed_beta is None and sel.method in _methods_using_beta():
+        n_val = int(round(sel.val_fraction * n))
+        if not 1 <= n_val <= n - 2:
+            raise ConfigError(
+                f"selection.val_fraction={sel.val_fraction} of N={n} gives {n_val} validation images "
+                f"for the beta search; it needs between 1 and N-2"
+            )
+        n_fit = n - n_val
+        for budget in sel.budgets:
+            if round(budget * n_fit) < 1:
+                raise ConfigError(
+                    f"selection.budget={budget} keeps no image of the {n_fit} the beta search selects "
+                    f"from; raise the budget or give a fixed selection.beta"
+                )
+    return int(num_clusters)
+
+
+def _methods_using_beta():
+    from elfs.select import METHODS_USING_BETA
+
+    return METHODS_USING_BETA
