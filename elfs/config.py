@@ -60,7 +60,8 @@ class DatasetConfig:
     """Which images to select from; see elfs/data/datasets.py for the registry."""
 
     name: str = "mnist5k"
-    path: str | None = None  # the .npz file for name=npz
+    path: str | None = None  # the .npz file for name=npz; the folder (or .txt list of images) for name=folder
+    num_workers: int = 2  # DataLoader workers that decode a streamed source (folder) for the embedding
     root: str = "${paths.data_dir}"  # torchvision datasets live here
     download: bool = False
     test_fraction: float = 0.2  # for datasets shipped as one pool (mnist5k, digits)
@@ -75,6 +76,7 @@ class DatasetConfig:
             _int_at_least(f"{key}.max_train", self.max_train, 2)
         if self.crop_padding is not None:
             _int_at_least(f"{key}.crop_padding", self.crop_padding, 0)
+        _int_at_least(f"{key}.num_workers", self.num_workers, 0)
 
 
 @dataclass
@@ -111,7 +113,7 @@ class ClusterConfig:
     """TEMI deep clustering (method.md §4); defaults are the ELFS README command for CIFAR-10."""
 
     method: str = "temi"  # temi | kmeans
-    num_clusters: int | None = None  # None = number of classes
+    num_clusters: int | None = None  # None = the number of classes; required for a source without labels
     num_heads: int = 50
     hidden_dim: int = 512
     bottleneck_dim: int = 256

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from elfs.backbones import BackboneSpec, build_backbone, get_spec
 
-__all__ = ["embed_images", "preprocess", "resolve_device"]
+__all__ = ["embed_folder", "embed_images", "preprocess", "resolve_device"]
 
 _INTERPOLATIONS = {"bilinear", "bicubic"}
 
@@ -117,3 +117,78 @@ def embed_images(
             out[start : start + feats.shape[0]] = feats.float().cpu().numpy()
             bar.update(feats.shape[0])
     return out
+
+
+class _DecodedFolder(torch.utils.data.Dataset):
+    """Decodes one image of a FolderImages per item (in a DataLoader worker); a failure becomes a message."""
+
+    def __init__(self, folder, size: int, resample: str) -> None:
+        self.folder, self.size, self.resample = folder, size, resample
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, i: int):
+        from elfs.data.folder import decode_image
+
+        try:
+            return i, decode_image(self.folder.full_path(i), self.size, resample=self.resample), ""
+        except Exception as e:  # any decoding failure (truncated, not really an image, ...) skips the file
+            return i, None, f"{type(e).__name__}: {e}".splitlines()[0][:200]
+
+
+def _collate_decoded(items):
+    ok = [(i, x) for i, x, _ in items if x is not None]
+    failed = [(i, msg) for i, x, msg in items if x is None]
+    idx = torch.tensor([i for i, _ in ok], dtype=torch.int64)
+    x = torch.from_numpy(np.stack([x for _, x in ok])) if ok else None
+    return idx, x, failed
+
+
+def embed_folder(
+    folder,
+    backbone: str,
+    *,
+    image_size: int | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    pretrained: bool = True,
+    num_workers: int = 2,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """Embed a streamed :class:`~elfs.data.folder.FolderImages`: files are decoded, resized (shorter side, then a
+    centre crop) in ``num_workers`` DataLoader workers and embedded batch by batch, so memory holds one batch of
+    pixels, never the set. Returns float32 ``[M, dim]`` features of the M decodable images, their indices into
+    ``folder`` (sorted int64), and ``(index, reason)`` for each file that could not be decoded."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    spec = get_spec(backbone)
+    size = spec.image_size if image_size is None else image_size
+    dev = resolve_device(device)
+    model, spec = build_backbone(backbone, pretrained=pretrained)
+    model = model.to(device=dev, dtype=torch.float32).eval()
+    loader = torch.utils.data.DataLoader(
+        _DecodedFolder(folder, size, spec.interpolation),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=int(num_workers),
+        collate_fn=_collate_decoded,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=False,
+    )
+    feats, index, failed = [], [], []
+    with torch.no_grad(), tqdm(total=len(folder), desc=f"embed[{backbone}]", unit="img", disable=not progress) as bar:
+        for idx, x, bad in loader:
+            failed.extend(bad)
+            if x is not None:
+                f = model(preprocess(x, spec, size, device=dev))
+                if f.ndim != 2 or f.shape[1] != spec.dim:
+                    raise RuntimeError(
+                        f"backbone {backbone!r} returned shape {tuple(f.shape)}, expected [B, {spec.dim}]"
+                    )
+                feats.append(f.float().cpu().numpy())
+                index.append(idx.numpy())
+            bar.update(len(idx) + len(bad))
+    emb = np.concatenate(feats) if feats else np.empty((0, spec.dim), dtype=np.float32)
+    valid = np.concatenate(index).astype(np.int64) if index else np.empty(0, dtype=np.int64)
+    return emb, valid, sorted(failed)

@@ -87,11 +87,13 @@ def load_data(d: DatasetConfig) -> Dataset:
         from elfs.data import GroundTruth, ImageSet
 
         n = int(d.max_train)
-        ds = dataclasses.replace(
-            ds,
-            train=ImageSet(ds.train.images[:n], ds.train.name),
-            truth=GroundTruth(ds.truth.train[:n], ds.truth.test, ds.truth.num_classes),
+        train = (
+            ds.train.subset(np.arange(n))
+            if hasattr(ds.train, "subset")
+            else ImageSet(ds.train.images[:n], ds.train.name)
         )
+        truth = None if ds.truth is None else GroundTruth(ds.truth.train[:n], ds.truth.test, ds.truth.num_classes)
+        ds = dataclasses.replace(ds, train=train, truth=truth)
     if d.hflip is not None:
         ds = dataclasses.replace(ds, hflip=bool(d.hflip))
     if d.crop_padding is not None:
@@ -103,23 +105,34 @@ def load_data(d: DatasetConfig) -> Dataset:
 
 
 def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData) -> Artifact:
-    """Embed train and test images with the frozen backbone (images only; no labels exist here)."""
-    from elfs.embed import embed_images
+    """Embed train (and test) images with the frozen backbone (images only; no labels exist here).
+
+    A streamed source is decoded in DataLoader workers batch by batch; its artifact also holds `valid`, the
+    indices of the decodable files, and lists the others under meta["failed"]."""
+    from elfs.embed import embed_folder, embed_images
 
     config = {"name": b.name, "image_size": b.image_size, "pretrained": b.pretrained}
-    inputs = {"train": ds.train.fingerprint(), "test": ds.test.fingerprint()}
+    inputs = {"train": ds.train.fingerprint()}
+    if ds.test is not None:
+        inputs["test"] = ds.test.fingerprint()
+    kw = dict(
+        image_size=b.image_size,
+        batch_size=b.batch_size,
+        device=b.device,
+        pretrained=b.pretrained,
+        progress=ctx.cfg.progress,
+    )
 
     def compute():
-        kw = dict(
-            image_size=b.image_size,
-            batch_size=b.batch_size,
-            device=b.device,
-            pretrained=b.pretrained,
-            progress=ctx.cfg.progress,
-        )
-        train = embed_images(ds.train.images, b.name, **kw)
-        test = embed_images(ds.test.images, b.name, **kw)
-        return {"train": train, "test": test}, {"n_train": len(train), "n_test": len(test), "dim": train.shape[1]}
+        if ds.streamed:
+            train, valid, failed = embed_folder(ds.train, b.name, num_workers=ctx.cfg.dataset.num_workers, **kw)
+            arrays = {"train": train, "valid": valid}
+            extra = {"failed": [[ds.train.paths[i], why] for i, why in failed]}
+        else:
+            arrays, extra = {"train": embed_images(ds.train.images, b.name, **kw)}, {}
+        if ds.test is not None:
+            arrays["test"] = embed_images(ds.test.images, b.name, **kw)
+        return arrays, {**extra, "n_train": len(arrays["train"]), "dim": arrays["train"].shape[1]}
 
     return ctx.timed("embed", ctx.cache.run("embed", config, inputs, compute))
 
@@ -379,6 +392,47 @@ def stage_evaluate(
     return ctx.timed("evaluate", ctx.cache.run("evaluate", config, inputs, compute, label=label))
 
 
+def write_answer(
+    ctx: Context,
+    ds: Dataset,
+    clus: Artifact,
+    dyn: Artifact,
+    kept_at: dict[float, np.ndarray],
+    beta_at: dict[float, float | None],
+    num_clusters: int,
+    skipped: list,
+) -> list[Path]:
+    """What a practitioner acts on: selection.csv (one row per image), the list to annotate per budget, a contact
+    sheet, the score histogram with the cuts, per-cluster coverage, and the skipped files (elfs/selection_report.py)."""
+    from elfs.selection_report import write_selection_outputs
+
+    score = ctx.cfg.selection.score
+    if hasattr(ds.train, "paths"):
+        ids = list(ds.train.paths)
+
+        def load(i: int) -> np.ndarray:
+            return ds.train.load_rgb(i, 96)
+    else:
+        ids = [f"#{i}" for i in range(len(ds.train))]
+
+        def load(i: int) -> np.ndarray:
+            return ds.train.images[i]
+
+    return write_selection_outputs(
+        ctx.run_dir,
+        ids=ids,
+        pseudo_labels=clus["pseudo_labels"],
+        hardness=hardness_of(dyn, score),
+        score_name=score,
+        score=dyn[score],
+        kept=kept_at,
+        beta=beta_at,
+        num_clusters=num_clusters,
+        load_image=load,
+        skipped=skipped,
+    )
+
+
 def clustering_diagnostics(ds: Dataset, clus: Artifact) -> dict[str, Any]:
     """ACC (Hungarian), NMI, ARI of the pseudo-labels and of k-means against ground truth: logged, never used."""
     from elfs.cluster.metrics import cluster_metrics
@@ -417,9 +471,17 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
 
     free = ds.unlabelled()  # the label-free stages get this view: it has no targets at all
     emb = stage_embed(ctx, cfg.backbone, free)
+    skipped = [tuple(x) for x in ds.notes.get("skipped", [])] + [tuple(x) for x in emb.meta.get("failed", [])]
+    if free.streamed:  # from here on, only the images that could be decoded
+        from elfs.preflight import check_data
+
+        if len(emb["valid"]) < len(free.train):
+            ds = dataclasses.replace(ds, train=ds.train.subset(emb["valid"]))
+            free = ds.unlabelled()
+            num_clusters = check_data(cfg, ds)
     nn = stage_knn(ctx, cfg.knn, emb)
     clus = stage_cluster(ctx, cfg.cluster, emb, nn, num_clusters)
-    diag = clustering_diagnostics(ds, clus)
+    diag = clustering_diagnostics(ds, clus) if ds.labelled else {}
     ctx.loggers.log_metrics(
         {f"diagnostics/{k}/{m}": v for k, d in diag.items() if isinstance(d, Mapping) for m, v in d.items()}
     )
@@ -427,6 +489,8 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
 
     s, e = cfg.selection, cfg.evaluate
     n = len(ds.train)
+    kept_at: dict[float, np.ndarray] = {}
+    beta_at: dict[float, float | None] = {}
     fixed_beta = s.fixed_beta
     methods = [s.method] + [b for b in s.baselines if b != s.method]
     rows = []
@@ -449,6 +513,13 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
         else:
             beta = 0.0
             row.update(beta=None, beta_source="n/a")
+        kept_at[budget] = select_coreset(ctx, s, s.method, dyn, n, budget, beta, cfg.seed)
+        beta_at[budget] = row["beta"]
+        row["n_kept"] = int(len(kept_at[budget]))
+        if not ds.labelled:  # nothing to evaluate against: the kept set is the answer
+            coresets[f"{s.method}_budget{budget:g}"] = kept_at[budget]
+            rows.append(row)
+            continue
         for method in methods:
             accs, bests = [], []
             for seed in tqdm(
@@ -473,12 +544,17 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
 
     np.savez(ctx.run_dir / "coresets.npz", **coresets)
     np.savez(ctx.run_dir / "scores.npz", pseudo_labels=clus["pseudo_labels"], **dyn.arrays)
+    selection_files = write_answer(ctx, ds, clus, dyn, kept_at, beta_at, num_clusters, skipped)
     return {
         "dataset": ds.name,
         "dataset_source": ds.notes.get("source"),
+        "labelled": ds.labelled,
         "n_train": n,
-        "n_test": len(ds.test),
+        "n_skipped": len(skipped),
+        "n_test": None if ds.test is None else len(ds.test),
         "num_classes": ds.num_classes,
+        "num_clusters": int(num_clusters),
+        "selection_files": [str(p) for p in selection_files],
         "backbone": cfg.backbone.name,
         "pretrained": bool(cfg.backbone.pretrained),
         "selection": {"method": s.method, "score": s.score, "baselines": list(s.baselines)},

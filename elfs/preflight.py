@@ -81,22 +81,47 @@ def check_paths(conf: ElfsConfig) -> None:
 
 
 def check_data(conf: ElfsConfig, ds) -> int:
-    """Checks that need the loaded data, run right after loading; returns the number of clusters to use.
+    """Checks that need the loaded data, run right after loading (and again on the decodable images of a
+    streamed source, once they are known); returns the number of clusters to use.
 
-    ``ds`` is an elfs.data.Dataset (ground truth is read here only to count the classes that occur).
+    ``ds`` is an elfs.data.Dataset (ground truth, when there is any, is read here only to count the classes).
     """
+    from elfs.models import MODEL_INPUTS
+
     n = len(ds.train)
-    h, w, c = ds.train.images.shape[1:]
     if n < 10:
-        raise DataError(f"dataset {ds.name!r} has {n} training images; elfs needs at least 10")
-    classes = np.unique(ds.truth.train)
-    if classes.size < 2:
-        raise DataError(
-            f"dataset {ds.name!r}: every training label is {int(classes[0])} (a single class); "
-            f"selection needs at least 2 classes"
+        raise DataError(f"dataset {ds.name!r} has {n} readable training images; elfs needs at least 10")
+    if ds.truth is not None:
+        classes = np.unique(ds.truth.train)
+        if classes.size < 2:
+            raise DataError(
+                f"dataset {ds.name!r}: every training label is {int(classes[0])} (a single class); "
+                f"selection needs at least 2 classes"
+            )
+    if hasattr(ds.train, "images"):
+        h, w = ds.train.images.shape[1:3]
+        if ds.crop_padding >= min(h, w):
+            raise DataError(f"dataset.crop_padding={ds.crop_padding} is not smaller than the image size {h}x{w}")
+    else:  # streamed: the proxies train on embeddings
+        for key, model in (("dynamics.model", conf.dynamics.model), ("evaluate.model", conf.evaluate.model)):
+            if MODEL_INPUTS[model] != "embeddings":
+                raise ConfigError(
+                    f"{key}={model!r} trains on images, but dataset={conf.dataset.name} streams its images; "
+                    f"use a model over the embeddings (dynamics=mlp evaluate=mlp)"
+                )
+    if ds.num_classes is None and conf.cluster.num_clusters is None:
+        raise ConfigError(
+            f"cluster.num_clusters=null, and dataset {ds.name!r} has no labels to count classes from; set "
+            f"cluster.num_clusters (roughly the number of kinds of images you expect; when unsure, err on the "
+            f"high side: see the README)"
         )
-    if ds.crop_padding >= min(h, w):
-        raise DataError(f"dataset.crop_padding={ds.crop_padding} is not smaller than the image size {h}x{w}")
+    if ds.truth is None:
+        for budget in conf.selection.budgets:
+            if round(budget * n) >= n:
+                raise ConfigError(
+                    f"selection.budget={budget} keeps all {n} images; there is nothing to choose (give a "
+                    f"fraction below {1 - 1 / n:.3g})"
+                )
     if conf.knn.k >= n:
         raise ConfigError(f"knn.k={conf.knn.k} must be smaller than the number of training images ({n})")
     num_clusters = conf.cluster.num_clusters or ds.num_classes

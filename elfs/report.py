@@ -14,8 +14,45 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def format_selection(results: dict[str, Any]) -> str:
+    """The summary of a run without labels: what was kept per budget and where the lists are."""
+    lines = [
+        f"elfs on {results['dataset']} (N={results['n_train']} readable images, no labels, "
+        f"{results['num_clusters']} clusters), backbone {results['backbone']}"
+        f"{'' if results['pretrained'] else ' (random weights)'}"
+    ]
+    body = [["budget", "prune", "beta", "kept", "images to annotate"]]
+    for row in results["results"]:
+        beta = row.get("beta")
+        body.append(
+            [
+                f"{row['budget']:g}",
+                f"{row['pruning_rate']:.0%}",
+                "-" if beta is None else f"{beta:g}{'*' if row.get('beta_at_edge') else ''}",
+                str(row["n_kept"]),
+                f"annotate_{row['budget']:g}.txt",
+            ]
+        )
+    widths = [max(len(c) for c in col) + 2 for col in zip(*body, strict=True)]
+    lines += ["".join(cell.rjust(w) for cell, w in zip(cells, widths, strict=True)) for cells in body]
+    sel = results["selection"]
+    lines.append(
+        f"{sel['method']} on {sel['score']} from the proxy's training dynamics on pseudo-labels; "
+        f"one row per image in selection.csv; {results['n_skipped']} file(s) skipped (skipped.csv)"
+    )
+    st = results["stage_seconds"]
+    lines.append(
+        "wall time per stage (s): "
+        + "  ".join(f"{k} {v:.1f}" for k, v in st.items())
+        + f"  | total {results['total_seconds']:.1f}"
+    )
+    return "\n".join(lines)
+
+
 def format_table(results: dict[str, Any]) -> str:
     """A plain-text summary: pseudo-label quality, chosen beta and accuracy per budget and method."""
+    if not results.get("labelled", True):
+        return format_selection(results)
     lines = []
     c = results["clustering"]
     head = (
@@ -102,24 +139,23 @@ def plot_results(results: dict[str, Any], run_dir: Path) -> list[Path]:
 
     out = []
     rows = sorted(results["results"], key=lambda r: r["pruning_rate"])
-    if not rows:
-        return out
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for m in rows[0]["methods"]:
-        xs = [100 * r["pruning_rate"] for r in rows]
-        ys = [100 * r["methods"][m]["acc_mean"] for r in rows]
-        es = [100 * r["methods"][m]["acc_std"] for r in rows]
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
-    out.append(
-        _finish(
-            fig,
-            ax,
-            "pruning rate (%)",
-            "test accuracy (%)",
-            f"{results['dataset']} / {results['backbone']}",
-            run_dir / "accuracy_vs_pruning.png",
+    if rows and rows[0]["methods"]:  # a run without labels evaluates nothing: no accuracy plot
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for m in rows[0]["methods"]:
+            xs = [100 * r["pruning_rate"] for r in rows]
+            ys = [100 * r["methods"][m]["acc_mean"] for r in rows]
+            es = [100 * r["methods"][m]["acc_std"] for r in rows]
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
+        out.append(
+            _finish(
+                fig,
+                ax,
+                "pruning rate (%)",
+                "test accuracy (%)",
+                f"{results['dataset']} / {results['backbone']}",
+                run_dir / "accuracy_vs_pruning.png",
+            )
         )
-    )
 
     curves = [r for r in rows if r.get("beta_curve")]
     if curves:

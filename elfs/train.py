@@ -196,11 +196,17 @@ def _fail(message: str, code: int) -> None:
 
 def cli() -> None:
     """The `elfs` console command: Hydra's main with one-line user errors (exit 2) and Ctrl-C (exit 130)."""
+    run_guarded(main)
+
+
+def run_guarded(fn) -> None:
+    """Run a command: user errors become one line and exit 2, Ctrl-C exit 130 with what was kept; bugs keep
+    their traceback (and so does everything when the user set HYDRA_FULL_ERROR=1)."""
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's own multi-line report
     signal.signal(signal.SIGINT, _on_sigint)
     try:
-        main()
+        fn()
     except Interrupted as e:
         _fail(str(e), 130)
     except KeyboardInterrupt:

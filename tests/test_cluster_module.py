@@ -7,11 +7,13 @@ import copy
 import csv
 import dataclasses
 import math
+from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+import yaml
 from lightning.pytorch.loggers import CSVLogger
 
 from elfs.cluster import TEMIResult, fit_temi, head_assignments, kmeans_labels, pseudo_labels
@@ -342,6 +344,10 @@ def test_lr_warmup_cosine_schedule_and_logging(data, tmp_path):
     assert {"train/loss_step", "train/loss_epoch", "train/best_head_loss"} <= cols
     logged = [float(r["train/best_head_loss"]) for r in rows if r.get("train/best_head_loss")]
     assert logged[-1] == pytest.approx(float(m.head_losses.min()), rel=1e-5)
+    # the config stays in checkpoints, not in the logger's run config (W&B would put `beta`, `lr` at the top level)
+    hparams = Path(logger.log_dir) / "hparams.yaml"
+    assert not hparams.exists() or "lr" not in (yaml.safe_load(hparams.read_text()) or {})
+    assert m.hparams["cluster"]["lr"] == 1e-3 and m.hparams["cluster"]["_type"] == "ClusterConfig"
 
 
 def test_no_warmup_starts_at_peak_lr(data):

@@ -8,7 +8,6 @@ small); the dataloader yields index batches only, and each step pairs every anch
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -22,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from elfs.cluster.loss import temi_loss
-from elfs.config import ClusterConfig
+from elfs.config import ClusterConfig, to_dict
 
 __all__ = [
     "HEAD_IMPLS",
@@ -249,7 +248,7 @@ class TEMIModule(L.LightningModule):
         self.batch_size = min(cfg.batch_size, emb_shape[0])  # one full batch when N is smaller
         # kept in checkpoints (as plain data) but not sent to the loggers: the run's config is logged once, whole
         self.save_hyperparameters(
-            {"cluster": dataclasses.asdict(cfg), "num_clusters": num_clusters, "seed": self.seed},
+            {"cluster": to_dict(cfg), "num_clusters": num_clusters, "seed": self.seed},
             ignore=["embeddings", "knn_idx"],
             logger=False,
         )

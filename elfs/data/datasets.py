@@ -1,7 +1,9 @@
-"""Dataset registry: the embedded offline default, a user's .npz, and the paper's torchvision datasets.
+"""Dataset registry: the embedded offline default, a user's .npz, the paper's torchvision datasets, and a
+folder of unlabeled images.
 
-Every loader returns a :class:`~elfs.data.types.Dataset` whose images are uint8 N x H x W x C held in
-memory (CIFAR-10/100 and STL-10 fit easily; ImageNet-scale folders need a streaming source, not built yet).
+Every loader returns a :class:`~elfs.data.types.Dataset`. The in-memory ones hold uint8 N x H x W x C arrays
+(CIFAR-10/100 and STL-10 fit easily); `folder` streams its files (elfs/data/folder.py) and has no labels, and
+an .npz with `x_train` only is label-free too.
 """
 
 from __future__ import annotations
@@ -117,6 +119,10 @@ def load_npz(*, path: str | None = None, hflip: bool = True, crop_padding: int =
         raise DataError(f"dataset.path={path!r} does not exist (looked at {p.resolve()})")
     try:
         with np.load(p, allow_pickle=False) as z:
+            if "x_train" in z.files and "y_train" not in z.files:  # images only: a label-free run
+                x = to_nhwc(z["x_train"], f"{p.stem} x_train")
+                return Dataset(p.stem, ImageSet(x, f"{p.stem}/train"), None, None, hflip=hflip,
+                               crop_padding=crop_padding, notes={"source": str(p.resolve())})
             missing = [k for k in NPZ_KEYS if k not in z.files]
             if missing:
                 raise DataError(f"{p} lacks the keys {missing}; it has {sorted(z.files)} and needs {list(NPZ_KEYS)}")
@@ -128,6 +134,26 @@ def load_npz(*, path: str | None = None, hflip: bool = True, crop_padding: int =
     return _assemble(
         p.stem, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
         hflip=hflip, crop_padding=crop_padding, notes={"source": str(p.resolve())},
+    )
+
+
+def load_folder(*, path: str | None = None, **_) -> Dataset:
+    """Every image under a folder (nested; jpg, png, webp, ...) or listed in a .txt file: no labels at all.
+
+    Images are streamed (decoded in DataLoader workers when embedded); non-image files are listed as skipped."""
+    from elfs.data.folder import scan_folder
+
+    if not path:
+        raise DataError("dataset=folder needs dataset.path=/path/to/images (a folder, or a .txt list of image paths)")
+    images, skipped = scan_folder(path)
+    return Dataset(
+        name=Path(path).expanduser().resolve().name or "folder",
+        train=images,
+        test=None,
+        truth=None,
+        hflip=True,
+        crop_padding=4,
+        notes={"source": str(images.root), "skipped": skipped},
     )
 
 
@@ -170,6 +196,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "mnist5k": load_mnist5k,
     "digits": load_digits8,
     "npz": load_npz,
+    "folder": load_folder,
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,
     "stl10": load_stl10,

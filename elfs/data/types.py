@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -77,32 +78,46 @@ class GroundTruth:
 
 @dataclass(frozen=True)
 class UnlabelledData:
-    """What the label-free stages see: train/test images and augmentation settings, no targets at all."""
+    """What the label-free stages see: train (and test) images and augmentation settings, no targets at all.
+
+    ``train`` is an in-memory :class:`ImageSet` or a streamed :class:`~elfs.data.folder.FolderImages`; ``test`` is
+    None for a source without a test split; ``num_classes`` is None when nothing says how many classes exist."""
 
     name: str
-    train: ImageSet
-    test: ImageSet
-    num_classes: int
+    train: Any
+    test: ImageSet | None
+    num_classes: int | None
     hflip: bool
     crop_padding: int
+
+    @property
+    def streamed(self) -> bool:
+        """True when the images are decoded on demand (a folder), not held in memory."""
+        return not isinstance(self.train, ImageSet)
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A benchmark: unlabelled train/test images, their ground truth kept apart, and augmentation defaults."""
+    """Unlabelled train (and test) images, their ground truth kept apart (None for a label-free source), and
+    augmentation defaults."""
 
     name: str
-    train: ImageSet
-    test: ImageSet
-    truth: GroundTruth
+    train: Any  # ImageSet | FolderImages
+    test: ImageSet | None
+    truth: GroundTruth | None
     hflip: bool = True
     crop_padding: int = 4
     notes: dict = field(default_factory=dict)
 
     @property
-    def num_classes(self) -> int:
+    def labelled(self) -> bool:
+        """Whether ground truth exists, so the coreset can be evaluated (never used to choose it)."""
+        return self.truth is not None
+
+    @property
+    def num_classes(self) -> int | None:
         """Number of classes: metadata the paper also uses to size the clustering, not per-example labels."""
-        return self.truth.num_classes
+        return None if self.truth is None else self.truth.num_classes
 
     def unlabelled(self) -> UnlabelledData:
         """The label-free view handed to embed, knn, cluster, dynamics and select."""

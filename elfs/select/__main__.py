@@ -1,0 +1,3 @@
+from elfs.api import cli
+
+cli()

@@ -1,0 +1,233 @@
+"""selection_report: the CSV / annotate lists / PNGs a label-free run hands back, on real files in tmp_path."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from elfs.select import select
+from elfs.selection_report import MAX_ROWS, atomic_write, budget_cuts, contact_sheet_rows, write_selection_outputs
+
+N = 300
+C = 5
+BUDGETS = (0.1, 0.3)
+BETA = 0.1
+ODD_ID = 'dir, with "quotes"/naïve_ünïcödé €.png'
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Small real pictures: RGB crops of sklearn's sample photos and grayscale digits, mixed by index."""
+    from sklearn.datasets import load_digits, load_sample_images
+
+    photos = load_sample_images().images
+    digits = load_digits().images  # 8x8 floats in [0, 16]
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(N):
+        if i % 3 == 2:
+            out.append((digits[i] * 15).astype(np.uint8))  # HxW
+        else:
+            p = photos[i % 2]
+            hh, ww = int(rng.integers(40, 120)), int(rng.integers(40, 120))  # non-square too
+            y, x = int(rng.integers(0, p.shape[0] - hh)), int(rng.integers(0, p.shape[1] - ww))
+            out.append(np.ascontiguousarray(p[y : y + hh, x : x + ww]))
+    return out
+
+
+def _inputs(images=None, n=N, c=C):
+    rng = np.random.default_rng(1)
+    ids = [f"img_{i:03d}.jpg" for i in range(n)]
+    ids[7] = ODD_ID
+    ids[8] = "#8"
+    pl = rng.integers(0, c, size=n).astype(np.int64)
+    aum = rng.normal(size=n).round(2)  # rounded: plenty of ties in the score
+    hardness = -aum  # AUM: low = hard
+    kept = {b: select("double_end", hardness, n=n, budget=b, beta=BETA) for b in BUDGETS}
+    return dict(
+        ids=ids,
+        pseudo_labels=pl,
+        hardness=hardness,
+        score_name="aum",
+        score=aum,
+        kept=kept,
+        beta=dict.fromkeys(BUDGETS, BETA),
+        num_clusters=c,
+        load_image=None if images is None else (lambda i: images[i]),
+        skipped=[("broken, file.png", "cannot identify image file"), ("ümlaut.gif", 'bad "header"')],
+    )
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _no_temp_files(run_dir: Path) -> None:
+    leftovers = [p.name for p in run_dir.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert leftovers == []
+
+
+def test_outputs(tmp_path, images):
+    args = _inputs(images)
+    paths = write_selection_outputs(tmp_path, **args)
+    names = sorted(p.name for p in paths)
+    assert names == sorted(
+        [
+            "selection.csv",
+            "annotate_0.1.txt",
+            "annotate_0.3.txt",
+            "skipped.csv",
+            "contact_sheet.png",
+            "score_histogram.png",
+            "cluster_coverage.png",
+        ]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    _no_temp_files(tmp_path)
+
+    rows = _read_csv(tmp_path / "selection.csv")
+    assert len(rows) == N
+    assert list(rows[0]) == ["index", "id", "pseudo_label", "aum", "hardness", "rank", "kept_0.1", "kept_0.3"]
+    assert [r["id"] for r in rows] == args["ids"]  # exact round trip, comma / quote / unicode included
+    assert rows[7]["id"] == ODD_ID
+    assert [int(r["index"]) for r in rows] == list(range(N))
+    assert np.array_equal([int(r["pseudo_label"]) for r in rows], args["pseudo_labels"])
+    assert np.array_equal([float(r["aum"]) for r in rows], args["score"])
+    assert np.array_equal([float(r["hardness"]) for r in rows], args["hardness"])
+    for b, k in args["kept"].items():
+        col = np.array([int(r[f"kept_{b:g}"]) for r in rows])
+        assert set(col) <= {0, 1}
+        assert col.sum() == k.size == round(b * N)
+        assert np.array_equal(np.flatnonzero(col), k)
+
+    rank = np.array([int(r["rank"]) for r in rows])
+    assert sorted(rank) == list(range(1, N + 1))
+    by_rank = np.argsort(rank)  # hardest first
+    h = args["hardness"]
+    assert np.all(np.diff(h[by_rank]) <= 0)  # hardness never increases down the ranks
+    # double_end keeps one contiguous block of ranks, just below the round(beta*N) hardest
+    for k in args["kept"].values():
+        assert sorted(rank[k]) == list(range(round(BETA * N) + 1, round(BETA * N) + k.size + 1))
+
+    for b, k in args["kept"].items():
+        text = (tmp_path / f"annotate_{b:g}.txt").read_text(encoding="utf-8")
+        assert text.endswith("\n")
+        assert text.splitlines() == [args["ids"][i] for i in k]
+
+    skipped = _read_csv(tmp_path / "skipped.csv")
+    assert [(r["path"], r["reason"]) for r in skipped] == args["skipped"]
+
+    for name in ("contact_sheet.png", "score_histogram.png", "cluster_coverage.png"):
+        with Image.open(tmp_path / name) as im:
+            im.verify()
+        with Image.open(tmp_path / name) as im:
+            assert im.format == "PNG"
+            w, hgt = im.size
+            assert 300 <= w <= 3000 and 200 <= hgt <= 5000, (name, im.size)
+    with Image.open(tmp_path / "contact_sheet.png") as im:  # one row per cluster with kept images at 0.1
+        assert im.size[1] >= C * 64
+
+
+def test_without_images_or_skips(tmp_path):
+    args = _inputs(None)
+    args["skipped"] = ()
+    args["beta"] = {0.1: None}  # 0.3 missing -> None as well
+    paths = write_selection_outputs(tmp_path, **args)
+    assert "contact_sheet.png" not in {p.name for p in paths}
+    assert not (tmp_path / "contact_sheet.png").exists()
+    assert (tmp_path / "skipped.csv").read_text(encoding="utf-8") == "path,reason\n"
+    assert all(p.exists() for p in paths)
+    _no_temp_files(tmp_path)
+
+
+def test_budget_cuts_match_the_double_end_window():
+    args = _inputs(None)
+    h = args["hardness"]
+    for k in args["kept"].values():
+        beta_cut, n_hard, easy_cut, n_easy = budget_cuts(h, k, BETA)
+        assert n_hard == round(BETA * N) and n_easy == N - n_hard - k.size
+        assert easy_cut <= h[k].min() and h[k].max() <= beta_cut
+        assert (h >= beta_cut).sum() >= n_hard and (h <= easy_cut).sum() >= n_easy
+    assert budget_cuts(h, args["kept"][0.1], None)[:2] == (None, 0)
+
+
+def test_contact_sheet_rows_capped_and_deterministic():
+    n, c = 400, 60
+    pl = np.arange(n) % c
+    h = np.linspace(0.0, 1.0, n)
+    kept = np.arange(0, n, 2, dtype=np.int64)
+    rows, present = contact_sheet_rows(pl, h, kept, c)
+    assert present == 30  # even indices only reach the even clusters
+    assert len(rows) == min(MAX_ROWS, present)
+    rows_all, present_all = contact_sheet_rows(pl, h, np.arange(n, dtype=np.int64), c)
+    assert present_all == c and len(rows_all) == MAX_ROWS
+    assert [r[0] for r in rows_all] == list(range(MAX_ROWS))
+    for cluster, pick, n_kept, total in rows_all:
+        assert n_kept == total == np.sum(pl == cluster)
+        assert 1 <= pick.size <= 8 and np.all(pl[pick] == cluster)
+        assert np.all(np.diff(h[pick]) > 0)  # easy -> hard
+    rows_again, _ = contact_sheet_rows(pl, h, np.arange(n, dtype=np.int64), c)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(rows_all, rows_again, strict=True))
+
+
+def _bad(**changes):
+    args = _inputs(None)
+    args.update(changes)
+    if "kept" in changes and "beta" not in changes:
+        args["beta"] = dict.fromkeys(changes["kept"], BETA)
+    return args
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (dict(ids=[f"x{i}" for i in range(N - 1)]), "hardness has 300 entries but there are 299 ids"),
+        (dict(score=np.zeros(N + 1)), "score has shape"),
+        (dict(pseudo_labels=np.zeros(N - 1, dtype=np.int64)), "pseudo_labels has shape"),
+        (dict(pseudo_labels=np.full(N, C, dtype=np.int64)), r"outside \[0, num_clusters=5\)"),
+        (dict(pseudo_labels=np.full(N, -1, dtype=np.int64)), r"outside \[0, num_clusters=5\)"),
+        (dict(kept={0.1: np.array([0, N], dtype=np.int64)}), r"out of range \[0, 300\)"),
+        (dict(kept={0.1: np.array([-1, 3], dtype=np.int64)}), r"out of range \[0, 300\)"),
+        (dict(kept={}), "kept is empty"),
+        (dict(kept={0.1: np.array([3, 3], dtype=np.int64)}), "duplicate"),
+        (dict(ids=["same"] * N), "ids must be unique"),
+        (dict(ids=["a\nb"] + [f"x{i}" for i in range(N - 1)]), "line break"),
+        (dict(score_name="rank"), "collides"),
+        (dict(beta={0.1: 0.95}), r"beta=0.95 \+ budget=0.1"),
+        (dict(beta={0.5: 0.1}), "not in kept"),
+        (dict(num_clusters=0), "num_clusters"),
+    ],
+)
+def test_bad_inputs_raise_before_writing(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        write_selection_outputs(tmp_path, **_bad(**changes))
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_bad_image_from_loader(tmp_path):
+    args = _inputs(None)
+    args["load_image"] = lambda i: np.zeros((8, 8, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="dtype float32"):
+        write_selection_outputs(tmp_path, **args)
+    assert not (tmp_path / "contact_sheet.png").exists()
+    _no_temp_files(tmp_path)
+
+
+def test_atomic_write_leaves_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "selection.csv"
+    target.write_text("old\n", encoding="utf-8")
+
+    def half_then_crash(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("half")
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError, match="crash mid-write"):
+        atomic_write(target, half_then_crash)
+    assert target.read_text(encoding="utf-8") == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["selection.csv"]
