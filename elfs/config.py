@@ -100,12 +100,17 @@ class KnnConfig:
     """Cosine nearest neighbours among the training embeddings (self excluded)."""
 
     k: int = 50
-    backend: str = "faiss"  # faiss | torch
+    backend: str = "faiss"  # faiss (exact) | faiss_ivf (approximate, for millions of images on a CPU) | torch
     chunk_size: int = 4096
+    nlist: int | None = None  # faiss_ivf cells; None = 4 sqrt(N)
+    nprobe: int = 32  # faiss_ivf cells searched per query (more = closer to exact, slower)
 
     def validate(self, key: str = "knn") -> None:
         _int_at_least(f"{key}.k", self.k, 1)
         _int_at_least(f"{key}.chunk_size", self.chunk_size, 1)
+        if self.nlist is not None:
+            _int_at_least(f"{key}.nlist", self.nlist, 1)
+        _int_at_least(f"{key}.nprobe", self.nprobe, 1)
 
 
 @dataclass
@@ -170,9 +175,14 @@ class ClassifierTrainingConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     min_lr: float = 1e-4
+    # side of the square a STREAMED source (dataset=folder / imagefolder) is decoded to (shorter side resized,
+    # centre crop) for an image model; None = in-memory images at their own size (a streamed source then fails)
+    image_size: int | None = None
 
     def validate(self, key: str = "train") -> None:
         _int_at_least(f"{key}.width", self.width, 1)
+        if self.image_size is not None:
+            _int_at_least(f"{key}.image_size", self.image_size, 8)
         _int_at_least(f"{key}.batch_size", self.batch_size, 1)
         _number_in(f"{key}.lr", self.lr, 0.0, math.inf, low_open=True)
         _number_in(f"{key}.min_lr", self.min_lr, 0.0, self.lr)

@@ -176,7 +176,9 @@ def embed_folder(
         pin_memory=dev.type == "cuda",
         persistent_workers=False,
     )
-    feats, index, failed = [], [], []
+    out = np.empty((len(folder), spec.dim), dtype=np.float32)  # filled in order; decodable rows packed first
+    valid = np.empty(len(folder), dtype=np.int64)
+    m, failed = 0, []
     with torch.no_grad(), tqdm(total=len(folder), desc=f"embed[{backbone}]", unit="img", disable=not progress) as bar:
         for idx, x, bad in loader:
             failed.extend(bad)
@@ -186,9 +188,9 @@ def embed_folder(
                     raise RuntimeError(
                         f"backbone {backbone!r} returned shape {tuple(f.shape)}, expected [B, {spec.dim}]"
                     )
-                feats.append(f.float().cpu().numpy())
-                index.append(idx.numpy())
+                out[m : m + len(idx)] = f.float().cpu().numpy()
+                valid[m : m + len(idx)] = idx.numpy()
+                m += len(idx)
             bar.update(len(idx) + len(bad))
-    emb = np.concatenate(feats) if feats else np.empty((0, spec.dim), dtype=np.float32)
-    valid = np.concatenate(index).astype(np.int64) if index else np.empty(0, dtype=np.int64)
+    emb, valid = out[:m], valid[:m]
     return emb, valid, sorted(failed)

@@ -130,11 +130,32 @@ def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData) -> Artifact
             extra = {"failed": [[ds.train.paths[i], why] for i, why in failed]}
         else:
             arrays, extra = {"train": embed_images(ds.train.images, b.name, **kw)}, {}
-        if ds.test is not None:
+        if ds.test is not None and hasattr(ds.test, "paths"):  # a streamed test split (imagefolder)
+            test, test_valid, failed = embed_folder(ds.test, b.name, num_workers=ctx.cfg.dataset.num_workers, **kw)
+            arrays.update(test=test, test_valid=test_valid)
+            extra["failed"] = extra.get("failed", []) + [[f"(test) {ds.test.paths[i]}", why] for i, why in failed]
+        elif ds.test is not None:
             arrays["test"] = embed_images(ds.test.images, b.name, **kw)
         return arrays, {**extra, "n_train": len(arrays["train"]), "dim": arrays["train"].shape[1]}
 
     return ctx.timed("embed", ctx.cache.run("embed", config, inputs, compute))
+
+
+def decodable_only(ds: Dataset, emb: Artifact) -> Dataset:
+    """A streamed dataset cut down to the images its embedding stage could decode (labels cut alike)."""
+    from elfs.data import GroundTruth
+
+    train_idx = emb["valid"]
+    test_idx = emb.arrays.get("test_valid")
+    changes: dict[str, Any] = {}
+    if len(train_idx) < len(ds.train):
+        changes["train"] = ds.train.subset(train_idx)
+    if test_idx is not None and len(test_idx) < len(ds.test):
+        changes["test"] = ds.test.subset(test_idx)
+    if changes and ds.truth is not None:
+        y_te = ds.truth.test if test_idx is None else ds.truth.test[test_idx]
+        changes["truth"] = GroundTruth(ds.truth.train[train_idx], y_te, ds.truth.num_classes)
+    return dataclasses.replace(ds, **changes) if changes else ds
 
 
 def stage_knn(ctx: Context, k: KnnConfig, emb: Artifact) -> Artifact:
@@ -142,9 +163,11 @@ def stage_knn(ctx: Context, k: KnnConfig, emb: Artifact) -> Artifact:
     from elfs.knn import knn
 
     config = {"k": k.k, "backend": k.backend}
+    if k.backend == "faiss_ivf":  # the exact backends do not depend on these
+        config.update(nlist=k.nlist, nprobe=k.nprobe)
 
     def compute():
-        idx, sims = knn(emb["train"], k.k, backend=k.backend, chunk_size=k.chunk_size)
+        idx, sims = knn(emb["train"], k.k, backend=k.backend, chunk_size=k.chunk_size, nlist=k.nlist, nprobe=k.nprobe)
         return {"idx": idx, "sims": sims}, {}
 
     return ctx.timed("knn", ctx.cache.run("knn", config, {"embed": emb.key}, compute))
@@ -192,12 +215,17 @@ def stage_cluster(ctx: Context, c: ClusterConfig, emb: Artifact, nn: Artifact, n
     return ctx.timed("cluster", ctx.cache.run("cluster", config, {"embed": emb.key, "knn": nn.key}, compute))
 
 
-def _model_inputs(model: str, ds: Dataset | UnlabelledData, emb: Artifact, split: str) -> np.ndarray:
+def _model_inputs(model: str, ds: Dataset | UnlabelledData, emb: Artifact, split: str) -> Any:
+    """What `model` trains on for `split`: the embeddings, the in-memory uint8 images, or, for a streamed source
+    (a folder), the source itself, which train_classifier decodes batch by batch at the config's image_size."""
     from elfs.models import MODEL_INPUTS
 
     if MODEL_INPUTS[model] == "embeddings":
         return emb[split]
-    return (ds.train if split == "train" else ds.test).images
+    images = ds.train if split == "train" else ds.test
+    if hasattr(images, "load_rgb"):  # streamed: never read whole
+        return images
+    return images.images
 
 
 def _image_kwargs(ds: Dataset | UnlabelledData) -> dict[str, Any]:
@@ -310,7 +338,8 @@ def stage_beta_search(
             num_workers=ctx.cfg.trainer.num_workers,
             **_image_kwargs(ds),
         )
-        return float(evaluate_accuracy(res.module, x[val], pseudo[val]))
+        acc = evaluate_accuracy(res.module, x, pseudo, indices=val, num_workers=ctx.cfg.trainer.num_workers)
+        return float(acc)
 
     def compute():
         res = search_beta(
@@ -475,10 +504,9 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
     if free.streamed:  # from here on, only the images that could be decoded
         from elfs.preflight import check_data
 
-        if len(emb["valid"]) < len(free.train):
-            ds = dataclasses.replace(ds, train=ds.train.subset(emb["valid"]))
-            free = ds.unlabelled()
-            num_clusters = check_data(cfg, ds)
+        ds = decodable_only(ds, emb)
+        free = ds.unlabelled()
+        num_clusters = check_data(cfg, ds)
     nn = stage_knn(ctx, cfg.knn, emb)
     clus = stage_cluster(ctx, cfg.cluster, emb, nn, num_clusters)
     diag = clustering_diagnostics(ds, clus) if ds.labelled else {}

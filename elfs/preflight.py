@@ -98,16 +98,32 @@ def check_data(conf: ElfsConfig, ds) -> int:
                 f"dataset {ds.name!r}: every training label is {int(classes[0])} (a single class); "
                 f"selection needs at least 2 classes"
             )
+    image_models = [
+        (key, t)
+        for key, t in (("dynamics", conf.dynamics), ("evaluate", conf.evaluate))
+        if MODEL_INPUTS[t.model] == "images"
+    ]
     if hasattr(ds.train, "images"):
         h, w = ds.train.images.shape[1:3]
         if ds.crop_padding >= min(h, w):
             raise DataError(f"dataset.crop_padding={ds.crop_padding} is not smaller than the image size {h}x{w}")
-    else:  # streamed: the proxies train on embeddings
-        for key, model in (("dynamics.model", conf.dynamics.model), ("evaluate.model", conf.evaluate.model)):
-            if MODEL_INPUTS[model] != "embeddings":
+        for key, t in image_models:
+            if t.image_size is not None and (h, w) != (t.image_size, t.image_size):
                 raise ConfigError(
-                    f"{key}={model!r} trains on images, but dataset={conf.dataset.name} streams its images; "
-                    f"use a model over the embeddings (dynamics=mlp evaluate=mlp)"
+                    f"{key}.image_size={t.image_size}, but dataset {ds.name!r} holds {h}x{w} images in memory, "
+                    f"which train at their own size; set {key}.image_size=null"
+                )
+    else:  # streamed: an image model gets the images decoded at <key>.image_size, batch by batch
+        for key, t in image_models:
+            if t.image_size is None:
+                raise ConfigError(
+                    f"{key}.image_size=null, but {key}.model={t.model!r} trains on images and "
+                    f"dataset={conf.dataset.name} streams them; set {key}.image_size (the side they are decoded "
+                    f"to, e.g. 224 for ImageNet) or use a model over the embeddings ({key}=mlp)"
+                )
+            if ds.crop_padding >= t.image_size:
+                raise DataError(
+                    f"dataset.crop_padding={ds.crop_padding} is not smaller than {key}.image_size={t.image_size}"
                 )
     if ds.num_classes is None and conf.cluster.num_clusters is None:
         raise ConfigError(

@@ -191,3 +191,44 @@ def test_python_api_on_an_array(tmp_path, one_torch_thread):
     assert [len(sel.kept[b]) for b in (0.2, 0.4)] == [30, 60]
     assert sel.paths(0.2) == [f"#{i}" for i in sel.kept[0.2]]
     assert len(sel.table) == 150 and sel.skipped == []
+
+
+@pytest.mark.slow
+def test_imagefolder_evaluates_with_the_class_folders_as_labels(folder, tmp_path):
+    """Class sub-folders give labels, used for evaluation and diagnostics only."""
+    root, kinds = folder
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+    common = [
+        "dynamics=mlp",
+        "evaluate=mlp",
+        "selection.budget=[0.3]",
+        "selection.beta=0.1",
+        "logger=none",
+        "progress=false",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "elfs.train",
+            "dataset=imagefolder",
+            f"dataset.path={root}",
+            *common,
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["labelled"] and res["num_classes"] == KINDS and res["n_train"] + res["n_test"] == len(kinds)
+    row = res["results"][0]
+    for method in ("double_end", "random"):
+        assert 0.25 < row["methods"][method]["acc_mean"] <= 1.0  # better than chance on 4 kinds
+    with open(tmp_path / "run" / "skipped.csv", newline="") as f:
+        skipped = {r["path"].removeprefix("(test) ") for r in csv.DictReader(f)}
+    assert skipped == {"notes.txt", "kind2/broken.jpg"}

@@ -117,3 +117,25 @@ def test_validation(data: np.ndarray) -> None:
         knn(bad, 3)
     with pytest.raises(ValueError, match="shape"):
         knn(data[0], 3)
+
+
+def test_ivf_recall_against_exact_and_every_row_complete() -> None:
+    """The approximate backend: high recall of the exact neighbours on clustered data, self never returned, k
+    real neighbours in every row (including rows its probed cells could not fill), most similar first."""
+    rng = np.random.default_rng(2)
+    centers = rng.standard_normal((40, 32)) * 3
+    x = (centers[rng.integers(0, 40, 6000)] + rng.standard_normal((6000, 32))).astype(np.float32)
+    exact, _ = knn(x, 10, backend="faiss")
+    ids, sims = knn(x, 10, backend="faiss_ivf", nprobe=8, chunk_size=1000)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), exact.tolist(), strict=True)])
+    assert recall > 0.9, recall
+    assert (ids >= 0).all() and not (ids == np.arange(6000)[:, None]).any()
+    assert np.all(np.diff(sims, axis=1) <= 1e-6)
+    again, _ = knn(x, 10, backend="faiss_ivf", nprobe=8, chunk_size=1000)
+    np.testing.assert_array_equal(ids, again)  # seeded cells: deterministic
+    # one probed cell of many tiny cells cannot hold k+1 points for every row: those rows are searched exactly
+    # (10 cells of ~40 points, 61 results asked for): those rows are searched exactly, so they equal exact search
+    small, small_sims = knn(x[:400], 60, backend="faiss_ivf", nlist=10, nprobe=1)
+    ref, _ = knn(x[:400], 60, backend="faiss")
+    assert (small >= 0).all() and not (small == np.arange(400)[:, None]).any() and np.isfinite(small_sims).all()
+    assert [set(r) for r in small.tolist()] == [set(r) for r in ref.tolist()]

@@ -157,6 +157,38 @@ def load_folder(*, path: str | None = None, **_) -> Dataset:
     )
 
 
+def load_imagefolder(*, path: str | None = None, test_fraction: float = 0.2, split_seed: int = 0, **_) -> Dataset:
+    """Class sub-folders (torchvision's ImageFolder layout), streamed. With ``train/`` and ``val/`` inside (the
+    ImageNet layout) those are the splits; otherwise a seeded, label-blind split by ``test_fraction``. The class
+    folders give labels used only to evaluate the coreset and for diagnostics, never to choose it."""
+    from elfs.data.folder import scan_class_folders
+
+    if not path:
+        raise DataError("dataset=imagefolder needs dataset.path=/path/to/root (with <class>/<image> inside)")
+    root = Path(path).expanduser()
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train, y_tr, classes, skipped = scan_class_folders(root / "train")
+        test, y_te, test_classes, _ = scan_class_folders(root / "val")
+        missing = sorted(set(test_classes) - set(classes))
+        if missing:
+            raise DataError(f"dataset.path={path!r}: val/ has classes that train/ lacks: {missing[:5]}")
+        y_te = np.asarray([classes.index(test_classes[k]) for k in y_te.tolist()], dtype=np.int64)
+    else:
+        images, labels, classes, skipped = scan_class_folders(root)
+        if not 0.0 < test_fraction < 1.0:
+            raise DataError(f"dataset.test_fraction={test_fraction} must be in (0, 1)")
+        order = np.random.default_rng(split_seed).permutation(len(images))
+        n_test = int(round(test_fraction * len(images)))
+        te, tr = np.sort(order[:n_test]), np.sort(order[n_test:])
+        train, y_tr, test, y_te = images.subset(tr), labels[tr], images.subset(te), labels[te]
+    if np.unique(y_tr).size < 2:
+        raise DataError(f"dataset.path={path!r}: the training images come from a single class folder; need 2+")
+    truth = GroundTruth(train=y_tr, test=y_te, num_classes=len(classes))
+    notes = {"source": str(root.resolve()), "skipped": skipped, "classes": classes}
+    return Dataset(name=root.resolve().name or "imagefolder", train=train, test=test, truth=truth, hflip=True,
+                   crop_padding=4, notes=notes)
+
+
 def _torchvision(cls_name: str, name: str, *, root: str, download: bool, hflip: bool, crop_padding: int) -> Dataset:
     import torchvision.datasets as tvd
 
@@ -197,6 +229,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits8,
     "npz": load_npz,
     "folder": load_folder,
+    "imagefolder": load_imagefolder,
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,
     "stl10": load_stl10,

@@ -85,7 +85,7 @@ class UnlabelledData:
 
     name: str
     train: Any
-    test: ImageSet | None
+    test: Any  # ImageSet | FolderImages | None
     num_classes: int | None
     hflip: bool
     crop_padding: int
@@ -103,7 +103,7 @@ class Dataset:
 
     name: str
     train: Any  # ImageSet | FolderImages
-    test: ImageSet | None
+    test: Any  # ImageSet | FolderImages | None
     truth: GroundTruth | None
     hflip: bool = True
     crop_padding: int = 4

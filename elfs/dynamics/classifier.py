@@ -4,6 +4,11 @@ Recipe of method.md §5/§7: SGD (momentum, optional Nesterov, weight decay) wit
 from `lr` to `min_lr`, reflect-padded random crop + horizontal flip, cross-entropy. Batches are
 (inputs, targets, dataset indices) so an optional `TrainingDynamicsRecorder` can file each example's
 train-mode logits under its dataset index.
+
+Inputs are in-memory arrays (uint8 images or float embeddings) or a *streamed* image source: any object with
+``__len__`` and ``load_rgb(i, size) -> size x size x 3 uint8`` (e.g. :class:`elfs.data.folder.FolderImages`).
+A streamed source is decoded at ``cfg.image_size`` one image per item in the DataLoader workers, so memory holds
+O(batch) pixels; the batches it yields are the same uint8 tensors the in-memory path yields.
 """
 
 from __future__ import annotations
@@ -175,6 +180,49 @@ class ClassifierModule(L.LightningModule):
 
 
 # -------------------------------------------------------------------- data helpers
+def is_streamed(inputs: Any) -> bool:
+    """True for a streamed image source (``__len__`` and ``load_rgb(i, size)``), False for arrays / tensors."""
+    return not isinstance(inputs, (np.ndarray, torch.Tensor)) and callable(getattr(inputs, "load_rgb", None))
+
+
+def decode_chw(source: Any, i: int, size: int) -> torch.Tensor:
+    """Image ``i`` of a streamed source decoded at ``size`` as a C x size x size uint8 tensor (C = 3, or 1 for a
+    source that returns H x W)."""
+    img = np.asarray(source.load_rgb(int(i), int(size)))
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[:2] != (size, size):
+        raise ValueError(
+            f"load_rgb({i}, {size}) must return a {size} x {size} x C uint8 array, got {img.dtype} {img.shape}"
+        )
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()
+
+
+def streamed_image_size(cfg: ClassifierTrainingConfig, source: Any) -> int:
+    """The size a streamed source is decoded at: ``cfg.image_size``, required (there is no natural size)."""
+    size = getattr(cfg, "image_size", None)
+    if size is None:
+        raise ValueError(
+            f"a streamed image source ({type(source).__name__}) needs the decode size: set image_size in the "
+            f"training config (e.g. 224 for {cfg.model!r} on ImageNet)"
+        )
+    return int(size)
+
+
+class _StreamedImageDataset(Dataset):
+    """(uint8 C x H x W image, target, dataset index) decoded on access from a streamed source: it holds the
+    source (a list of files), the targets and the indices, never pixels of the whole set."""
+
+    def __init__(self, source: Any, size: int, y: torch.Tensor, idx: torch.Tensor) -> None:
+        self.source, self.size, self.y, self.idx = source, int(size), y, idx
+
+    def __len__(self) -> int:
+        return int(self.idx.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return decode_chw(self.source, int(self.idx[i]), self.size), self.y[i], self.idx[i]
+
+
 class _IndexedTensorDataset(Dataset):
     """(input, target, dataset index) triples; `__getitems__` gathers a whole batch with one indexing op."""
 
@@ -253,41 +301,66 @@ def to_model_inputs(inputs: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, st
 @torch.no_grad()
 def evaluate_accuracy(
     module: ClassifierModule,
-    inputs: np.ndarray | torch.Tensor,
+    inputs: np.ndarray | torch.Tensor | Any,
     labels: np.ndarray | torch.Tensor,
     batch_size: int = 512,
     device: torch.device | str | None = None,
+    *,
+    indices: np.ndarray | None = None,
+    num_workers: int = 0,
 ) -> float:
-    """Top-1 accuracy of `module` in eval mode (no augmentation) on `inputs` (same layout as for training)."""
-    x, _ = to_model_inputs(inputs)
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    """Top-1 accuracy of `module` in eval mode (no augmentation) on `inputs` (same layout as for training, or a
+    streamed source, decoded at ``module.cfg.image_size`` in `num_workers` DataLoader workers).
+
+    With `indices`, only ``inputs[indices]`` against ``labels[indices]`` (labels then cover all of `inputs`)."""
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if x.shape[0] == 0:
+    if int(num_workers) < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    streamed = is_streamed(inputs)
+    n_all = len(inputs) if streamed else int(inputs.shape[0])
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    if y.ndim != 1 or y.shape[0] != n_all:
+        raise ValueError(f"labels must have shape ({n_all},), got {tuple(y.shape)}")
+    idx = None if indices is None else torch.as_tensor(np.asarray(indices), dtype=torch.int64)
+    if idx is not None:
+        if idx.ndim != 1 or (idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n_all)):
+            raise ValueError(f"indices must be a 1-D array of positions in [0, {n_all})")
+        y = y[idx]
+    if y.numel() == 0:
         raise ValueError("cannot evaluate on an empty set")
+    if streamed:
+        idx = torch.arange(n_all) if idx is None else idx
+        dataset = _StreamedImageDataset(inputs, streamed_image_size(module.cfg, inputs), y, idx)
+        loader: Any = DataLoader(dataset, batch_size=int(batch_size), shuffle=False, num_workers=int(num_workers))
+    else:  # index first: only the evaluated rows are converted
+        x, _ = to_model_inputs(inputs if idx is None else inputs[idx.numpy()])
+        bs = int(batch_size)
+        loader = ((x[s : s + bs], y[s : s + bs]) for s in range(0, x.shape[0], bs))
     orig_device = next(module.parameters()).device
     dev = torch.device(device) if device is not None else orig_device
     was_training = module.training
     module.to(dev).eval()
     correct = 0
     try:
-        for s in range(0, x.shape[0], int(batch_size)):
-            xb = x[s : s + int(batch_size)].to(dev, non_blocking=True)
-            pred = module(xb).argmax(dim=1).cpu()
-            correct += int((pred == y[s : s + int(batch_size)]).sum())
+        for batch in loader:
+            xb, yb = batch[0], batch[1]
+            pred = module(xb.to(dev, non_blocking=True)).argmax(dim=1).cpu()
+            correct += int((pred == yb).sum())
     finally:
         module.train(was_training)
         module.to(orig_device)
-    return correct / x.shape[0]
+    return correct / int(y.numel())
 
 
 class _PeriodicEval(L.Callback):
     """Evaluates test accuracy every `every` optimizer steps during training (a secondary, best-of-run number)."""
 
-    def __init__(self, inputs: np.ndarray, labels: np.ndarray, every: int, batch_size: int = 512) -> None:
+    def __init__(
+        self, inputs: Any, labels: np.ndarray, every: int, batch_size: int = 512, num_workers: int = 0
+    ) -> None:
         self.inputs, self.labels, self.every, self.batch_size = inputs, labels, int(every), batch_size
+        self.num_workers = int(num_workers)
         self.history: list[tuple[int, float]] = []
 
     def on_train_batch_end(
@@ -295,7 +368,7 @@ class _PeriodicEval(L.Callback):
     ) -> None:
         step = trainer.global_step
         if step > 0 and step % self.every == 0 and (not self.history or self.history[-1][0] != step):
-            acc = evaluate_accuracy(pl_module, self.inputs, self.labels, self.batch_size)
+            acc = evaluate_accuracy(pl_module, self.inputs, self.labels, self.batch_size, num_workers=self.num_workers)
             self.history.append((step, acc))
             if trainer.logger is not None:
                 trainer.logger.log_metrics({"test/acc": acc}, step=step)
@@ -320,7 +393,7 @@ def _check_positive_int(name: str, value: Any) -> int:
 
 
 def train_classifier(
-    inputs: np.ndarray,
+    inputs: np.ndarray | Any,
     labels: np.ndarray,
     indices: np.ndarray,
     cfg: ClassifierTrainingConfig,
@@ -337,13 +410,18 @@ def train_classifier(
     trainer_kwargs: dict | None = None,
     logger: Any = None,
     num_workers: int = 0,
-    test_inputs: np.ndarray | None = None,
+    test_inputs: np.ndarray | Any | None = None,
     test_labels: np.ndarray | None = None,
     test_every: int = 0,
     checkpoint_dir: str | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` (network and SGD settings: ``cfg``, read whole) on `inputs[indices]` with
     `labels[indices]` for exactly `steps` iterations or `epochs`.
+
+    `inputs` (and `test_inputs`) are uint8 images N x H x W x C, float embeddings N x D, or a streamed image
+    source (``__len__`` + ``load_rgb(i, size)``), decoded at ``cfg.image_size`` in `num_workers` DataLoader
+    workers, one image per item, in the same order and to the same batches as the in-memory path would give.
+    For arrays, ``cfg.image_size`` must be None or their own size (they are not resized).
 
     `crop_padding`, `hflip`, `mean` and `std` describe the images (the dataset's augmentation and channel
     statistics). With `record=True` (``cfg`` is then a DynamicsConfig) the returned scores are the recorder's,
@@ -370,10 +448,22 @@ def train_classifier(
         raise ValueError(f"unknown model {model!r}; valid names: {sorted(MODEL_INPUTS)}")
     if int(num_workers) < 0 or int(test_every) < 0:
         raise ValueError(f"num_workers and test_every must be >= 0, got {num_workers} and {test_every}")
-    x_all, kind = to_model_inputs(inputs)
+    streamed = is_streamed(inputs)
+    if streamed:
+        x_all, kind, n = None, "images", len(inputs)
+        size = streamed_image_size(cfg, inputs)
+    else:
+        x_all, kind = to_model_inputs(inputs)
+        n = x_all.shape[0]
     if MODEL_INPUTS[model] != kind:
-        raise ValueError(f"model {model!r} takes {MODEL_INPUTS[model]}, but inputs are {kind} (shape {inputs.shape})")
-    n = x_all.shape[0]
+        shape = "streamed" if streamed else f"shape {tuple(inputs.shape)}"
+        raise ValueError(f"model {model!r} takes {MODEL_INPUTS[model]}, but inputs are {kind} ({shape})")
+    if not streamed and kind == "images" and cfg.image_size is not None:
+        if tuple(x_all.shape[2:]) != (cfg.image_size, cfg.image_size):
+            raise ValueError(
+                f"image_size={cfg.image_size}, but the in-memory images are {x_all.shape[2]}x{x_all.shape[3]}; "
+                f"arrays train at their own size (image_size=None), only streamed sources are decoded to a size"
+            )
     labels = np.asarray(labels)
     if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be an integer array of shape ({n},), got {labels.dtype} {labels.shape}")
@@ -395,12 +485,15 @@ def train_classifier(
     if test_every > 0 and test_inputs is None:
         raise ValueError(f"test_every={test_every} needs test_inputs and test_labels")
     if test_inputs is not None:
-        _, test_kind = to_model_inputs(test_inputs[:1])
+        test_kind = "images" if is_streamed(test_inputs) else to_model_inputs(test_inputs[:1])[1]
         if test_kind != kind:
             raise ValueError(f"test inputs are {test_kind} but training inputs are {kind}")
 
     L.seed_everything(int(seed), workers=True, verbose=False)
-    in_channels = int(x_all.shape[1]) if kind == "images" else 3
+    if streamed:  # one image decoded here: the channel count, and a clear error before any worker starts
+        in_channels = int(decode_chw(inputs, int(indices[0]), size).shape[0])
+    else:
+        in_channels = int(x_all.shape[1]) if kind == "images" else 3
     in_dim = int(x_all.shape[1]) if kind == "embeddings" else None
     module = ClassifierModule(
         cfg,
@@ -416,7 +509,11 @@ def train_classifier(
         record_num_examples=n if record else None,
     )
     idx_t = torch.from_numpy(indices.astype(np.int64))
-    dataset = _IndexedTensorDataset(x_all[idx_t], torch.from_numpy(sub_labels.astype(np.int64)), idx_t)
+    y_t = torch.from_numpy(sub_labels.astype(np.int64))
+    if streamed:  # decoded per item in the workers; default_collate stacks the batch
+        dataset: Dataset = _StreamedImageDataset(inputs, size, y_t, idx_t)
+    else:  # gathered per batch by `__getitems__`
+        dataset = _IndexedTensorDataset(x_all[idx_t], y_t, idx_t)
     loader = DataLoader(
         dataset,
         batch_size=cfg.batch_size,
@@ -429,7 +526,7 @@ def train_classifier(
     callbacks: list[L.Callback] = []
     periodic = None
     if test_every > 0:
-        periodic = _PeriodicEval(test_inputs, test_labels, test_every)
+        periodic = _PeriodicEval(test_inputs, test_labels, test_every, num_workers=int(num_workers))
         callbacks.append(periodic)
     kwargs: dict[str, Any] = dict(
         accelerator="auto",
@@ -457,7 +554,7 @@ def train_classifier(
     module.to(trainer.strategy.root_device)  # Lightning's teardown moved it to the CPU; later evaluations run here
     final_acc = best_acc = None
     if test_inputs is not None:
-        final_acc = evaluate_accuracy(module, test_inputs, test_labels)
+        final_acc = evaluate_accuracy(module, test_inputs, test_labels, num_workers=int(num_workers))
         if periodic is not None:
             best_acc = max([a for _, a in periodic.history] + [final_acc])
     history = list(periodic.history) if periodic is not None else []
