@@ -377,7 +377,7 @@ def plot_cluster_coverage(
     ax.set_xlim(-0.6, num_clusters - 0.4)
     ax.set_xlabel("pseudo-label cluster")
     ax.set_ylabel("share of images (%)")
-    ax.set_title("cluster coverage: a marker below its bar = cluster under-represented in the coreset")
+    ax.set_title("cluster coverage\n(a marker below its bar = cluster under-represented in the coreset)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     fig.tight_layout()
