@@ -330,6 +330,7 @@ class ElfsConfig:
     seed: int = 0
     name: str = "elfs"
     progress: bool = True
+    progress_every_s: float = 10.0  # without a terminal (a SLURM log): one plain progress line at most this often
 
     def validate(self) -> None:
         """Every group's own range checks, then the checks that span groups."""
@@ -338,6 +339,7 @@ class ElfsConfig:
             if dataclasses.is_dataclass(node):
                 node.validate(f.name)
         _int_at_least("seed", self.seed, 0)
+        _number_in("progress_every_s", self.progress_every_s, 0.0, math.inf)
         if self.cluster.knn_k > self.knn.k:
             raise ConfigError(f"cluster.knn_k={self.cluster.knn_k} exceeds knn.k={self.knn.k}; it must be <= knn.k")
 

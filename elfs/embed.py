@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from elfs.backbones import BackboneSpec, build_backbone, get_spec
+from elfs.progress import progress_bar
 
 __all__ = ["embed_folder", "embed_images", "preprocess", "resolve_device"]
 
@@ -90,6 +90,7 @@ def embed_images(
     device: str = "auto",
     pretrained: bool = True,
     progress: bool = True,
+    progress_every_s: float = 10.0,
 ) -> np.ndarray:
     """Embed uint8 images with a frozen backbone; returns float32 ``[N, dim]`` features (fp32, eval, no grad)."""
     if not isinstance(images, np.ndarray):
@@ -107,7 +108,8 @@ def embed_images(
     model = model.to(device=dev, dtype=torch.float32).eval()
     n = images.shape[0]
     out = np.empty((n, spec.dim), dtype=np.float32)
-    with torch.no_grad(), tqdm(total=n, desc=f"embed[{backbone}]", unit="img", disable=not progress) as bar:
+    bar = progress_bar(n, f"embed[{backbone}]", unit="img", enabled=progress, every_s=progress_every_s)
+    with torch.no_grad(), bar:
         for start in range(0, n, batch_size):
             feats = model(preprocess(images[start : start + batch_size], spec, size, device=dev))
             if feats.ndim != 2 or feats.shape[1] != spec.dim:
@@ -155,6 +157,7 @@ def embed_folder(
     pretrained: bool = True,
     num_workers: int = 2,
     progress: bool = True,
+    progress_every_s: float = 10.0,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """Embed a streamed :class:`~elfs.data.folder.FolderImages`: files are decoded, resized (shorter side, then a
     centre crop) in ``num_workers`` DataLoader workers and embedded batch by batch, so memory holds one batch of
@@ -179,7 +182,8 @@ def embed_folder(
     out = np.empty((len(folder), spec.dim), dtype=np.float32)  # filled in order; decodable rows packed first
     valid = np.empty(len(folder), dtype=np.int64)
     m, failed = 0, []
-    with torch.no_grad(), tqdm(total=len(folder), desc=f"embed[{backbone}]", unit="img", disable=not progress) as bar:
+    bar = progress_bar(len(folder), f"embed[{backbone}]", unit="img", enabled=progress, every_s=progress_every_s)
+    with torch.no_grad(), bar:
         for idx, x, bad in loader:
             failed.extend(bad)
             if x is not None:

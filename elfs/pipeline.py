@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,9 +53,16 @@ class Context:
     loggers: Any  # elfs.logging.RunLoggers
     timings: dict[str, float] = field(default_factory=dict)
 
-    def trainer_kwargs(self, *, progress: bool) -> dict[str, Any]:
+    def trainer_kwargs(self, *, progress: bool, stage: str | None = None) -> dict[str, Any]:
+        """Trainer settings; a long stage (``progress``) shows Lightning's bar on a terminal and, writing to a log
+        file, one plain line per epoch at most every ``progress_every_s`` seconds (elfs/progress.py)."""
+        from elfs.progress import EpochProgress, is_terminal
+
         t = self.cfg.trainer
+        show = bool(progress and self.cfg.progress)
+        callbacks = [EpochProgress(stage, self.cfg.progress_every_s)] if show and stage and not is_terminal() else []
         return {
+            "callbacks": callbacks,
             "accelerator": t.accelerator,
             "devices": t.devices,
             "strategy": t.strategy,
@@ -65,9 +71,7 @@ class Context:
             "deterministic": t.deterministic,
             "log_every_n_steps": 10,
             # Lightning's bar redraws per step: only on a terminal, never into a log file
-            "enable_progress_bar": bool(
-                progress and t.enable_progress_bar and self.cfg.progress and sys.stderr.isatty()
-            ),
+            "enable_progress_bar": bool(show and t.enable_progress_bar and is_terminal()),
         }
 
     def timed(self, stage: str, art: Artifact) -> Artifact:
@@ -116,6 +120,7 @@ def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData) -> Artifact
     if ds.test is not None:
         inputs["test"] = ds.test.fingerprint()
     kw = dict(
+        progress_every_s=ctx.cfg.progress_every_s,
         image_size=b.image_size,
         batch_size=b.batch_size,
         device=b.device,
@@ -195,7 +200,7 @@ def stage_cluster(ctx: Context, c: ClusterConfig, emb: Artifact, nn: Artifact, n
                 num_clusters,
                 c,
                 seed=ctx.cfg.seed,
-                trainer_kwargs=ctx.trainer_kwargs(progress=True),
+                trainer_kwargs=ctx.trainer_kwargs(progress=True, stage="cluster"),
                 logger=ctx.loggers.for_stage("cluster"),
             )
             arrays.update(
@@ -268,7 +273,7 @@ def stage_dynamics(ctx: Context, d: DynamicsConfig, ds: UnlabelledData, emb: Art
             d,
             num_classes=int(clus.meta["num_clusters"]),
             seed=ctx.cfg.seed,
-            trainer_kwargs=ctx.trainer_kwargs(progress=True),
+            trainer_kwargs=ctx.trainer_kwargs(progress=True, stage="dynamics"),
             logger=ctx.loggers.for_stage("dynamics"),
             num_workers=ctx.cfg.trainer.num_workers,
             checkpoint_dir=str(work),
@@ -491,8 +496,7 @@ def prepare_data(cfg: ElfsConfig) -> tuple[Dataset, int, float]:
 
 def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]:
     """Run every stage on the loaded, checked data; return the results dict that report.py writes and prints."""
-    from tqdm.auto import tqdm
-
+    from elfs.progress import progress_bar
     from elfs.select import METHODS_USING_BETA
 
     cfg = ctx.cfg
@@ -550,9 +554,15 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
             continue
         for method in methods:
             accs, bests = [], []
-            for seed in tqdm(
-                list(e.seeds), desc=f"evaluate {method} @ {budget:g}", disable=not cfg.progress, leave=False
-            ):
+            bar = progress_bar(
+                len(e.seeds),
+                f"evaluate {method} @ {budget:g}",
+                unit="run",
+                enabled=cfg.progress,
+                every_s=cfg.progress_every_s,
+                leave=False,
+            )
+            for seed in e.seeds:
                 kept = select_coreset(
                     ctx, s, method, dyn, n, budget, beta if method in METHODS_USING_BETA else 0.0, int(seed)
                 )
@@ -561,6 +571,8 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
                 accs.append(float(art["final_acc"]))
                 best = float(art["best_acc"])
                 bests.append(None if np.isnan(best) else best)  # None, not NaN: results.json stays strict JSON
+                bar.update(1)
+            bar.close()
             row["methods"][method] = {
                 "final_acc": accs,
                 "acc_mean": float(np.mean(accs)),

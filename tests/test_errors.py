@@ -124,8 +124,8 @@ def test_new_hyperparameter_reaches_its_module_without_touching_the_pipeline(com
             Probe.seen.append(pl_module.cfg)
 
     class ProbeContext(Context):
-        def trainer_kwargs(self, *, progress: bool) -> dict:
-            return {**super().trainer_kwargs(progress=progress), "callbacks": [Probe()]}
+        def trainer_kwargs(self, **kw) -> dict:
+            return {**super().trainer_kwargs(**kw), "callbacks": [Probe()]}
 
     conf: ElfsConfig = to_typed(compose_cfg(["+experiment=digits_quick", "logger=none"]))
     cluster = ClusterWithDropout(**{**dataclasses.asdict(conf.cluster), "epochs": 1}, head_dropout=0.25)

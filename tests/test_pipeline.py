@@ -73,6 +73,9 @@ def test_cli_runs_pipeline_and_writes_report(tmp_path):
     p = _cli([*QUICK, f"hydra.run.dir={out}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=csv"], cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "pseudo-labels vs ground truth" in p.stdout and "double_end(aum)" in p.stdout and "random" in p.stdout
+    # no terminal here (as in a SLURM log): plain progress lines, no carriage-return bar redraws
+    assert "\r" not in p.stderr
+    assert "embed[efficientnet_lite0]: 1438/1438 (100%)" in p.stderr and "cluster: epoch 30/30" in p.stderr
     text = (out / "results.json").read_text()
     assert "NaN" not in text
     res = json.loads(text)

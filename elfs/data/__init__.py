@@ -4,6 +4,13 @@ from elfs.data.datasets import DATASETS, DatasetUnavailableError, check_dataset_
 from elfs.data.types import Dataset, GroundTruth, ImageSet, UnlabelledData
 
 __all__ = [
-    "DATASETS", "Dataset", "DatasetUnavailableError", "GroundTruth", "ImageSet",
-    "UnlabelledData", "check_dataset_name", "load_dataset", "to_nhwc",
+    "DATASETS",
+    "Dataset",
+    "DatasetUnavailableError",
+    "GroundTruth",
+    "ImageSet",
+    "UnlabelledData",
+    "check_dataset_name",
+    "load_dataset",
+    "to_nhwc",
 ]

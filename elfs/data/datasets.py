@@ -121,8 +121,15 @@ def load_npz(*, path: str | None = None, hflip: bool = True, crop_padding: int =
         with np.load(p, allow_pickle=False) as z:
             if "x_train" in z.files and "y_train" not in z.files:  # images only: a label-free run
                 x = to_nhwc(z["x_train"], f"{p.stem} x_train")
-                return Dataset(p.stem, ImageSet(x, f"{p.stem}/train"), None, None, hflip=hflip,
-                               crop_padding=crop_padding, notes={"source": str(p.resolve())})
+                return Dataset(
+                    p.stem,
+                    ImageSet(x, f"{p.stem}/train"),
+                    None,
+                    None,
+                    hflip=hflip,
+                    crop_padding=crop_padding,
+                    notes={"source": str(p.resolve())},
+                )
             missing = [k for k in NPZ_KEYS if k not in z.files]
             if missing:
                 raise DataError(f"{p} lacks the keys {missing}; it has {sorted(z.files)} and needs {list(NPZ_KEYS)}")
@@ -132,8 +139,14 @@ def load_npz(*, path: str | None = None, hflip: bool = True, crop_padding: int =
             raise
         raise DataError(f"dataset.path={path!r} is not a readable .npz file ({type(e).__name__}: {e})") from None
     return _assemble(
-        p.stem, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
-        hflip=hflip, crop_padding=crop_padding, notes={"source": str(p.resolve())},
+        p.stem,
+        arrays["x_train"],
+        arrays["y_train"],
+        arrays["x_test"],
+        arrays["y_test"],
+        hflip=hflip,
+        crop_padding=crop_padding,
+        notes={"source": str(p.resolve())},
     )
 
 
@@ -185,8 +198,15 @@ def load_imagefolder(*, path: str | None = None, test_fraction: float = 0.2, spl
         raise DataError(f"dataset.path={path!r}: the training images come from a single class folder; need 2+")
     truth = GroundTruth(train=y_tr, test=y_te, num_classes=len(classes))
     notes = {"source": str(root.resolve()), "skipped": skipped, "classes": classes}
-    return Dataset(name=root.resolve().name or "imagefolder", train=train, test=test, truth=truth, hflip=True,
-                   crop_padding=4, notes=notes)
+    return Dataset(
+        name=root.resolve().name or "imagefolder",
+        train=train,
+        test=test,
+        truth=truth,
+        hflip=True,
+        crop_padding=4,
+        notes=notes,
+    )
 
 
 def _torchvision(cls_name: str, name: str, *, root: str, download: bool, hflip: bool, crop_padding: int) -> Dataset:
@@ -205,8 +225,16 @@ def _torchvision(cls_name: str, name: str, *, root: str, download: bool, hflip: 
     x_tr, x_te = np.asarray(tr.data), np.asarray(te.data)
     y_tr = np.asarray(getattr(tr, "targets", getattr(tr, "labels", None)))
     y_te = np.asarray(getattr(te, "targets", getattr(te, "labels", None)))
-    return _assemble(name, x_tr, y_tr, x_te, y_te, hflip=hflip, crop_padding=crop_padding,
-                     notes={"source": f"torchvision.datasets.{cls_name} at {root}"})
+    return _assemble(
+        name,
+        x_tr,
+        y_tr,
+        x_te,
+        y_te,
+        hflip=hflip,
+        crop_padding=crop_padding,
+        notes={"source": f"torchvision.datasets.{cls_name} at {root}"},
+    )
 
 
 def load_cifar10(*, root: str = "data", download: bool = False, **_) -> Dataset:

@@ -68,8 +68,9 @@ class FolderImages:
     def subset(self, index: np.ndarray) -> FolderImages:
         """The images at ``index`` (e.g. the decodable ones), in that order."""
         index = np.asarray(index, dtype=np.int64)
-        return FolderImages(self.root, tuple(self.paths[i] for i in index.tolist()), self.sizes[index],
-                            self.mtimes[index], self.name)
+        return FolderImages(
+            self.root, tuple(self.paths[i] for i in index.tolist()), self.sizes[index], self.mtimes[index], self.name
+        )
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """ImageNet statistics: a streamed set is never read whole just to normalise a proxy's inputs."""
@@ -136,8 +137,10 @@ def scan_folder(path: str | os.PathLike, name: str = "folder") -> tuple[FolderIm
             entries.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
         entries.sort(key=lambda f: f.relative_to(root).as_posix())  # one canonical order: the relative path
         if not entries:
-            raise DataError(f"dataset.path={str(path)!r} is an empty folder; it must hold images "
-                            f"({', '.join(IMAGE_EXTENSIONS)}), in sub-folders or not")
+            raise DataError(
+                f"dataset.path={str(path)!r} is an empty folder; it must hold images "
+                f"({', '.join(IMAGE_EXTENSIONS)}), in sub-folders or not"
+            )
     paths, sizes, mtimes, skipped = [], [], [], []
     for f in entries:
         rel = f.relative_to(root).as_posix()
@@ -153,15 +156,18 @@ def scan_folder(path: str | os.PathLike, name: str = "folder") -> tuple[FolderIm
         sizes.append(st.st_size)
         mtimes.append(st.st_mtime_ns)
     if not paths:
-        raise DataError(f"dataset.path={str(path)!r} holds {len(entries)} file(s) but no image "
-                        f"({', '.join(IMAGE_EXTENSIONS)})")
-    images = FolderImages(root.resolve(), tuple(paths), np.asarray(sizes, dtype=np.int64),
-                          np.asarray(mtimes, dtype=np.int64), name)
+        raise DataError(
+            f"dataset.path={str(path)!r} holds {len(entries)} file(s) but no image ({', '.join(IMAGE_EXTENSIONS)})"
+        )
+    images = FolderImages(
+        root.resolve(), tuple(paths), np.asarray(sizes, dtype=np.int64), np.asarray(mtimes, dtype=np.int64), name
+    )
     return images, skipped
 
 
-def scan_class_folders(path: str | os.PathLike, name: str = "imagefolder"
-                       ) -> tuple[FolderImages, np.ndarray, list[str], list[tuple[str, str]]]:
+def scan_class_folders(
+    path: str | os.PathLike, name: str = "imagefolder"
+) -> tuple[FolderImages, np.ndarray, list[str], list[tuple[str, str]]]:
     """torchvision's ImageFolder layout: ``path/<class>/**/<image>``. Returns the images, their class indices
     (classes sorted by folder name), the class names, and the skipped files (non-images, files outside a class
     folder). The labels are for evaluation and diagnostics only; the label-free stages never see them."""
