@@ -1,6 +1,7 @@
 """Content-addressed artifact cache: every stage output lives under <root>/<stage>/<key>/.
 
-The key hashes the stage's own config, the keys (or fingerprints) of its inputs and a cache format version,
+The key hashes the stage's own config, the keys (or fingerprints) of its inputs, a cache format version and the
+version of the code (a hash of the package's source, elfs/version.py: older code's results are never reused),
 so a beta or budget sweep reuses embeddings, clusters and dynamics, while a backbone change invalidates
 everything downstream. Artifacts are written into a temporary folder and renamed into place, so a killed
 run leaves no half artifact; a corrupt or incomplete entry is detected by its checksum and recomputed.
@@ -85,12 +86,18 @@ class ArtifactCache:
 
     root: Path
     events: list[dict] = field(default_factory=list)
+    code: str | None = None  # the code version in every key; None = this package's (elfs.version.code_version)
 
     def __post_init__(self) -> None:
+        from elfs.version import code_version
+
         self.root = Path(self.root)
+        self.code = self.code or code_version()
 
     def key(self, stage: str, config: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
-        return stable_hash({"stage": stage, "format": CACHE_FORMAT, "config": dict(config), "inputs": dict(inputs)})
+        return stable_hash(
+            {"stage": stage, "format": CACHE_FORMAT, "code": self.code, "config": dict(config), "inputs": dict(inputs)}
+        )
 
     def entry(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -131,6 +138,7 @@ class ArtifactCache:
             "stage": stage,
             "key": key,
             "format": CACHE_FORMAT,
+            "code": self.code,
             "arrays": sorted(arrays),
             "shapes": {k: list(v.shape) for k, v in arrays.items()},
             "sha256": _file_sha256(tmp / ARRAYS),

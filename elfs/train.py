@@ -16,6 +16,7 @@ import os
 os.environ.setdefault("WANDB_MODE", "offline")  # before anything imports wandb: never reach for the network
 os.environ.setdefault("WANDB_SILENT", "true")
 
+import dataclasses  # noqa: E402
 import difflib  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
@@ -109,7 +110,12 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
         _discard_run_dir(run_dir)
         raise
     resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else None
-    loggers = RunLoggers(conf.logger, run_dir, config=resolved, run_name=run_dir.name)
+    from elfs.version import code_version, git_commit
+
+    # the resolved config in every run folder (Hydra writes .hydra/ only for its own runs, not for elfs-select)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved if resolved is not None else conf))
+    version = {"code_version": code_version(), "git_commit": git_commit()}
+    loggers = RunLoggers(conf.logger, run_dir, config={**(resolved or {}), **version}, run_name=run_dir.name)
     cache = ArtifactCache(Path(conf.paths.cache_dir))
     try:
         ctx = Context(cfg=conf, cache=cache, run_dir=run_dir, loggers=loggers, timings={"data": data_seconds})
@@ -117,6 +123,8 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
         results = run_pipeline(ctx, ds, num_clusters)
         results["run_dir"] = str(run_dir)
         results["config_overrides"] = list(_overrides())
+        results.update(version)
+        results["config"] = resolved if resolved is not None else dataclasses.asdict(conf)
         table, files = write_report(results, run_dir)
         loggers.log_results(results, files + [run_dir / "coresets.npz", run_dir / "scores.npz"])
         log.info("pipeline finished in %.1fs", time.perf_counter() - t0)

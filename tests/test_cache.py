@@ -28,6 +28,21 @@ def test_hit_after_miss_and_key_depends_on_config_and_inputs(tmp_path):
     assert cache.key("knn", {"b": 1}, {"data": "abc"}) != a.key
 
 
+def test_results_of_other_code_are_not_reused(tmp_path):
+    """The code version is part of every key: an entry computed by other code is a miss, not a silent reuse."""
+    from elfs.version import code_version
+
+    calls = []
+    ours = ArtifactCache(tmp_path)
+    assert ours.code == code_version() and len(code_version()) == 16
+    a = ours.run("embed", {"b": 1}, {"data": "abc"}, _compute(calls))
+    older = ArtifactCache(tmp_path, code="0123456789abcdef")
+    b = older.run("embed", {"b": 1}, {"data": "abc"}, _compute(calls))
+    assert len(calls) == 2 and not b.cached and a.key != b.key
+    assert a.meta["code"] == code_version() and b.meta["code"] == "0123456789abcdef"
+    assert ours.run("embed", {"b": 1}, {"data": "abc"}, _compute(calls)).cached and len(calls) == 2
+
+
 def test_stable_hash_ignores_dict_order():
     assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
     assert stable_hash({"a": 1}) != stable_hash({"a": 1.5})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -85,6 +86,10 @@ def test_cli_runs_pipeline_and_writes_report(tmp_path):
         for m in ("double_end", "random"):
             assert 0.0 <= r["methods"][m]["acc_mean"] <= 1.0
             assert r["methods"][m]["n_kept"] == round(r["budget"] * res["n_train"])
+    from elfs.version import code_version
+
+    assert res["code_version"] == code_version() and re.fullmatch(r"[0-9a-f]{40}(-dirty)?", res["git_commit"])
+    assert res["config"]["cluster"]["num_heads"] == 4 and (out / "config.yaml").is_file()
     assert (out / "accuracy_vs_pruning.png").stat().st_size > 1000
     assert (out / "beta_curves.png").exists() and (out / ".hydra" / "config.yaml").exists()
     assert any((out / "csv").rglob("metrics.csv"))
