@@ -36,7 +36,7 @@ def git_commit() -> str | None:
             timeout=10,
             check=True,
         ).stdout.strip()
-        if not (Path(root) / "elfs" / "__init__.py").is_file():  # some other repository around site-packages
+        if (Path(root).resolve() / "elfs") != PACKAGE_DIR:  # e.g. a wheel in a venv that sits inside a checkout
             return None
         commit = subprocess.run(
             ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
