@@ -59,3 +59,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def interrupt_at_epoch():
+    """A Lightning callback class that raises KeyboardInterrupt when epoch ``n`` starts (a simulated kill)."""
+    import lightning as L
+
+    class InterruptAtEpoch(L.Callback):
+        def __init__(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            if trainer.current_epoch == self.epoch:
+                raise KeyboardInterrupt("simulated kill")
+
+    return InterruptAtEpoch

@@ -293,16 +293,7 @@ def test_ddp_every_rank_records_every_example_once(tmp_path):
     np.testing.assert_array_equal(s["forgetting"], ref["forgetting"])
 
 
-class _InterruptAtEpoch(L.Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise KeyboardInterrupt("simulated kill")
-
-
-def test_resume_from_epoch_checkpoint_is_exact(digits, tmp_path):
+def test_resume_from_epoch_checkpoint_is_exact(digits, tmp_path, interrupt_at_epoch):
     """Interrupted after 3 of 6 epochs, then rerun with the same checkpoint_dir: scores equal an uninterrupted run."""
     x, y = digits[0], digits[1]
     cfg = _cfg(cls=DynamicsConfig, width=8, batch_size=64, el2n_epochs=2)
@@ -316,7 +307,7 @@ def test_resume_from_epoch_checkpoint_is_exact(digits, tmp_path):
             idx,
             cfg,
             checkpoint_dir=str(tmp_path),
-            trainer_kwargs=dict(enable_progress_bar=False, callbacks=[_InterruptAtEpoch(3)]),
+            trainer_kwargs=dict(enable_progress_bar=False, callbacks=[interrupt_at_epoch(3)]),
             **kw,
         )
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2

@@ -10,7 +10,14 @@ import pytest
 from PIL import Image
 
 from elfs.select import select
-from elfs.selection_report import MAX_ROWS, atomic_write, budget_cuts, contact_sheet_rows, write_selection_outputs
+from elfs.selection_report import (
+    MAX_ROWS,
+    PER_ROW,
+    atomic_write,
+    budget_cuts,
+    contact_sheet_rows,
+    write_selection_outputs,
+)
 
 N = 300
 C = 5
@@ -169,8 +176,15 @@ def test_contact_sheet_rows_capped_and_deterministic():
     assert [r[0] for r in rows_all] == list(range(MAX_ROWS))
     for cluster, pick, n_kept, total in rows_all:
         assert n_kept == total == np.sum(pl == cluster)
-        assert 1 <= pick.size <= 8 and np.all(pl[pick] == cluster)
+        assert pick.size == min(PER_ROW, total) and np.all(pl[pick] == cluster)
         assert np.all(np.diff(h[pick]) > 0)  # easy -> hard
+    # clusters larger than a row: PER_ROW picks spread from the cluster's easiest to its hardest kept image
+    big_pl = np.arange(n) % 3
+    for cluster, pick, n_kept, _ in contact_sheet_rows(big_pl, h, np.arange(n, dtype=np.int64), 3)[0]:
+        members = np.flatnonzero(big_pl == cluster)
+        assert pick.size == PER_ROW and n_kept == members.size and np.all(big_pl[pick] == cluster)
+        assert h[pick[0]] == h[members].min() and h[pick[-1]] == h[members].max()
+        assert np.all(np.diff(h[pick]) > 0)
     rows_again, _ = contact_sheet_rows(pl, h, np.arange(n, dtype=np.int64), c)
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(rows_all, rows_again, strict=True))
 

@@ -153,16 +153,7 @@ def test_streamed_evaluation_equals_in_memory(source, decoded):
     assert evaluate_accuracy(r.module, src, y) == evaluate_accuracy(r.module, decoded, y)
 
 
-class _InterruptAtEpoch(L.Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise KeyboardInterrupt("simulated kill")
-
-
-def test_streamed_resume_from_epoch_checkpoint_is_exact(source, tmp_path):
+def test_streamed_resume_from_epoch_checkpoint_is_exact(source, tmp_path, interrupt_at_epoch):
     src, y = source
     idx = np.arange(120)
     kw = dict(num_classes=10, seed=5, record=True, epochs=4, **_image_kwargs(src))
@@ -170,7 +161,7 @@ def test_streamed_resume_from_epoch_checkpoint_is_exact(source, tmp_path):
     ref = train_classifier(src, y, idx, cfg, **kw).scores
     with pytest.raises(SystemExit):  # Lightning turns the KeyboardInterrupt into sys.exit(1)
         train_classifier(
-            src, y, idx, cfg, checkpoint_dir=str(tmp_path), trainer_kwargs={"callbacks": [_InterruptAtEpoch(2)]}, **kw
+            src, y, idx, cfg, checkpoint_dir=str(tmp_path), trainer_kwargs={"callbacks": [interrupt_at_epoch(2)]}, **kw
         )
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 1
     resumed = train_classifier(src, y, idx, cfg, checkpoint_dir=str(tmp_path), **kw).scores
