@@ -71,6 +71,11 @@ def _quote(p: Path) -> str:
     return "'" + str(p).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _default_out() -> Path:
+    """outputs/select/<date>_<time> under the current directory."""
+    return Path("outputs") / "select" / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
 def compose_selection(
     images, *, budget: float | Sequence[float], num_clusters: int, out: Path, overrides: Sequence[str] = ()
 ) -> object:
@@ -116,7 +121,7 @@ def select_images(
     """
     from elfs.train import run
 
-    out = Path(out) if out is not None else Path("outputs") / "select" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out = Path(out) if out is not None else _default_out()
     cfg = compose_selection(
         images,
         budget=budget,
@@ -170,7 +175,7 @@ def cli(argv: Sequence[str] | None = None) -> None:
     def go() -> None:
         from elfs.train import run
 
-        out = Path(args.out) if args.out else Path("outputs") / "select" / time.strftime("%Y-%m-%d_%H-%M-%S")
+        out = Path(args.out) if args.out else _default_out()
         cfg = compose_selection(
             args.images, budget=args.budget, num_clusters=args.clusters, out=out.resolve(), overrides=args.overrides
         )

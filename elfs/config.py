@@ -380,6 +380,16 @@ def _unknown_keys(cfg: DictConfig, schema: type) -> list[tuple[str, list[str]]]:
     return out
 
 
+def unknown_key_message(key: str, valid: list[str]) -> str:
+    """'<key> is not a known setting (did you mean ...?); valid keys in <group>: ...' for a dotted key."""
+    hint = difflib.get_close_matches(key.rsplit(".", 1)[-1], valid, n=1)
+    where = key.rsplit(".", 1)[0] if "." in key else "the top level"
+    return (
+        f"{key} is not a known setting{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
+        f"valid keys in {where}: {', '.join(valid)}"
+    )
+
+
 def to_typed(cfg: DictConfig | ElfsConfig, schema: type = ElfsConfig) -> ElfsConfig:
     """The composed config as dataclasses, after refusing keys the schema does not know, wherever they came from
     (a `+key=value` override, an experiment file, a local file), with a did-you-mean hint."""
@@ -387,14 +397,7 @@ def to_typed(cfg: DictConfig | ElfsConfig, schema: type = ElfsConfig) -> ElfsCon
         return cfg
     unknown = _unknown_keys(cfg, schema)
     if unknown:
-        key, valid = unknown[0]
-        leaf = key.rsplit(".", 1)[-1]
-        hint = difflib.get_close_matches(leaf, valid, n=1)
-        where = key.rsplit(".", 1)[0] if "." in key else "the top level"
-        raise ConfigError(
-            f"{key} is not a known setting{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
-            f"valid keys in {where}: {', '.join(valid)}"
-        )
+        raise ConfigError(unknown_key_message(*unknown[0]))
     typed = OmegaConf.to_object(cfg)
     if not isinstance(typed, schema):  # a plain dict: the schema was not part of the composition
         raise ConfigError(f"the config is not typed by {schema.__name__}; compose it from conf/config.yaml")

@@ -32,7 +32,7 @@ from elfs.config import (
     KnnConfig,
     SelectionConfig,
 )
-from elfs.data import Dataset, UnlabelledData, load_dataset
+from elfs.data import Dataset, UnlabelledData, is_streamed, load_dataset
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,7 @@ def load_data(d: DatasetConfig) -> Dataset:
         from elfs.data import GroundTruth, ImageSet
 
         n = int(d.max_train)
-        train = (
-            ds.train.subset(np.arange(n))
-            if hasattr(ds.train, "subset")
-            else ImageSet(ds.train.images[:n], ds.train.name)
-        )
+        train = ds.train.subset(np.arange(n)) if is_streamed(ds.train) else ImageSet(ds.train.images[:n], ds.train.name)
         truth = None if ds.truth is None else GroundTruth(ds.truth.train[:n], ds.truth.test, ds.truth.num_classes)
         ds = dataclasses.replace(ds, train=train, truth=truth)
     if d.hflip is not None:
@@ -135,7 +131,7 @@ def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData) -> Artifact
             extra = {"failed": [[ds.train.paths[i], why] for i, why in failed]}
         else:
             arrays, extra = {"train": embed_images(ds.train.images, b.name, **kw)}, {}
-        if ds.test is not None and hasattr(ds.test, "paths"):  # a streamed test split (imagefolder)
+        if ds.test is not None and is_streamed(ds.test):  # a streamed test split (imagefolder)
             test, test_valid, failed = embed_folder(ds.test, b.name, num_workers=ctx.cfg.dataset.num_workers, **kw)
             arrays.update(test=test, test_valid=test_valid)
             extra["failed"] = extra.get("failed", []) + [[f"(test) {ds.test.paths[i]}", why] for i, why in failed]
@@ -228,7 +224,7 @@ def _model_inputs(model: str, ds: Dataset | UnlabelledData, emb: Artifact, split
     if MODEL_INPUTS[model] == "embeddings":
         return emb[split]
     images = ds.train if split == "train" else ds.test
-    if hasattr(images, "load_rgb"):  # streamed: never read whole
+    if is_streamed(images):  # never read whole
         return images
     return images.images
 
@@ -441,7 +437,7 @@ def write_answer(
     from elfs.selection_report import write_selection_outputs
 
     score = ctx.cfg.selection.score
-    if hasattr(ds.train, "paths"):
+    if is_streamed(ds.train):
         ids = list(ds.train.paths)
 
         def load(i: int) -> np.ndarray:

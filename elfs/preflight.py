@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from elfs.config import ElfsConfig, check_choice
+from elfs.data.types import is_streamed
 from elfs.errors import ConfigError, DataError
 
 
@@ -87,6 +88,7 @@ def check_data(conf: ElfsConfig, ds) -> int:
     ``ds`` is an elfs.data.Dataset (ground truth, when there is any, is read here only to count the classes).
     """
     from elfs.models import MODEL_INPUTS
+    from elfs.select import METHODS_USING_BETA
 
     n = len(ds.train)
     if n < 10:
@@ -103,7 +105,7 @@ def check_data(conf: ElfsConfig, ds) -> int:
         for key, t in (("dynamics", conf.dynamics), ("evaluate", conf.evaluate))
         if MODEL_INPUTS[t.model] == "images"
     ]
-    if hasattr(ds.train, "images"):
+    if not is_streamed(ds.train):
         h, w = ds.train.images.shape[1:3]
         if ds.crop_padding >= min(h, w):
             raise DataError(f"dataset.crop_padding={ds.crop_padding} is not smaller than the image size {h}x{w}")
@@ -153,7 +155,7 @@ def check_data(conf: ElfsConfig, ds) -> int:
                 f"selection.budget={budget} keeps round({budget} * {n}) = 0 images; "
                 f"the smallest useful budget for N={n} is {1 / n:.3g}"
             )
-    if sel.fixed_beta is None and sel.method in _methods_using_beta():
+    if sel.fixed_beta is None and sel.method in METHODS_USING_BETA:
         n_val = int(round(sel.val_fraction * n))
         if not 1 <= n_val <= n - 2:
             raise ConfigError(
@@ -168,9 +170,3 @@ def check_data(conf: ElfsConfig, ds) -> int:
                     f"from; raise the budget or give a fixed selection.beta"
                 )
     return int(num_clusters)
-
-
-def _methods_using_beta():
-    from elfs.select import METHODS_USING_BETA
-
-    return METHODS_USING_BETA

@@ -14,6 +14,23 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as right-aligned text columns, each two characters wider than its widest cell."""
+    widths = [max(len(c) for c in col) + 2 for col in zip(*rows, strict=True)]
+    return ["".join(cell.rjust(w) for cell, w in zip(cells, widths, strict=True)) for cells in rows]
+
+
+def _beta_cell(row: dict[str, Any]) -> str:
+    """The chosen beta, '*' when it sits at the edge of the grid, '-' for methods without one."""
+    beta = row.get("beta")
+    return "-" if beta is None else f"{beta:g}{'*' if row.get('beta_at_edge') else ''}"
+
+
+def _timing_line(results: dict[str, Any]) -> str:
+    stages = "  ".join(f"{k} {v:.1f}" for k, v in results["stage_seconds"].items())
+    return f"wall time per stage (s): {stages}  | total {results['total_seconds']:.1f}"
+
+
 def format_selection(results: dict[str, Any]) -> str:
     """The summary of a run without labels: what was kept per budget and where the lists are."""
     lines = [
@@ -23,29 +40,22 @@ def format_selection(results: dict[str, Any]) -> str:
     ]
     body = [["budget", "prune", "beta", "kept", "images to annotate"]]
     for row in results["results"]:
-        beta = row.get("beta")
         body.append(
             [
                 f"{row['budget']:g}",
                 f"{row['pruning_rate']:.0%}",
-                "-" if beta is None else f"{beta:g}{'*' if row.get('beta_at_edge') else ''}",
+                _beta_cell(row),
                 str(row["n_kept"]),
                 f"annotate_{row['budget']:g}.txt",
             ]
         )
-    widths = [max(len(c) for c in col) + 2 for col in zip(*body, strict=True)]
-    lines += ["".join(cell.rjust(w) for cell, w in zip(cells, widths, strict=True)) for cells in body]
+    lines += _aligned(body)
     sel = results["selection"]
     lines.append(
         f"{sel['method']} on {sel['score']} from the proxy's training dynamics on pseudo-labels; "
         f"one row per image in selection.csv; {results['n_skipped']} file(s) skipped (skipped.csv)"
     )
-    st = results["stage_seconds"]
-    lines.append(
-        "wall time per stage (s): "
-        + "  ".join(f"{k} {v:.1f}" for k, v in st.items())
-        + f"  | total {results['total_seconds']:.1f}"
-    )
+    lines.append(_timing_line(results))
     return "\n".join(lines)
 
 
@@ -74,11 +84,10 @@ def format_table(results: dict[str, Any]) -> str:
     seeds = len(results["evaluate"]["seeds"])
     body = []
     for row in results["results"]:
-        beta = row.get("beta")
         cells = [
             f"{row['budget']:g}",
             f"{row['pruning_rate']:.0%}",
-            "-" if beta is None else f"{beta:g}{'*' if row.get('beta_at_edge') else ''}",
+            _beta_cell(row),
         ]
         for m in methods:
             r = row["methods"][m]
@@ -89,9 +98,7 @@ def format_table(results: dict[str, Any]) -> str:
         cols += ["paper elfs", "paper random"]
         for cells, ref in zip(body, paper, strict=True):
             cells += [f"{ref[m]:.1f}" if m in ref else "-" for m in ("elfs", "random")]
-    widths = [max(len(c) for c in col) + 2 for col in zip(cols, *body, strict=True)]
-    for cells in [cols, *body]:
-        lines.append("".join(cell.rjust(w) for cell, w in zip(cells, widths, strict=True)))
+    lines += _aligned([cols, *body])
     lines.append(
         f"test accuracy (%) after {results['evaluate']['steps']} steps of {results['evaluate']['model']}, "
         f"final checkpoint, {seeds} seed(s); beta chosen on a 90/10 pseudo-label split"
@@ -105,12 +112,7 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(
             f"paper columns: {paper_source()}; the paper reports best-of-run accuracy, we report the final one"
         )
-    st = results["stage_seconds"]
-    lines.append(
-        "wall time per stage (s): "
-        + "  ".join(f"{k} {v:.1f}" for k, v in st.items())
-        + f"  | total {results['total_seconds']:.1f}"
-    )
+    lines.append(_timing_line(results))
     return "\n".join(lines)
 
 

@@ -17,7 +17,6 @@ os.environ.setdefault("WANDB_MODE", "offline")  # before anything imports wandb:
 os.environ.setdefault("WANDB_SILENT", "true")
 
 import dataclasses  # noqa: E402
-import difflib  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -28,7 +27,7 @@ from pathlib import Path  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from elfs.config import ElfsConfig, register_configs, to_typed  # noqa: E402
+from elfs.config import ElfsConfig, register_configs, to_typed, unknown_key_message  # noqa: E402
 from elfs.errors import UserError  # noqa: E402
 
 log = logging.getLogger("elfs")
@@ -175,14 +174,7 @@ def describe_config_error(e: BaseException) -> str | None:
         and obj_type is not None
         and hasattr(obj_type, "__dataclass_fields__")
     ):
-        valid = sorted(obj_type.__dataclass_fields__)
-        leaf = str(full_key).rsplit(".", 1)[-1]
-        hint = difflib.get_close_matches(leaf, valid, n=1)
-        return (
-            f"{full_key} is not a known setting{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
-            f"valid keys in {str(full_key).rsplit('.', 1)[0] if '.' in str(full_key) else 'the top level'}: "
-            f"{', '.join(valid)}"
-        )
+        return unknown_key_message(str(full_key), sorted(obj_type.__dataclass_fields__))
     text = "\n".join([str(e)] + ([str(cause)] if cause is not e else [])).split("Config search path:")[0]
     out: list[str] = []
     for ln in (ln.strip() for ln in text.splitlines()):

@@ -54,13 +54,18 @@ def _labels(y: np.ndarray, what: str, n: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _random_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
-    """Split a single pool into train/test by a seeded permutation that does not look at the labels."""
+def _split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) positions of a single pool, by a seeded permutation that does not look at the labels."""
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"dataset.test_fraction={test_fraction} must be in (0, 1)")
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_test = int(round(test_fraction * len(x)))
-    te, tr = order[:n_test], order[n_test:]
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(test_fraction * n))
+    return order[n_test:], order[:n_test]
+
+
+def _random_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
+    """Split a single in-memory pool into train/test (see :func:`_split_indices`)."""
+    tr, te = _split_indices(len(x), test_fraction, seed)
     return x[tr], y[tr], x[te], y[te]
 
 
@@ -69,10 +74,7 @@ def _assemble(name, x_tr, y_tr, x_te, y_te, *, hflip: bool, crop_padding: int, n
     y_tr, y_te = _labels(y_tr, f"{name} y_train", len(x_tr)), _labels(y_te, f"{name} y_test", len(x_te))
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise DataError(f"{name}: train images are {x_tr.shape[1:]} but test images are {x_te.shape[1:]}")
-    num_classes = int(max(y_tr.max(), y_te.max())) + 1
-    present = np.unique(y_tr)
-    if present.size < 2:
-        raise DataError(f"{name}: every training label is {int(present[0])} (a single class); need at least 2")
+    num_classes = int(max(y_tr.max(), y_te.max())) + 1  # a single class is refused by preflight.check_data
     truth = GroundTruth(train=y_tr, test=y_te, num_classes=num_classes)
     return Dataset(
         name=name,
@@ -188,14 +190,8 @@ def load_imagefolder(*, path: str | None = None, test_fraction: float = 0.2, spl
         y_te = np.asarray([classes.index(test_classes[k]) for k in y_te.tolist()], dtype=np.int64)
     else:
         images, labels, classes, skipped = scan_class_folders(root)
-        if not 0.0 < test_fraction < 1.0:
-            raise DataError(f"dataset.test_fraction={test_fraction} must be in (0, 1)")
-        order = np.random.default_rng(split_seed).permutation(len(images))
-        n_test = int(round(test_fraction * len(images)))
-        te, tr = np.sort(order[:n_test]), np.sort(order[n_test:])
+        tr, te = (np.sort(i) for i in _split_indices(len(images), test_fraction, split_seed))
         train, y_tr, test, y_te = images.subset(tr), labels[tr], images.subset(te), labels[te]
-    if np.unique(y_tr).size < 2:
-        raise DataError(f"dataset.path={path!r}: the training images come from a single class folder; need 2+")
     truth = GroundTruth(train=y_tr, test=y_te, num_classes=len(classes))
     notes = {"source": str(root.resolve()), "skipped": skipped, "classes": classes}
     return Dataset(

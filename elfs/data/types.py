@@ -14,6 +14,12 @@ from typing import Any
 import numpy as np
 
 
+def is_streamed(images: Any) -> bool:
+    """True for a streamed image source (``__len__`` and ``load_rgb(i, size)``, e.g. FolderImages), decoded on
+    demand; False for in-memory arrays and :class:`ImageSet`."""
+    return not isinstance(images, np.ndarray) and callable(getattr(images, "load_rgb", None))
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """Unlabelled uint8 images, N x H x W x C (C is 1 or 3), in a fixed index order."""
@@ -93,7 +99,7 @@ class UnlabelledData:
     @property
     def streamed(self) -> bool:
         """True when the images are decoded on demand (a folder), not held in memory."""
-        return not isinstance(self.train, ImageSet)
+        return is_streamed(self.train)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from elfs.config import ClassifierTrainingConfig, DynamicsConfig, from_dict, to_dict
+from elfs.data.types import is_streamed
 from elfs.dynamics.augment import BatchImageTransform
 from elfs.dynamics.recorder import TrainingDynamicsRecorder
 from elfs.models import MODEL_INPUTS, build_model
@@ -180,11 +181,6 @@ class ClassifierModule(L.LightningModule):
 
 
 # -------------------------------------------------------------------- data helpers
-def is_streamed(inputs: Any) -> bool:
-    """True for a streamed image source (``__len__`` and ``load_rgb(i, size)``), False for arrays / tensors."""
-    return not isinstance(inputs, (np.ndarray, torch.Tensor)) and callable(getattr(inputs, "load_rgb", None))
-
-
 def decode_chw(source: Any, i: int, size: int) -> torch.Tensor:
     """Image ``i`` of a streamed source decoded at ``size`` as a C x size x size uint8 tensor (C = 3, or 1 for a
     source that returns H x W)."""
