@@ -155,4 +155,4 @@ def test_pseudo_label_input_errors():
         pseudo_labels(a, np.zeros(3), "best_head")
     with pytest.raises(ValueError, match="NaN"):
         pseudo_labels(a, np.full(2, np.nan), "best_head")
-    assert PSEUDO_LABEL_RULES == ("best_head", "ensemble")
+    assert PSEUDO_LABEL_RULES == ("best_head", "ensemble", "aligned_mean")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from elfs.cluster.metrics import cluster_metrics, hungarian_accuracy
-from elfs.cluster.pseudo_labels import PSEUDO_LABEL_RULES, head_assignments, pseudo_labels
+from elfs.cluster.pseudo_labels import PSEUDO_LABEL_RULES, aligned_mean_labels, head_assignments, pseudo_labels
 from elfs.config import ClusterConfig
 
 #: clustering methods that produce pseudo-labels (cluster.method)
@@ -20,6 +20,7 @@ __all__ = [
     "fit_temi",
     "kmeans_labels",
     "head_assignments",
+    "aligned_mean_labels",
     "pseudo_labels",
     "PSEUDO_LABEL_RULES",
     "cluster_metrics",
@@ -91,8 +92,12 @@ def fit_temi(
     trainer.fit(module)
 
     losses = module.head_losses.detach().cpu().numpy().astype(np.float64)
-    assign = head_assignments(module, emb.astype(np.float32, copy=False))
-    labels = pseudo_labels(assign, losses, cfg.rule)
+    emb32 = emb.astype(np.float32, copy=False)
+    assign = head_assignments(module, emb32)
+    if cfg.rule == "aligned_mean":  # needs the heads' probabilities: a second, streamed pass over the embeddings
+        labels = aligned_mean_labels(module, emb32, assign, losses)
+    else:
+        labels = pseudo_labels(assign, losses, cfg.rule)
     return TEMIResult(
         pseudo_labels=labels,
         head_assignments=assign,
