@@ -136,7 +136,9 @@ class ClusterConfig:
     warmup_epochs: int = 20
     weight_decay: float = 1e-4
     freeze_last_layer_epochs: int = 1
-    rule: str = "best_head"  # best_head | ensemble (both label-free)
+    # pseudo-label rule, all label-free: best_head (lowest loss) | ensemble (aligned heads' majority vote) |
+    # aligned_mean (head probabilities averaged after aligning the heads: the paper text's rule)
+    rule: str = "best_head"
     head_impl: str = "loop"  # loop (fastest on CPU) | batched (GPU)
     embed_norm: bool = False
     kmeans_baseline: bool = True  # also report k-means on the same embeddings (diagnostic)
@@ -209,15 +211,24 @@ class DynamicsConfig(ClassifierTrainingConfig):
 class SelectionConfig:
     """How the coreset is chosen. budget = fraction KEPT; beta = fraction of the whole set dropped as too hard."""
 
-    method: str = "double_end"  # double_end | ccs | random | easy | hard
-    score: str = "aum"  # aum | aum_prob_sum | forgetting | el2n
+    method: str = "double_end"  # double_end | ccs | random | easy | hard | prototypicality | d2 (elfs/select)
+    score: str = "aum"  # aum | aum_prob_sum (the reference code's) | forgetting | el2n
+    # whose labels the proxy's training dynamics (and the beta search) use: "pseudo" (label-free, the default) or
+    # "ground_truth", the supervised reference (method.md §8.5); ground truth is only ever read with this opt-in
+    labels: str = "pseudo"
     budget: Any = field(default_factory=lambda: [0.1, 0.3, 0.5])  # a fraction or a list of fractions
     beta: Any = "auto"  # "auto" = the label-free 90/10 search over beta_grid, or a fixed fraction
-    beta_grid: list = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    # the paper grid: every beta up to 1 - budget is tried (those with beta + budget > 1 are skipped per budget)
+    beta_grid: list = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     val_fraction: float = 0.1
     strata: int = 50
+    # evaluated beside the method on the same coresets protocol: any label-free method, or "full" (all data)
     baselines: list = field(default_factory=lambda: ["random"])
     search_steps: int | None = None  # training steps per beta candidate; None = evaluate.steps
+    d2_k: int = 5  # D2 pruning (method.md §8.3): neighbours per node, taken from the kNN stage's graph
+    d2_gamma: float = 0.1  # D2 reverse message passing: a picked node lowers its neighbours by exp(-gamma d)
+    d2_beta: float = 0.0  # D2's own hard cut (fraction of the most atypical dropped first)
+    d2_strata: int = 25  # D2's CCS-style strata (the D2 README's CIFAR example)
 
     @property
     def budgets(self) -> list[float]:
@@ -229,11 +240,26 @@ class SelectionConfig:
         """selection.beta as a number, or None for "auto" (the label-free search)."""
         return as_beta(self.beta)
 
+    @property
+    def uses_ground_truth(self) -> bool:
+        """True only with the explicit opt-in selection.labels=ground_truth (the supervised reference)."""
+        return self.labels == "ground_truth"
+
+    def feasible_budgets(self) -> list[float]:
+        """The budgets a fixed beta leaves room for (beta + budget <= 1); every budget when beta is searched."""
+        beta = self.fixed_beta
+        return [b for b in self.budgets if beta is None or beta + b <= 1.0 + 1e-9]
+
     def validate(self, key: str = "selection") -> None:
         budgets = as_budgets(self.budget)
         beta = as_beta(self.beta)
+        check_choice(f"{key}.labels", self.labels, {"pseudo", "ground_truth"})
         _number_in(f"{key}.val_fraction", self.val_fraction, 0.0, 0.5, low_open=True, high_open=True)
         _int_at_least(f"{key}.strata", self.strata, 1)
+        _int_at_least(f"{key}.d2_k", self.d2_k, 1)
+        _int_at_least(f"{key}.d2_strata", self.d2_strata, 1)
+        _number_in(f"{key}.d2_gamma", self.d2_gamma, 0.0, math.inf)
+        _number_in(f"{key}.d2_beta", self.d2_beta, 0.0, 1.0, high_open=True)
         if self.search_steps is not None:
             _int_at_least(f"{key}.search_steps", self.search_steps, 1)
         if beta is None:
@@ -243,12 +269,17 @@ class SelectionConfig:
             for budget in budgets:
                 if not any(b + budget <= 1.0 + 1e-9 for b in grid):
                     raise ConfigError(f"{key}.beta_grid={grid} has no beta with beta + budget <= 1 for budget={budget}")
-        else:
+        elif not self.feasible_budgets():  # a fixed-beta grid may skip some budgets, but not all of them
+            raise ConfigError(
+                f"{key}.beta={beta} leaves no room for any {key}.budget={budgets} (beta + budget must be <= 1); "
+                f"beta may be at most {1 - min(budgets):.3g}"
+            )
+        if "d2" in [self.method, *self.baselines]:
             for budget in budgets:
-                if beta + budget > 1.0 + 1e-9:
+                if self.d2_beta + budget > 1.0 + 1e-9:
                     raise ConfigError(
-                        f"{key}.beta={beta} + {key}.budget={budget} = {beta + budget:.3g} > 1; "
-                        f"beta may be at most {1 - budget:.3g} for this budget"
+                        f"{key}.d2_beta={self.d2_beta} + {key}.budget={budget} > 1; d2_beta may be at most "
+                        f"{1 - budget:.3g} for this budget"
                     )
 
 
@@ -257,7 +288,9 @@ class EvaluateConfig(ClassifierTrainingConfig):
     """Train a fresh model on the coreset with ground-truth labels for a fixed number of steps (method.md §7)."""
 
     steps: int = 40000
-    test_every: int = 0  # >0 also reports best-of-run test accuracy (secondary; the headline is the final one)
+    # >0 also tests every this many steps and reports the best-of-run accuracy beside the final one (the reference
+    # code's "Best acc", what the paper's numbers are: the paper experiments set 800 for the comparison)
+    test_every: int = 0
     seeds: list = field(default_factory=lambda: [0])
 
     def validate(self, key: str = "evaluate") -> None:

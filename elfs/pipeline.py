@@ -216,17 +216,49 @@ def stage_cluster(ctx: Context, c: ClusterConfig, emb: Artifact, nn: Artifact, n
     return ctx.timed("cluster", ctx.cache.run("cluster", config, {"embed": emb.key, "knn": nn.key}, compute))
 
 
-def _model_inputs(model: str, ds: Dataset | UnlabelledData, emb: Artifact, split: str) -> Any:
-    """What `model` trains on for `split`: the embeddings, the in-memory uint8 images, or, for a streamed source
-    (a folder), the source itself, which train_classifier decodes batch by batch at the config's image_size."""
+@dataclass(frozen=True)
+class Labels:
+    """The labels a proxy or a beta-search candidate trains on, and what identifies them in a cache key.
+
+    ``source`` is "pseudo" (TEMI / k-means clusters: label-free) or "ground_truth" (only with the explicit opt-in
+    selection.labels=ground_truth, the supervised reference)."""
+
+    values: np.ndarray
+    num_classes: int
+    source: str
+    key: dict[str, Any]
+
+    @classmethod
+    def pseudo(cls, clus: Artifact) -> Labels:
+        return cls(clus["pseudo_labels"], int(clus.meta["num_clusters"]), "pseudo", {"cluster": clus.key})
+
+    @classmethod
+    def ground_truth(cls, ds: Dataset) -> Labels:
+        return cls(ds.truth.train, int(ds.num_classes), "ground_truth", {"ground_truth": array_hash(ds.truth.train)})
+
+
+def uses_embeddings(model: str) -> bool:
+    """Whether a classifier of this kind trains on the embeddings (an MLP) rather than on the images."""
     from elfs.models import MODEL_INPUTS
 
-    if MODEL_INPUTS[model] == "embeddings":
+    return MODEL_INPUTS[model] == "embeddings"
+
+
+def _model_inputs(model: str, ds: Dataset | UnlabelledData, emb: Artifact | None, split: str) -> Any:
+    """What `model` trains on for `split`: the embeddings, the in-memory uint8 images, or, for a streamed source
+    (a folder), the source itself, which train_classifier decodes batch by batch at the config's image_size."""
+    if uses_embeddings(model):
         return emb[split]
     images = ds.train if split == "train" else ds.test
     if is_streamed(images):  # never read whole
         return images
     return images.images
+
+
+def _embed_input(model: str, emb: Artifact | None) -> dict[str, str]:
+    """The embedding's key as a cache input, only for a model that trains on embeddings: a classifier on images
+    does not depend on the encoder, so (e.g.) random's evaluation is computed once for every encoder."""
+    return {"embed": emb.key} if uses_embeddings(model) else {}
 
 
 def _image_kwargs(ds: Dataset | UnlabelledData) -> dict[str, Any]:
@@ -247,14 +279,16 @@ def _train_key(
     }
 
 
-def stage_dynamics(ctx: Context, d: DynamicsConfig, ds: UnlabelledData, emb: Artifact, clus: Artifact) -> Artifact:
-    """Train the proxy on pseudo-labels and record AUM, forgetting, EL2N per example (no ground truth)."""
+def stage_dynamics(
+    ctx: Context, d: DynamicsConfig, ds: UnlabelledData, emb: Artifact | None, labels: Labels
+) -> Artifact:
+    """Train the proxy on ``labels`` (pseudo-labels, or ground truth for the supervised reference) and record AUM,
+    forgetting, EL2N per example. The dataset view ``ds`` carries no targets; the labels arrive only here."""
     from elfs.dynamics import record_dynamics
 
-    pseudo = clus["pseudo_labels"]
     x = _model_inputs(d.model, ds, emb, "train")
     config = {**_train_key(d, ds, ctx), "seed": ctx.cfg.seed}
-    inputs = {"cluster": clus.key, "images": ds.train.fingerprint(), "embed": emb.key}
+    inputs = {**labels.key, "images": ds.train.fingerprint(), **_embed_input(d.model, emb)}
     # epoch checkpoints of this very computation: a run killed mid-stage resumes here, with the same result
     key = ctx.cache.key("dynamics", config, inputs)
     work = ctx.cache.entry("dynamics", key).with_name(f".work-{key}")
@@ -265,21 +299,34 @@ def stage_dynamics(ctx: Context, d: DynamicsConfig, ds: UnlabelledData, emb: Art
             log.info("dynamics: resuming from the epoch checkpoint in %s", work)
         scores = record_dynamics(
             x,
-            pseudo,
+            labels.values,
             d,
-            num_classes=int(clus.meta["num_clusters"]),
+            num_classes=labels.num_classes,
             seed=ctx.cfg.seed,
             trainer_kwargs=ctx.trainer_kwargs(progress=True, stage="dynamics"),
-            logger=ctx.loggers.for_stage("dynamics"),
+            logger=ctx.loggers.for_stage("dynamics" if labels.source == "pseudo" else "dynamics_gt"),
             num_workers=ctx.cfg.trainer.num_workers,
             checkpoint_dir=str(work),
             **_image_kwargs(ds),
         )
-        return {k: np.asarray(v) for k, v in scores.items()}, {"resumed": resumed}
+        return {k: np.asarray(v) for k, v in scores.items()}, {"resumed": resumed, "labels": labels.source}
 
-    art = ctx.cache.run("dynamics", config, inputs, compute)
+    art = ctx.cache.run("dynamics", config, inputs, compute, label=None if labels.source == "pseudo" else "labels=gt")
     shutil.rmtree(work, ignore_errors=True)  # the artifact is complete: its checkpoints are no longer needed
     return ctx.timed("dynamics", art)
+
+
+def stage_prototypes(ctx: Context, emb: Artifact, num_clusters: int) -> Artifact:
+    """Prototypicality (method.md §8.2): k-means on the raw embeddings, each image's distance to its centroid."""
+    from elfs.select.prototypicality import prototypicality_distance
+
+    config = {"num_clusters": num_clusters, "seed": ctx.cfg.seed}
+
+    def compute():
+        dist, assign = prototypicality_distance(emb["train"], num_clusters, ctx.cfg.seed, return_labels=True)
+        return {"distance": dist, "labels": assign}, {"num_clusters": num_clusters}
+
+    return ctx.timed("prototypes", ctx.cache.run("prototypes", config, {"embed": emb.key}, compute))
 
 
 def hardness_of(dyn: Artifact, score: str) -> np.ndarray:
@@ -295,19 +342,20 @@ def stage_beta_search(
     s: SelectionConfig,
     e: EvaluateConfig,
     ds: UnlabelledData,
-    emb: Artifact,
-    clus: Artifact,
+    emb: Artifact | None,
+    labels: Labels,
     dyn: Artifact,
     budget: float,
 ) -> Artifact:
-    """Choose beta on a 90/10 split of the pseudo-labelled train set (method.md §6.4), touching no ground truth.
+    """Choose beta on a 90/10 split of the train set labelled with ``labels`` (method.md §6.4): pseudo-labels for
+    ELFS, which touches no ground truth; ground truth only for the supervised reference.
 
-    Each candidate trains the evaluation network (``e``) on pseudo-labels for ``s.search_steps`` steps."""
+    Each candidate trains the evaluation network (``e``) on those labels for ``s.search_steps`` steps."""
     from elfs.dynamics.classifier import evaluate_accuracy, train_classifier
     from elfs.select.beta_search import search_beta
 
-    pseudo = clus["pseudo_labels"]
-    num_classes = int(clus.meta["num_clusters"])
+    pseudo = labels.values
+    num_classes = labels.num_classes
     x = _model_inputs(e.model, ds, emb, "train")
     steps = int(s.search_steps or e.steps)
     config = {
@@ -322,7 +370,7 @@ def stage_beta_search(
         # the candidates train for `steps` on pseudo-labels: the evaluation's own steps and seeds do not matter
         "train": _train_key(e, ds, ctx, drop=("steps", "test_every", "seeds")),
     }
-    inputs = {"dynamics": dyn.key, "cluster": clus.key, "embed": emb.key, "images": ds.train.fingerprint()}
+    inputs = {"dynamics": dyn.key, **labels.key, **_embed_input(e.model, emb), "images": ds.train.fingerprint()}
     hardness = hardness_of(dyn, s.score)
 
     def train_and_validate(kept: np.ndarray, val: np.ndarray) -> float:
@@ -365,15 +413,112 @@ def stage_beta_search(
     return ctx.timed("beta_search", art)
 
 
+class Signals:
+    """The inputs the selectors read, each computed (through the cache) the first time a method asks for it, so a
+    run only pays for what its methods need: random needs nothing, prototypicality the embeddings, D2 the kNN graph
+    too, ELFS and CCS the clustering and the proxy's dynamics, the supervised reference a proxy on ground truth."""
+
+    def __init__(self, ctx: Context, ds: Dataset, num_clusters: int, emb: Artifact | None = None) -> None:
+        self.ctx, self.ds, self.num_clusters = ctx, ds, num_clusters
+        self.free = ds.unlabelled()  # the label-free stages get this view: it has no targets at all
+        self._emb, self._nn, self._clus, self._proto = emb, None, None, None
+        self._dyn: dict[str, Artifact] = {}
+        self._search: dict[tuple[str, float], Artifact] = {}
+
+    @property
+    def emb(self) -> Artifact:
+        if self._emb is None:
+            self._emb = stage_embed(self.ctx, self.ctx.cfg.backbone, self.free)
+        return self._emb
+
+    def emb_if(self, model: str) -> Artifact | None:
+        """The embeddings when ``model`` trains on them, else None (and no embedding stage is run for it)."""
+        return self.emb if uses_embeddings(model) else None
+
+    @property
+    def nn(self) -> Artifact:
+        if self._nn is None:
+            self._nn = stage_knn(self.ctx, self.ctx.cfg.knn, self.emb)
+        return self._nn
+
+    @property
+    def clus(self) -> Artifact:
+        if self._clus is None:
+            self._clus = stage_cluster(self.ctx, self.ctx.cfg.cluster, self.emb, self.nn, self.num_clusters)
+        return self._clus
+
+    @property
+    def proto(self) -> Artifact:
+        if self._proto is None:
+            self._proto = stage_prototypes(self.ctx, self.emb, self.num_clusters)
+        return self._proto
+
+    def labels(self) -> Labels:
+        """Whose labels the score methods' proxy and beta search use: pseudo-labels unless the opt-in says so."""
+        if self.ctx.cfg.selection.uses_ground_truth:
+            return Labels.ground_truth(self.ds)
+        return Labels.pseudo(self.clus)
+
+    def dyn(self) -> Artifact:
+        labels = self.labels()
+        if labels.source not in self._dyn:
+            d = self.ctx.cfg.dynamics
+            self._dyn[labels.source] = stage_dynamics(self.ctx, d, self.free, self.emb_if(d.model), labels)
+        return self._dyn[labels.source]
+
+    def beta_search(self, budget: float) -> Artifact:
+        s, e = self.ctx.cfg.selection, self.ctx.cfg.evaluate
+        labels = self.labels()
+        if (labels.source, budget) not in self._search:
+            self._search[(labels.source, budget)] = stage_beta_search(
+                self.ctx, s, e, self.free, self.emb_if(e.model), labels, self.dyn(), budget
+            )
+        return self._search[(labels.source, budget)]
+
+    def hardness(self, method: str) -> tuple[str, np.ndarray, np.ndarray] | None:
+        """(score name, raw score, hardness: higher = harder) that ``method`` ranks by, or None (random, full)."""
+        from elfs.select import METHOD_INPUTS
+
+        need = METHOD_INPUTS[method]
+        if need == "none":
+            return None
+        if need in ("prototypes", "graph"):
+            dist = self.proto["distance"]
+            return "prototype_distance", dist, dist
+        score = self.ctx.cfg.selection.score
+        return score, self.dyn()[score], hardness_of(self.dyn(), score)
+
+
 def select_coreset(
-    ctx: Context, s: SelectionConfig, method: str, dyn: Artifact, n: int, budget: float, beta: float, seed: int
+    ctx: Context, s: SelectionConfig, method: str, sig: Signals, n: int, budget: float, beta: float, seed: int
 ) -> np.ndarray:
     """Kept indices (sorted int64) for one method; cheap, so not cached, but saved in the run folder."""
     from elfs.select import select
+    from elfs.select.d2 import d2_select
 
+    scored = sig.hardness(method)  # computes the stages the method needs (cached) before the clock starts
+    graph = sig.nn if method == "d2" else None
     t0 = time.perf_counter()
-    hardness = hardness_of(dyn, s.score) if method != "random" else None
-    kept = select(method, hardness, n=n, budget=budget, beta=beta, seed=seed, strata=s.strata)
+    if method == "full":
+        kept = np.arange(n, dtype=np.int64)
+    elif method == "d2":
+        kept = d2_select(
+            scored[2],
+            graph["idx"],
+            graph["sims"],
+            budget,
+            s.d2_beta,
+            strata=s.d2_strata,
+            gamma=s.d2_gamma,
+            k=s.d2_k,
+            seed=seed,
+        )
+    elif method == "prototypicality":  # keep the farthest from their centroid (the hardest), as the reference does
+        kept = select("hard", scored[2], n=n, budget=budget, seed=seed)
+    else:
+        kept = select(
+            method, None if scored is None else scored[2], n=n, budget=budget, beta=beta, seed=seed, strata=s.strata
+        )
     ctx.timings["select"] = ctx.timings.get("select", 0.0) + time.perf_counter() - t0
     return kept
 
@@ -382,7 +527,7 @@ def select_coreset(
 
 
 def stage_evaluate(
-    ctx: Context, e: EvaluateConfig, ds: Dataset, emb: Artifact, kept: np.ndarray, seed: int, label: str
+    ctx: Context, e: EvaluateConfig, ds: Dataset, emb: Artifact | None, kept: np.ndarray, seed: int, label: str
 ) -> Artifact:
     """Train from scratch on the kept indices with their GROUND-TRUTH labels for a fixed number of steps; test."""
     from elfs.dynamics.classifier import train_classifier
@@ -396,7 +541,7 @@ def stage_evaluate(
         "test": ds.test.fingerprint(),
         "labels": array_hash(ds.truth.train),
         "test_labels": array_hash(ds.truth.test),
-        "embed": emb.key,
+        **_embed_input(e.model, emb),  # a model on images: the same for every encoder (random is computed once)
     }
 
     def compute():
@@ -425,18 +570,29 @@ def stage_evaluate(
 def write_answer(
     ctx: Context,
     ds: Dataset,
-    clus: Artifact,
-    dyn: Artifact,
+    sig: Signals,
     kept_at: dict[float, np.ndarray],
     beta_at: dict[float, float | None],
-    num_clusters: int,
     skipped: list,
 ) -> list[Path]:
     """What a practitioner acts on: selection.csv (one row per image), the list to annotate per budget, a contact
-    sheet, the score histogram with the cuts, per-cluster coverage, and the skipped files (elfs/selection_report.py)."""
+    sheet, the score histogram with the cuts, per-cluster coverage, and the skipped files (elfs/selection_report.py).
+    Written for every method that ranks by a score; random and full data rank nothing, so they write none."""
+    from elfs.select import METHOD_INPUTS
     from elfs.selection_report import write_selection_outputs
 
-    score = ctx.cfg.selection.score
+    method = ctx.cfg.selection.method
+    scored = sig.hardness(method)
+    if scored is None:
+        log.info("selection.method=%s ranks nothing: no selection.csv / annotate lists are written", method)
+        return []
+    score_name, score, hardness = scored
+    if METHOD_INPUTS[method] in ("prototypes", "graph"):
+        groups, num_groups = sig.proto["labels"], int(sig.proto.meta["num_clusters"])
+    elif ctx.cfg.selection.uses_ground_truth:
+        groups, num_groups = ds.truth.train, int(ds.num_classes)
+    else:
+        groups, num_groups = sig.clus["pseudo_labels"], int(sig.clus.meta["num_clusters"])
     if is_streamed(ds.train):
         ids = list(ds.train.paths)
 
@@ -451,13 +607,13 @@ def write_answer(
     return write_selection_outputs(
         ctx.run_dir,
         ids=ids,
-        pseudo_labels=clus["pseudo_labels"],
-        hardness=hardness_of(dyn, score),
-        score_name=score,
-        score=dyn[score],
+        pseudo_labels=groups,
+        hardness=hardness,
+        score_name=score_name,
+        score=score,
         kept=kept_at,
         beta=beta_at,
-        num_clusters=num_clusters,
+        num_clusters=num_groups,
         load_image=load,
         skipped=skipped,
     )
@@ -490,44 +646,153 @@ def prepare_data(cfg: ElfsConfig) -> tuple[Dataset, int, float]:
     return ds, num_clusters, time.perf_counter() - t0
 
 
+def _flat(prefix: str, d: Any) -> dict[str, Any]:
+    """{'group.key': value} for a (nested) config dict; lists become tuples-as-lists (JSON-safe)."""
+    if dataclasses.is_dataclass(d):
+        d = dataclasses.asdict(d)
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(f"{prefix}{k}.", v))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+#: settings that never change a result (where files go, how it is shown, how many workers decode)
+_NOT_RESULT = ("num_workers", "device", "progress", "chunk_size", "root", "download", "path")
+
+
+def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:
+    """What identifies one selection arm for the sweep summary: the method, whose labels scored it, the score,
+    the clustering and the encoder it depends on (None where it depends on none), and every setting upstream of
+    its coreset (``settings``), so that two jobs of the same arm group together and two different arms never do."""
+    from elfs.select import METHOD_INPUTS, METHODS_USING_BETA
+
+    s, need = cfg.selection, METHOD_INPUTS[method]
+    scored = need == "score"
+    gt = scored and s.uses_ground_truth
+    groups: list[str] = []
+    if need in ("prototypes", "graph"):
+        groups = ["backbone"] + (["knn"] if need == "graph" else [])
+    elif scored:
+        groups = ["dynamics"] + ([] if gt else ["backbone", "knn", "cluster"])
+        if gt and uses_embeddings(cfg.dynamics.model):
+            groups.append("backbone")
+    settings: dict[str, Any] = {}
+    for g in groups:
+        settings.update(_flat(f"{g}.", getattr(cfg, g)))
+    if scored or need in ("prototypes", "graph"):
+        settings["seed"] = cfg.seed
+    sel_keys = {
+        "score": ("score", "labels", "strata", "beta", "beta_grid", "val_fraction"),
+        "prototypes": (),
+        "graph": ("d2_k", "d2_gamma", "d2_beta", "d2_strata"),
+        "none": (),
+    }[need]
+    if method in METHODS_USING_BETA and s.fixed_beta is None:
+        sel_keys = sel_keys + ("search_steps",)
+    settings.update({f"selection.{k}": getattr(s, k) for k in sel_keys})
+    settings = {k: v for k, v in settings.items() if k.rsplit(".", 1)[-1] not in _NOT_RESULT}
+    uses_encoder = need in ("prototypes", "graph") or (scored and not gt) or "backbone.name" in settings
+    return {
+        "arm": f"supervised_{method}" if gt else method,
+        "method": method,
+        "score": s.score if scored else ("prototype_distance" if need != "none" else None),
+        "labels": ("ground_truth" if gt else "pseudo") if scored else None,
+        "uses_ground_truth": bool(gt),
+        "cluster": cfg.cluster.method if scored and not gt else None,
+        "backbone": cfg.backbone.name if uses_encoder else None,
+        "settings": settings,
+    }
+
+
 def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]:
-    """Run every stage on the loaded, checked data; return the results dict that report.py writes and prints."""
+    """Run the stages the configured methods need on the loaded, checked data; return the results dict that
+    report.py writes and prints."""
     from elfs.progress import progress_bar
-    from elfs.select import METHODS_USING_BETA
+    from elfs.select import METHOD_INPUTS, METHODS_USING_BETA
 
     cfg = ctx.cfg
     t_start = time.perf_counter() - ctx.timings.get("data", 0.0)
-
-    free = ds.unlabelled()  # the label-free stages get this view: it has no targets at all
-    emb = stage_embed(ctx, cfg.backbone, free)
-    skipped = [tuple(x) for x in ds.notes.get("skipped", [])] + [tuple(x) for x in emb.meta.get("failed", [])]
-    if free.streamed:  # from here on, only the images that could be decoded
+    s, e = cfg.selection, cfg.evaluate
+    skipped = [tuple(x) for x in ds.notes.get("skipped", [])]
+    if is_streamed(ds.train):  # a folder: embed first, then only the images that could be decoded
         from elfs.preflight import check_data
 
+        emb = stage_embed(ctx, cfg.backbone, ds.unlabelled())
+        skipped += [tuple(x) for x in emb.meta.get("failed", [])]
         ds = decodable_only(ds, emb)
-        free = ds.unlabelled()
         num_clusters = check_data(cfg, ds)
-    nn = stage_knn(ctx, cfg.knn, emb)
-    clus = stage_cluster(ctx, cfg.cluster, emb, nn, num_clusters)
-    diag = clustering_diagnostics(ds, clus) if ds.labelled else {}
+        sig = Signals(ctx, ds, num_clusters, emb)
+    else:
+        sig = Signals(ctx, ds, num_clusters)
+
+    methods = [m for m in dict.fromkeys([s.method, *s.baselines]) if m != "full"]
+    evaluate_full = ds.labelled and (s.method == "full" or "full" in s.baselines)
+    if any(METHOD_INPUTS[m] == "score" for m in methods) and not s.uses_ground_truth:
+        sig.clus  # noqa: B018 - the clustering first, so its diagnostics are logged before the long stages
+    diag = clustering_diagnostics(ds, sig.clus) if ds.labelled and sig._clus is not None else {}
     ctx.loggers.log_metrics(
         {f"diagnostics/{k}/{m}": v for k, d in diag.items() if isinstance(d, Mapping) for m, v in d.items()}
     )
-    dyn = stage_dynamics(ctx, cfg.dynamics, free, emb, clus)
 
-    s, e = cfg.selection, cfg.evaluate
     n = len(ds.train)
     kept_at: dict[float, np.ndarray] = {}
     beta_at: dict[float, float | None] = {}
     fixed_beta = s.fixed_beta
-    methods = [s.method] + [b for b in s.baselines if b != s.method]
     rows = []
     coresets: dict[str, np.ndarray] = {}
-    for budget in s.budgets:
+    uses_beta = s.method in METHODS_USING_BETA
+
+    def evaluate_arm(method: str, budget: float, beta: float | None) -> dict[str, Any]:
+        """Select with ``method`` and train on the coreset once per evaluation seed; the arm's results entry."""
+        arm = arm_of(cfg, method)
+        accs, bests, keys = [], [], []
+        bar = progress_bar(
+            len(e.seeds),
+            f"evaluate {method} @ {budget:g}",
+            unit="run",
+            enabled=cfg.progress,
+            every_s=cfg.progress_every_s,
+            leave=False,
+        )
+        kept = np.empty(0, dtype=np.int64)
+        for seed in e.seeds:
+            kept = select_coreset(ctx, s, method, sig, n, budget, beta or 0.0, int(seed))
+            coresets[f"{arm['arm']}_budget{budget:g}_seed{seed}"] = kept
+            art = stage_evaluate(
+                ctx, e, ds, sig.emb_if(e.model), kept, int(seed), label=f"{method} budget={budget} seed={seed}"
+            )
+            accs.append(float(art["final_acc"]))
+            best = float(art["best_acc"])
+            bests.append(None if np.isnan(best) else best)  # None, not NaN: results.json stays strict JSON
+            keys.append(art.key)
+            bar.update(1)
+        bar.close()
+        found = [b for b in bests if b is not None]
+        return {
+            **arm,
+            "beta": beta,
+            "final_acc": accs,
+            "acc_mean": float(np.mean(accs)),
+            "acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+            "best_acc": bests,
+            "best_mean": float(np.mean(found)) if found else None,
+            "best_std": (float(np.std(found, ddof=1)) if len(found) > 1 else 0.0) if found else None,
+            "seeds": [int(x) for x in e.seeds],
+            "eval_keys": keys,
+            "n_kept": int(len(kept)),
+        }
+
+    budgets = [] if s.method == "full" else s.feasible_budgets()
+    for budget in [b for b in s.budgets if b not in budgets and s.method != "full"]:
+        log.warning("selection.beta=%s leaves no room for budget %s (beta + budget > 1): skipped", s.beta, budget)
+    for budget in budgets:
         row: dict[str, Any] = {"budget": budget, "pruning_rate": round(1.0 - budget, 6), "methods": {}}
-        if s.method in METHODS_USING_BETA:
+        if uses_beta:
             if fixed_beta is None:
-                search = stage_beta_search(ctx, s, e, free, emb, clus, dyn, budget)
+                search = sig.beta_search(budget)
                 beta = float(search["best_beta"])
                 row.update(
                     beta=beta,
@@ -539,48 +804,34 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
                 beta = fixed_beta
                 row.update(beta=beta, beta_source="fixed")
         else:
-            beta = 0.0
-            row.update(beta=None, beta_source="n/a")
-        kept_at[budget] = select_coreset(ctx, s, s.method, dyn, n, budget, beta, cfg.seed)
+            beta = s.d2_beta if s.method == "d2" else None
+            row.update(beta=beta, beta_source="fixed" if s.method == "d2" else "n/a")
+        kept_at[budget] = select_coreset(ctx, s, s.method, sig, n, budget, beta or 0.0, cfg.seed)
         beta_at[budget] = row["beta"]
         row["n_kept"] = int(len(kept_at[budget]))
         if not ds.labelled:  # nothing to evaluate against: the kept set is the answer
             coresets[f"{s.method}_budget{budget:g}"] = kept_at[budget]
             rows.append(row)
             continue
-        for method in methods:
-            accs, bests = [], []
-            bar = progress_bar(
-                len(e.seeds),
-                f"evaluate {method} @ {budget:g}",
-                unit="run",
-                enabled=cfg.progress,
-                every_s=cfg.progress_every_s,
-                leave=False,
-            )
-            for seed in e.seeds:
-                kept = select_coreset(
-                    ctx, s, method, dyn, n, budget, beta if method in METHODS_USING_BETA else 0.0, int(seed)
-                )
-                coresets[f"{method}_budget{budget:g}_seed{seed}"] = kept
-                art = stage_evaluate(ctx, e, ds, emb, kept, int(seed), label=f"{method} budget={budget} seed={seed}")
-                accs.append(float(art["final_acc"]))
-                best = float(art["best_acc"])
-                bests.append(None if np.isnan(best) else best)  # None, not NaN: results.json stays strict JSON
-                bar.update(1)
-            bar.close()
-            row["methods"][method] = {
-                "final_acc": accs,
-                "acc_mean": float(np.mean(accs)),
-                "acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
-                "best_acc_secondary": bests,
-                "n_kept": int(len(kept)),
-            }
+        for method in methods:  # a score baseline with a hard cut (ccs beside double_end) uses the same beta
+            arm_beta = s.d2_beta if method == "d2" else (beta if method in METHODS_USING_BETA else None)
+            arm = evaluate_arm(method, budget, arm_beta)
+            row["methods"][arm["arm"]] = arm
         rows.append(row)
+    full = evaluate_arm("full", 1.0, None) if evaluate_full else None
 
     np.savez(ctx.run_dir / "coresets.npz", **coresets)
-    np.savez(ctx.run_dir / "scores.npz", pseudo_labels=clus["pseudo_labels"], **dyn.arrays)
-    selection_files = write_answer(ctx, ds, clus, dyn, kept_at, beta_at, num_clusters, skipped)
+    score_arrays = {}
+    if sig._clus is not None:
+        score_arrays["pseudo_labels"] = sig.clus["pseudo_labels"]
+    for source, dyn in sig._dyn.items():
+        score_arrays.update({k if source == "pseudo" else f"{k}_gt": v for k, v in dyn.arrays.items()})
+    if sig._proto is not None:
+        score_arrays["prototype_distance"] = sig.proto["distance"]
+    np.savez(ctx.run_dir / "scores.npz", **score_arrays)
+    selection_files = write_answer(ctx, ds, sig, kept_at, beta_at, skipped) if kept_at else []
+    artifacts = {"embed": sig._emb, "knn": sig._nn, "cluster": sig._clus, "prototypes": sig._proto}
+    artifacts.update({"dynamics" if k == "pseudo" else "dynamics_gt": v for k, v in sig._dyn.items()})
     return {
         "dataset": ds.name,
         "dataset_source": ds.notes.get("source"),
@@ -593,12 +844,20 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
         "selection_files": [str(p) for p in selection_files],
         "backbone": cfg.backbone.name,
         "pretrained": bool(cfg.backbone.pretrained),
-        "selection": {"method": s.method, "score": s.score, "baselines": list(s.baselines)},
-        "evaluate": {"model": e.model, "steps": e.steps, "seeds": list(e.seeds)},
+        "selection": {
+            "method": s.method,
+            "arm": arm_of(cfg, s.method)["arm"],
+            "score": s.score,
+            "labels": s.labels,
+            "uses_ground_truth": s.uses_ground_truth,
+            "baselines": list(s.baselines),
+        },
+        "evaluate": {"model": e.model, "steps": e.steps, "seeds": list(e.seeds), "test_every": e.test_every},
         "clustering": diag,
         "results": rows,
+        "full_data": full,
         "stage_seconds": {k: round(v, 2) for k, v in ctx.timings.items()},
         "cache": ctx.cache.events,
         "total_seconds": round(time.perf_counter() - t_start, 2),
-        "artifacts": {"embed": emb.key, "knn": nn.key, "cluster": clus.key, "dynamics": dyn.key},
+        "artifacts": {k: v.key for k, v in artifacts.items() if v is not None},
     }

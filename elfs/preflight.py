@@ -28,7 +28,7 @@ def check_names(conf: ElfsConfig) -> None:
     from elfs.dynamics import HARD_END
     from elfs.knn import KNN_BACKENDS
     from elfs.models import MODEL_INPUTS
-    from elfs.select import SELECTORS
+    from elfs.select import METHOD_INPUTS
 
     check_choice("dataset.name", conf.dataset.name, DATASETS)
     check_choice("backbone.name", conf.backbone.name, BACKBONES)
@@ -38,10 +38,10 @@ def check_names(conf: ElfsConfig) -> None:
     check_choice("cluster.head_impl", conf.cluster.head_impl, HEAD_IMPLS)
     check_choice("dynamics.model", conf.dynamics.model, MODEL_INPUTS)
     check_choice("evaluate.model", conf.evaluate.model, MODEL_INPUTS)
-    check_choice("selection.method", conf.selection.method, SELECTORS)
+    check_choice("selection.method", conf.selection.method, METHOD_INPUTS)
     check_choice("selection.score", conf.selection.score, HARD_END)
     for b in conf.selection.baselines:
-        check_choice("selection.baselines[]", b, SELECTORS)
+        check_choice("selection.baselines[]", b, METHOD_INPUTS)
 
 
 def check_writable(key: str, folder: str | os.PathLike, hint: str = "") -> Path:
@@ -62,6 +62,11 @@ def check_config(conf: ElfsConfig, *, weights: bool = True) -> None:
     """Everything that can be checked before loading data: ranges, names, input files, weights."""
     conf.validate()
     check_names(conf)
+    sel = conf.selection
+    if "d2" in [sel.method, *sel.baselines] and sel.d2_k > conf.knn.k:
+        raise ConfigError(
+            f"selection.d2_k={sel.d2_k} exceeds knn.k={conf.knn.k}; D2 reads its graph from the kNN stage"
+        )
     if conf.dataset.name == "npz":
         p = conf.dataset.path
         if not p or not Path(p).expanduser().is_file():
@@ -100,6 +105,16 @@ def check_data(conf: ElfsConfig, ds) -> int:
                 f"dataset {ds.name!r}: every training label is {int(classes[0])} (a single class); "
                 f"selection needs at least 2 classes"
             )
+    if ds.truth is None and conf.selection.uses_ground_truth:
+        raise ConfigError(
+            f"selection.labels=ground_truth (the supervised reference) needs labels, and dataset {ds.name!r} has "
+            f"none; use selection.labels=pseudo"
+        )
+    if ds.truth is None and conf.selection.method == "full":
+        raise ConfigError(
+            f"selection.method=full keeps every image: it is a reference for labelled data, and dataset "
+            f"{ds.name!r} has no labels to evaluate it with; choose a selection method (e.g. selection=elfs)"
+        )
     image_models = [
         (key, t)
         for key, t in (("dynamics", conf.dynamics), ("evaluate", conf.evaluate))

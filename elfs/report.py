@@ -70,16 +70,22 @@ def format_table(results: dict[str, Any]) -> str:
         f"backbone {results['backbone']}{'' if results['pretrained'] else ' (random weights)'}"
     )
     lines.append(head)
-    pl = c["pseudo_labels"]
-    km = c.get("kmeans")
-    lines.append(
-        f"pseudo-labels vs ground truth (diagnostic): ACC {_pct(pl['acc'])}  NMI {_pct(pl['nmi'])}  "
-        f"ARI {_pct(pl['ari'])}"
-        + (f"   | k-means: ACC {_pct(km['acc'])}  NMI {_pct(km['nmi'])}  ARI {_pct(km['ari'])}" if km else "")
-    )
-    methods = list(results["results"][0]["methods"]) if results["results"] else []
+    if "pseudo_labels" in c:  # only when a method needed the clustering
+        pl = c["pseudo_labels"]
+        km = c.get("kmeans")
+        lines.append(
+            f"pseudo-labels vs ground truth (diagnostic): ACC {_pct(pl['acc'])}  NMI {_pct(pl['nmi'])}  "
+            f"ARI {_pct(pl['ari'])}"
+            + (f"   | k-means: ACC {_pct(km['acc'])}  NMI {_pct(km['nmi'])}  ARI {_pct(km['ari'])}" if km else "")
+        )
+    methods = list(dict.fromkeys(m for r in results["results"] for m in r["methods"]))
     sel = results["selection"]
-    label = {sel["method"]: f"{sel['method']}({sel['score']})"}
+    score_of = {m: a.get("score") for r in results["results"] for m, a in r["methods"].items()}
+    label = {
+        m: f"{m}({score_of[m]})" if score_of.get(m) in ("aum", "aum_prob_sum", "forgetting", "el2n") else m
+        for m in methods
+    }
+    label[sel.get("arm", sel["method"])] = label.get(sel.get("arm", sel["method"]), sel["method"]) + "*"
     cols = ["budget", "prune", "beta"] + [label.get(m, m) for m in methods]
     seeds = len(results["evaluate"]["seeds"])
     body = []
@@ -90,7 +96,10 @@ def format_table(results: dict[str, Any]) -> str:
             _beta_cell(row),
         ]
         for m in methods:
-            r = row["methods"][m]
+            r = row["methods"].get(m)
+            if r is None:
+                cells.append("-")
+                continue
             cells.append(f"{100 * r['acc_mean']:.1f}" + (f" ± {100 * r['acc_std']:.1f}" if seeds > 1 else ""))
         body.append(cells)
     paper = [paper_reference(results["dataset"], row["pruning_rate"]) for row in results["results"]]
@@ -99,9 +108,23 @@ def format_table(results: dict[str, Any]) -> str:
         for cells, ref in zip(body, paper, strict=True):
             cells += [f"{ref[m]:.1f}" if m in ref else "-" for m in ("elfs", "random")]
     lines += _aligned([cols, *body])
+    full = results.get("full_data")
+    if full:
+        lines.append(
+            f"full data (all {results['n_train']} training images, uses labels): {100 * full['acc_mean']:.1f}"
+            + (f" ± {100 * full['acc_std']:.1f}" if seeds > 1 else "")
+            + ("" if full.get("best_mean") is None else f"; best of run {100 * full['best_mean']:.1f}")
+        )
+    if sel.get("uses_ground_truth"):
+        lines.append(f"* {sel.get('arm')}: a supervised reference; it selects with the ground-truth labels")
     lines.append(
         f"test accuracy (%) after {results['evaluate']['steps']} steps of {results['evaluate']['model']}, "
-        f"final checkpoint, {seeds} seed(s); beta chosen on a 90/10 pseudo-label split"
+        f"final checkpoint, {seeds} seed(s)"
+        + (
+            f"; beta chosen on a 90/10 {'ground-truth' if sel.get('uses_ground_truth') else 'pseudo-label'} split"
+            if any(r.get("beta_source") == "search" for r in results["results"])
+            else ""
+        )
         + (
             " (* = at the edge of the grid: extend beta_grid)"
             if any(r.get("beta_at_edge") for r in results["results"])
@@ -141,13 +164,17 @@ def plot_results(results: dict[str, Any], run_dir: Path) -> list[Path]:
 
     out = []
     rows = sorted(results["results"], key=lambda r: r["pruning_rate"])
-    if rows and rows[0]["methods"]:  # a run without labels evaluates nothing: no accuracy plot
+    arms = list(dict.fromkeys(m for r in rows for m in r["methods"]))
+    if arms:  # a run without labels evaluates nothing: no accuracy plot
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        for m in rows[0]["methods"]:
-            xs = [100 * r["pruning_rate"] for r in rows]
-            ys = [100 * r["methods"][m]["acc_mean"] for r in rows]
-            es = [100 * r["methods"][m]["acc_std"] for r in rows]
+        for m in arms:
+            pts = [r for r in rows if m in r["methods"]]
+            xs = [100 * r["pruning_rate"] for r in pts]
+            ys = [100 * r["methods"][m]["acc_mean"] for r in pts]
+            es = [100 * r["methods"][m]["acc_std"] for r in pts]
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
+        if results.get("full_data"):
+            ax.axhline(100 * results["full_data"]["acc_mean"], color="k", linestyle="--", label="full data")
         out.append(
             _finish(
                 fig,

@@ -245,7 +245,7 @@ def test_check_data_routes_streamed_sources_to_image_models(compose_cfg, digit_f
 def test_stages_train_on_the_streamed_source(compose_cfg, digit_folder, tmp_path):
     """stage_dynamics and stage_beta_search on a folder with an image proxy: _model_inputs hands over the source."""
     from elfs.cache import Artifact, ArtifactCache
-    from elfs.pipeline import Context, _model_inputs, load_data, stage_beta_search, stage_dynamics
+    from elfs.pipeline import Context, Labels, _model_inputs, load_data, stage_beta_search, stage_dynamics
     from elfs.tracking import RunLoggers
 
     root, y = digit_folder
@@ -269,10 +269,10 @@ def test_stages_train_on_the_streamed_source(compose_cfg, digit_folder, tmp_path
     ctx = Context(
         cfg=conf, cache=ArtifactCache(tmp_path / "cache"), run_dir=tmp_path, loggers=RunLoggers(conf.logger, tmp_path)
     )
-    dyn = stage_dynamics(ctx, conf.dynamics, free, emb, clus)
+    dyn = stage_dynamics(ctx, conf.dynamics, free, emb, Labels.pseudo(clus))
     assert dyn["aum"].shape == (N_IMAGES,) and np.isfinite(dyn["aum"]).all()
     assert (dyn["num_records"] == 2).all()
-    search = stage_beta_search(ctx, conf.selection, conf.evaluate, free, emb, clus, dyn, 0.3)
+    search = stage_beta_search(ctx, conf.selection, conf.evaluate, free, emb, Labels.pseudo(clus), dyn, 0.3)
     assert search["betas"].tolist() == [0.0, 0.2] and ((search["val_acc"] >= 0) & (search["val_acc"] <= 1)).all()
 
 

@@ -52,6 +52,20 @@ SELECTORS: dict[str, Callable[..., np.ndarray]] = {
     "easy": _easy,
     "hard": _hard,
 }
+#: Every selection method and what it ranks by, besides n, budget and seed: "score" (the proxy's training dynamics:
+#: pseudo-labels, or ground truth for the supervised reference), "prototypes" (distance to the own k-means centroid
+#: of the embeddings, method.md §8.2), "graph" (those distances over the kNN graph: D2, §8.3) or "none".
+#: "full" keeps every example (the full-data reference); prototypicality and d2 are dispatched by the pipeline.
+METHOD_INPUTS: dict[str, str] = {
+    "double_end": "score",
+    "ccs": "score",
+    "easy": "score",
+    "hard": "score",
+    "random": "none",
+    "full": "none",
+    "prototypicality": "prototypes",
+    "d2": "graph",
+}
 #: Methods that take a hard cut ``beta``; the others require beta == 0.
 METHODS_USING_BETA = frozenset({"double_end", "ccs"})
 #: Methods that ignore the score (hardness may be None).
@@ -95,6 +109,7 @@ def select(
 
 __all__ = [
     "SELECTORS",
+    "METHOD_INPUTS",
     "METHODS_USING_BETA",
     "METHODS_WITHOUT_SCORE",
     "select",
