@@ -1,13 +1,24 @@
-"""Aggregate a multirun sweep: every job's results.json -> one table of mean ± std per (budget, beta, method).
+"""Aggregate run folders (a -m sweep, or any set of them) into one table that cannot mix arms.
+
+Every evaluation in every results.json becomes one record keyed by everything that decides it: dataset, budget,
+the arm (method; whose labels scored it, so the supervised reference never merges with a label-free method), the
+score, the clustering, the encoder, beta (fixed value, or "auto" for the search), the evaluation protocol, and
+every other setting upstream of that arm's coreset. An evaluation that several jobs share (random beside each
+encoder, the full-data reference in every job) has one cache key and is counted once. Output, into the folder:
+summary.csv / .md / .tex / .txt (mean ± std and n, final-checkpoint and best-of-run accuracy, the paper's numbers
+beside the best-of-run column, which is the metric the paper reports) and summary.png (accuracy against pruning
+rate per arm, the paper's points, a full-data line).
 
 Runs automatically at the end of `python -m elfs.train -m ...` (a Hydra callback), or by hand:
-`python -m elfs.aggregate outputs/multiruns/<date>/<time>`.
+`python -m elfs.aggregate DIR [DIR ...] [--out DIR]`.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -16,81 +27,326 @@ from typing import Any
 import numpy as np
 from hydra.experimental.callback import Callback
 
+from elfs.paper import paper_full_data, paper_reference, paper_source
 
-def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per (job, budget, method, seed) from every results.json below sweep_dir."""
-    rows = []
-    for path in sorted(Path(sweep_dir).glob("**/results.json")):
-        res = json.loads(path.read_text())
-        for r in res["results"]:
-            for method, m in r["methods"].items():
-                beta = r.get("beta") if method in ("double_end", "ccs") else None
-                for seed, acc in zip(res["evaluate"]["seeds"], m["final_acc"], strict=True):
-                    rows.append(
-                        {
-                            "job": str(path.parent.relative_to(sweep_dir)),
-                            "dataset": res["dataset"],
-                            "backbone": res["backbone"],
-                            "budget": r["budget"],
-                            "method": method,
-                            "beta": beta,
-                            "beta_source": r.get("beta_source"),
-                            "seed": seed,
-                            "acc": acc,
-                        }
-                    )
-    return rows
+#: the columns every summary row has (beside n and the accuracies); the arm identity
+KEY_COLUMNS = ("dataset", "budget", "arm", "score", "labels", "cluster", "backbone", "beta")
+#: our arm -> the paper's row of the same method (paper_results.yaml); ccs on pseudo-labels has no paper row
+PAPER_ROW = {
+    "double_end": "elfs",
+    "random": "random",
+    "supervised_ccs": "supervised_ccs",
+    "d2": "d2",
+    "prototypicality": "prototypicality",
+}
 
 
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± std (ddof=1) over seeds and repeated jobs, grouped by dataset, backbone, budget, method and beta."""
-    groups: dict[tuple, list[float]] = defaultdict(list)
-    for r in rows:
-        key = (r["dataset"], r["backbone"], r["budget"], r["method"], r["beta"])
-        groups[key].append(r["acc"])
+def _frozen(settings: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, json.dumps(v, sort_keys=True, default=str)) for k, v in settings.items()))
+
+
+def _records_of(res: dict[str, Any], job: str) -> list[dict[str, Any]]:
+    """One record per (arm, budget, evaluation seed) of one results.json."""
     out = []
-    for (dataset, backbone, budget, method, beta), accs in sorted(
-        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2], kv[0][3], kv[0][4] or -1)
-    ):
-        a = np.asarray(accs, dtype=float)
-        out.append(
-            {
-                "dataset": dataset,
-                "backbone": backbone,
-                "budget": budget,
-                "pruning_rate": round(1 - budget, 6),
-                "method": method,
-                "beta": beta,
-                "n": len(a),
-                "acc_mean": float(a.mean()),
-                "acc_std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
-            }
-        )
+    ev = res["evaluate"]
+    entries = [(r["budget"], arm, m) for r in res["results"] for arm, m in r["methods"].items()]
+    if res.get("full_data"):
+        entries.append((1.0, "full", res["full_data"]))
+    for budget, arm, m in entries:
+        beta_spec: Any = None
+        if m.get("beta") is not None:  # searched (auto) or fixed
+            searched = (
+                m.get("method") in ("double_end", "ccs") and (m.get("settings", {}).get("selection.beta")) == "auto"
+            )
+            beta_spec = "auto" if searched else m["beta"]
+        keys = m.get("eval_keys") or [None] * len(m["final_acc"])
+        bests = m.get("best_acc") or m.get("best_acc_secondary") or [None] * len(m["final_acc"])
+        for seed, acc, best, key in zip(m.get("seeds", ev["seeds"]), m["final_acc"], bests, keys, strict=True):
+            out.append(
+                {
+                    "job": job,
+                    "dataset": res["dataset"],
+                    "budget": float(budget),
+                    "arm": arm,
+                    "score": m.get("score"),
+                    "labels": m.get("labels"),
+                    "uses_ground_truth": bool(m.get("uses_ground_truth", False)),
+                    "cluster": m.get("cluster"),
+                    "backbone": m.get("backbone"),
+                    "beta": beta_spec,
+                    "beta_used": m.get("beta"),
+                    "model": ev["model"],
+                    "steps": ev["steps"],
+                    "settings": m.get("settings", {}),
+                    "seed": seed,
+                    "eval_key": key,
+                    "acc": acc,
+                    "best": best,
+                }
+            )
     return out
 
 
-def format_summary(summary: list[dict[str, Any]]) -> str:
-    lines = [f"{'dataset':>10} {'budget':>7} {'method':>12} {'beta':>6} {'n':>3}  accuracy (%)"]
-    for s in summary:
-        beta = "-" if s["beta"] is None else f"{s['beta']:g}"
-        lines.append(
-            f"{s['dataset']:>10} {s['budget']:>7g} {s['method']:>12} {beta:>6} {s['n']:>3}  "
-            f"{100 * s['acc_mean']:.2f} ± {100 * s['acc_std']:.2f}"
+def collect(dirs: list[Path] | Path) -> tuple[list[dict[str, Any]], int]:
+    """Every evaluation below ``dirs``, each counted once (by its cache key); also how many duplicates were
+    dropped (the same training reached from several jobs)."""
+    dirs = [Path(dirs)] if isinstance(dirs, (str, Path)) else [Path(d) for d in dirs]
+    seen: set[str] = set()
+    rows, dropped = [], 0
+    paths = sorted({p.resolve() for d in dirs for p in d.glob("**/results.json")})
+    for path in paths:
+        res = json.loads(path.read_text())
+        if not res.get("labelled", True):
+            continue
+        for r in _records_of(res, str(path.parent)):
+            if r["eval_key"] is not None:
+                if r["eval_key"] in seen:
+                    dropped += 1
+                    continue
+                seen.add(r["eval_key"])
+            rows.append(r)
+    return rows, dropped
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± std (ddof=1) and n per arm identity; columns for the settings that differ between rows of an arm."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        key = tuple(r[c] for c in KEY_COLUMNS) + (r["model"], r["steps"], _frozen(r["settings"]))
+        groups[key].append(r)
+    # settings that take more than one value among the groups of one arm are what the sweep varied
+    by_arm: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rs in groups.values():
+        by_arm[rs[0]["arm"]].append(rs[0]["settings"])
+    varied: dict[str, list[str]] = {}
+    for arm, settings in by_arm.items():
+        keys = sorted({k for s in settings for k in s})
+        varied[arm] = [
+            k
+            for k in keys
+            if len({json.dumps(s.get(k), default=str) for s in settings}) > 1
+            and k not in ("backbone.name", "cluster.method", "selection.score", "selection.beta", "selection.labels")
+        ]
+    out = []
+    for rs in groups.values():
+        r0 = rs[0]
+        acc_mean, acc_std = _mean_std([r["acc"] for r in rs])
+        bests = [r["best"] for r in rs if r["best"] is not None]
+        best_mean, best_std = _mean_std(bests) if len(bests) == len(rs) else (None, None)
+        chosen = sorted({r["beta_used"] for r in rs if r["beta_used"] is not None})
+        pruning = round(1.0 - r0["budget"], 6)
+        paper_key = PAPER_ROW.get(r0["arm"])
+        if r0["arm"] == "full":
+            paper = paper_full_data(r0["dataset"])
+        else:
+            paper = paper_reference(r0["dataset"], pruning).get(paper_key) if paper_key else None
+        out.append(
+            {
+                **{c: r0[c] for c in KEY_COLUMNS},
+                "pruning_rate": pruning,
+                "uses_ground_truth": r0["uses_ground_truth"],
+                "beta_chosen": ",".join(f"{b:g}" for b in chosen) if chosen else None,
+                "varied": ",".join(f"{k}={r0['settings'].get(k)}" for k in varied.get(r0["arm"], [])) or None,
+                "model": r0["model"],
+                "steps": r0["steps"],
+                "n": len(rs),
+                "acc_mean": acc_mean,
+                "acc_std": acc_std,
+                "best_mean": best_mean,
+                "best_std": best_std,
+                "paper": paper,
+                "delta_vs_paper": None if paper is None or best_mean is None else round(100 * best_mean - paper, 2),
+            }
         )
+    out.sort(
+        key=lambda s: (
+            s["dataset"],
+            s["pruning_rate"],
+            s["uses_ground_truth"] or s["arm"] == "full",  # the label-using references last
+            s["arm"],
+            str(s["backbone"]),
+            str(s["cluster"]),
+            str(s["score"]),
+            str(s["beta"]),
+            str(s["varied"]),
+        )
+    )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    return "-" if mean is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _arm_label(s: dict[str, Any]) -> str:
+    """The arm as a reader says it: a ground-truth arm says so."""
+    return f"{s['arm']} (uses labels)" if s["uses_ground_truth"] or s["arm"] == "full" else s["arm"]
+
+
+def _columns(summary: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """(header, cell function) of the columns worth showing: constant identity columns are left out."""
+    cols: list[tuple[str, Any]] = []
+    for c in ("dataset", "backbone", "cluster", "score", "labels"):
+        if len({str(s[c]) for s in summary}) > 1:
+            cols.append((c, lambda s, c=c: _cell(s[c])))
+    cols += [
+        ("budget", lambda s: _cell(s["budget"])),
+        ("prune", lambda s: f"{100 * s['pruning_rate']:.0f}%"),
+        ("arm", _arm_label),
+        ("β", lambda s: _cell(s["beta"]) + (f" ({s['beta_chosen']})" if s["beta"] == "auto" else "")),
+    ]
+    if any(s["varied"] for s in summary):
+        cols.append(("varied", lambda s: _cell(s["varied"])))
+    cols += [
+        ("n", lambda s: str(s["n"])),
+        ("final acc (%)", lambda s: _pm(s["acc_mean"], s["acc_std"])),
+        ("best-of-run (%)", lambda s: _pm(s["best_mean"], s["best_std"])),
+        ("paper (%)", lambda s: "-" if s["paper"] is None else f"{s['paper']:.1f}"),
+        ("Δ best − paper", lambda s: "-" if s["delta_vs_paper"] is None else f"{s['delta_vs_paper']:+.1f}"),
+    ]
+    return cols
+
+
+def format_summary(summary: list[dict[str, Any]]) -> str:
+    """Plain text, right-aligned columns (what the sweep prints)."""
+    cols = _columns(summary)
+    cells = [[h for h, _ in cols]] + [[f(s) for _, f in cols] for s in summary]
+    widths = [max(len(r[i]) for r in cells) + 2 for i in range(len(cols))]
+    return "\n".join("".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells)
+
+
+def format_markdown(summary: list[dict[str, Any]]) -> str:
+    cols = _columns(summary)
+    lines = ["| " + " | ".join(h for h, _ in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(f(s) for _, f in cols) + " |" for s in summary]
     return "\n".join(lines)
 
 
-def aggregate(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Write summary.csv and summary.txt into sweep_dir and return the summary rows."""
-    sweep_dir = Path(sweep_dir)
-    summary = summarise(collect(sweep_dir))
+def format_latex(summary: list[dict[str, Any]]) -> str:
+    """A booktabs tabular; ± and β as LaTeX math."""
+    cols = _columns(summary)
+
+    def tex(x: str) -> str:
+        x = x.replace("\\", "\\textbackslash{}")
+        for ch in "&%$#_{}":
+            x = x.replace(ch, "\\" + ch)
+        return x.replace("±", "$\\pm$").replace("β", "$\\beta$").replace("Δ", "$\\Delta$").replace("−", "-")
+
+    lines = [
+        "\\begin{tabular}{" + "l" * len(cols) + "}",
+        "\\toprule",
+        " & ".join(tex(h) for h, _ in cols) + " \\\\",
+        "\\midrule",
+    ]
+    lines += [" & ".join(tex(f(s)) for _, f in cols) + " \\\\" for s in summary]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines)
+
+
+def plot_summary(summary: list[dict[str, Any]], path: Path) -> Path | None:
+    """Accuracy against pruning rate per arm (best-of-run where every point has it, else final), one panel per
+    dataset, with the paper's points (hollow, same colour) and the full-data line (ours dashed, paper dotted)."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from elfs.paper import paper_reference as ref
+
+    datasets = sorted({s["dataset"] for s in summary})
+    if not datasets:
+        return None
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        rows = [s for s in summary if s["dataset"] == dataset]
+        use_best = all(s["best_mean"] is not None for s in rows)
+        metric = "best_mean" if use_best else "acc_mean"
+        spread = "best_std" if use_best else "acc_std"
+        lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for s in rows:
+            if s["arm"] != "full":
+                name = " ".join(x for x in (_arm_label(s), s["backbone"] or "", s["varied"] or "") if x)
+                if s["beta"] not in (None, "auto") and s["arm"] in ("double_end", "ccs"):
+                    name += f" β={s['beta']:g}"
+                lines[name].append(s)
+        for i, (name, pts) in enumerate(sorted(lines.items())):
+            pts.sort(key=lambda s: s["pruning_rate"])
+            colour = f"C{i % 10}"
+            ax.errorbar(
+                [100 * s["pruning_rate"] for s in pts],
+                [100 * s[metric] for s in pts],
+                yerr=[100 * s[spread] for s in pts],
+                marker="o",
+                capsize=3,
+                color=colour,
+                label=name,
+            )
+            key = PAPER_ROW.get(pts[0]["arm"])
+            paper_pts = (
+                [(100 * s["pruning_rate"], ref(dataset, s["pruning_rate"]).get(key)) for s in pts] if key else []
+            )
+            paper_pts = [(x, y) for x, y in paper_pts if y is not None]
+            if paper_pts:
+                ax.scatter(*zip(*paper_pts, strict=True), marker="s", facecolors="none", edgecolors=colour)
+        for s in rows:
+            if s["arm"] == "full":
+                ax.axhline(100 * s[metric], color="k", linestyle="--", linewidth=1, label="full data (ours)")
+                break
+        paper_full = paper_full_data(dataset)
+        if paper_full is not None:
+            ax.axhline(paper_full, color="k", linestyle=":", linewidth=1, label="full data (paper)")
+        ax.set_xlabel("pruning rate (%)")
+        ax.set_ylabel(f"test accuracy (%), {'best of run' if use_best else 'final checkpoint'}")
+        ax.set_title(f"{dataset} (squares: paper)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def aggregate(dirs: list[Path] | Path, out: Path | None = None) -> list[dict[str, Any]]:
+    """Write summary.{csv,md,tex,txt,png} into ``out`` (default: the first folder); return the summary rows."""
+    dirs = [Path(dirs)] if isinstance(dirs, (str, Path)) else [Path(d) for d in dirs]
+    out = Path(out) if out is not None else dirs[0]
+    rows, dropped = collect(dirs)
+    summary = summarise(rows)
     if not summary:
         return summary
-    with open(sweep_dir / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(summary[0]))
+    out.mkdir(parents=True, exist_ok=True)
+    fields = [k for k in summary[0]]
+    with open(out / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(summary)
-    (sweep_dir / "summary.txt").write_text(format_summary(summary) + "\n")
+    note = (
+        f"{len(rows)} evaluation(s) from {len({r['job'] for r in rows})} job(s); {dropped} shared evaluation(s) "
+        f"counted once. Paper columns: {paper_source()}, best-of-run accuracy, compared with our best-of-run column."
+    )
+    (out / "summary.md").write_text(format_markdown(summary) + "\n\n" + note + "\n")
+    (out / "summary.tex").write_text(format_latex(summary) + "\n")
+    (out / "summary.txt").write_text(format_summary(summary) + "\n" + note + "\n")
+    plot_summary(summary, out / "summary.png")
     return summary
 
 
@@ -98,27 +354,30 @@ class AggregateOnMultirunEnd(Callback):
     """Hydra callback: after a sweep, aggregate its jobs' results into the sweep folder and print the table."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        summary = aggregate(Path(config.hydra.sweep.dir))
+        sweep = Path(config.hydra.sweep.dir)
+        summary = aggregate(sweep)
         if summary:
-            print(
-                "\nsweep summary ("
-                + str(Path(config.hydra.sweep.dir) / "summary.csv")
-                + ")\n"
-                + format_summary(summary),
-                flush=True,
-            )
+            print(f"\nsweep summary ({sweep / 'summary.md'})\n" + format_summary(summary), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or not Path(argv[0]).is_dir():
-        print("usage: python -m elfs.aggregate SWEEP_DIR (a folder holding jobs' results.json)", file=sys.stderr)
+    p = argparse.ArgumentParser(
+        prog="python -m elfs.aggregate",
+        description="Rebuild the summary tables and plot from any set of run folders (each holding results.json).",
+    )
+    p.add_argument("dirs", nargs="+", type=Path, help="folders searched recursively for results.json")
+    p.add_argument("--out", type=Path, default=None, help="where summary.* go (default: the first folder)")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    missing = [str(d) for d in args.dirs if not d.is_dir()]
+    if missing:
+        print(f"elfs: error: not a folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    summary = aggregate(Path(argv[0]))
+    summary = aggregate(args.dirs, args.out)
     if not summary:
-        print(f"elfs: error: no results.json below {argv[0]}", file=sys.stderr)
+        print(f"elfs: error: no labelled results.json below {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 2
     print(format_summary(summary))
+    print(f"written: {(args.out or args.dirs[0]) / 'summary.md'} (.csv, .tex, .txt, .png beside it)")
     return 0
 
 

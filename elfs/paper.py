@@ -33,3 +33,10 @@ def paper_reference(dataset: str, pruning_rate: float, path: Path = PAPER_RESULT
 
 def paper_source(path: Path = PAPER_RESULTS) -> str:
     return str(_load(str(path)).get("source", ""))
+
+
+def paper_full_data(dataset: str, path: Path = PAPER_RESULTS) -> float | None:
+    """The paper's full-data accuracy (%) for this dataset, or None."""
+    block = _load(str(path)).get("datasets", {}).get(dataset) or {}
+    value = block.get("full_data")
+    return None if value is None else float(value)

@@ -19,6 +19,7 @@ def _results(beta=0.2, accs=(0.8, 0.9), rand=(0.7, 0.75)):
         "pretrained": True,
         "selection": {"method": "double_end", "score": "aum", "baselines": ["random"]},
         "evaluate": {"model": "small_cnn", "steps": 10, "seeds": [0, 1]},
+        "labelled": True,
         "clustering": {
             "pseudo_labels": {"acc": 0.5, "nmi": 0.4, "ari": 0.3},
             "kmeans": {"acc": 0.45, "nmi": 0.35, "ari": 0.25},
@@ -33,17 +34,24 @@ def _results(beta=0.2, accs=(0.8, 0.9), rand=(0.7, 0.75)):
                 "beta_curve": {"betas": [0.0, 0.2], "val_acc": [0.4, 0.6]},
                 "methods": {
                     "double_end": {
+                        "arm": "double_end",
+                        "method": "double_end",
+                        "score": "aum",
+                        "beta": beta,
+                        "settings": {"selection.beta": beta},
                         "final_acc": list(accs),
                         "acc_mean": sum(accs) / 2,
                         "acc_std": 0.0707,
-                        "best_acc_secondary": [None, None],
+                        "best_acc": [None, None],
                         "n_kept": 30,
                     },
                     "random": {
+                        "arm": "random",
+                        "method": "random",
                         "final_acc": list(rand),
                         "acc_mean": sum(rand) / 2,
                         "acc_std": 0.035,
-                        "best_acc_secondary": [None, None],
+                        "best_acc": [None, None],
                         "n_kept": 30,
                     },
                 },
@@ -74,7 +82,7 @@ def test_aggregate_mean_std_over_jobs_and_seeds(tmp_path, capsys):
         d = tmp_path / str(job)
         d.mkdir()
         (d / "results.json").write_text(json.dumps(_results(beta=beta, accs=accs)))
-    summary = {(s["method"], s["beta"]): s for s in aggregate(tmp_path)}
+    summary = {(s["arm"], s["beta"]): s for s in aggregate(tmp_path)}
     assert summary[("double_end", 0.2)]["n"] == 4
     assert summary[("double_end", 0.2)]["acc_mean"] == pytest.approx(0.8)
     assert summary[("double_end", 0.2)]["acc_std"] == pytest.approx(0.0816497, rel=1e-5)
