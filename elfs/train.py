@@ -114,7 +114,8 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
     # the resolved config in every run folder (Hydra writes .hydra/ only for its own runs, not for elfs-select)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved if resolved is not None else conf))
     version = {"code_version": code_version(), "git_commit": git_commit()}
-    loggers = RunLoggers(conf.logger, run_dir, config={**(resolved or {}), **version}, run_name=run_dir.name)
+    name, group = _run_name_and_group(conf.name, run_dir)
+    loggers = RunLoggers(conf.logger, run_dir, config={**(resolved or {}), **version}, run_name=name, group=group)
     cache = ArtifactCache(Path(conf.paths.cache_dir))
     try:
         ctx = Context(cfg=conf, cache=cache, run_dir=run_dir, loggers=loggers, timings={"data": data_seconds})
@@ -137,6 +138,22 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
         loggers.finish()
 
 
+def _run_name_and_group(name: str, run_dir: Path) -> tuple[str, str | None]:
+    """W&B run name and group: in a sweep, the overrides that differ (e.g. 'budget=0.1,selection=ccs') and one
+    group per sweep ('<name>/<sweep folder>'); a single run is named by its folder and has no group."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            sweep = Path(hc.sweep.dir)
+            return hc.job.override_dirname or f"job{hc.job.num}", f"{name}/{sweep.parent.name}/{sweep.name}"
+    except ValueError:  # not inside a Hydra job (elfs-select, tests calling run())
+        pass
+    return run_dir.name, None
+
+
 def _overrides() -> list[str]:
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -150,8 +167,8 @@ def _overrides() -> list[str]:
 def main(cfg: DictConfig) -> float | None:
     """Hydra task: returns ELFS accuracy at the first budget (handy for sweepers). Errors propagate to `cli`."""
     results = run(cfg)
-    rows = results["results"]
-    return rows[0]["methods"][results["selection"]["method"]]["acc_mean"] if rows else None
+    rows = [r for r in results["results"] if results["selection"]["arm"] in r["methods"]]
+    return rows[0]["methods"][results["selection"]["arm"]]["acc_mean"] if rows else None
 
 
 # ------------------------------------------------------------------------------------------- command line
