@@ -49,16 +49,29 @@ def _cli(args: list[str], cwd: Path, env_extra: dict | None = None, timeout: int
 
 @pytest.mark.slow
 def test_label_firewall_and_determinism(compose_cfg, tmp_path):
-    """Shuffled training labels leave the coreset bit-for-bit unchanged; the same seed gives the same coreset."""
+    """Shuffled training labels leave every label-free method's coreset bit-for-bit unchanged; the same seed gives
+    the same coreset."""
     real = _digits_npz(tmp_path / "real.npz")
     shuffled = _digits_npz(tmp_path / "shuffled.npz", permute_labels=True)
     runs = {}
     for name, path in [("a", real), ("b", real), ("shuffled", shuffled)]:
-        cfg = compose_cfg([*QUICK, "dataset=npz", f"dataset.path={path}", "dataset.hflip=false"], sub=name)
+        every_label_free = "selection.baselines=[random,ccs,easy,hard,prototypicality,d2]"
+        cfg = compose_cfg(
+            [*QUICK, "dataset=npz", f"dataset.path={path}", "dataset.hflip=false", every_label_free], sub=name
+        )
         results = run(cfg)  # each with its own fresh cache: nothing is shared between the three runs
         runs[name] = (results, _coresets(Path(cfg.paths.output_dir)))
     a, b, s = runs["a"][1], runs["b"][1], runs["shuffled"][1]
-    assert set(a) == set(b) == set(s) and any(k.startswith("double_end") for k in a)
+    assert set(a) == set(b) == set(s)
+    assert {k.split("_budget")[0] for k in a} == {
+        "double_end",
+        "random",
+        "ccs",
+        "easy",
+        "hard",
+        "prototypicality",
+        "d2",
+    }
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
         np.testing.assert_array_equal(a[k], s[k])
@@ -112,15 +125,20 @@ def test_multirun_sweep_reuses_upstream_cache_and_logs_one_wandb_run_per_job(tmp
         env_extra={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb_default")},
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    runs = [sorted((tmp_path / "sweep" / j / "wandb").glob("offline-run-*")) for j in ("0", "1")]
+    jobs = sorted(d for d in (tmp_path / "sweep").iterdir() if d.is_dir())
+    assert [j.name for j in jobs] == [
+        "0_selection.beta=0.0,selection.budget=0.3",
+        "1_selection.beta=0.2,selection.budget=0.3",
+    ]
+    runs = [sorted((j / "wandb").glob("offline-run-*")) for j in jobs]
     assert [len(r) for r in runs] == [1, 1], runs  # wandb.finish() per job: no run is reused or merged
     assert runs[0][0].name.split("-")[-1] != runs[1][0].name.split("-")[-1]
     assert list(runs[0][0].glob("*.wandb")) and not (tmp_path / "wandb_default").exists()
     summary = (tmp_path / "sweep" / "summary.csv").read_text().splitlines()
-    assert summary[0].startswith("dataset,backbone,budget") and len(summary) == 1 + 3  # elfs@0, elfs@0.2, random
+    assert summary[0].startswith("dataset,budget,arm") and len(summary) == 1 + 3  # elfs@0, elfs@0.2, random once
     assert "sweep summary" in p.stdout
-    r0 = json.loads((tmp_path / "sweep" / "0" / "results.json").read_text())
-    r1 = json.loads((tmp_path / "sweep" / "1" / "results.json").read_text())
+    r0 = json.loads((jobs[0] / "results.json").read_text())
+    r1 = json.loads((jobs[1] / "results.json").read_text())
     assert (r0["results"][0]["beta"], r1["results"][0]["beta"]) == (0.0, 0.2)
     hits = {e["stage"]: e["cached"] for e in r1["cache"] if e["stage"] in ("embed", "knn", "cluster", "dynamics")}
     assert hits == {"embed": True, "knn": True, "cluster": True, "dynamics": True}
