@@ -80,6 +80,13 @@ def test_fixed_beta_skips_only_the_budgets_it_leaves_no_room_for(compose_cfg):
     assert conf.selection.feasible_budgets() == [0.1, 0.3]
 
 
+def test_d2_graph_must_fit_in_the_knn_graph(compose_cfg):
+    from elfs.preflight import check_config
+
+    with pytest.raises(ConfigError, match="selection.d2_k=60 exceeds knn.k=50"):
+        check_config(to_typed(compose_cfg(["selection=d2", "selection.d2_k=60"])), weights=False, devices=False)
+
+
 def test_supervised_reference_on_unlabelled_data_is_refused(tmp_path, compose_cfg):
     from elfs.pipeline import prepare_data
 
@@ -207,30 +214,15 @@ def test_aggregate_cli_rebuilds_from_any_set_of_folders(tmp_path):
 
 @pytest.mark.slow
 def test_baselines_and_references_run_and_are_marked(compose_cfg, tmp_path):
-    """Prototypicality, D2 and full data beside D2; the supervised reference on its own: every arm lands in the
-    table, label use marked, and a label-free run touches no training label (shuffled labels, same coresets)."""
-    from elfs.data import load_dataset
-
-    ds = load_dataset("digits")
-    paths = {}
-    for name, y in (("real", ds.truth.train), ("shuffled", np.random.default_rng(0).permutation(ds.truth.train))):
-        paths[name] = tmp_path / f"{name}.npz"
-        np.savez(paths[name], x_train=ds.train.images, y_train=y, x_test=ds.test.images, y_test=ds.truth.test)
-    base = [*QUICK, "dataset.hflip=false", "selection.budget=0.3"]
-    free = ["selection=d2", "selection.baselines=[prototypicality,random,full]"]
-    res, kept = {}, {}
-    for name in ("real", "shuffled"):
-        cfg = compose_cfg([*base, *free, "dataset=npz", f"dataset.path={paths[name]}"], sub=name)
-        res[name] = run(cfg)
-        with np.load(Path(cfg.paths.output_dir) / "coresets.npz") as z:
-            kept[name] = {k: z[k] for k in z.files}
-    for k in ("d2_budget0.3_seed0", "prototypicality_budget0.3_seed0"):
-        np.testing.assert_array_equal(kept["real"][k], kept["shuffled"][k])  # label-free: labels change nothing
-    assert set(res["real"]["artifacts"]) == {"embed", "knn", "prototypes"}  # no TEMI, no proxy: not needed
-    sup_cfg = compose_cfg([*base, "selection=supervised_ccs", "selection.beta_grid=[0.0,0.2]"], sub="sup")
-    sup = run(sup_cfg)
-    assert sup["selection"]["uses_ground_truth"] and "dynamics_gt" in sup["artifacts"]
-    assert "cluster" not in sup["artifacts"]  # the supervised reference needs no clustering
+    """Prototypicality, D2 and full data beside D2, and the supervised reference on its own: every arm lands in the
+    table with its label use marked, and each run computes only the stages its methods need. (That labels change
+    no label-free coreset, D2 and prototypicality included, is tests/test_pipeline.py's firewall test.)"""
+    base = [*QUICK, "selection.budget=0.3"]
+    free = compose_cfg([*base, "selection=d2", "selection.baselines=[prototypicality,random,full]"], sub="real")
+    res = run(free)
+    assert set(res["artifacts"]) == {"embed", "knn", "prototypes"}  # no TEMI, no proxy: not needed
+    sup = run(compose_cfg([*base, "selection=supervised_ccs", "selection.beta_grid=[0.0,0.2]"], sub="sup"))
+    assert sup["selection"]["uses_ground_truth"] and set(sup["artifacts"]) == {"dynamics_gt"}  # no clustering
 
     summary = aggregate([tmp_path / "real", tmp_path / "sup"], tmp_path / "table")
     arms = {s["arm"]: s for s in summary}
