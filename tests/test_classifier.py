@@ -222,6 +222,27 @@ def test_same_seed_bit_identical_scores(digits):
     assert not np.array_equal(a["aum"], c["aum"])
 
 
+def test_fast_data_path_gives_the_host_paths_result(digits):
+    """device_data (images kept on the training device, batches gathered there) is the same computation as the
+    host loader on the same device: bit-identical scores and test accuracy here on the CPU; channels-last only
+    changes the memory layout (same result up to float reduction order)."""
+    x, y = digits
+    kw = dict(num_classes=10, seed=3, **{**DATA, "hflip": True})
+    plain = record_dynamics(x[:300], y[:300], _cfg(cls=DynamicsConfig, batch_size=32, epochs=2), **kw)
+    fast = record_dynamics(x[:300], y[:300], _cfg(cls=DynamicsConfig, batch_size=32, epochs=2, device_data=True), **kw)
+    for k in plain:
+        np.testing.assert_array_equal(plain[k], fast[k], err_msg=k)
+    idx = np.arange(0, 1500, 2)
+    common = dict(num_classes=10, seed=1, steps=40, test_inputs=x[1500:], test_labels=y[1500:], **DATA)
+    a = train_classifier(x, y, idx, _cfg(batch_size=32), **common)
+    b = train_classifier(x, y, idx, _cfg(batch_size=32, device_data=True), **common)
+    c = train_classifier(x, y, idx, _cfg(batch_size=32, channels_last=True), **common)
+    assert a.final_test_acc == b.final_test_acc > 0.3 and b.module.resident is None  # the copy is released
+    assert abs(c.final_test_acc - a.final_test_acc) <= 0.02
+    for (name, p), q in zip(a.module.model.named_parameters(), c.module.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=name)
+
+
 def test_bad_arguments_are_refused(digits):
     x, y = digits
     cfg = _cfg(batch_size=8)
@@ -272,7 +293,8 @@ np.savez(f"{sys.argv[1]}/scores.npz", **r.scores)
 
 
 def test_ddp_every_rank_records_every_example_once(tmp_path):
-    """Two CPU processes (fork DDP, fresh interpreter): the gathered recorder equals a naive merge of both ranks."""
+    """Two CPU processes (fork DDP, fresh interpreter): the gathered recorder equals a naive merge of both ranks,
+    and the batch size is global (each rank takes half)."""
     import os
     import subprocess
     import sys
@@ -286,6 +308,8 @@ def test_ddp_every_rank_records_every_example_once(tmp_path):
     assert (s["num_records"] == 3).all()  # without the all_gather each rank would see about half
     rows = [(e, b, r, idx, z, y) for r in (0, 1) for e, b, idx, z, y in torch.load(tmp_path / f"rank{r}.pt")]
     assert sum(len(idx) for *_, idx, _, _ in rows) == 3 * 102  # the padded duplicate was really fed
+    # batch_size=8 is the GLOBAL batch: 4 per rank, so 13 steps an epoch, as one process with batch 8 takes
+    assert max(len(idx) for *_, idx, _, _ in rows) == 4 and len(rows) == 2 * 3 * 13
     rows.sort(key=lambda t: t[:3])  # the order the gathered recorder sees: epoch, step, rank
     ref = _naive([(e, idx, z, y) for e, _, _, idx, z, y in rows], 101, 10, 2)
     for k in ["aum", "aum_prob_sum", "el2n"]:

@@ -288,7 +288,7 @@ class TEMIModule(L.LightningModule):
     def train_dataloader(self) -> DataLoader:
         """Index batches over the N stored embeddings (shuffled; drop_last when N >= batch size)."""
         n = self.embeddings.shape[0]
-        bs = self.batch_size
+        bs = self.device_batch_size()
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(TensorDataset(torch.arange(n)), batch_size=bs, shuffle=True, drop_last=n >= bs, generator=gen)
 
@@ -386,6 +386,15 @@ class TEMIModule(L.LightningModule):
     def _world_size(self) -> int:
         return self.trainer.world_size if self._trainer is not None else 1
 
+    def device_batch_size(self) -> int:
+        """cluster.batch_size is the GLOBAL batch (as in the paper): each of the W devices takes batch_size / W."""
+        world = self._world_size()
+        if world > 1 and self.cfg.batch_size % world:
+            raise ValueError(
+                f"cluster.batch_size={self.cfg.batch_size} is the global batch and must divide among {world} devices"
+            )
+        return max(1, self.batch_size // world)
+
     def _total_steps(self) -> int:
         if self._trainer is None:
             return 1
@@ -416,7 +425,7 @@ class TEMIModule(L.LightningModule):
     def configure_optimizers(self):
         """AdamW at lr * global_batch/256, per-iteration linear warm-up from 0, then cosine to min_lr * scale."""
         c = self.cfg
-        scale = self.batch_size * self._world_size() / 256.0
+        scale = self.device_batch_size() * self._world_size() / 256.0  # = batch_size / 256 on any number of devices
         base, final = c.lr * scale, c.min_lr * scale
         total = self._total_steps()
         warmup = c.warmup_epochs * self._steps_per_epoch() if self._trainer is not None else 0

@@ -120,6 +120,15 @@ class ClassifierModule(L.LightningModule):
         if record_num_examples is not None:
             self.recorder = TrainingDynamicsRecorder(record_num_examples, num_classes, el2n_epochs=cfg.el2n_epochs)
         self._aug_gen = torch.Generator().manual_seed(self.seed)
+        # device_data: the uint8 training images, a buffer that moves with the module (never checkpointed)
+        self.register_buffer("resident", None, persistent=False)
+
+    def keep_on_device(self, images: torch.Tensor) -> None:
+        """The fast data path: hold the uint8 training images [n, C, H, W] in a (non-persistent) buffer that moves
+        to the training device with the module; batches then carry positions into it instead of pixels."""
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"device_data keeps uint8 [N, C, H, W] images, got {images.dtype} {tuple(images.shape)}")
+        self.resident = images
 
     # ---------------------------------------------------------------- data path
     def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
@@ -127,19 +136,35 @@ class ClassifierModule(L.LightningModule):
         if x.dtype == torch.uint8:
             if self.transform is None:
                 raise ValueError(f"model {self.cfg.model!r} takes float embeddings, got a uint8 batch")
-            return self.transform(x, train=train, generator=self._aug_gen)
+            x = self.transform(x, train=train, generator=self._aug_gen)
+            return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
         return x.float() if x.dtype == torch.float64 else x
+
+    def configure_model(self) -> None:
+        """channels-last weights and torch.compile, when asked for (idempotent: Lightning may call it twice)."""
+        if self.cfg.channels_last and self.input_kind == "images":
+            self.model.to(memory_format=torch.channels_last)
+        if self.cfg.compile and not getattr(self, "_compiled", False):
+            self.model = torch.compile(self.model)
+            self._compiled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch, without augmentation."""
         return self.model(self.prepare(x, train=False))
 
     def setup(self, stage: str) -> None:
-        # a distinct augmentation stream per DDP rank; restored from a checkpoint after this hook when resuming
+        # a distinct augmentation stream per DDP rank; restored from a checkpoint after this hook when resuming.
+        # With device_data the stream lives on the training device, so drawing crops never waits for the host.
+        if self.resident is not None and self._trainer is not None:
+            device = self.trainer.strategy.root_device
+            if self._aug_gen.device != device:
+                self._aug_gen = torch.Generator(device=device)
         self._aug_gen.manual_seed(self.seed + 1_000_003 * int(self.global_rank))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y, idx = batch
+        if self.resident is not None and x.dtype == torch.int64:  # positions into the images kept on the device
+            x = self.resident[x]
         logits = self.model(self.prepare(x, train=True))
         loss = F.cross_entropy(logits, y)
         if self.recorder is not None:
@@ -382,6 +407,22 @@ class TrainResult:
     test_history: list[tuple[int, float]] = field(default_factory=list)
 
 
+def _world_size(trainer_kwargs: Mapping[str, Any]) -> int:
+    """Processes a Trainer with these settings trains on (devices x nodes), known before it starts: an int or a
+    list of devices; "auto" / -1 count the visible accelerators (CUDA devices, else 1 CPU process)."""
+    devices = trainer_kwargs.get("devices", 1)
+    if isinstance(devices, (list, tuple)):
+        n = len(devices)
+    elif isinstance(devices, str) and devices.isdigit():
+        n = int(devices)
+    elif isinstance(devices, int) and devices > 0:
+        n = devices
+    else:  # "auto" / -1
+        accel = str(trainer_kwargs.get("accelerator", "auto"))
+        n = torch.cuda.device_count() if accel in ("auto", "gpu", "cuda") and torch.cuda.is_available() else 1
+    return max(1, n) * int(trainer_kwargs.get("num_nodes", 1) or 1)
+
+
 def _check_positive_int(name: str, value: Any) -> int:
     if value is None or int(value) != value or int(value) < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -508,17 +549,11 @@ def train_classifier(
     y_t = torch.from_numpy(sub_labels.astype(np.int64))
     if streamed:  # decoded per item in the workers; default_collate stacks the batch
         dataset: Dataset = _StreamedImageDataset(inputs, size, y_t, idx_t)
+    elif cfg.device_data and kind == "images":  # the images go to the device once; batches carry positions
+        module.keep_on_device(x_all[idx_t])
+        dataset = _IndexedTensorDataset(torch.arange(len(idx_t)), y_t, idx_t)
     else:  # gathered per batch by `__getitems__`
         dataset = _IndexedTensorDataset(x_all[idx_t], y_t, idx_t)
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        sampler=EpochSeededSampler(len(dataset), int(seed)),
-        drop_last=False,
-        num_workers=int(num_workers),
-        collate_fn=_batched_collate,
-        persistent_workers=int(num_workers) > 0,
-    )
     callbacks: list[L.Callback] = []
     periodic = None
     if test_every > 0:
@@ -532,7 +567,6 @@ def train_classifier(
         enable_model_summary=False,
         enable_progress_bar=False,
         deterministic=True,
-        log_every_n_steps=max(1, min(50, len(loader))),
         max_steps=steps if steps is not None else -1,
         max_epochs=epochs if epochs is not None else -1,
     )
@@ -543,10 +577,24 @@ def train_classifier(
         callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=1, every_n_epochs=1))
         kwargs["enable_checkpointing"] = True
     kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + callbacks
+    world = _world_size(kwargs)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} is the global batch and must divide among {world} devices")
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size // world,  # per device: the global batch (and so the lr) means the same on any W
+        sampler=EpochSeededSampler(len(dataset), int(seed)),
+        drop_last=False,
+        num_workers=int(num_workers),
+        collate_fn=_batched_collate,
+        persistent_workers=int(num_workers) > 0,
+    )
+    kwargs.setdefault("log_every_n_steps", max(1, min(50, len(loader))))
     trainer = L.Trainer(**kwargs)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=_resume_checkpoint(checkpoint_dir))
 
     scores = module.recorder.scores() if module.recorder is not None else None
+    module.resident = None  # the fast path's copy of the training images is not needed after training
     module.to(trainer.strategy.root_device)  # Lightning's teardown moved it to the CPU; later evaluations run here
     final_acc = best_acc = None
     if test_inputs is not None:
