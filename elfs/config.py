@@ -69,6 +69,9 @@ class DatasetConfig:
     max_train: int | None = None  # keep only the first N training images (quick runs)
     hflip: bool | None = None  # None = the dataset's own default (no flips for digits)
     crop_padding: int | None = None
+    # debug=smoke: this many synthetic training images shaped like `name`'s (elfs/data/synthetic.py) replace the
+    # real data, so an experiment's code path runs anywhere; None = the real data
+    synthetic: int | None = None
 
     def validate(self, key: str = "dataset") -> None:
         _number_in(f"{key}.test_fraction", self.test_fraction, 0.0, 1.0, low_open=True, high_open=True)
@@ -77,6 +80,8 @@ class DatasetConfig:
         if self.crop_padding is not None:
             _int_at_least(f"{key}.crop_padding", self.crop_padding, 0)
         _int_at_least(f"{key}.num_workers", self.num_workers, 0)
+        if self.synthetic is not None:
+            _int_at_least(f"{key}.synthetic", self.synthetic, 20)
 
 
 @dataclass
@@ -130,7 +135,7 @@ class ClusterConfig:
     probs_momentum: float = 0.9
     knn_k: int = 50
     epochs: int = 200
-    batch_size: int = 1024  # per device; the lr is scaled by batch_size x devices / 256
+    batch_size: int = 1024  # GLOBAL (split across devices); the lr is scaled by batch_size / 256
     lr: float = 1e-4
     min_lr: float = 1e-4
     warmup_epochs: int = 20
@@ -171,7 +176,7 @@ class ClassifierTrainingConfig:
 
     model: str = "resnet18_cifar"  # small_cnn | mlp (over embeddings) | resnet18_cifar | resnet34
     width: int = 64
-    batch_size: int = 256
+    batch_size: int = 256  # GLOBAL (split across devices), as in the paper; lr is not rescaled
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
@@ -180,6 +185,12 @@ class ClassifierTrainingConfig:
     # side of the square a STREAMED source (dataset=folder / imagefolder) is decoded to (shorter side resized,
     # centre crop) for an image model; None = in-memory images at their own size (a streamed source then fails)
     image_size: int | None = None
+    # the fast GPU data path (in-memory image sets that fit in device memory): the uint8 training images live on
+    # the training device and each batch is gathered and augmented there (crops and flips drawn by a device RNG),
+    # so no host loader feeds the GPU; the same result as the host path on the same device
+    device_data: bool = False
+    channels_last: bool = False  # channels-last activations for the convolutions (tensor cores)
+    compile: bool = False  # torch.compile the network (slower start, faster steps on a GPU)
 
     def validate(self, key: str = "train") -> None:
         _int_at_least(f"{key}.width", self.width, 1)
@@ -315,6 +326,7 @@ class TrainerConfig:
     deterministic: bool = True
     enable_progress_bar: bool = True
     num_workers: int = 0
+    benchmark: bool = False  # cudnn.benchmark: pick the fastest convolution kernels for fixed shapes (GPU)
 
     def validate(self, key: str = "trainer") -> None:
         _int_at_least(f"{key}.num_nodes", self.num_nodes, 1)
@@ -364,6 +376,8 @@ class ElfsConfig:
     name: str = "elfs"
     progress: bool = True
     progress_every_s: float = 10.0  # without a terminal (a SLURM log): one plain progress line at most this often
+    # debug=smoke: conf/debug/<name>.yaml merged over the composed config, after any experiment (elfs/train.py)
+    debug: str | None = None
 
     def validate(self) -> None:
         """Every group's own range checks, then the checks that span groups."""
@@ -375,6 +389,16 @@ class ElfsConfig:
         _number_in("progress_every_s", self.progress_every_s, 0.0, math.inf)
         if self.cluster.knn_k > self.knn.k:
             raise ConfigError(f"cluster.knn_k={self.cluster.knn_k} exceeds knn.k={self.knn.k}; it must be <= knn.k")
+        devices = self.trainer.devices
+        if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+            world = devices * self.trainer.num_nodes
+            for key in ("cluster", "dynamics", "evaluate"):
+                bs = getattr(self, key).batch_size
+                if bs % world:
+                    raise ConfigError(
+                        f"{key}.batch_size={bs} is the global batch, split across trainer.devices x trainer.num_nodes "
+                        f"= {world} processes; make it a multiple of {world}"
+                    )
 
 
 GROUPS: dict[str, type] = {

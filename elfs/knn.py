@@ -16,7 +16,7 @@ import numpy as np
 
 __all__ = ["knn", "l2_normalise", "drop_self"]
 
-KNN_BACKENDS = ("faiss", "faiss_ivf", "torch")
+KNN_BACKENDS = ("faiss", "faiss_ivf", "torch", "auto")  # auto: exact, on the GPU when there is one
 _IVF_MIN_POINTS_PER_CELL = 39  # faiss warns below this many training points per cell
 _IVF_TRAIN_POINTS_PER_CELL = 64  # a sample this size per cell trains the cells (faiss: 39 to 256 per cell)
 _FAISS_GPU_MAX_K = 2048  # faiss GPU k-selection limit
@@ -143,6 +143,19 @@ def _knn_torch(x: np.ndarray, k: int, chunk_size: int) -> tuple[np.ndarray, np.n
     return ids, sims
 
 
+def resolve_backend(backend: str) -> str:
+    """``auto`` -> an exact backend on the GPU when there is one (faiss with GPUs, else torch on CUDA), else faiss
+    on the CPU; other names are returned as they are. Both exact backends give the same neighbours (up to ties)."""
+    if backend != "auto":
+        return backend
+    import faiss
+    import torch
+
+    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:  # pragma: no cover - needs faiss-gpu
+        return "faiss"
+    return "torch" if torch.cuda.is_available() else "faiss"
+
+
 def knn(
     embeddings: np.ndarray,
     k: int,
@@ -155,10 +168,12 @@ def knn(
     """Top-k cosine neighbours of each row among all rows, self excluded by index, most similar first.
 
     Returns (int64 indices ``[N, k]``, float32 cosine similarities ``[N, k]``). Queries run in chunks of
-    ``chunk_size`` rows; faiss uses a GPU index when it has GPUs, torch uses CUDA when available. ``nlist``
+    ``chunk_size`` rows; faiss uses a GPU index when it has GPUs, torch uses CUDA when available, ``auto`` picks
+    the one that runs on the GPU (:func:`resolve_backend`). ``nlist``
     (default 4·sqrt(N)) and ``nprobe`` set the cells of the approximate ``faiss_ivf`` backend.
     """
     _validate(embeddings, k, backend, chunk_size)
+    backend = resolve_backend(backend)
     x = l2_normalise(embeddings)
     if backend == "faiss":
         return _knn_faiss(x, int(k), int(chunk_size))

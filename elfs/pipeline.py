@@ -69,6 +69,7 @@ class Context:
             "num_nodes": t.num_nodes,
             "precision": t.precision,
             "deterministic": t.deterministic,
+            "benchmark": t.benchmark,
             "log_every_n_steps": 10,
             # Lightning's bar redraws per step: only on a terminal, never into a log file
             "enable_progress_bar": bool(show and t.enable_progress_bar and is_terminal()),
@@ -83,10 +84,20 @@ class Context:
 
 
 def load_data(d: DatasetConfig) -> Dataset:
-    """Load the configured dataset, apply max_train and the augmentation overrides."""
-    ds = load_dataset(
-        d.name, path=d.path, root=d.root, download=d.download, test_fraction=d.test_fraction, split_seed=d.split_seed
-    )
+    """Load the configured dataset (or its synthetic stand-in), apply max_train and the augmentation overrides."""
+    if d.synthetic is not None:
+        from elfs.data.synthetic import load_synthetic_like
+
+        ds = load_synthetic_like(d.name, d.synthetic, root=d.root, split_seed=d.split_seed)
+    else:
+        ds = load_dataset(
+            d.name,
+            path=d.path,
+            root=d.root,
+            download=d.download,
+            test_fraction=d.test_fraction,
+            split_seed=d.split_seed,
+        )
     if d.max_train is not None and d.max_train < len(ds.train):
         from elfs.data import GroundTruth, ImageSet
 
@@ -161,9 +172,9 @@ def decodable_only(ds: Dataset, emb: Artifact) -> Dataset:
 
 def stage_knn(ctx: Context, k: KnnConfig, emb: Artifact) -> Artifact:
     """Cosine kNN among training embeddings, self excluded (k < N was checked when the data loaded)."""
-    from elfs.knn import knn
+    from elfs.knn import knn, resolve_backend
 
-    config = {"k": k.k, "backend": k.backend}
+    config = {"k": k.k, "backend": resolve_backend(k.backend)}
     if k.backend == "faiss_ivf":  # the exact backends do not depend on these
         config.update(nlist=k.nlist, nprobe=k.nprobe)
 

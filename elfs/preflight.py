@@ -16,7 +16,7 @@ import numpy as np
 
 from elfs.config import ElfsConfig, check_choice
 from elfs.data.types import is_streamed
-from elfs.errors import ConfigError, DataError
+from elfs.errors import ConfigError, DataError, UnavailableError
 
 
 def check_names(conf: ElfsConfig) -> None:
@@ -58,10 +58,32 @@ def check_writable(key: str, folder: str | os.PathLike, hint: str = "") -> Path:
     return p
 
 
-def check_config(conf: ElfsConfig, *, weights: bool = True) -> None:
-    """Everything that can be checked before loading data: ranges, names, input files, weights."""
+def check_devices(conf: ElfsConfig) -> None:
+    """A run that asks for a GPU and cannot get one stops here with one message, instead of computing on the CPU."""
+    asked = (("trainer.accelerator", conf.trainer.accelerator), ("backbone.device", conf.backbone.device))
+    wants = [k for k, v in asked if str(v).lower().startswith(("gpu", "cuda"))]
+    if not wants:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        built = (
+            f"torch {torch.__version__} built for CUDA {torch.version.cuda}"
+            if torch.version.cuda
+            else (f"torch {torch.__version__} built without CUDA")
+        )
+        raise UnavailableError(
+            f"{wants[0]} asks for a GPU, but none is usable ({built}; no device visible, or a driver too old for "
+            f"that CUDA); on a CPU use trainer=default (accelerator=auto), or fix the driver / CUDA_VISIBLE_DEVICES"
+        )
+
+
+def check_config(conf: ElfsConfig, *, weights: bool = True, devices: bool = True) -> None:
+    """Everything that can be checked before loading data: ranges, names, devices, input files, weights."""
     conf.validate()
     check_names(conf)
+    if devices:
+        check_devices(conf)
     sel = conf.selection
     if "d2" in [sel.method, *sel.baselines] and sel.d2_k > conf.knn.k:
         raise ConfigError(

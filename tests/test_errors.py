@@ -71,6 +71,7 @@ def test_unknown_key_added_with_plus_is_refused_with_a_hint(compose_cfg):
         ("logger.mode=sometimes", "logger.mode"),
         ("cluster.head_impl=vmap", "cluster.head_impl='vmap'"),
         ("cluster.rule=oracle", "cluster.rule='oracle'"),
+        ("trainer.devices=3", "cluster.batch_size=256 is the global batch, split across"),
     ],
 )
 def test_more_bad_values_are_refused_before_loading(compose_cfg, override, needle):
@@ -156,6 +157,7 @@ def test_new_hyperparameter_reaches_its_module_without_touching_the_pipeline(com
         (["cluster.num_heads=many"], "num_heads"),
         (["dataset=imagenet22k"], "imagenet22k"),
         (["cluster.num_clusters=0"], "cluster.num_clusters=0"),
+        (["debug=fast"], "debug='fast' is not valid; choose one of ['smoke']"),
     ],
 )
 def test_composition_and_config_errors_are_one_line(tmp_path, args, needle):
@@ -240,3 +242,11 @@ def test_ctrl_c_exits_130_saying_what_was_kept(tmp_path):
     assert not (cache / "cluster").exists() or not [
         d for d in (cache / "cluster").iterdir() if not d.name.startswith(".")
     ]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_a_gpu_without_one_stops_before_any_work(tmp_path):
+    """trainer=gpu (every paper experiment) on a machine without a usable GPU: one line, exit 2, no silent CPU run."""
+    p = _cli([*QUICK, "trainer=gpu", f"hydra.run.dir={tmp_path / 'r'}", f"paths.cache_dir={tmp_path / 'c'}"], tmp_path)
+    _one_line_error(p, "trainer.accelerator asks for a GPU, but none is usable (torch ")
+    assert not (tmp_path / "r").exists()

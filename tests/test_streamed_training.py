@@ -280,7 +280,7 @@ def test_imagenet_experiment_composes_with_paper_settings(compose_cfg):
     from elfs.preflight import check_config
 
     conf = to_typed(compose_cfg(["+experiment=imagenet_dino"]))
-    check_config(conf, weights=False)
+    check_config(conf, weights=False, devices=False)
     assert conf.dataset.path.endswith("/imagenet") and conf.backbone.name == "dino_vitb16"
     assert (conf.cluster.method, conf.cluster.num_heads, conf.cluster.beta, conf.cluster.num_clusters) == (
         "temi",
