@@ -101,6 +101,7 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
     _quiet_lightning()
     run_dir = Path(cfg.paths.output_dir)
     try:
+        cfg = apply_debug_mode(cfg)
         conf = to_typed(cfg)
         check_config(conf)
         check_paths(conf)
@@ -152,6 +153,32 @@ def _run_name_and_group(name: str, run_dir: Path) -> tuple[str, str | None]:
     except ValueError:  # not inside a Hydra job (elfs-select, tests calling run())
         pass
     return run_dir.name, None
+
+
+DEBUG_MODES = "debug_mode"  # conf/debug_mode/<name>.yaml, shipped in the package as elfs.conf.debug_mode
+
+
+def apply_debug_mode(cfg):
+    """``debug=<name>``: merge conf/debug_mode/<name>.yaml over the composed config, after any +experiment (a
+    Hydra group would sit before an appended +experiment in the defaults list, so the experiment would win).
+    Streamed images are decoded at the backbone's debug size too, so an ImageNet proxy trains on small images."""
+    if not isinstance(cfg, DictConfig) or not cfg.get("debug"):
+        return cfg
+    from importlib.resources import files
+
+    from elfs.errors import ConfigError
+
+    folder = files("elfs.conf").joinpath(DEBUG_MODES)
+    modes = sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    if cfg.debug not in modes:
+        raise ConfigError(f"debug={cfg.debug!r} is not valid; choose one of {modes} (or leave debug unset)")
+    overlay = OmegaConf.create(folder.joinpath(f"{cfg.debug}.yaml").read_text())
+    out = OmegaConf.merge(cfg, overlay)
+    size = out.backbone.image_size
+    for key in ("dynamics", "evaluate"):
+        if out[key].image_size is not None and size is not None:
+            out[key].image_size = size
+    return out
 
 
 def _overrides() -> list[str]:

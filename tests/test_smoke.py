@@ -1,0 +1,58 @@
+"""debug=smoke: every paper experiment's real code path (its backbone architecture with random weights, its proxy
+and evaluation networks, batched TEMI heads, every stage) runs on a CPU on synthetic images shaped like its data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from elfs.config import to_typed
+from elfs.errors import ConfigError
+from elfs.train import apply_debug_mode, run
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+PAPER = ["cifar10_dino", "cifar100_dino", "cifar10_swav", "stl10_dino", "imagenet_dino"]
+
+
+def test_smoke_is_applied_after_the_experiment(compose_cfg):
+    cfg = compose_cfg(["+experiment=imagenet_dino", "debug=smoke"])
+    assert cfg.selection.search_steps == 20000 and cfg.cluster.num_clusters == 1000  # the experiment's, until...
+    conf = to_typed(apply_debug_mode(cfg))
+    assert conf.selection.search_steps == 2 and conf.cluster.num_clusters is None and conf.dataset.synthetic == 64
+    # ...the architecture and the kind of data stay the experiment's; streamed images decode at the debug size
+    assert (conf.backbone.name, conf.dynamics.model, conf.evaluate.model) == ("dino_vitb16", "resnet34", "resnet34")
+    assert conf.dataset.name == "imagefolder" and conf.dynamics.image_size == conf.backbone.image_size == 32
+    assert conf.trainer.accelerator == "cpu" and conf.cluster.head_impl == "batched"
+
+
+def test_unknown_debug_mode_is_refused(compose_cfg):
+    with pytest.raises(ConfigError, match="debug='fast' is not valid; choose one of \\['smoke'\\]"):
+        apply_debug_mode(compose_cfg(["debug=fast"]))
+
+
+def test_synthetic_stand_in_has_the_real_shape():
+    from elfs.data.synthetic import load_synthetic_like
+
+    ds = load_synthetic_like("cifar100", 160, root="unused")
+    assert ds.train.images.shape == (160, 32, 32, 3) and ds.test.images.shape == (40, 32, 32, 3)
+    assert ds.num_classes == 40 and np.bincount(ds.truth.train).min() >= 3
+    again = load_synthetic_like("cifar100", 160, root="unused")
+    np.testing.assert_array_equal(ds.train.images, again.train.images)  # deterministic: stable cache keys
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exp", PAPER)
+def test_every_paper_experiment_runs_in_smoke_mode(compose_cfg, tmp_path, exp):
+    cfg = compose_cfg([f"+experiment={exp}", "debug=smoke", f"dataset.root={tmp_path / 'data'}", "logger=csv"])
+    res = run(cfg)
+    conf = to_typed(apply_debug_mode(cfg))
+    assert res["dataset"].endswith("synthetic") or exp == "imagenet_dino"
+    assert res["backbone"] == conf.backbone.name and not res["pretrained"]
+    assert {"embed", "knn", "cluster", "dynamics", "beta_search", "evaluate"} <= set(res["stage_seconds"])
+    (row,) = res["results"]
+    assert row["beta_source"] == "search" and set(row["methods"]) >= {"double_end"}
+    assert 0.0 <= row["methods"]["double_end"]["acc_mean"] <= 1.0
+    assert row["methods"]["double_end"]["best_mean"] is not None  # the paper metric is tested along the way
+    assert res["config"]["cluster"]["head_impl"] == "batched" and res["config"]["debug"] == "smoke"
