@@ -4,6 +4,8 @@
 
 1. kNN: faiss IndexFlatIP vs the chunked torch fallback (same neighbours, checked).
 2. TEMI heads: a Python loop over H heads vs the batched (bmm) form, forward + backward per step.
+3. ResNet-18 training (32 px, batch 256, elfs's train_classifier): the plain data path vs the fast one (images on
+   the device, bf16 + channels-last on a GPU), images/s and the ratio (experiments/gpu_check.py's measurement).
 On the 2-core build CPU the loop is expected to win; on a GPU the batched form should.
 """
 
@@ -80,10 +82,23 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=50)
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--device", default="auto")
+    p.add_argument("--resnet-images", type=int, default=4096, help="images for the ResNet-18 data-path comparison")
+    p.add_argument("--resnet-steps", type=int, default=20)
     a = p.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
     bench_knn(a.n, a.dim)
     bench_heads(a.heads, a.dim, a.batch, device)
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gpu_check import bench_resnet
+
+    r = bench_resnet(a.resnet_images, a.resnet_steps, compile_=False)
+    print(
+        f"ResNet-18 32px batch 256 on {device}: plain {r['plain']['images_per_s']:.0f} img/s  "
+        f"fast {r['fast']['images_per_s']:.0f} img/s  fast/plain = {r['fast_over_plain']:.2f}x"
+    )
 
 
 if __name__ == "__main__":
