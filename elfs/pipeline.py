@@ -464,6 +464,12 @@ class Signals:
             self._proto = stage_prototypes(self.ctx, self.emb, self.num_clusters)
         return self._proto
 
+    def computed(self) -> dict[str, Artifact]:
+        """The artifacts this run has computed (or read from the cache) so far, by stage name."""
+        out = {"embed": self._emb, "knn": self._nn, "cluster": self._clus, "prototypes": self._proto}
+        out.update({"dynamics" if k == "pseudo" else "dynamics_gt": v for k, v in self._dyn.items()})
+        return {k: v for k, v in out.items() if v is not None}
+
     def labels(self) -> Labels:
         """Whose labels the score methods' proxy and beta search use: pseudo-labels unless the opt-in says so."""
         if self.ctx.cfg.selection.uses_ground_truth:
@@ -743,7 +749,7 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
     evaluate_full = ds.labelled and (s.method == "full" or "full" in s.baselines)
     if any(METHOD_INPUTS[m] == "score" for m in methods) and not s.uses_ground_truth:
         sig.clus  # noqa: B018 - the clustering first, so its diagnostics are logged before the long stages
-    diag = clustering_diagnostics(ds, sig.clus) if ds.labelled and sig._clus is not None else {}
+    diag = clustering_diagnostics(ds, sig.clus) if ds.labelled and "cluster" in sig.computed() else {}
     ctx.loggers.log_metrics(
         {f"diagnostics/{k}/{m}": v for k, d in diag.items() if isinstance(d, Mapping) for m, v in d.items()}
     )
@@ -832,17 +838,17 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
     full = evaluate_arm("full", 1.0, None) if evaluate_full else None
 
     np.savez(ctx.run_dir / "coresets.npz", **coresets)
+    done = sig.computed()
     score_arrays = {}
-    if sig._clus is not None:
-        score_arrays["pseudo_labels"] = sig.clus["pseudo_labels"]
-    for source, dyn in sig._dyn.items():
-        score_arrays.update({k if source == "pseudo" else f"{k}_gt": v for k, v in dyn.arrays.items()})
-    if sig._proto is not None:
-        score_arrays["prototype_distance"] = sig.proto["distance"]
+    if "cluster" in done:
+        score_arrays["pseudo_labels"] = done["cluster"]["pseudo_labels"]
+    for stage, suffix in (("dynamics", ""), ("dynamics_gt", "_gt")):
+        if stage in done:
+            score_arrays.update({f"{k}{suffix}": v for k, v in done[stage].arrays.items()})
+    if "prototypes" in done:
+        score_arrays["prototype_distance"] = done["prototypes"]["distance"]
     np.savez(ctx.run_dir / "scores.npz", **score_arrays)
     selection_files = write_answer(ctx, ds, sig, kept_at, beta_at, skipped) if kept_at else []
-    artifacts = {"embed": sig._emb, "knn": sig._nn, "cluster": sig._clus, "prototypes": sig._proto}
-    artifacts.update({"dynamics" if k == "pseudo" else "dynamics_gt": v for k, v in sig._dyn.items()})
     return {
         "dataset": ds.name,
         "dataset_source": ds.notes.get("source"),
@@ -870,5 +876,5 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
         "stage_seconds": {k: round(v, 2) for k, v in ctx.timings.items()},
         "cache": ctx.cache.events,
         "total_seconds": round(time.perf_counter() - t_start, 2),
-        "artifacts": {k: v.key for k, v in artifacts.items() if v is not None},
+        "artifacts": {k: v.key for k, v in done.items()},
     }
