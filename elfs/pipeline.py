@@ -830,8 +830,11 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
             coresets[f"{s.method}_budget{budget:g}"] = kept_at[budget]
             rows.append(row)
             continue
-        for method in methods:  # a score baseline with a hard cut (ccs beside double_end) uses the same beta
-            arm_beta = s.d2_beta if method == "d2" else (beta if method in METHODS_USING_BETA else None)
+        # a score baseline with a hard cut (ccs beside double_end) uses the method's beta; beside a method without
+        # one (random, d2, ...) it takes a fixed selection.beta, else none
+        cut = beta if uses_beta else (fixed_beta or 0.0)
+        for method in methods:
+            arm_beta = s.d2_beta if method == "d2" else (cut if method in METHODS_USING_BETA else None)
             arm = evaluate_arm(method, budget, arm_beta)
             row["methods"][arm["arm"]] = arm
         rows.append(row)

@@ -278,6 +278,8 @@ def test_tiny_sweep_over_two_methods_and_two_scores(tmp_path):
             "selection.score=aum,forgetting",
             "selection.budget=0.3",
             "selection.baselines=[random,full]",
+            "cluster.epochs=5",
+            "dynamics.epochs=2",
             f"paths.cache_dir={tmp_path / 'cache'}",
             f"hydra.sweep.dir={sweep}",
         ],
@@ -289,7 +291,10 @@ def test_tiny_sweep_over_two_methods_and_two_scores(tmp_path):
     )
     assert p.returncode == 0, p.stderr[-3000:]
     jobs = sorted(d.name for d in sweep.iterdir() if d.is_dir())
-    assert jobs[0] == "0_selection.baselines=[random,full],selection.budget=0.3,selection.score=aum,selection=elfs"
+    assert jobs[0] == (
+        "0_cluster.epochs=5,dynamics.epochs=2,selection.baselines=[random,full],selection.budget=0.3,"
+        "selection.score=aum,selection=elfs"
+    )
     assert len(jobs) == 4
     summary = list(
         __import__("csv").DictReader((sweep / "summary.csv").read_text().splitlines())
@@ -303,9 +308,20 @@ def test_tiny_sweep_over_two_methods_and_two_scores(tmp_path):
     for f in ("summary.md", "summary.tex", "summary.png"):
         assert (sweep / f).is_file()
 
-    groups, names = set(), set()
+    # the jobs share the label-free stages through the cache: computed once, by the first job
+    cache = tmp_path / "cache"
+    for stage in ("embed", "knn", "cluster", "dynamics"):  # aum and forgetting come from the same proxy run
+        assert len([d for d in (cache / stage).iterdir() if not d.name.startswith(".")]) == 1, stage
+    for job in jobs[1:]:
+        res = json.loads((sweep / job / "results.json").read_text())
+        hits = {e["stage"]: e["cached"] for e in res["cache"] if e["stage"] in ("embed", "knn", "cluster", "dynamics")}
+        assert hits == {"embed": True, "knn": True, "cluster": True, "dynamics": True}, job
+    assert not (tmp_path / "wandb_default").exists()  # W&B writes into each job's folder, nowhere else
+
+    groups, names, ids = set(), set(), set()
     for job in jobs:
-        (run_file,) = (sweep / job / "wandb").glob("offline-run-*/run-*.wandb")
+        (run_file,) = (sweep / job / "wandb").glob("offline-run-*/run-*.wandb")  # one run per job: finish() works
+        ids.add(run_file.parent.name.split("-")[-1])
         config, summary_keys, artifacts = set(), {}, {}
         for r in _wandb_records(run_file):
             kind = r.WhichOneof("record_type")
@@ -335,6 +351,7 @@ def test_tiny_sweep_over_two_methods_and_two_scores(tmp_path):
             "name",
             "progress",
             "progress_every_s",
+            "debug",
             "code_version",
             "git_commit",
         }  # fmt: skip  (TEMI's beta / lr, the proxy's lr: none of them up here)
@@ -344,5 +361,5 @@ def test_tiny_sweep_over_two_methods_and_two_scores(tmp_path):
         meta = artifacts[f"coreset-digits-efficientnet_lite0-{arm}"]
         assert meta["budgets"] == [0.3] and meta["n"] == 1438 and meta["score_hard_end"] in ("low", "high")
         assert artifacts["coreset-digits-any-encoder-random"]["encoder"] is None
-    assert len(groups) == 1 and len(names) == 4
+    assert len(groups) == 1 and len(names) == 4 and len(ids) == 4
     assert "selection.budget=0.3,selection.score=aum,selection=elfs" in "".join(names)

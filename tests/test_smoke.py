@@ -20,7 +20,7 @@ def test_smoke_is_applied_after_the_experiment(compose_cfg):
     cfg = compose_cfg(["+experiment=imagenet_dino", "debug=smoke"])
     assert cfg.selection.search_steps == 20000 and cfg.cluster.num_clusters == 1000  # the experiment's, until...
     conf = to_typed(apply_debug_mode(cfg))
-    assert conf.selection.search_steps == 2 and conf.cluster.num_clusters is None and conf.dataset.synthetic == 64
+    assert conf.selection.search_steps == 2 and conf.cluster.num_clusters is None and conf.dataset.synthetic == 40
     # ...the architecture and the kind of data stay the experiment's; streamed images decode at the debug size
     assert (conf.backbone.name, conf.dynamics.model, conf.evaluate.model) == ("dino_vitb16", "resnet34", "resnet34")
     assert conf.dataset.name == "imagefolder" and conf.dynamics.image_size == conf.backbone.image_size == 32
