@@ -90,6 +90,9 @@ def fit_temi(
     kwargs.update(trainer_kwargs or {})
     trainer = L.Trainer(**kwargs)
     trainer.fit(module)
+    # Lightning's teardown left the module on the CPU: the assignment passes run the teacher heads on the training
+    # device (the GPU) and stream the embeddings to it batch by batch; the stored embedding buffers stay on the host
+    module.teacher.to(trainer.strategy.root_device)
 
     losses = module.head_losses.detach().cpu().numpy().astype(np.float64)
     emb32 = emb.astype(np.float32, copy=False)
