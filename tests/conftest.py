@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,20 @@ def interrupt_at_epoch():
                 raise KeyboardInterrupt("simulated kill")
 
     return InterruptAtEpoch
+
+
+def run_elfs_cli(
+    args: list[str], cwd: Path, env_extra: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """`python -m elfs.train ARGS` in a fresh interpreter, as a user types it: W&B off (unless env_extra says
+    otherwise), a fixed hash seed; stdout and stderr captured."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONHASHSEED": "0", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "elfs.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def elfs_cli():
+    """:func:`run_elfs_cli`, for end-to-end tests of the command line."""
+    return run_elfs_cli

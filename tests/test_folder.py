@@ -194,10 +194,9 @@ def test_python_api_on_an_array(tmp_path, one_torch_thread):
 
 
 @pytest.mark.slow
-def test_imagefolder_evaluates_with_the_class_folders_as_labels(folder, tmp_path):
+def test_imagefolder_evaluates_with_the_class_folders_as_labels(folder, tmp_path, elfs_cli):
     """Class sub-folders give labels, used for evaluation and diagnostics only."""
     root, kinds = folder
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
     common = [
         "dynamics=mlp",
         "evaluate=mlp",
@@ -207,20 +206,10 @@ def test_imagefolder_evaluates_with_the_class_folders_as_labels(folder, tmp_path
         "progress=false",
         f"paths.cache_dir={tmp_path / 'cache'}",
     ]
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "elfs.train",
-            "dataset=imagefolder",
-            f"dataset.path={root}",
-            *common,
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
+    p = elfs_cli(
+        ["dataset=imagefolder", f"dataset.path={root}", *common, f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
+        env_extra={"OMP_NUM_THREADS": "1"},
         timeout=900,
     )
     assert p.returncode == 0, p.stderr[-3000:]

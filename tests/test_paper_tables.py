@@ -5,7 +5,6 @@ summary metrics with no stage hyperparameter at the top of the run config."""
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -261,17 +260,13 @@ def _wandb_records(path: Path):
 
 
 @pytest.mark.slow
-def test_tiny_sweep_over_two_methods_and_two_scores(tmp_path):
+def test_tiny_sweep_over_two_methods_and_two_scores(tmp_path, elfs_cli):
     """The issue's check: one summary row per (method, score, budget), random and full data counted once; job
     folders and W&B runs named by their overrides, one W&B group, accuracies in the run summary, no stage
     hyperparameter at the top of the run config, one coreset artifact per (dataset, encoder, arm)."""
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb_default"), "PYTHONHASHSEED": "0"}
-    p = subprocess.run(
+    p = elfs_cli(
         [
-            sys.executable,
-            "-m",
-            "elfs.train",
             "-m",
             "+experiment=digits_quick",
             "selection=elfs,ccs",
@@ -284,9 +279,7 @@ def test_tiny_sweep_over_two_methods_and_two_scores(tmp_path):
             f"hydra.sweep.dir={sweep}",
         ],
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
+        env_extra={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb_default")},
         timeout=900,
     )
     assert p.returncode == 0, p.stderr[-3000:]

@@ -40,13 +40,6 @@ def _coresets(run_dir: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def _cli(args: list[str], cwd: Path, env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONHASHSEED": "0", **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "elfs.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
 @pytest.mark.slow
 def test_label_firewall_and_determinism(compose_cfg, tmp_path):
     """Shuffled training labels leave every label-free method's coreset bit-for-bit unchanged; the same seed gives
@@ -82,9 +75,9 @@ def test_label_firewall_and_determinism(compose_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_runs_pipeline_and_writes_report(tmp_path):
+def test_cli_runs_pipeline_and_writes_report(tmp_path, elfs_cli):
     out = tmp_path / "run"
-    p = _cli([*QUICK, f"hydra.run.dir={out}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=csv"], cwd=tmp_path)
+    p = elfs_cli([*QUICK, f"hydra.run.dir={out}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=csv"], cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "pseudo-labels vs ground truth" in p.stdout and "double_end(aum)" in p.stdout and "random" in p.stdout
     # no terminal here (as in a SLURM log): plain progress lines, no carriage-return bar redraws
@@ -110,13 +103,13 @@ def test_cli_runs_pipeline_and_writes_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_from_cache_with_same_result(tmp_path):
+def test_killed_run_resumes_from_cache_with_same_result(tmp_path, elfs_cli):
     """SIGKILL during the dynamics stage, rerun: upstream stages come from the cache, dynamics resumes from its
     last epoch checkpoint, and the coreset is identical to an uninterrupted run's."""
     # a fixed beta and no baseline: the beta search and the evaluations are not what this test is about
     args = [*QUICK, "dynamics.epochs=40", "selection.budget=0.3", "selection.beta=0.2", "selection.baselines=[]"]
     ref = tmp_path / "ref"
-    p = _cli([*args, f"hydra.run.dir={ref}", f"paths.cache_dir={tmp_path / 'cache_ref'}"], cwd=tmp_path)
+    p = elfs_cli([*args, f"hydra.run.dir={ref}", f"paths.cache_dir={tmp_path / 'cache_ref'}"], cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
 
     cache = tmp_path / "cache"
@@ -143,7 +136,7 @@ def test_killed_run_resumes_from_cache_with_same_result(tmp_path):
     assert complete == [], "the kill came too late: dynamics had already finished"
 
     again = tmp_path / "again"
-    p = _cli([*args, f"hydra.run.dir={again}", f"paths.cache_dir={cache}"], cwd=tmp_path)
+    p = elfs_cli([*args, f"hydra.run.dir={again}", f"paths.cache_dir={cache}"], cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads((again / "results.json").read_text())
     cached = {e["stage"]: e["cached"] for e in res["cache"]}
@@ -167,9 +160,9 @@ def test_killed_run_resumes_from_cache_with_same_result(tmp_path):
         (["backbone=dino_vits16"], "dino_vits16"),
     ],
 )
-def test_cli_bad_input_fails_fast_with_one_message(tmp_path, args, needle):
+def test_cli_bad_input_fails_fast_with_one_message(tmp_path, args, needle, elfs_cli):
     t0 = time.time()
-    p = _cli(
+    p = elfs_cli(
         [*args, "logger=none", f"hydra.run.dir={tmp_path / 'r'}", f"paths.cache_dir={tmp_path / 'c'}"],
         cwd=tmp_path,
         env_extra={"HF_HUB_OFFLINE": "1"},
