@@ -433,6 +433,7 @@ class Signals:
         self.ctx, self.ds, self.num_clusters = ctx, ds, num_clusters
         self.free = ds.unlabelled()  # the label-free stages get this view: it has no targets at all
         self._emb, self._nn, self._clus, self._proto = emb, None, None, None
+        self._labels: Labels | None = None
         self._dyn: dict[str, Artifact] = {}
         self._search: dict[tuple[str, float], Artifact] = {}
 
@@ -471,10 +472,12 @@ class Signals:
         return {k: v for k, v in out.items() if v is not None}
 
     def labels(self) -> Labels:
-        """Whose labels the score methods' proxy and beta search use: pseudo-labels unless the opt-in says so."""
-        if self.ctx.cfg.selection.uses_ground_truth:
-            return Labels.ground_truth(self.ds)
-        return Labels.pseudo(self.clus)
+        """Whose labels the score methods' proxy and beta search use: pseudo-labels unless the opt-in says so
+        (built once: the ground-truth key hashes every training label)."""
+        if self._labels is None:
+            gt = self.ctx.cfg.selection.uses_ground_truth
+            self._labels = Labels.ground_truth(self.ds) if gt else Labels.pseudo(self.clus)
+        return self._labels
 
     def dyn(self) -> Artifact:
         labels = self.labels()
