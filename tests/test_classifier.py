@@ -36,7 +36,7 @@ def test_crop_flip_matches_per_sample_loop():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(16, 3, 7, 9, generator=g)
     p = 3
-    top, left, flip = sample_crop_params(16, p, True, torch.Generator().manual_seed(1))
+    top, left, flip = sample_crop_params(torch.arange(16), p, True, seed=1, epoch=0)
     out = crop_flip(x, p, top, left, flip)
     for b in range(16):
         padded = np.pad(x[b].numpy(), ((0, 0), (p, p), (p, p)), mode="reflect")
@@ -47,17 +47,25 @@ def test_crop_flip_matches_per_sample_loop():
     assert flip.any() and (~flip).any()
 
 
-def test_random_crop_flip_offsets_seeded_and_in_range():
+def test_crop_draws_are_a_function_of_seed_epoch_and_example():
+    """An example's crop depends on (seed, epoch, its index) only: not on the batch it lands in or its position
+    there (so any number of DDP ranks draws the same), and it changes from epoch to epoch."""
     x = torch.randn(400, 1, 8, 8)
-    a = random_crop_flip(x, 2, True, torch.Generator().manual_seed(5))
-    b = random_crop_flip(x, 2, True, torch.Generator().manual_seed(5))
-    assert torch.equal(a, b) and a.shape == x.shape
-    top, left, flip = sample_crop_params(400, 2, True, torch.Generator().manual_seed(5))
+    idx = torch.arange(1000, 1400)
+    a = random_crop_flip(x, 2, True, index=idx, seed=5, epoch=3)
+    perm = torch.randperm(400)
+    b = random_crop_flip(x[perm], 2, True, index=idx[perm], seed=5, epoch=3)  # shuffled into other batches
+    torch.testing.assert_close(b, a[perm], rtol=0, atol=0)
+    top, left, flip = sample_crop_params(idx, 2, True, seed=5, epoch=3)
     assert set(top.tolist()) == set(range(5)) and set(left.tolist()) == set(range(5))
     assert 0.4 < flip.float().mean() < 0.6
-    assert random_crop_flip(x, 0, False) is x
+    top4, left4, _ = sample_crop_params(idx, 2, True, seed=5, epoch=4)
+    assert (top4 != top).float().mean() > 0.6 and (left4 != left).float().mean() > 0.6  # 4/5 differ by chance
+    assert random_crop_flip(x, 0, False, index=idx, seed=5, epoch=3) is x
     with pytest.raises(ValueError, match="padding"):
-        random_crop_flip(x, 8, False)
+        random_crop_flip(x, 8, False, index=idx, seed=5, epoch=3)
+    with pytest.raises(ValueError, match="one dataset index per image"):
+        random_crop_flip(x, 2, True, index=idx[:3], seed=5, epoch=3)
 
 
 def test_normalize_uint8():

@@ -361,24 +361,30 @@ def test_no_warmup_starts_at_peak_lr(data):
 def test_neighbour_sampling_uses_first_knn_k_columns_uniformly(data):
     x, knn, _ = data
     m = _module(x, knn, knn_k=2)
-    idx = torch.arange(600).repeat(20)
-    j = m.sample_neighbours(idx).numpy().reshape(20, 600)
+    idx = torch.arange(600)
+    j = np.stack([m.sample_neighbours(idx, epoch).numpy() for epoch in range(20)])  # [20 epochs, 600]
     first, second = knn[:, 0], knn[:, 1]
     assert np.all((j == first) | (j == second))
     frac_first = np.mean(j == first)
     assert 0.45 < frac_first < 0.55
-    # Same seed -> same draws, regardless of global RNG state.
+    # a function of (seed, epoch, anchor): regardless of global RNG state, of the batch, of the position in it
     torch.manual_seed(123)
-    again = _module(x, knn, knn_k=2).sample_neighbours(idx).numpy().reshape(20, 600)
-    np.testing.assert_array_equal(again, j)
+    again = _module(x, knn, knn_k=2)
+    perm = torch.randperm(600)
+    np.testing.assert_array_equal(again.sample_neighbours(idx[perm], 7).numpy(), j[7][perm.numpy()])
+    assert (_module(x, knn, knn_k=2, seed=1).sample_neighbours(idx, 7).numpy() != j[7]).mean() > 0.3
 
 
-def test_data_buffers_stay_out_of_checkpoints(data):
+def test_data_stays_out_of_checkpoints_and_ddp_buffers(data):
+    """The N x D embeddings and the kNN index are plain tensors: no checkpoint stores them and DDP, which
+    broadcasts every buffer from rank 0 before each forward, never sends them."""
     x, knn, _ = data
     m = _module(x, knn)
     sd = m.state_dict()
     assert "embeddings" not in sd and "knn_idx" not in sd
     assert {"marginal", "best_head", "head_losses"} <= set(sd)
+    big = [name for name, b in m.named_buffers() if b.numel() >= x.shape[0]]
+    assert big == []
     torch.testing.assert_close(sd["marginal"], torch.full((3, 5), 0.2))
     assert m.knn_idx.shape == (600, 10)  # only the first knn_k columns are kept
     loader = m.train_dataloader()

@@ -88,8 +88,9 @@ def fit_temi(
         enable_progress_bar=False,
     )
     kwargs.update(trainer_kwargs or {})
+    kwargs["use_distributed_sampler"] = False  # the index loader deals its (seed, epoch) order to the ranks itself
     trainer = L.Trainer(**kwargs)
-    trainer.fit(module)
+    trainer.fit(module, train_dataloaders=module.index_loader(trainer.world_size))
     # Lightning's teardown left the module on the CPU: the assignment passes run the teacher heads on the training
     # device (the GPU) and stream the embeddings to it batch by batch; the stored embedding buffers stay on the host
     module.teacher.to(trainer.strategy.root_device)

@@ -1,8 +1,8 @@
 """TEMI as a Lightning module: H student and H teacher cluster heads over frozen embeddings (method.md §4).
 
-The embeddings [N, D] and the kNN index [N, k] live in the module as non-persistent buffers (checkpoints stay
-small); the dataloader yields index batches only, and each step pairs every anchor with one of its first
-``knn_k`` neighbours drawn uniformly at random.
+The embeddings [N, D] and the kNN index [N, k] live in the module as plain tensors on the training device (not
+buffers: checkpoints stay small and DDP never broadcasts them); the dataloader yields index batches only, and each
+step pairs every anchor with one of its first ``knn_k`` neighbours, drawn uniformly from (seed, epoch, anchor).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from elfs.cluster.loss import temi_loss
 from elfs.config import ClusterConfig, to_dict
+from elfs.sampling import EpochSeededSampler, counter_randint
 
 __all__ = [
     "HEAD_IMPLS",
@@ -256,8 +257,10 @@ class TEMIModule(L.LightningModule):
         knn = _as_tensor(knn_idx, torch.int64)[:, : cfg.knn_k].contiguous()
         if knn.numel() and (int(knn.min()) < 0 or int(knn.max()) >= n):
             raise ValueError(f"knn_idx entries must be in [0, N={n}), got range [{int(knn.min())}, {int(knn.max())}]")
-        self.register_buffer("embeddings", _as_tensor(embeddings, torch.float32), persistent=False)
-        self.register_buffer("knn_idx", knn, persistent=False)
+        # the data as plain attributes, moved to the training device in `setup`: as buffers DDP would broadcast them
+        # from rank 0 on every step (N x D floats), and checkpoints would store them
+        self.embeddings: Tensor = _as_tensor(embeddings, torch.float32)
+        self.knn_idx: Tensor = knn
 
         num_heads = cfg.num_heads
         self.student = make_heads(cfg.head_impl, num_heads, d, cfg.hidden_dim, cfg.bottleneck_dim, num_clusters)
@@ -271,7 +274,6 @@ class TEMIModule(L.LightningModule):
         self.register_buffer("_epoch_loss_sum", torch.zeros((), dtype=torch.float64), persistent=False)
         self.register_buffer("_epoch_count", torch.zeros((), dtype=torch.float64), persistent=False)
         self.loss_curve: list[float] = []
-        self._gen: torch.Generator | None = None
         self._ema_it = 0
         self._total_iters = 1
 
@@ -285,33 +287,35 @@ class TEMIModule(L.LightningModule):
         """Teacher logits of all heads for raw embeddings x [B, D] -> [H, B, C]."""
         return self.teacher(self.embed(x))
 
+    def setup(self, stage: str) -> None:
+        if self._trainer is not None:
+            device = self.trainer.strategy.root_device
+            self.embeddings, self.knn_idx = self.embeddings.to(device), self.knn_idx.to(device)
+
     def train_dataloader(self) -> DataLoader:
-        """Index batches over the N stored embeddings (shuffled; drop_last when N >= batch size)."""
+        return self.index_loader(self._world_size())
+
+    def index_loader(self, world: int = 1) -> DataLoader:
+        """Index batches over the N stored embeddings in an order set by (seed, epoch), batch_size / ``world`` per
+        device (elfs/sampling.py: the same global batches on any number of DDP ranks); drop_last when N >= the
+        batch size."""
         n = self.embeddings.shape[0]
-        bs = self.device_batch_size()
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(TensorDataset(torch.arange(n)), batch_size=bs, shuffle=True, drop_last=n >= bs, generator=gen)
+        bs = self.device_batch_size(world)
+        sampler = EpochSeededSampler(n, self.seed)
+        return DataLoader(TensorDataset(torch.arange(n)), batch_size=bs, sampler=sampler, drop_last=n >= bs)
 
-    def _neighbour_generator(self) -> torch.Generator:
-        dev = self.embeddings.device
-        if self._gen is None or self._gen.device != dev:
-            # Own generator (seed, rank): reproducible regardless of global RNG use elsewhere.
-            self._gen = torch.Generator(device=dev).manual_seed(self.seed * 1000003 + self.global_rank)
-        return self._gen
-
-    def sample_neighbours(self, idx: Tensor) -> Tensor:
-        """For each anchor index, one neighbour drawn uniformly from its first ``knn_k`` kNN columns."""
+    def sample_neighbours(self, idx: Tensor, epoch: int = 0) -> Tensor:
+        """For each anchor index, one neighbour drawn uniformly from its first ``knn_k`` kNN columns, as a function
+        of (seed, epoch, anchor index): the same draw on any number of DDP ranks, regardless of global RNG use."""
         idx = idx.to(self.knn_idx.device)
-        col = torch.randint(
-            0, self.knn_idx.shape[1], (idx.shape[0],), generator=self._neighbour_generator(), device=idx.device
-        )
+        col = counter_randint(self.seed, epoch, idx, 0, self.knn_idx.shape[1])
         return self.knn_idx[idx, col]
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx: int) -> Tensor:
         """Views (e_i, e_j) with j a random kNN neighbour of i; TEMI loss; marginal and epoch sums updated."""
         idx = batch[0] if isinstance(batch, (list, tuple)) else batch
-        nbr = self.sample_neighbours(idx)
+        nbr = self.sample_neighbours(idx, self.current_epoch)
         b = idx.shape[0]
         x = self.embed(torch.cat([self.embeddings[idx], self.embeddings[nbr]]))  # [2B, D]: view 0 then view 1
         s = self.student(x)
@@ -386,9 +390,9 @@ class TEMIModule(L.LightningModule):
     def _world_size(self) -> int:
         return self.trainer.world_size if self._trainer is not None else 1
 
-    def device_batch_size(self) -> int:
+    def device_batch_size(self, world: int | None = None) -> int:
         """cluster.batch_size is the GLOBAL batch (as in the paper): each of the W devices takes batch_size / W."""
-        world = self._world_size()
+        world = self._world_size() if world is None else int(world)
         if world > 1 and self.cfg.batch_size % world:
             raise ValueError(
                 f"cluster.batch_size={self.cfg.batch_size} is the global batch and must divide among {world} devices"

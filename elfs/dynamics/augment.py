@@ -29,19 +29,19 @@ def normalize_uint8(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> t
 
 
 def sample_crop_params(
-    batch: int, padding: int, hflip: bool, generator: torch.Generator | None = None
+    index: torch.Tensor, padding: int, hflip: bool, *, seed: int, epoch: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Draw per-sample (top, left) offsets in [0, 2*padding] and flip flags (p = 0.5) on the generator's device.
+    """Per-example (top, left) offsets in [0, 2*padding] and flip flags (p = 0.5) on ``index``'s device, a function
+    of (seed, epoch, example index) alone (elfs/sampling.py): the same crop on any device and any number of DDP
+    ranks, and after a resume."""
+    from elfs.sampling import counter_randint
 
-    Without a generator the global CPU torch RNG is used, so a seed gives the same crops on every device.
-    """
-    dev = generator.device if generator is not None else torch.device("cpu")
-    top = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=dev)
-    left = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=dev)
+    top = counter_randint(seed, epoch, index, 0, 2 * padding + 1)
+    left = counter_randint(seed, epoch, index, 1, 2 * padding + 1)
     if hflip:
-        flip = torch.rand(batch, generator=generator, device=dev) < 0.5
+        flip = counter_randint(seed, epoch, index, 2, 2) == 1
     else:
-        flip = torch.zeros(batch, dtype=torch.bool, device=dev)
+        flip = torch.zeros(index.shape, dtype=torch.bool, device=index.device)
     return top, left, flip
 
 
@@ -61,9 +61,10 @@ def crop_flip(x: torch.Tensor, padding: int, top: torch.Tensor, left: torch.Tens
 
 
 def random_crop_flip(
-    x: torch.Tensor, padding: int, hflip: bool, generator: torch.Generator | None = None
+    x: torch.Tensor, padding: int, hflip: bool, *, index: torch.Tensor, seed: int, epoch: int
 ) -> torch.Tensor:
-    """Random reflect-padded crop (same size as the input) and optional horizontal flip, per sample."""
+    """Random reflect-padded crop (same size as the input) and optional horizontal flip of each example, drawn
+    from (seed, epoch, its dataset ``index``)."""
     if x.ndim != 4:
         raise ValueError(f"expected a [B, C, H, W] batch, got shape {tuple(x.shape)}")
     padding = int(padding)
@@ -73,7 +74,9 @@ def random_crop_flip(
         )
     if padding == 0 and not hflip:
         return x
-    top, left, flip = sample_crop_params(x.shape[0], padding, hflip, generator)
+    if index.shape != (x.shape[0],):
+        raise ValueError(f"need one dataset index per image, got {tuple(index.shape)} for a batch of {x.shape[0]}")
+    top, left, flip = sample_crop_params(index.to(x.device), padding, hflip, seed=seed, epoch=epoch)
     return crop_flip(x, padding, top, left, flip)
 
 
@@ -93,8 +96,13 @@ class BatchImageTransform(nn.Module):
         self.padding = int(padding)
         self.hflip = bool(hflip)
 
-    def forward(self, x: torch.Tensor, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, train: bool, index: torch.Tensor | None = None, *, seed: int = 0, epoch: int = 0
+    ) -> torch.Tensor:
+        """``train`` needs ``index`` (the examples' dataset indices): each one's crop is a function of them."""
         out = normalize_uint8(x, self.mean, self.std)
         if train:
-            out = random_crop_flip(out, self.padding, self.hflip, generator)
+            if index is None:
+                raise ValueError("training augmentation needs the examples' dataset indices")
+            out = random_crop_flip(out, self.padding, self.hflip, index=index, seed=seed, epoch=epoch)
         return out

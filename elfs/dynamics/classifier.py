@@ -29,6 +29,7 @@ from elfs.data.types import is_streamed
 from elfs.dynamics.augment import BatchImageTransform
 from elfs.dynamics.recorder import TrainingDynamicsRecorder
 from elfs.models import MODEL_INPUTS, build_model
+from elfs.sampling import EpochSeededSampler
 
 
 def cosine_lr(step: int, *, total_steps: int, lr: float, min_lr: float) -> float:
@@ -119,24 +120,26 @@ class ClassifierModule(L.LightningModule):
         self.recorder: TrainingDynamicsRecorder | None = None
         if record_num_examples is not None:
             self.recorder = TrainingDynamicsRecorder(record_num_examples, num_classes, el2n_epochs=cfg.el2n_epochs)
-        self._aug_gen = torch.Generator().manual_seed(self.seed)
-        # device_data: the uint8 training images, a buffer that moves with the module (never checkpointed)
-        self.register_buffer("resident", None, persistent=False)
+        # device_data: the uint8 training images, moved to the training device in `setup`. A plain attribute, not a
+        # buffer: DDP would broadcast a buffer from rank 0 on every step, and a checkpoint would store it.
+        self.resident: torch.Tensor | None = None
 
     def keep_on_device(self, images: torch.Tensor) -> None:
-        """The fast data path: hold the uint8 training images [n, C, H, W] in a (non-persistent) buffer that moves
-        to the training device with the module; batches then carry positions into it instead of pixels."""
+        """The fast data path: hold the uint8 training images [n, C, H, W] on the training device (from `setup`);
+        batches then carry positions into them instead of pixels."""
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"device_data keeps uint8 [N, C, H, W] images, got {images.dtype} {tuple(images.shape)}")
         self.resident = images
 
     # ---------------------------------------------------------------- data path
-    def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
-        """uint8 images -> normalised float (+ crop/flip when `train`); float inputs pass through unchanged."""
+    def prepare(self, x: torch.Tensor, train: bool, index: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 images -> normalised float (+ crop/flip when `train`, drawn from (seed, epoch, dataset ``index``):
+        the same on any number of DDP ranks); float inputs pass through unchanged."""
         if x.dtype == torch.uint8:
             if self.transform is None:
                 raise ValueError(f"model {self.cfg.model!r} takes float embeddings, got a uint8 batch")
-            x = self.transform(x, train=train, generator=self._aug_gen)
+            epoch = self.current_epoch if self._trainer is not None else 0
+            x = self.transform(x, train=train, index=index, seed=self.seed, epoch=epoch)
             return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
         return x.float() if x.dtype == torch.float64 else x
 
@@ -153,19 +156,14 @@ class ClassifierModule(L.LightningModule):
         return self.model(self.prepare(x, train=False))
 
     def setup(self, stage: str) -> None:
-        # a distinct augmentation stream per DDP rank; restored from a checkpoint after this hook when resuming.
-        # With device_data the stream lives on the training device, so drawing crops never waits for the host.
         if self.resident is not None and self._trainer is not None:
-            device = self.trainer.strategy.root_device
-            if self._aug_gen.device != device:
-                self._aug_gen = torch.Generator(device=device)
-        self._aug_gen.manual_seed(self.seed + 1_000_003 * int(self.global_rank))
+            self.resident = self.resident.to(self.trainer.strategy.root_device)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y, idx = batch
         if self.resident is not None and x.dtype == torch.int64:  # positions into the images kept on the device
             x = self.resident[x]
-        logits = self.model(self.prepare(x, train=True))
+        logits = self.model(self.prepare(x, train=True, index=idx))
         loss = F.cross_entropy(logits, y)
         if self.recorder is not None:
             self._record(idx, logits.detach(), y)
@@ -196,13 +194,6 @@ class ClassifierModule(L.LightningModule):
         )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _CosineFactor(int(total), c.lr, c.min_lr))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["aug_rng_state"] = self._aug_gen.get_state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "aug_rng_state" in checkpoint:
-            self._aug_gen.set_state(checkpoint["aug_rng_state"])
 
 
 # -------------------------------------------------------------------- data helpers
@@ -259,24 +250,6 @@ class _IndexedTensorDataset(Dataset):
     def __getitems__(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         t = torch.as_tensor(ids, dtype=torch.int64)
         return self.x[t], self.y[t], self.idx[t]
-
-
-class EpochSeededSampler(torch.utils.data.Sampler):
-    """Shuffles with an order that depends only on (seed, epoch): a run resumed from an epoch checkpoint sees
-    exactly the batches an uninterrupted run would (Lightning calls `set_epoch` before every epoch)."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = int(n), int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 def _resume_checkpoint(checkpoint_dir: str | None) -> str | None:
@@ -408,19 +381,11 @@ class TrainResult:
 
 
 def _world_size(trainer_kwargs: Mapping[str, Any]) -> int:
-    """Processes a Trainer with these settings trains on (devices x nodes), known before it starts: an int or a
-    list of devices; "auto" / -1 count the visible accelerators (CUDA devices, else 1 CPU process)."""
-    devices = trainer_kwargs.get("devices", 1)
-    if isinstance(devices, (list, tuple)):
-        n = len(devices)
-    elif isinstance(devices, str) and devices.isdigit():
-        n = int(devices)
-    elif isinstance(devices, int) and devices > 0:
-        n = devices
-    else:  # "auto" / -1
-        accel = str(trainer_kwargs.get("accelerator", "auto"))
-        n = torch.cuda.device_count() if accel in ("auto", "gpu", "cuda") and torch.cuda.is_available() else 1
-    return max(1, n) * int(trainer_kwargs.get("num_nodes", 1) or 1)
+    """Processes a Trainer with these settings trains on (elfs.distributed.planned_processes)."""
+    from elfs.distributed import planned_processes
+
+    kw = trainer_kwargs
+    return planned_processes(kw.get("devices", 1), kw.get("accelerator", "auto"), kw.get("num_nodes", 1))
 
 
 def _check_positive_int(name: str, value: Any) -> int:
@@ -577,6 +542,7 @@ def train_classifier(
         callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=1, every_n_epochs=1))
         kwargs["enable_checkpointing"] = True
     kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + callbacks
+    kwargs["use_distributed_sampler"] = False  # EpochSeededSampler deals its (seed, epoch) order to the ranks itself
     world = _world_size(kwargs)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} is the global batch and must divide among {world} devices")
