@@ -184,20 +184,35 @@ class ArtifactCache:
         compute: Callable[[], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]],
         *,
         label: str | None = None,
+        every_rank: bool = False,
     ) -> Artifact:
-        """Return the cached artifact for (stage, config, inputs), computing and saving it on a miss."""
+        """Return the cached artifact for (stage, config, inputs), computing and saving it on a miss.
+
+        Under DDP (elfs/distributed.py) rank 0 alone decides hit or miss, so no rank can skip a collective another
+        one enters; on a miss ``compute`` runs on rank 0 only, or on every rank when it trains (``every_rank``: it
+        holds the DDP collectives); rank 0 alone writes the entry, and every rank then returns rank 0's arrays."""
+        from elfs import distributed
+
         key = self.key(stage, config, inputs)
-        art = self.load(stage, key)
-        if art is None:
-            t0 = time.perf_counter()
-            arrays, extra = compute()
-            seconds = time.perf_counter() - t0
-            meta = {"config": dict(config), "inputs": dict(inputs), "wall_seconds": seconds, **dict(extra)}
-            art = self.save(stage, key, arrays, meta)
-            art.seconds = seconds
-            log.info("stage %-12s %s computed in %.1fs -> %s", stage, label or "", seconds, art.path)
-        else:
+        zero = distributed.is_zero()
+        art = self.load(stage, key) if zero else None
+        if distributed.from_zero(art is not None):
+            art = art or self._load_written(stage, key)
             log.info("stage %-12s %s cache hit %s", stage, label or "", art.path)
+        else:
+            t0 = time.perf_counter()
+            if zero or every_rank:
+                arrays, extra = compute()
+            seconds = time.perf_counter() - t0
+            if zero:
+                meta = {"config": dict(config), "inputs": dict(inputs), "wall_seconds": seconds, **dict(extra)}
+                art = self.save(stage, key, arrays, meta)
+                log.info("stage %-12s %s computed in %.1fs -> %s", stage, label or "", seconds, art.path)
+            distributed.barrier()
+            if not zero:
+                art = self._load_written(stage, key)
+                art.cached = False
+            art.seconds = seconds
         self.events.append(
             {
                 "stage": stage,
@@ -208,4 +223,16 @@ class ArtifactCache:
                 "resumed": bool(art.meta.get("resumed", False)),
             }
         )
+        return art
+
+    def _load_written(self, stage: str, key: str) -> Artifact:
+        """An entry rank 0 has just found or written; absent here means this rank sees another filesystem."""
+        art = self.load(stage, key)
+        if art is None:
+            from elfs import distributed
+
+            raise RuntimeError(
+                f"rank {distributed.rank()} cannot read the cache entry rank 0 wrote at {self.entry(stage, key)}: "
+                f"paths.cache_dir must be on a filesystem that every rank (every node) shares"
+            )
         return art

@@ -186,8 +186,8 @@ class ClassifierTrainingConfig:
     # centre crop) for an image model; None = in-memory images at their own size (a streamed source then fails)
     image_size: int | None = None
     # the fast GPU data path (in-memory image sets that fit in device memory): the uint8 training images live on
-    # the training device and each batch is gathered and augmented there (crops and flips drawn by a device RNG),
-    # so no host loader feeds the GPU; the same result as the host path on the same device
+    # the training device and each batch is gathered and augmented there (crops and flips hashed from seed, epoch
+    # and index), so no host loader feeds the GPU; the same result as the host path on the same device
     device_data: bool = False
     channels_last: bool = False  # channels-last activations for the convolutions (tensor cores)
     compile: bool = False  # torch.compile the network (slower start, faster steps on a GPU)
@@ -327,10 +327,22 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     num_workers: int = 0
     benchmark: bool = False  # cudnn.benchmark: pick the fastest convolution kernels for fixed shapes (GPU)
+    # DDP: how long a rank waits in a collective; the others wait for rank 0 while it embeds and builds the kNN graph
+    ddp_timeout_min: float = 120.0
+    # DDP: batch-norm statistics over the global batch (as on one device) rather than each rank's B/W examples
+    sync_batchnorm: bool = True
 
     def validate(self, key: str = "trainer") -> None:
+        from elfs.distributed import SPAWNING_STRATEGIES
+
         _int_at_least(f"{key}.num_nodes", self.num_nodes, 1)
         _int_at_least(f"{key}.num_workers", self.num_workers, 0)
+        _number_in(f"{key}.ddp_timeout_min", self.ddp_timeout_min, 1.0, math.inf)
+        if self.strategy in SPAWNING_STRATEGIES:
+            raise ConfigError(
+                f"{key}.strategy={self.strategy!r} starts new processes for every fit; the pipeline keeps one process "
+                f"per device for the whole run: use strategy=ddp (trainer=ddp), or auto"
+            )
 
 
 @dataclass

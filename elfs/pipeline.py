@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from elfs import distributed
 from elfs.cache import Artifact, ArtifactCache, array_hash
 from elfs.config import (
     BackboneConfig,
@@ -65,7 +66,7 @@ class Context:
             "callbacks": callbacks,
             "accelerator": t.accelerator,
             "devices": t.devices,
-            "strategy": t.strategy,
+            "strategy": self._strategy(),
             "num_nodes": t.num_nodes,
             "precision": t.precision,
             "deterministic": t.deterministic,
@@ -73,7 +74,27 @@ class Context:
             "log_every_n_steps": 10,
             # Lightning's bar redraws per step: only on a terminal, never into a log file
             "enable_progress_bar": bool(show and t.enable_progress_bar and is_terminal()),
+            **self._batchnorm_sync(),
         }
+
+    def _strategy(self) -> str:
+        """Lightning's "ddp" joins the ranks of an open session (elfs/distributed.py); on one process, no DDP at all
+        (Lightning's would open a 1-process group and set launch variables that outlive the run)."""
+        t = self.cfg.trainer.strategy
+        if distributed.world_size() > 1:
+            return "ddp" if t == "auto" else t
+        return "auto" if t.startswith("ddp") else t
+
+    def _batchnorm_sync(self) -> dict[str, Any]:
+        """Under DDP with trainer.sync_batchnorm: torch's SyncBatchNorm on GPUs, GlobalBatchNorm elsewhere (torch's
+        refuses CPU tensors); either way the batch statistics are the global batch's."""
+        if distributed.world_size() == 1 or not self.cfg.trainer.sync_batchnorm:
+            return {}
+        if distributed.device_type() == "cuda":
+            return {"sync_batchnorm": True}
+        from elfs.models.global_batchnorm import GlobalBatchNormSync
+
+        return {"plugins": [GlobalBatchNormSync()]}
 
     def timed(self, stage: str, art: Artifact) -> Artifact:
         self.timings[stage] = self.timings.get(stage, 0.0) + (0.0 if art.cached else art.seconds)
@@ -217,14 +238,16 @@ def stage_cluster(ctx: Context, c: ClusterConfig, emb: Artifact, nn: Artifact, n
                 loss_curve=np.asarray(res.loss_curve, dtype=np.float64),
             )
             extra["best_head"] = int(res.best_head)
-        if c.kmeans_baseline or c.method == "kmeans":
+        # under DDP the baseline is rank 0's alone (every rank receives rank 0's arrays); TEMI trains on every rank
+        if (c.kmeans_baseline and distributed.is_zero()) or c.method == "kmeans":
             km = kmeans_labels(x, num_clusters, seed=ctx.cfg.seed)
             arrays["kmeans_labels"] = km
             if c.method == "kmeans":
                 arrays["pseudo_labels"] = km
         return arrays, extra
 
-    return ctx.timed("cluster", ctx.cache.run("cluster", config, {"embed": emb.key, "knn": nn.key}, compute))
+    inputs = {"embed": emb.key, "knn": nn.key}
+    return ctx.timed("cluster", ctx.cache.run("cluster", config, inputs, compute, every_rank=c.method == "temi"))
 
 
 @dataclass(frozen=True)
@@ -322,8 +345,10 @@ def stage_dynamics(
         )
         return {k: np.asarray(v) for k, v in scores.items()}, {"resumed": resumed, "labels": labels.source}
 
-    art = ctx.cache.run("dynamics", config, inputs, compute, label=None if labels.source == "pseudo" else "labels=gt")
-    shutil.rmtree(work, ignore_errors=True)  # the artifact is complete: its checkpoints are no longer needed
+    label = None if labels.source == "pseudo" else "labels=gt"
+    art = ctx.cache.run("dynamics", config, inputs, compute, label=label, every_rank=True)
+    if distributed.is_zero():  # the artifact is complete (every rank has it): its checkpoints are no longer needed
+        shutil.rmtree(work, ignore_errors=True)
     return ctx.timed("dynamics", art)
 
 
@@ -420,7 +445,7 @@ def stage_beta_search(
         }
         return arrays, {"at_edge": bool(res.at_edge)}
 
-    art = ctx.cache.run("beta_search", config, inputs, compute, label=f"budget={budget}")
+    art = ctx.cache.run("beta_search", config, inputs, compute, label=f"budget={budget}", every_rank=True)
     return ctx.timed("beta_search", art)
 
 
@@ -584,7 +609,8 @@ def stage_evaluate(
         best = np.nan if res.best_test_acc is None else res.best_test_acc
         return {"final_acc": np.asarray(res.final_test_acc), "best_acc": np.asarray(best)}, {"n_kept": len(kept)}
 
-    return ctx.timed("evaluate", ctx.cache.run("evaluate", config, inputs, compute, label=label))
+    distributed.check_same(inputs["kept"], f"the coreset of {label}")  # one subset, or DDP averages two trainings
+    return ctx.timed("evaluate", ctx.cache.run("evaluate", config, inputs, compute, label=label, every_rank=True))
 
 
 def write_answer(
@@ -827,6 +853,7 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
             beta = s.d2_beta if s.method == "d2" else None
             row.update(beta=beta, beta_source="fixed" if s.method == "d2" else "n/a")
         kept_at[budget] = select_coreset(ctx, s, s.method, sig, n, budget, beta or 0.0, cfg.seed)
+        distributed.check_same(array_hash(kept_at[budget]), f"the {s.method} coreset at budget {budget}")
         beta_at[budget] = row["beta"]
         row["n_kept"] = int(len(kept_at[budget]))
         if not ds.labelled:  # nothing to evaluate against: the kept set is the answer
@@ -843,7 +870,6 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
         rows.append(row)
     full = evaluate_arm("full", 1.0, None) if evaluate_full else None
 
-    np.savez(ctx.run_dir / "coresets.npz", **coresets)
     done = sig.computed()
     score_arrays = {}
     if "cluster" in done:
@@ -853,8 +879,11 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
             score_arrays.update({f"{k}{suffix}": v for k, v in done[stage].arrays.items()})
     if "prototypes" in done:
         score_arrays["prototype_distance"] = done["prototypes"]["distance"]
-    np.savez(ctx.run_dir / "scores.npz", **score_arrays)
-    selection_files = write_answer(ctx, ds, sig, kept_at, beta_at, skipped) if kept_at else []
+    selection_files = []
+    if distributed.is_zero():  # the run folder is rank 0's
+        np.savez(ctx.run_dir / "coresets.npz", **coresets)
+        np.savez(ctx.run_dir / "scores.npz", **score_arrays)
+        selection_files = write_answer(ctx, ds, sig, kept_at, beta_at, skipped) if kept_at else []
     return {
         "dataset": ds.name,
         "dataset_source": ds.notes.get("source"),

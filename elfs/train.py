@@ -27,8 +27,11 @@ from pathlib import Path  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from elfs.cache import ArtifactCache  # noqa: E402
 from elfs.config import ElfsConfig, register_configs, to_typed, unknown_key_message  # noqa: E402
 from elfs.errors import UserError  # noqa: E402
+from elfs.report import write_report  # noqa: E402
+from elfs.tracking import RunLoggers  # noqa: E402
 
 log = logging.getLogger("elfs")
 register_configs()
@@ -91,12 +94,13 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
 
     Every check of the input runs before any work: the config (values, names, files, weights, writable folders)
     before loading, the data right after loading; a failed check raises a UserError and leaves no run folder.
+    With several devices (trainer=ddp) every rank runs this whole function (elfs/distributed.py); rank 0 alone
+    writes the run folder, the W&B run and the printed table.
     """
-    from elfs.cache import ArtifactCache
+    from elfs import distributed
+    from elfs.config import LoggerConfig
     from elfs.pipeline import Context, prepare_data, run_pipeline
     from elfs.preflight import check_config, check_paths
-    from elfs.report import write_report
-    from elfs.tracking import RunLoggers
 
     _quiet_lightning()
     run_dir = Path(cfg.paths.output_dir)
@@ -105,38 +109,58 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
         conf = to_typed(cfg)
         check_config(conf)
         check_paths(conf)
-        ds, num_clusters, data_seconds = prepare_data(conf)
     except UserError:
         _discard_run_dir(run_dir)
         raise
     resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else None
+    with distributed.session(conf.trainer, resolved):
+        zero = distributed.is_zero()
+        if not zero:  # progress lines and bars are rank 0's
+            conf = dataclasses.replace(conf, progress=False)
+        try:
+            ds, num_clusters, data_seconds = prepare_data(conf)
+        except UserError:
+            if zero:
+                _discard_run_dir(run_dir)
+            raise
+        loggers = None
+        cache = ArtifactCache(Path(conf.paths.cache_dir))
+        try:
+            loggers = _open_outputs(conf, resolved, run_dir) if zero else RunLoggers(LoggerConfig(name="none"), run_dir)
+            ctx = Context(cfg=conf, cache=cache, run_dir=run_dir, loggers=loggers, timings={"data": data_seconds})
+            t0 = time.perf_counter()
+            results = run_pipeline(ctx, ds, num_clusters)
+            results["run_dir"] = str(run_dir)
+            results["config_overrides"] = list(_overrides())
+            results.update(_versions())
+            results["config"] = resolved if resolved is not None else dataclasses.asdict(conf)
+            if zero:
+                table, files = write_report(results, run_dir)
+                loggers.log_results(results, files + [run_dir / "coresets.npz", run_dir / "scores.npz"])
+                log.info("pipeline finished in %.1fs", time.perf_counter() - t0)
+                print("\n" + table + f"\nresults: {run_dir / 'results.json'}", flush=True)
+            return results
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt) or (_SIGINT_SEEN and isinstance(e, SystemExit)):
+                raise Interrupted(_kept_message(cache)) from None
+            raise
+        finally:
+            if loggers is not None:
+                loggers.finish()
+
+
+def _versions() -> dict[str, str | None]:
     from elfs.version import code_version, git_commit
 
-    # the resolved config in every run folder (Hydra writes .hydra/ only for its own runs, not for elfs-select)
+    return {"code_version": code_version(), "git_commit": git_commit()}
+
+
+def _open_outputs(conf: ElfsConfig, resolved: dict | None, run_dir: Path) -> RunLoggers:
+    """Rank 0's run folder: the resolved config (Hydra writes .hydra/ only for its own runs, not for elfs-select)
+    and the W&B / CSV run named and grouped by the sweep."""
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved if resolved is not None else conf))
-    version = {"code_version": code_version(), "git_commit": git_commit()}
     name, group = _run_name_and_group(conf.name, run_dir)
-    loggers = RunLoggers(conf.logger, run_dir, config={**(resolved or {}), **version}, run_name=name, group=group)
-    cache = ArtifactCache(Path(conf.paths.cache_dir))
-    try:
-        ctx = Context(cfg=conf, cache=cache, run_dir=run_dir, loggers=loggers, timings={"data": data_seconds})
-        t0 = time.perf_counter()
-        results = run_pipeline(ctx, ds, num_clusters)
-        results["run_dir"] = str(run_dir)
-        results["config_overrides"] = list(_overrides())
-        results.update(version)
-        results["config"] = resolved if resolved is not None else dataclasses.asdict(conf)
-        table, files = write_report(results, run_dir)
-        loggers.log_results(results, files + [run_dir / "coresets.npz", run_dir / "scores.npz"])
-        log.info("pipeline finished in %.1fs", time.perf_counter() - t0)
-        print("\n" + table + f"\nresults: {run_dir / 'results.json'}", flush=True)
-        return results
-    except BaseException as e:
-        if isinstance(e, KeyboardInterrupt) or (_SIGINT_SEEN and isinstance(e, SystemExit)):
-            raise Interrupted(_kept_message(cache)) from None
-        raise
-    finally:
-        loggers.finish()
+    return RunLoggers(conf.logger, run_dir, config={**(resolved or {}), **_versions()}, run_name=name, group=group)
 
 
 def _run_name_and_group(name: str, run_dir: Path) -> tuple[str, str | None]:
