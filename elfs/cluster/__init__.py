@@ -111,9 +111,12 @@ def fit_temi(
     )
 
 
-def kmeans_labels(embeddings: np.ndarray, num_clusters: int, seed: int, *, l2_normalize: bool = True) -> np.ndarray:
-    """k-means baseline (sklearn, n_init=10) on L2-normalised (default) or raw embeddings -> int64 [N]."""
-    from sklearn.cluster import KMeans
+def kmeans_labels(
+    embeddings: np.ndarray, num_clusters: int, seed: int, *, l2_normalize: bool = True, backend: str = "sklearn"
+) -> np.ndarray:
+    """k-means baseline (n_init=10; scikit-learn, or torch on the GPU: elfs/kmeans.py) on L2-normalised (default)
+    or raw embeddings -> int64 [N]."""
+    from elfs.kmeans import kmeans
 
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2:
@@ -122,5 +125,4 @@ def kmeans_labels(embeddings: np.ndarray, num_clusters: int, seed: int, *, l2_no
         raise ValueError(f"num_clusters must be in [2, N={x.shape[0]}], got {num_clusters}")
     if l2_normalize:
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    km = KMeans(n_clusters=num_clusters, n_init=10, random_state=seed)
-    return km.fit_predict(x).astype(np.int64)
+    return kmeans(x, num_clusters, seed, n_init=10, backend=backend)[0]

@@ -41,28 +41,33 @@ def _check_num_clusters(num_clusters: object, n: int) -> int:
 
 @overload
 def prototypicality_distance(
-    embeddings: np.ndarray, num_clusters: int, seed: int, *, return_labels: Literal[False] = ...
+    embeddings: np.ndarray,
+    num_clusters: int,
+    seed: int,
+    *,
+    return_labels: Literal[False] = ...,
+    backend: str = ...,
 ) -> np.ndarray: ...
 @overload
 def prototypicality_distance(
-    embeddings: np.ndarray, num_clusters: int, seed: int, *, return_labels: Literal[True]
+    embeddings: np.ndarray, num_clusters: int, seed: int, *, return_labels: Literal[True], backend: str = ...
 ) -> tuple[np.ndarray, np.ndarray]: ...
 def prototypicality_distance(
-    embeddings: np.ndarray, num_clusters: int, seed: int, *, return_labels: bool = False
+    embeddings: np.ndarray, num_clusters: int, seed: int, *, return_labels: bool = False, backend: str = "sklearn"
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Float64 [N] Euclidean distance of each example to its own centroid of ``KMeans(num_clusters, n_init=10)``.
+    """Float64 [N] Euclidean distance of each example to its own centroid of k-means (n_init=10; scikit-learn, or
+    torch on the GPU with ``backend="torch"``: elfs/kmeans.py).
 
     Runs on the raw embeddings (no normalisation), as ELFS's ``generate_importance_score.py`` does. Higher = harder.
     With ``return_labels`` also returns the int64 [N] cluster of each example.
     """
-    from sklearn.cluster import KMeans  # local: keeps `import elfs.select` light
+    from elfs.kmeans import kmeans  # local: keeps `import elfs.select` light
 
     x = _check_embeddings(embeddings)
     k = _check_num_clusters(num_clusters, x.shape[0])
     s = validate_seed(seed)
-    km = KMeans(n_clusters=k, n_init=10, random_state=s).fit(x)
-    labels = np.asarray(km.labels_, dtype=np.int64)
-    dist = np.linalg.norm(x - np.asarray(km.cluster_centers_, dtype=np.float64)[labels], axis=1)
+    labels, centres, _ = kmeans(x, k, s, n_init=10, backend=backend)
+    dist = np.linalg.norm(x - centres[labels], axis=1)
     return (dist, labels) if return_labels else dist
 
 
