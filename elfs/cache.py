@@ -196,7 +196,8 @@ class ArtifactCache:
         key = self.key(stage, config, inputs)
         zero = distributed.is_zero()
         art = self.load(stage, key) if zero else None
-        if distributed.from_zero(art is not None):
+        hit, key = distributed.from_zero((art is not None, key))  # rank 0's entry, whatever another rank would name
+        if hit:
             art = art or self._load_written(stage, key)
             log.info("stage %-12s %s cache hit %s", stage, label or "", art.path)
         else:
