@@ -68,10 +68,11 @@ def test_label_firewall_and_determinism(compose_cfg, tmp_path):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
         np.testing.assert_array_equal(a[k], s[k])
-    # the evaluation, which does use ground truth, sees the difference: it trains on shuffled labels
-    acc = lambda r: r["results"][0]["methods"]["double_end"]["acc_mean"]  # noqa: E731
-    assert acc(runs["a"][0]) == acc(runs["b"][0])
-    assert acc(runs["shuffled"][0]) < acc(runs["a"][0]) - 0.2
+    # the evaluation, which does use ground truth, sees the difference: on the same (label-free) random coreset it
+    # trains on shuffled labels, and tests near chance (10 classes)
+    acc = lambda r, m: r["results"][0]["methods"][m]["acc_mean"]  # noqa: E731
+    assert acc(runs["a"][0], "double_end") == acc(runs["b"][0], "double_end")
+    assert acc(runs["shuffled"][0], "random") < 0.2 < acc(runs["a"][0], "random") - 0.2
 
 
 @pytest.mark.slow
