@@ -303,10 +303,14 @@ class EvaluateConfig(ClassifierTrainingConfig):
     # code's "Best acc", what the paper's numbers are: the paper experiments set 800 for the comparison)
     test_every: int = 0
     seeds: list = field(default_factory=lambda: [0])
+    # trainings (seeds x methods x budgets) run at once, each in its own worker process on the same device: one
+    # small training cannot fill a GPU; the results are those of running them one by one
+    concurrent: int = 1
 
     def validate(self, key: str = "evaluate") -> None:
         super().validate(key)
         _int_at_least(f"{key}.steps", self.steps, 1)
+        _int_at_least(f"{key}.concurrent", self.concurrent, 1)
         _int_at_least(f"{key}.test_every", self.test_every, 0)
         if not self.seeds:
             raise ConfigError(f"{key}.seeds is empty; give at least one seed, e.g. [0]")

@@ -77,6 +77,12 @@ class Context:
             **self._batchnorm_sync(),
         }
 
+    def kmeans_backend(self) -> str:
+        """Where k-means runs (elfs/kmeans.py): torch on the GPU when the trainer may use one, else scikit-learn."""
+        from elfs.kmeans import kmeans_backend
+
+        return kmeans_backend(self.cfg.trainer.accelerator)
+
     def _strategy(self) -> str:
         """Lightning's "ddp" joins the ranks of an open session (elfs/distributed.py); on one process, no DDP at all
         (Lightning's would open a 1-process group and set launch variables that outlive the run)."""
@@ -216,6 +222,9 @@ def stage_cluster(ctx: Context, c: ClusterConfig, emb: Artifact, nn: Artifact, n
         "seed": ctx.cfg.seed,
         "precision": ctx.cfg.trainer.precision,
     }
+    kmeans_backend = ctx.kmeans_backend()
+    if c.kmeans_baseline or c.method == "kmeans":  # the implementation decides the result: it is part of the key
+        config["kmeans_backend"] = kmeans_backend
     x = emb["train"]
 
     def compute():
@@ -240,7 +249,7 @@ def stage_cluster(ctx: Context, c: ClusterConfig, emb: Artifact, nn: Artifact, n
             extra["best_head"] = int(res.best_head)
         # under DDP the baseline is rank 0's alone (every rank receives rank 0's arrays); TEMI trains on every rank
         if (c.kmeans_baseline and distributed.is_zero()) or c.method == "kmeans":
-            km = kmeans_labels(x, num_clusters, seed=ctx.cfg.seed)
+            km = kmeans_labels(x, num_clusters, seed=ctx.cfg.seed, backend=kmeans_backend)
             arrays["kmeans_labels"] = km
             if c.method == "kmeans":
                 arrays["pseudo_labels"] = km
@@ -356,10 +365,12 @@ def stage_prototypes(ctx: Context, emb: Artifact, num_clusters: int) -> Artifact
     """Prototypicality (method.md §8.2): k-means on the raw embeddings, each image's distance to its centroid."""
     from elfs.select.prototypicality import prototypicality_distance
 
-    config = {"num_clusters": num_clusters, "seed": ctx.cfg.seed}
+    backend = ctx.kmeans_backend()
+    config = {"num_clusters": num_clusters, "seed": ctx.cfg.seed, "kmeans_backend": backend}
 
     def compute():
-        dist, assign = prototypicality_distance(emb["train"], num_clusters, ctx.cfg.seed, return_labels=True)
+        x = emb["train"]
+        dist, assign = prototypicality_distance(x, num_clusters, ctx.cfg.seed, return_labels=True, backend=backend)
         return {"distance": dist, "labels": assign}, {"num_clusters": num_clusters}
 
     return ctx.timed("prototypes", ctx.cache.run("prototypes", config, {"embed": emb.key}, compute))
@@ -404,7 +415,7 @@ def stage_beta_search(
         "steps": steps,
         "seed": ctx.cfg.seed,
         # the candidates train for `steps` on pseudo-labels: the evaluation's own steps and seeds do not matter
-        "train": _train_key(e, ds, ctx, drop=("steps", "test_every", "seeds")),
+        "train": _train_key(e, ds, ctx, drop=("steps", "test_every", "seeds", "concurrent")),
     }
     inputs = {"dynamics": dyn.key, **labels.key, **_embed_input(e.model, emb), "images": ds.train.fingerprint()}
     hardness = hardness_of(dyn, s.score)
@@ -571,15 +582,11 @@ def select_coreset(
 # ------------------------------------------------------------------------------------ the labelled stage
 
 
-def stage_evaluate(
-    ctx: Context, e: EvaluateConfig, ds: Dataset, emb: Artifact | None, kept: np.ndarray, seed: int, label: str
-) -> Artifact:
-    """Train from scratch on the kept indices with their GROUND-TRUTH labels for a fixed number of steps; test."""
-    from elfs.dynamics.classifier import train_classifier
-
-    x_tr = _model_inputs(e.model, ds, emb, "train")
-    x_te = _model_inputs(e.model, ds, emb, "test")
-    config = {**_train_key(e, ds, ctx, drop=("seeds",)), "seed": seed}  # one entry per seed
+def _evaluate_key(
+    ctx: Context, e: EvaluateConfig, ds: Dataset, emb: Artifact | None, kept: np.ndarray, seed: int
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(config, inputs) of one evaluation's cache entry: one entry per seed; how many run at once is no part of it."""
+    config = {**_train_key(e, ds, ctx, drop=("seeds", "concurrent")), "seed": seed}
     inputs = {
         "kept": array_hash(kept),
         "images": ds.train.fingerprint(),
@@ -588,29 +595,126 @@ def stage_evaluate(
         "test_labels": array_hash(ds.truth.test),
         **_embed_input(e.model, emb),  # a model on images: the same for every encoder (random is computed once)
     }
+    return config, inputs
+
+
+@dataclass
+class EvaluationData:
+    """What an evaluation training reads besides its coreset and seed (picklable: worker processes get it once)."""
+
+    x_train: Any
+    y_train: np.ndarray
+    x_test: Any
+    y_test: np.ndarray
+    num_classes: int
+    trainer_kwargs: dict[str, Any]
+    num_workers: int
+    image_kwargs: dict[str, Any]
+
+    @classmethod
+    def of(cls, ctx: Context, e: EvaluateConfig, ds: Dataset, emb: Artifact | None) -> EvaluationData:
+        return cls(
+            _model_inputs(e.model, ds, emb, "train"),
+            ds.truth.train,
+            _model_inputs(e.model, ds, emb, "test"),
+            ds.truth.test,
+            int(ds.num_classes),
+            ctx.trainer_kwargs(progress=False),
+            int(ctx.cfg.trainer.num_workers),
+            _image_kwargs(ds),
+        )
+
+
+def train_and_test(data: EvaluationData, e: EvaluateConfig, kept: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Train ``e.model`` from scratch on ``kept`` with the GROUND-TRUTH labels for ``e.steps``; test accuracies."""
+    from elfs.dynamics.classifier import train_classifier
+
+    res = train_classifier(
+        data.x_train,
+        data.y_train,
+        kept,
+        e,
+        num_classes=data.num_classes,
+        steps=e.steps,
+        seed=seed,
+        trainer_kwargs=dict(data.trainer_kwargs),
+        logger=False,
+        num_workers=data.num_workers,
+        test_inputs=data.x_test,
+        test_labels=data.y_test,
+        test_every=e.test_every,
+        **data.image_kwargs,
+    )
+    best = np.nan if res.best_test_acc is None else res.best_test_acc
+    return {"final_acc": np.asarray(res.final_test_acc), "best_acc": np.asarray(best)}
+
+
+def stage_evaluate(
+    ctx: Context, e: EvaluateConfig, ds: Dataset, emb: Artifact | None, kept: np.ndarray, seed: int, label: str
+) -> Artifact:
+    """Train from scratch on the kept indices with their GROUND-TRUTH labels for a fixed number of steps; test."""
+    config, inputs = _evaluate_key(ctx, e, ds, emb, kept, seed)
 
     def compute():
-        res = train_classifier(
-            x_tr,
-            ds.truth.train,
-            kept,
-            e,
-            num_classes=ds.num_classes,
-            steps=e.steps,
-            seed=seed,
-            trainer_kwargs=ctx.trainer_kwargs(progress=False),
-            logger=False,
-            num_workers=ctx.cfg.trainer.num_workers,
-            test_inputs=x_te,
-            test_labels=ds.truth.test,
-            test_every=e.test_every,
-            **_image_kwargs(ds),
-        )
-        best = np.nan if res.best_test_acc is None else res.best_test_acc
-        return {"final_acc": np.asarray(res.final_test_acc), "best_acc": np.asarray(best)}, {"n_kept": len(kept)}
+        return train_and_test(EvaluationData.of(ctx, e, ds, emb), e, kept, seed), {"n_kept": len(kept)}
 
     distributed.check_same(inputs["kept"], f"the coreset of {label}")  # one subset, or DDP averages two trainings
     return ctx.timed("evaluate", ctx.cache.run("evaluate", config, inputs, compute, label=label, every_rank=True))
+
+
+_WORKER: tuple[EvaluationData, EvaluateConfig] | None = None  # a concurrent-evaluation worker's data, set once
+
+
+def _worker_init(data: EvaluationData, e: EvaluateConfig, threads: int) -> None:
+    import torch
+
+    global _WORKER
+    torch.set_num_threads(threads)
+    _WORKER = (data, e)
+
+
+def _worker_train(kept: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    assert _WORKER is not None
+    return train_and_test(*_WORKER, kept, seed)
+
+
+def prefetch_evaluations(
+    ctx: Context, e: EvaluateConfig, ds: Dataset, emb: Artifact | None, jobs: list[tuple[np.ndarray, int, str]]
+) -> None:
+    """With ``evaluate.concurrent`` = K > 1, train the evaluations in ``jobs`` (kept, seed, label) that the cache
+    lacks K at a time, each in its own worker process on the same device (one small training leaves a GPU idle),
+    and store them in the cache, where stage_evaluate then finds them. Each training is seeded on its own and
+    deterministic, so the results are those of running them one by one. Not under DDP (its ranks train together)."""
+    k = int(e.concurrent)
+    if k <= 1 or distributed.world_size() > 1:
+        return
+    todo: dict[str, tuple[dict, dict, np.ndarray, int, str]] = {}
+    for kept, seed, label in jobs:
+        config, inputs = _evaluate_key(ctx, e, ds, emb, kept, seed)
+        key = ctx.cache.key("evaluate", config, inputs)
+        if key not in todo and not ctx.cache.entry("evaluate", key).exists():
+            todo[key] = (config, inputs, kept, seed, label)
+    if len(todo) < 2:
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    workers = min(k, len(todo))
+    threads = max(1, torch.get_num_threads() // workers)  # the host's cores shared out, not oversubscribed
+    log.info("evaluate: %d trainings, %d at a time in worker processes", len(todo), workers)
+    t0 = time.perf_counter()
+    data = EvaluationData.of(ctx, e, ds, emb)
+    spawn = multiprocessing.get_context("spawn")  # a CUDA context cannot be forked
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_init, initargs=(data, e, threads)) as pool:
+        futures = {pool.submit(_worker_train, job[2], job[3]): job for job in todo.values()}
+        for fut in as_completed(futures):
+            config, inputs, kept, _, label = futures[fut]
+            arrays = fut.result()
+            extra = {"n_kept": len(kept), "concurrent": workers}
+            ctx.cache.run("evaluate", config, inputs, lambda a=arrays, x=extra: (a, x), label=label)
+    ctx.timings["evaluate"] = ctx.timings.get("evaluate", 0.0) + time.perf_counter() - t0
 
 
 def write_answer(
@@ -706,7 +810,7 @@ def _flat(prefix: str, d: Any) -> dict[str, Any]:
 
 
 #: settings that never change a result (where files go, how it is shown, how many workers decode)
-_NOT_RESULT = ("num_workers", "device", "progress", "chunk_size", "root", "download", "path")
+_NOT_RESULT = ("num_workers", "device", "progress", "chunk_size", "root", "download", "path", "concurrent")
 
 
 def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:
@@ -791,8 +895,19 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
     coresets: dict[str, np.ndarray] = {}
     uses_beta = s.method in METHODS_USING_BETA
 
-    def evaluate_arm(method: str, budget: float, beta: float | None) -> dict[str, Any]:
-        """Select with ``method`` and train on the coreset once per evaluation seed; the arm's results entry."""
+    pending: list[tuple[np.ndarray, int, str]] = []  # every evaluation training, for evaluate.concurrent
+
+    def plan_arm(method: str, budget: float, beta: float | None) -> dict[str, Any]:
+        """Select with ``method`` once per evaluation seed; the arm's coresets, trained after every arm is planned."""
+        kept = {}
+        for seed in e.seeds:
+            kept[int(seed)] = select_coreset(ctx, s, method, sig, n, budget, beta or 0.0, int(seed))
+            pending.append((kept[int(seed)], int(seed), f"{method} budget={budget} seed={seed}"))
+        return {"method": method, "budget": budget, "beta": beta, "kept": kept}
+
+    def evaluate_arm(plan: dict[str, Any]) -> dict[str, Any]:
+        """Train on the planned coresets once per evaluation seed; the arm's results entry."""
+        method, budget = plan["method"], plan["budget"]
         arm = arm_of(cfg, method)
         accs, bests, keys = [], [], []
         bar = progress_bar(
@@ -804,12 +919,9 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
             leave=False,
         )
         kept = np.empty(0, dtype=np.int64)
-        for seed in e.seeds:
-            kept = select_coreset(ctx, s, method, sig, n, budget, beta or 0.0, int(seed))
+        for seed, kept in plan["kept"].items():
             coresets[f"{arm['arm']}_budget{budget:g}_seed{seed}"] = kept
-            art = stage_evaluate(
-                ctx, e, ds, sig.emb_if(e.model), kept, int(seed), label=f"{method} budget={budget} seed={seed}"
-            )
+            art = stage_evaluate(ctx, e, ds, sig.emb_if(e.model), kept, seed, f"{method} budget={budget} seed={seed}")
             accs.append(float(art["final_acc"]))
             best = float(art["best_acc"])
             bests.append(None if np.isnan(best) else best)  # None, not NaN: results.json stays strict JSON
@@ -819,7 +931,7 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
         found = [b for b in bests if b is not None]
         return {
             **arm,
-            "beta": beta,
+            "beta": plan["beta"],
             "final_acc": accs,
             "acc_mean": float(np.mean(accs)),
             "acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
@@ -865,10 +977,13 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
         cut = beta if uses_beta else (fixed_beta or 0.0)
         for method in methods:
             arm_beta = s.d2_beta if method == "d2" else (cut if method in METHODS_USING_BETA else None)
-            arm = evaluate_arm(method, budget, arm_beta)
-            row["methods"][arm["arm"]] = arm
+            row["methods"][arm_of(cfg, method)["arm"]] = plan_arm(method, budget, arm_beta)
         rows.append(row)
-    full = evaluate_arm("full", 1.0, None) if evaluate_full else None
+    full = plan_arm("full", 1.0, None) if evaluate_full else None
+    prefetch_evaluations(ctx, e, ds, sig.emb_if(e.model), pending)  # evaluate.concurrent > 1: several at a time
+    for row in rows:
+        row["methods"] = {name: evaluate_arm(plan) for name, plan in row["methods"].items()}
+    full = evaluate_arm(full) if full is not None else None
 
     done = sig.computed()
     score_arrays = {}

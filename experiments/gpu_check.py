@@ -156,6 +156,7 @@ def run_elfs(out_dir: Path, quick: bool) -> dict:
     if gpu:
         overrides += ["trainer=gpu", "trainer.num_workers=0", "trainer.precision=bf16-mixed", "trainer.benchmark=true"]
         overrides += ["dynamics.channels_last=true", "evaluate.channels_last=true", "cluster.head_impl=batched"]
+        overrides += ["evaluate.concurrent=3"]  # the 3 seeds' trainings share the GPU, each in its own process
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="elfs.conf", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
