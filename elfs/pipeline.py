@@ -147,9 +147,11 @@ def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData) -> Artifact
 
     A streamed source is decoded in DataLoader workers batch by batch; its artifact also holds `valid`, the
     indices of the decodable files, and lists the others under meta["failed"]."""
-    from elfs.embed import embed_folder, embed_images
+    from elfs.embed import embed_folder, embed_images, resize_placement, resolve_device
 
+    # where the images are resized changes the pixels by up to 2 grey levels (elfs/embed.py): part of the key
     config = {"name": b.name, "image_size": b.image_size, "pretrained": b.pretrained}
+    config["resize"] = resize_placement(resolve_device(b.device))
     inputs = {"train": ds.train.fingerprint()}
     if ds.test is not None:
         inputs["test"] = ds.test.fingerprint()

@@ -48,6 +48,27 @@ def test_preprocess_resize_matches_pil(interpolation: str, src: int, dst: int) -
         assert np.abs(out[i] - ref).mean() < 0.5
 
 
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+@pytest.mark.parametrize("src,dst", [(8, 32), (32, 224), (96, 224), (500, 224), (50, 20)])
+def test_device_resize_within_two_grey_levels_of_the_host_path(interpolation: str, src: int, dst: int) -> None:
+    """The GPU path's float resize (run here on CPU tensors: the same arithmetic), one axis at a time with whole
+    grey levels in between, against the uint8 host path and PIL, on noise (the worst case for bicubic overshoot).
+    A single 2-D float pass would differ by up to 24 levels."""
+    rng = np.random.default_rng(src)
+    img = rng.integers(0, 256, size=(2, src, src, 3), dtype=np.uint8)
+    spec = replace(LITE, interpolation=interpolation)
+    host = preprocess(img, spec, dst).numpy() * 128.0
+    dev = preprocess(img, spec, dst, resize="device").numpy() * 128.0
+    assert np.abs(dev - host).max() <= 2.0 + 1e-3 and np.abs(dev - host).mean() < 0.15
+    assert np.allclose(dev, np.round(dev + 127.0) - 127.0, atol=1e-3)  # whole grey levels, as uint8 would hold
+    pil_mode = Image.BICUBIC if interpolation == "bicubic" else Image.BILINEAR
+    for i in range(2):
+        ref = np.asarray(Image.fromarray(img[i]).resize((dst, dst), pil_mode), dtype=np.float64)
+        assert np.abs(dev[i].transpose(1, 2, 0) + 127.0 - ref).max() <= 3.0 + 1e-3
+    with pytest.raises(ValueError, match="resize must be"):
+        preprocess(img, spec, dst, resize="gpu")
+
+
 def test_preprocess_grey_forms_agree(rgb: np.ndarray) -> None:
     grey = rgb[..., 0]
     a = preprocess(grey, LITE, 28)
