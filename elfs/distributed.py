@@ -109,6 +109,17 @@ def from_zero(obj: Any) -> Any:
     return box[0]
 
 
+def gather_to_zero(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` on rank 0, in rank order (a picklable value); the other ranks get ``[obj]``."""
+    if not is_active():
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] | None = [None] * world_size() if is_zero() else None
+    dist.gather_object(obj, out, dst=0)
+    return out if out is not None else [obj]
+
+
 def check_same(value: str, what: str) -> None:
     """Raise on every rank when the ranks hold different ``value`` s (e.g. the hash of a coreset): training two
     ranks on two different subsets would silently average unrelated gradients."""

@@ -146,8 +146,9 @@ def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData) -> Artifact
     """Embed train (and test) images with the frozen backbone (images only; no labels exist here).
 
     A streamed source is decoded in DataLoader workers batch by batch; its artifact also holds `valid`, the
-    indices of the decodable files, and lists the others under meta["failed"]."""
-    from elfs.embed import embed_folder, embed_images, resize_placement, resolve_device
+    indices of the decodable files, and lists the others under meta["failed"]. Under DDP each rank embeds a
+    contiguous 1/W of every split and rank 0 gathers the parts in order."""
+    from elfs.embed import resize_placement, resolve_device
 
     # where the images are resized changes the pixels by up to 2 grey levels (elfs/embed.py): part of the key
     config = {"name": b.name, "image_size": b.image_size, "pretrained": b.pretrained}
@@ -155,6 +156,32 @@ def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData) -> Artifact
     inputs = {"train": ds.train.fingerprint()}
     if ds.test is not None:
         inputs["test"] = ds.test.fingerprint()
+
+    def compute():
+        arrays: dict[str, np.ndarray] = {}
+        failed: list[list[str]] = []
+        for split, images in (("train", ds.train), ("test", ds.test)):
+            if images is None:
+                continue
+            emb, valid, bad = _embed_split(ctx, b, images)
+            arrays[split] = emb
+            if is_streamed(images):  # which files decoded; the others are reported, by path
+                arrays["valid" if split == "train" else "test_valid"] = valid
+                tag = "" if split == "train" else "(test) "
+                failed += [[f"{tag}{images.paths[i]}", why] for i, why in bad]
+        extra = {"failed": failed} if is_streamed(ds.train) or failed else {}
+        return arrays, {**extra, "n_train": len(arrays["train"]), "dim": arrays["train"].shape[1]}
+
+    art = ctx.cache.run("embed", config, inputs, compute, every_rank=distributed.world_size() > 1)
+    return ctx.timed("embed", art)
+
+
+def _embed_split(ctx: Context, b: BackboneConfig, images: Any) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """(features of the decodable images, their indices, (index, reason) of the others) for one split; under DDP
+    this rank embeds its contiguous share and rank 0 receives every rank's (the others get their own part only)."""
+    from elfs.data import ImageSet
+    from elfs.embed import embed_folder, embed_images
+
     kw = dict(
         progress_every_s=ctx.cfg.progress_every_s,
         image_size=b.image_size,
@@ -163,23 +190,20 @@ def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData) -> Artifact
         pretrained=b.pretrained,
         progress=ctx.cfg.progress,
     )
-
-    def compute():
-        if ds.streamed:
-            train, valid, failed = embed_folder(ds.train, b.name, num_workers=ctx.cfg.dataset.num_workers, **kw)
-            arrays = {"train": train, "valid": valid}
-            extra = {"failed": [[ds.train.paths[i], why] for i, why in failed]}
-        else:
-            arrays, extra = {"train": embed_images(ds.train.images, b.name, **kw)}, {}
-        if ds.test is not None and is_streamed(ds.test):  # a streamed test split (imagefolder)
-            test, test_valid, failed = embed_folder(ds.test, b.name, num_workers=ctx.cfg.dataset.num_workers, **kw)
-            arrays.update(test=test, test_valid=test_valid)
-            extra["failed"] = extra.get("failed", []) + [[f"(test) {ds.test.paths[i]}", why] for i, why in failed]
-        elif ds.test is not None:
-            arrays["test"] = embed_images(ds.test.images, b.name, **kw)
-        return arrays, {**extra, "n_train": len(arrays["train"]), "dim": arrays["train"].shape[1]}
-
-    return ctx.timed("embed", ctx.cache.run("embed", config, inputs, compute))
+    share = np.array_split(np.arange(len(images)), distributed.world_size())[distributed.rank()]
+    if is_streamed(images):
+        part = images if len(share) == len(images) else images.subset(share)
+        emb, valid, bad = embed_folder(part, b.name, num_workers=ctx.cfg.dataset.num_workers, **kw)
+    else:
+        part = images if len(share) == len(images) else ImageSet(images.images[share], images.name)
+        emb, valid, bad = embed_images(part.images, b.name, **kw), np.arange(len(share)), []
+    mine = (emb, share[valid], [(int(share[i]), why) for i, why in bad])
+    parts = distributed.gather_to_zero(mine)  # [mine] outside DDP; rank order = index order (contiguous shares)
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]).astype(np.int64),
+        sorted(x for p in parts for x in p[2]),
+    )
 
 
 def decodable_only(ds: Dataset, emb: Artifact) -> Dataset:
