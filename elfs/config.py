@@ -331,7 +331,7 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     num_workers: int = 0
     benchmark: bool = False  # cudnn.benchmark: pick the fastest convolution kernels for fixed shapes (GPU)
-    # DDP: how long a rank waits in a collective; the others wait for rank 0 while it embeds and builds the kNN graph
+    # DDP: how long a rank waits in a collective; the others wait while rank 0 alone builds the kNN graph
     ddp_timeout_min: float = 120.0
     # DDP: batch-norm statistics over the global batch (as on one device) rather than each rank's B/W examples
     sync_batchnorm: bool = True

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -424,11 +424,8 @@ def stage_beta_search(
     ELFS, which touches no ground truth; ground truth only for the supervised reference.
 
     Each candidate trains the evaluation network (``e``) on those labels for ``s.search_steps`` steps."""
-    from elfs.dynamics.classifier import evaluate_accuracy, train_classifier
     from elfs.select.beta_search import search_beta
 
-    pseudo = labels.values
-    num_classes = labels.num_classes
     x = _model_inputs(e.model, ds, emb, "train")
     steps = int(s.search_steps or e.steps)
     config = {
@@ -446,22 +443,24 @@ def stage_beta_search(
     inputs = {"dynamics": dyn.key, **labels.key, **_embed_input(e.model, emb), "images": ds.train.fingerprint()}
     hardness = hardness_of(dyn, s.score)
 
+    k = concurrent_trainings(e)
+    data = EvaluationData(
+        x_train=x,
+        y_train=labels.values,
+        x_test=None,
+        y_test=None,
+        num_classes=labels.num_classes,
+        trainer_kwargs=ctx.trainer_kwargs(progress=False),
+        num_workers=int(ctx.cfg.trainer.num_workers),
+        image_kwargs=_image_kwargs(ds),
+    )
+
     def train_and_validate(kept: np.ndarray, val: np.ndarray) -> float:
-        res = train_classifier(
-            x,
-            pseudo,
-            kept,
-            e,
-            num_classes=num_classes,
-            steps=steps,
-            seed=ctx.cfg.seed,
-            trainer_kwargs=ctx.trainer_kwargs(progress=False),
-            logger=False,
-            num_workers=ctx.cfg.trainer.num_workers,
-            **_image_kwargs(ds),
-        )
-        acc = evaluate_accuracy(res.module, x, pseudo, indices=val, num_workers=ctx.cfg.trainer.num_workers)
-        return float(acc)
+        return validate_candidate(data, e, steps, ctx.cfg.seed, kept, val)
+
+    def train_and_validate_many(jobs: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+        """evaluate.concurrent > 1: the candidates at once, each in its own worker (results as one by one)."""
+        return in_workers(validate_candidate, [(e, steps, ctx.cfg.seed, kept, val) for kept, val in jobs], data, k)
 
     def compute():
         res = search_beta(
@@ -469,6 +468,7 @@ def stage_beta_search(
             budget,
             [float(b) for b in s.beta_grid],
             train_and_validate=train_and_validate,
+            train_and_validate_many=train_and_validate_many if k > 1 else None,
             method=s.method,
             val_fraction=s.val_fraction,
             seed=ctx.cfg.seed,
@@ -675,6 +675,30 @@ def train_and_test(data: EvaluationData, e: EvaluateConfig, kept: np.ndarray, se
     return {"final_acc": np.asarray(res.final_test_acc), "best_acc": np.asarray(best)}
 
 
+def validate_candidate(
+    data: EvaluationData, e: EvaluateConfig, steps: int, seed: int, kept: np.ndarray, val: np.ndarray
+) -> float:
+    """One beta-search candidate: train ``e.model`` on ``kept`` with ``data``'s (pseudo-)labels for ``steps``;
+    its accuracy on the held-out ``val`` indices against the same labels."""
+    from elfs.dynamics.classifier import evaluate_accuracy, train_classifier
+
+    res = train_classifier(
+        data.x_train,
+        data.y_train,
+        kept,
+        e,
+        num_classes=data.num_classes,
+        steps=steps,
+        seed=seed,
+        trainer_kwargs=dict(data.trainer_kwargs),
+        logger=False,
+        num_workers=data.num_workers,
+        **data.image_kwargs,
+    )
+    acc = evaluate_accuracy(res.module, data.x_train, data.y_train, indices=val, num_workers=data.num_workers)
+    return float(acc)
+
+
 def stage_evaluate(
     ctx: Context, e: EvaluateConfig, ds: Dataset, emb: Artifact | None, kept: np.ndarray, seed: int, label: str
 ) -> Artifact:
@@ -688,58 +712,67 @@ def stage_evaluate(
     return ctx.timed("evaluate", ctx.cache.run("evaluate", config, inputs, compute, label=label, every_rank=True))
 
 
-_WORKER: tuple[EvaluationData, EvaluateConfig] | None = None  # a concurrent-evaluation worker's data, set once
+_WORKER_DATA: EvaluationData | None = None  # a concurrent-training worker's data, sent once per worker
 
 
-def _worker_init(data: EvaluationData, e: EvaluateConfig, threads: int) -> None:
+def _worker_init(data: EvaluationData, threads: int) -> None:
     import torch
 
-    global _WORKER
+    global _WORKER_DATA
     torch.set_num_threads(threads)
-    _WORKER = (data, e)
+    _WORKER_DATA = data
 
 
-def _worker_train(kept: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    assert _WORKER is not None
-    return train_and_test(*_WORKER, kept, seed)
+def _worker_call(job: tuple[Callable[..., Any], tuple]) -> Any:
+    fn, args = job
+    return fn(_WORKER_DATA, *args)
+
+
+def in_workers(fn: Callable[..., Any], jobs: list[tuple], data: EvaluationData, k: int) -> list[Any]:
+    """``[fn(data, *args) for args in jobs]``, k at a time, each in its own worker process on the training device
+    (spawned: a CUDA context cannot be forked). ``data`` reaches each worker once; the host's CPU threads are
+    shared out among the workers rather than oversubscribed."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    workers = max(1, min(int(k), len(jobs)))
+    threads = max(1, torch.get_num_threads() // workers)
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_init, initargs=(data, threads)) as pool:
+        return list(pool.map(_worker_call, [(fn, tuple(args)) for args in jobs]))
+
+
+def concurrent_trainings(e: EvaluateConfig) -> int:
+    """How many independent trainings run at once: ``evaluate.concurrent``, except under DDP (its ranks train one
+    model together)."""
+    return 1 if distributed.world_size() > 1 else int(e.concurrent)
 
 
 def prefetch_evaluations(
     ctx: Context, e: EvaluateConfig, ds: Dataset, emb: Artifact | None, jobs: list[tuple[np.ndarray, int, str]]
 ) -> None:
     """With ``evaluate.concurrent`` = K > 1, train the evaluations in ``jobs`` (kept, seed, label) that the cache
-    lacks K at a time, each in its own worker process on the same device (one small training leaves a GPU idle),
-    and store them in the cache, where stage_evaluate then finds them. Each training is seeded on its own and
-    deterministic, so the results are those of running them one by one. Not under DDP (its ranks train together)."""
-    k = int(e.concurrent)
-    if k <= 1 or distributed.world_size() > 1:
-        return
+    lacks K at a time (:func:`in_workers`: one small training leaves a GPU idle) and store them in the cache, where
+    stage_evaluate then finds them. Each training is seeded on its own and deterministic, so the results are those
+    of running them one by one."""
+    k = concurrent_trainings(e)
     todo: dict[str, tuple[dict, dict, np.ndarray, int, str]] = {}
     for kept, seed, label in jobs:
         config, inputs = _evaluate_key(ctx, e, ds, emb, kept, seed)
         key = ctx.cache.key("evaluate", config, inputs)
         if key not in todo and not ctx.cache.entry("evaluate", key).exists():
             todo[key] = (config, inputs, kept, seed, label)
-    if len(todo) < 2:
+    if k <= 1 or len(todo) < 2:
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    import torch
-
-    workers = min(k, len(todo))
-    threads = max(1, torch.get_num_threads() // workers)  # the host's cores shared out, not oversubscribed
-    log.info("evaluate: %d trainings, %d at a time in worker processes", len(todo), workers)
+    log.info("evaluate: %d trainings, %d at a time in worker processes", len(todo), min(k, len(todo)))
     t0 = time.perf_counter()
     data = EvaluationData.of(ctx, e, ds, emb)
-    spawn = multiprocessing.get_context("spawn")  # a CUDA context cannot be forked
-    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_init, initargs=(data, e, threads)) as pool:
-        futures = {pool.submit(_worker_train, job[2], job[3]): job for job in todo.values()}
-        for fut in as_completed(futures):
-            config, inputs, kept, _, label = futures[fut]
-            arrays = fut.result()
-            extra = {"n_kept": len(kept), "concurrent": workers}
-            ctx.cache.run("evaluate", config, inputs, lambda a=arrays, x=extra: (a, x), label=label)
+    results = in_workers(train_and_test, [(e, kept, seed) for _, _, kept, seed, _ in todo.values()], data, k)
+    for (config, inputs, kept, _, label), arrays in zip(todo.values(), results, strict=True):
+        extra = {"n_kept": len(kept), "concurrent": min(k, len(todo))}
+        ctx.cache.run("evaluate", config, inputs, lambda a=arrays, x=extra: (a, x), label=label)
     ctx.timings["evaluate"] = ctx.timings.get("evaluate", 0.0) + time.perf_counter() - t0
 
 

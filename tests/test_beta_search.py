@@ -95,6 +95,31 @@ def test_search_finds_known_best_beta() -> None:
     assert res2.val_acc == res.val_acc and res2.best_beta == res.best_beta
 
 
+def test_all_candidates_at_once_equal_one_by_one() -> None:
+    """train_and_validate_many (the concurrent path) gets every candidate's (kept, val) in grid order and yields
+    the same search as calling train_and_validate per beta."""
+    utility = np.where(NOISY, -1.0, HARDNESS / N)
+    one = make_trainer(utility)
+    ref = search_beta(HARDNESS, 0.3, GRID, train_and_validate=one)
+    batches = []
+
+    def many(jobs):
+        batches.append(jobs)
+        return [make_trainer(utility)(kept, val) for kept, val in jobs]
+
+    def never(kept, val):
+        raise AssertionError("the one-by-one function must not be called when the batch one is given")
+
+    res = search_beta(HARDNESS, 0.3, GRID, train_and_validate=never, train_and_validate_many=many)
+    assert len(batches) == 1 and len(batches[0]) == len(GRID)
+    for (kept, val), called in zip(batches[0], one.calls, strict=True):
+        np.testing.assert_array_equal(kept, called)
+        np.testing.assert_array_equal(val, ref.val_idx)
+    assert res.val_acc == ref.val_acc and res.best_beta == ref.best_beta
+    with pytest.raises(ValueError, match=f"returned 1 accuracies for {len(GRID)} candidates"):
+        search_beta(HARDNESS, 0.3, GRID, train_and_validate=never, train_and_validate_many=lambda jobs: [0.5])
+
+
 def test_search_with_ccs_respects_contract() -> None:
     utility = np.where(NOISY, -1.0, HARDNESS / N)
     trainer = make_trainer(utility, seed=5)

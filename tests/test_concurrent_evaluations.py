@@ -1,14 +1,16 @@
-"""evaluate.concurrent: several evaluation trainings at once, each in its own worker process on the same device,
-give exactly the results of training them one by one (and land in the same cache entries)."""
+"""evaluate.concurrent: several evaluation trainings (or beta-search candidates) at once, each in its own worker
+process on the same device, give exactly the results of training them one by one (and the same cache entries)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
 
-from elfs.cache import ArtifactCache
+from elfs.cache import Artifact, ArtifactCache
 from elfs.config import to_typed
-from elfs.pipeline import Context, load_data, prefetch_evaluations, stage_evaluate
+from elfs.pipeline import Context, Labels, load_data, prefetch_evaluations, stage_beta_search, stage_evaluate
 from elfs.tracking import RunLoggers
 
 
@@ -44,3 +46,28 @@ def test_concurrent_evaluations_equal_one_by_one(compose_cfg, tmp_path):
         assert g.key == r.key  # the same cache entry as one by one
         assert float(g["final_acc"]) == float(r["final_acc"])
     assert len({float(r["final_acc"]) for r in ref}) > 1  # the jobs really differ (seed, coreset)
+
+
+def test_concurrent_beta_search_candidates_equal_one_by_one(compose_cfg, tmp_path):
+    conf = to_typed(
+        compose_cfg(["+experiment=digits_quick", "logger=none", "evaluate.width=8", "selection.search_steps=20"])
+    )
+    ds = load_data(conf.dataset)
+    free = ds.unlabelled()
+    rng = np.random.default_rng(1)
+    dyn = Artifact("dynamics", "d" * 16, tmp_path, {"aum": rng.normal(size=len(ds.train))}, {})
+    labels = Labels(ds.truth.train, ds.num_classes, "pseudo", {"cluster": "c" * 16})  # any labels will do here
+    out = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for k in (1, 2):
+            e = dataclasses.replace(conf.evaluate, concurrent=k)
+            cache = ArtifactCache(tmp_path / f"k{k}")
+            ctx = Context(cfg=conf, cache=cache, run_dir=tmp_path, loggers=RunLoggers(conf.logger, tmp_path))
+            out[k] = stage_beta_search(ctx, conf.selection, e, free, None, labels, dyn, 0.5)
+    finally:
+        torch.set_num_threads(threads)
+    assert out[1].key == out[2].key and len(out[1]["betas"]) == 2
+    np.testing.assert_array_equal(out[2]["val_acc"], out[1]["val_acc"])
+    assert float(out[2]["best_beta"]) == float(out[1]["best_beta"])

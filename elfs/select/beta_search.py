@@ -90,6 +90,7 @@ def search_beta(
     grid: Iterable[float],
     *,
     train_and_validate: Callable[[np.ndarray, np.ndarray], float],
+    train_and_validate_many: Callable[[list[tuple[np.ndarray, np.ndarray]]], list[float]] | None = None,
     method: str = "double_end",
     val_fraction: float = 0.1,
     seed: int = 0,
@@ -101,6 +102,8 @@ def search_beta(
     kept positions to global indices, and calls ``train_and_validate(kept_global, val_global)`` (disjoint
     index sets) which must return a finite accuracy. Highest accuracy wins, ties -> smaller beta. Warns when
     the winner is the largest valid beta (the monotonic-rise failure mode of poor pseudo-labels).
+    ``train_and_validate_many``, when given, receives every candidate's (kept, val) at once instead (to train
+    them concurrently) and returns their accuracies in the same order.
     """
     if method not in METHODS_USING_BETA:
         raise ValueError(f"method={method!r} has no beta to search; use one of {sorted(METHODS_USING_BETA)}")
@@ -113,12 +116,21 @@ def search_beta(
     train_idx, val_idx = split_train_val(h.size, val_fraction, seed)
     h_train = h[train_idx]
 
+    kept_sets = [
+        train_idx[select(method, h_train, n=h_train.size, budget=budget, beta=beta, seed=seed, strata=strata)]
+        for beta in betas
+    ]
+    if train_and_validate_many is not None:
+        raw = list(train_and_validate_many([(kept, val_idx.copy()) for kept in kept_sets]))
+        if len(raw) != len(betas):
+            raise ValueError(f"train_and_validate_many returned {len(raw)} accuracies for {len(betas)} candidates")
+    else:
+        raw = [None] * len(betas)
     accs: list[float] = []
     sizes: list[int] = []
-    for beta in betas:
-        local = select(method, h_train, n=h_train.size, budget=budget, beta=beta, seed=seed, strata=strata)
-        kept_global = train_idx[local]
-        acc_raw = train_and_validate(kept_global, val_idx.copy())
+    for beta, kept_global, acc_raw in zip(betas, kept_sets, raw, strict=True):
+        if train_and_validate_many is None:
+            acc_raw = train_and_validate(kept_global, val_idx.copy())
         if (
             isinstance(acc_raw, (bool, np.bool_))
             or not isinstance(acc_raw, numbers.Real)
