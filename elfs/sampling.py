@@ -55,13 +55,27 @@ class EpochSeededSampler(torch.utils.data.Sampler):
     uninterrupted one would (Lightning calls `set_epoch` before every epoch).
 
     Under DDP (a process group is open when the loader is iterated) rank r takes positions r, r+W, r+2W, ... of
-    that one order, padded by wrapping around to a multiple of W as torch's DistributedSampler pads, so with a
-    per-device batch of B/W global batch i holds the same examples as one process's batch i. The Trainers that
-    use it set ``use_distributed_sampler=False``: Lightning's own wrapper would shuffle the positions again."""
+    that one order, so with a per-device batch of ``batch_size``/W (``batch_size`` is the global batch) global
+    batch i holds exactly one process's batch i, the last, smaller one included: ranks then hold different
+    numbers of examples in it, which the classifier's loss weighting and global batch norm account for. Nothing is
+    padded, except when that last batch has fewer examples than there are ranks (n mod batch_size < W): it is
+    topped up with repeats of the epoch's first examples so that every rank takes a step. With ``drop_last`` the
+    order is cut to whole global batches first. The Trainers that use it set ``use_distributed_sampler=False``:
+    Lightning's own wrapper would shuffle the positions again."""
 
-    def __init__(self, n: int, seed: int, *, rank: int | None = None, world: int | None = None) -> None:
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        *,
+        batch_size: int | None = None,
+        drop_last: bool = False,
+        rank: int | None = None,
+        world: int | None = None,
+    ) -> None:
         """``rank`` / ``world`` default to the process group's, read when the loader is iterated."""
         self.n, self.seed, self.epoch = int(n), int(seed), 0
+        self.batch_size, self.drop_last = batch_size, bool(drop_last)
         self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int) -> None:
@@ -76,14 +90,21 @@ class EpochSeededSampler(torch.utils.data.Sampler):
             return dist.get_rank(), dist.get_world_size()
         return 0, 1
 
+    def _positions(self, world: int) -> list[int]:
+        """Positions into the epoch's order that the ranks deal out: cut to whole batches, or topped up."""
+        n, b = self.n, int(self.batch_size or self.n)
+        if world > 1 and self.drop_last:
+            return list(range(n - n % b))
+        rest = n % b
+        top_up = world - rest if world > 1 and 0 < rest < world else 0
+        return list(range(n)) + list(range(top_up))
+
     def __len__(self) -> int:
-        world = self._rank_world()[1]
-        return -(-self.n // world)
+        rank, world = self._rank_world()
+        return len(self._positions(world)[rank::world])
 
     def __iter__(self):
         rank, world = self._rank_world()
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n, generator=g).tolist()
-        total = -(-self.n // world) * world
-        order += order[: total - self.n]
-        return iter(order[rank:total:world])
+        return iter([order[p] for p in self._positions(world)[rank::world]])

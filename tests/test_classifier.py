@@ -315,9 +315,11 @@ def test_ddp_every_rank_records_every_example_once(tmp_path):
     s = dict(np.load(tmp_path / "scores.npz"))
     assert (s["num_records"] == 3).all()  # without the all_gather each rank would see about half
     rows = [(e, b, r, idx, z, y) for r in (0, 1) for e, b, idx, z, y in torch.load(tmp_path / f"rank{r}.pt")]
-    assert sum(len(idx) for *_, idx, _, _ in rows) == 3 * 102  # the padded duplicate was really fed
-    # batch_size=8 is the GLOBAL batch: 4 per rank, so 13 steps an epoch, as one process with batch 8 takes
+    assert sum(len(idx) for *_, idx, _, _ in rows) == 3 * 101  # each example once an epoch, nothing padded
+    # batch_size=8 is the GLOBAL batch: 4 per rank, so 13 steps an epoch, as one process with batch 8 takes; the
+    # last global batch holds the epoch's 5 remaining examples, 3 on rank 0 and 2 on rank 1
     assert max(len(idx) for *_, idx, _, _ in rows) == 4 and len(rows) == 2 * 3 * 13
+    assert sorted(len(idx) for e, b, _, idx, _, _ in rows if e == 0 and b == 12) == [2, 3]
     rows.sort(key=lambda t: t[:3])  # the order the gathered recorder sees: epoch, step, rank
     ref = _naive([(e, idx, z, y) for e, _, _, idx, z, y in rows], 101, 10, 2)
     for k in ["aum", "aum_prob_sum", "el2n"]:

@@ -51,6 +51,16 @@ def test_epoch_order_deals_the_same_global_batches_to_any_number_of_ranks():
             assert len(got) == len(w) == n // world
             per_rank.append([got[i : i + batch // world] for i in range(0, len(got), batch // world)])
         assert [set().union(*(rank[i] for rank in per_rank)) for i in range(len(one))] == one
-    odd = [list(EpochSeededSampler(7, seed=0, rank=r, world=2)) for r in (0, 1)]
-    first = list(EpochSeededSampler(7, seed=0))
-    assert [len(x) for x in odd] == [4, 4] and sorted(odd[0] + odd[1]) == sorted(first + first[:1])
+    # an uneven last batch is dealt unevenly, without repeats: global batches still equal one process's
+    first = list(EpochSeededSampler(7, seed=0, batch_size=4))
+    parts = [list(EpochSeededSampler(7, seed=0, batch_size=4, rank=r, world=2)) for r in (0, 1)]
+    assert [len(x) for x in parts] == [4, 3]
+    assert [set(parts[0][i : i + 2] + parts[1][i : i + 2]) for i in (0, 2)] == [set(first[:4]), set(first[4:])]
+    # a last batch smaller than the world is topped up with the epoch's first examples, so every rank steps
+    first = list(EpochSeededSampler(9, seed=0, batch_size=4))
+    parts = [list(EpochSeededSampler(9, seed=0, batch_size=4, rank=r, world=4)) for r in range(4)]
+    assert [len(x) for x in parts] == [3, 3, 3, 3]
+    assert sorted(x[2] for x in parts) == sorted(first[8:] + first[:3])
+    # drop_last: whole global batches only
+    parts = [list(EpochSeededSampler(9, seed=0, batch_size=4, drop_last=True, rank=r, world=2)) for r in (0, 1)]
+    assert sorted(parts[0] + parts[1]) == sorted(first[:8])

@@ -301,8 +301,9 @@ class TEMIModule(L.LightningModule):
         batch size."""
         n = self.embeddings.shape[0]
         bs = self.device_batch_size(world)
-        sampler = EpochSeededSampler(n, self.seed)
-        return DataLoader(TensorDataset(torch.arange(n)), batch_size=bs, sampler=sampler, drop_last=n >= bs)
+        drop = n >= bs * world  # whole global batches only, on every rank alike
+        sampler = EpochSeededSampler(n, self.seed, batch_size=bs * world, drop_last=drop)
+        return DataLoader(TensorDataset(torch.arange(n)), batch_size=bs, sampler=sampler, drop_last=drop)
 
     def sample_neighbours(self, idx: Tensor, epoch: int = 0) -> Tensor:
         """For each anchor index, one neighbour drawn uniformly from its first ``knn_k`` kNN columns, as a function

@@ -165,19 +165,33 @@ class ClassifierModule(L.LightningModule):
             x = self.resident[x]
         logits = self.model(self.prepare(x, train=True, index=idx))
         loss = F.cross_entropy(logits, y)
+        sizes = self._rank_batch_sizes(y.shape[0])
+        # DDP averages the ranks' gradients; a rank's share of the GLOBAL batch mean is its sum x W / global size
+        # (the same as its own mean when the ranks hold equal parts, not in an epoch's smaller last batch)
+        objective = loss if sizes is None else loss * (y.shape[0] * sizes.numel() / sizes.sum())
         if self.recorder is not None:
-            self._record(idx, logits.detach(), y)
+            self._record(idx, logits.detach(), y, sizes)
         acc = (logits.detach().argmax(dim=1) == y).float().mean()
         bs = int(y.shape[0])
-        ddp = self._trainer is not None and self.trainer.world_size > 1  # epoch means over all ranks
+        ddp = sizes is not None  # epoch means over all ranks
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=ddp)
         self.log("train/acc", acc, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=ddp)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=bs)
-        return loss
+        return objective
 
-    def _record(self, idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        if self._trainer is not None and self.trainer.world_size > 1:
-            # same shapes on every rank (DistributedSampler pads); padded duplicates are dropped by the recorder
+    def _rank_batch_sizes(self, bs: int) -> torch.Tensor | None:
+        """Every rank's batch size this step under DDP (they differ in an epoch's last batch), else None."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return None
+        return self.all_gather(torch.tensor(bs, device=self.device)).flatten()
+
+    def _record(self, idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, sizes: torch.Tensor | None) -> None:
+        if sizes is not None:
+            # all_gather needs equal shapes: a smaller part is padded with repeats of its first row, which the
+            # recorder ignores (an example counts once per epoch); no host sync, no data-dependent shapes
+            pad = int(sizes.max()) - idx.shape[0]
+            if pad:
+                idx, logits, y = (torch.cat([t, t[:1].expand(pad, *t.shape[1:])]) for t in (idx, logits, y))
             idx, logits, y = (t.flatten(0, 1) for t in self.all_gather((idx, logits, y)))
         self.recorder.update(idx, logits, y, epoch=self.current_epoch)
 
@@ -549,7 +563,7 @@ def train_classifier(
     loader = DataLoader(
         dataset,
         batch_size=cfg.batch_size // world,  # per device: the global batch (and so the lr) means the same on any W
-        sampler=EpochSeededSampler(len(dataset), int(seed)),
+        sampler=EpochSeededSampler(len(dataset), int(seed), batch_size=cfg.batch_size),
         drop_last=False,
         num_workers=int(num_workers),
         collate_fn=_batched_collate,
