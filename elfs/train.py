@@ -115,8 +115,9 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else None
     with distributed.session(conf.trainer, resolved):
         zero = distributed.is_zero()
-        if not zero:  # progress lines and bars are rank 0's
+        if not zero:  # progress lines, bars and INFO logs are rank 0's (srun ranks share one log file)
             conf = dataclasses.replace(conf, progress=False)
+            logging.getLogger().setLevel(logging.WARNING)
         try:
             ds, num_clusters, data_seconds = prepare_data(conf)
         except UserError:
