@@ -133,7 +133,7 @@ def check_same(value: str, what: str) -> None:
         raise RuntimeError(f"DDP ranks disagree on {what}: {values} (rank order); stopping before training on them")
 
 
-def _launched_externally() -> bool:
+def launched_externally() -> bool:
     """Whether a cluster launcher (srun / submitit, torchrun, or our own session) started this process as a rank."""
     from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
@@ -173,7 +173,7 @@ def _orphan_guard() -> None:
 
 
 @contextlib.contextmanager
-def session(trainer: Any, resolved: dict | None) -> Iterator[int]:
+def session(trainer: Any, resolved: dict) -> Iterator[int]:
     """Open the process group for one run when ``trainer`` (a TrainerConfig) asks for several processes; yield
     the world size. ``resolved`` is the run's fully resolved config, which ranks started here run."""
     world = planned_processes(trainer.devices, trainer.accelerator, trainer.num_nodes)
@@ -206,30 +206,21 @@ def _restored_environment() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _ranks(trainer: Any, resolved: dict | None, world: int) -> Iterator[int]:
+def _ranks(trainer: Any, resolved: dict, world: int) -> Iterator[int]:
     global _fabric
     from lightning.fabric import Fabric
     from lightning.fabric.strategies import DDPStrategy
 
-    from elfs.errors import ConfigError
-
     children: list[subprocess.Popen] = []
     done = threading.Event()
     tmp = None
-    if not _launched_externally():
-        if int(trainer.num_nodes) > 1:
-            raise ConfigError(
-                f"trainer.num_nodes={trainer.num_nodes} needs a cluster launcher to start the other nodes' ranks "
-                f"(launcher=slurm_ddp, srun or torchrun); without one, use num_nodes=1"
-            )
-        if resolved is None:
-            raise ValueError("starting DDP ranks needs the run's resolved config")
-        import yaml
+    if not launched_externally():  # (preflight refused num_nodes > 1 here: the other nodes need a launcher)
+        import json
 
         tmp = tempfile.mkdtemp(prefix="elfs-ddp-")
-        cfg_file = Path(tmp) / "config.yaml"
-        cfg_file.write_text(yaml.safe_dump(resolved, sort_keys=False))
-        local = world  # num_nodes == 1
+        cfg_file = Path(tmp) / "config.json"  # JSON is YAML: the worker reads it with OmegaConf
+        cfg_file.write_text(json.dumps(resolved))
+        local = world
         os.environ.update(
             MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(local), NODE_RANK="0", RANK="0"
         )

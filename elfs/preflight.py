@@ -84,6 +84,14 @@ def check_config(conf: ElfsConfig, *, weights: bool = True, devices: bool = True
     check_names(conf)
     if devices:
         check_devices(conf)
+    if conf.trainer.num_nodes > 1:
+        from elfs.distributed import launched_externally
+
+        if not launched_externally():
+            raise ConfigError(
+                f"trainer.num_nodes={conf.trainer.num_nodes} needs a cluster launcher to start the other nodes' "
+                f"ranks (+launcher=slurm_ddp, srun or torchrun); started by hand, use trainer.num_nodes=1"
+            )
     sel = conf.selection
     if "d2" in [sel.method, *sel.baselines] and sel.d2_k > conf.knn.k:
         raise ConfigError(

@@ -113,7 +113,8 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
         _discard_run_dir(run_dir)
         raise
     resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else None
-    with distributed.session(conf.trainer, resolved):
+    # the resolved config is what ranks started by this process run (an ElfsConfig from elfs-select: as plain data)
+    with distributed.session(conf.trainer, resolved if resolved is not None else dataclasses.asdict(conf)):
         zero = distributed.is_zero()
         if not zero:  # progress lines, bars and INFO logs are rank 0's (srun ranks share one log file)
             conf = dataclasses.replace(conf, progress=False)

@@ -75,8 +75,20 @@ def _cache_worker(rank: int, root: str) -> dict:
     }
 
 
-def test_cache_decides_once_and_every_rank_gets_rank0s_arrays(tmp_path):
-    out = _spawn(_cache_worker, str(tmp_path))
+def _both_workers(rank: int, root: str) -> dict:
+    return {"cache": _cache_worker(rank, root), "bn": _bn_worker(rank)}
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> tuple[Path, dict]:
+    """One pair of gloo processes (starting them costs seconds) runs the cache and the batch-norm workers."""
+    root = tmp_path_factory.mktemp("ddp_cache")
+    return root, _spawn(_both_workers, str(root))
+
+
+def test_cache_decides_once_and_every_rank_gets_rank0s_arrays(two_ranks):
+    tmp_path, both = two_ranks
+    out = {r: both[r]["cache"] for r in (0, 1)}
     for r in (0, 1):
         assert out[r]["a"] == [12.0] * 3 and out[r]["a_meta_rank"] == 0  # rank 0's arrays, also on rank 1
         assert out[r]["b"] == [0, 1, 2, 3]
@@ -121,12 +133,12 @@ def _bn_worker(rank: int) -> dict:
     }
 
 
-def test_global_batchnorm_equals_one_process_on_the_whole_batch():
+def test_global_batchnorm_equals_one_process_on_the_whole_batch(two_ranks):
     ref = _net()
     x, y = _batch()
     out = ref(x)
     nn.functional.cross_entropy(out, y).backward()
-    got = _spawn(_bn_worker)
+    got = {r: two_ranks[1][r]["bn"] for r in (0, 1)}
     torch.testing.assert_close(torch.cat([got[0]["out"], got[1]["out"]]), out.detach(), rtol=1e-5, atol=1e-6)
     for r in (0, 1):
         for g, p in zip(got[r]["grads"], ref.parameters(), strict=True):
@@ -182,9 +194,9 @@ def test_two_process_pipeline_matches_one_process_and_writes_once(tmp_path, elfs
             "trainer.devices=2,1,2",
             "paths.cache_dir=" + str(tmp_path) + "/cache_${trainer.devices}",  # 2 and 1 process compute apart
             f"hydra.sweep.dir={sweep}",
-            "dataset.max_train=703",  # odd: every training's last batch splits unevenly over the 2 ranks
-            "cluster.epochs=8",
-            "selection.budget=[0.3]",  # 211 of 703 kept: odd too
+            "dataset.max_train=403",  # odd: every training's last batch splits unevenly over the 2 ranks
+            "cluster.epochs=5",
+            "selection.budget=[0.3]",  # 121 of 403 kept: odd too
         ],
         cwd=tmp_path,
         env_extra={"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"},
@@ -211,7 +223,7 @@ def test_two_process_pipeline_matches_one_process_and_writes_once(tmp_path, elfs
     r2, r1, rh = (__import__("json").loads((j / "results.json").read_text()) for j in (two, one, hits))
     row2, row1 = r2["results"][0], r1["results"][0]
     assert row2["beta"] == row1["beta"]
-    n_val = round(0.1 * 703)
+    n_val = round(0.1 * 403)
     np.testing.assert_allclose(row2["beta_curve"]["val_acc"], row1["beta_curve"]["val_acc"], atol=1.01 / n_val)
     for arm in ("double_end", "random"):
         assert row2["methods"][arm]["n_kept"] % 2 == 1  # an uneven split on 2 ranks
@@ -223,3 +235,15 @@ def test_two_process_pipeline_matches_one_process_and_writes_once(tmp_path, elfs
     # the third job found every stage in the cache (rank 0 decided for both ranks) and got the same results
     assert all(e["cached"] for e in rh["cache"])
     assert rh["results"] == r2["results"]
+
+
+def test_strategies_that_spawn_per_fit_and_nodes_without_a_launcher_are_refused(compose_cfg):
+    from elfs.config import TrainerConfig, to_typed
+    from elfs.errors import ConfigError
+    from elfs.preflight import check_config
+
+    with pytest.raises(ConfigError, match=r"trainer.strategy='ddp_spawn' starts new processes for every fit"):
+        TrainerConfig(strategy="ddp_spawn").validate()
+    conf = to_typed(compose_cfg(["trainer.num_nodes=2", "trainer.devices=2", "logger=none"]))
+    with pytest.raises(ConfigError, match=r"trainer.num_nodes=2 needs a cluster launcher"):
+        check_config(conf, weights=False, devices=False)
