@@ -156,7 +156,7 @@ def _watch(children: list[subprocess.Popen], done: threading.Event) -> None:
                 for q in children:
                     if q.poll() is None:
                         q.kill()
-                os._exit(1)
+                os._exit(code if code > 0 else 1)  # a rank's bad-input exit (2) stays the run's
 
 
 def _orphan_guard() -> None:
