@@ -16,7 +16,7 @@ from elfs.tracking import RunLoggers
 
 def test_concurrent_evaluations_equal_one_by_one(compose_cfg, tmp_path):
     conf = to_typed(
-        compose_cfg(["dataset=digits", "logger=none", "evaluate.width=8", "evaluate.steps=30", "evaluate.concurrent=2"])
+        compose_cfg(["dataset=digits", "logger=none", "evaluate.width=8", "evaluate.steps=15", "evaluate.concurrent=2"])
     )
     ds = load_data(conf.dataset)
     rng = np.random.default_rng(0)
@@ -50,7 +50,7 @@ def test_concurrent_evaluations_equal_one_by_one(compose_cfg, tmp_path):
 
 def test_concurrent_beta_search_candidates_equal_one_by_one(compose_cfg, tmp_path):
     conf = to_typed(
-        compose_cfg(["+experiment=digits_quick", "logger=none", "evaluate.width=8", "selection.search_steps=20"])
+        compose_cfg(["+experiment=digits_quick", "logger=none", "evaluate.width=8", "selection.search_steps=10"])
     )
     ds = load_data(conf.dataset)
     free = ds.unlabelled()

@@ -103,7 +103,7 @@ def _rows(run: Path) -> list[dict[str, str]]:
 def test_elfs_select_on_a_folder_then_another_budget_from_the_cache(folder, tmp_path):
     root, kinds = folder
     cache = tmp_path / "cache"
-    common = ["--clusters", str(KINDS), f"paths.cache_dir={cache}", "progress=false"]
+    common = ["--clusters", str(KINDS), f"paths.cache_dir={cache}", "progress=false", "selection.search_steps=100"]
     p = _select([str(root), "--budget", "0.3", "--out", str(tmp_path / "a"), *common], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     run = tmp_path / "a"
