@@ -170,7 +170,8 @@ class _FeatureSink:
     def numpy(self, rows: int | None = None) -> np.ndarray:
         if self.cuda:
             torch.cuda.synchronize()
-        return self.out[: self.out.shape[0] if rows is None else rows].numpy().copy()
+        out = self.out[: self.out.shape[0] if rows is None else rows].numpy()
+        return out.copy() if self.cuda else out  # a copy gives the pinned (page-locked) host memory back
 
 
 class _DecodedFolder(torch.utils.data.Dataset):

@@ -651,38 +651,11 @@ class EvaluationData:
         )
 
 
-def train_and_test(data: EvaluationData, e: EvaluateConfig, kept: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """Train ``e.model`` from scratch on ``kept`` with the GROUND-TRUTH labels for ``e.steps``; test accuracies."""
+def _fit(data: EvaluationData, e: EvaluateConfig, kept: np.ndarray, seed: int, steps: int, **test: Any) -> Any:
+    """Train ``e.model`` from scratch on ``kept`` with ``data``'s labels for ``steps`` (TrainResult)."""
     from elfs.dynamics.classifier import train_classifier
 
-    res = train_classifier(
-        data.x_train,
-        data.y_train,
-        kept,
-        e,
-        num_classes=data.num_classes,
-        steps=e.steps,
-        seed=seed,
-        trainer_kwargs=dict(data.trainer_kwargs),
-        logger=False,
-        num_workers=data.num_workers,
-        test_inputs=data.x_test,
-        test_labels=data.y_test,
-        test_every=e.test_every,
-        **data.image_kwargs,
-    )
-    best = np.nan if res.best_test_acc is None else res.best_test_acc
-    return {"final_acc": np.asarray(res.final_test_acc), "best_acc": np.asarray(best)}
-
-
-def validate_candidate(
-    data: EvaluationData, e: EvaluateConfig, steps: int, seed: int, kept: np.ndarray, val: np.ndarray
-) -> float:
-    """One beta-search candidate: train ``e.model`` on ``kept`` with ``data``'s (pseudo-)labels for ``steps``;
-    its accuracy on the held-out ``val`` indices against the same labels."""
-    from elfs.dynamics.classifier import evaluate_accuracy, train_classifier
-
-    res = train_classifier(
+    return train_classifier(
         data.x_train,
         data.y_train,
         kept,
@@ -693,8 +666,27 @@ def validate_candidate(
         trainer_kwargs=dict(data.trainer_kwargs),
         logger=False,
         num_workers=data.num_workers,
+        **test,
         **data.image_kwargs,
     )
+
+
+def train_and_test(data: EvaluationData, e: EvaluateConfig, kept: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Train ``e.model`` from scratch on ``kept`` with the GROUND-TRUTH labels for ``e.steps``; test accuracies."""
+    test = dict(test_inputs=data.x_test, test_labels=data.y_test, test_every=e.test_every)
+    res = _fit(data, e, kept, seed, e.steps, **test)
+    best = np.nan if res.best_test_acc is None else res.best_test_acc
+    return {"final_acc": np.asarray(res.final_test_acc), "best_acc": np.asarray(best)}
+
+
+def validate_candidate(
+    data: EvaluationData, e: EvaluateConfig, steps: int, seed: int, kept: np.ndarray, val: np.ndarray
+) -> float:
+    """One beta-search candidate: train ``e.model`` on ``kept`` with ``data``'s (pseudo-)labels for ``steps``;
+    its accuracy on the held-out ``val`` indices against the same labels."""
+    from elfs.dynamics.classifier import evaluate_accuracy
+
+    res = _fit(data, e, kept, seed, steps)
     acc = evaluate_accuracy(res.module, data.x_train, data.y_train, indices=val, num_workers=data.num_workers)
     return float(acc)
 
@@ -758,13 +750,15 @@ def prefetch_evaluations(
     stage_evaluate then finds them. Each training is seeded on its own and deterministic, so the results are those
     of running them one by one."""
     k = concurrent_trainings(e)
+    if k <= 1:  # one by one: stage_evaluate trains each (and hashes its key) itself
+        return
     todo: dict[str, tuple[dict, dict, np.ndarray, int, str]] = {}
     for kept, seed, label in jobs:
         config, inputs = _evaluate_key(ctx, e, ds, emb, kept, seed)
         key = ctx.cache.key("evaluate", config, inputs)
         if key not in todo and not ctx.cache.entry("evaluate", key).exists():
             todo[key] = (config, inputs, kept, seed, label)
-    if k <= 1 or len(todo) < 2:
+    if len(todo) < 2:
         return
     log.info("evaluate: %d trainings, %d at a time in worker processes", len(todo), min(k, len(todo)))
     t0 = time.perf_counter()

@@ -27,11 +27,8 @@ from pathlib import Path  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from elfs.cache import ArtifactCache  # noqa: E402
 from elfs.config import ElfsConfig, register_configs, to_typed, unknown_key_message  # noqa: E402
 from elfs.errors import UserError  # noqa: E402
-from elfs.report import write_report  # noqa: E402
-from elfs.tracking import RunLoggers  # noqa: E402
 
 log = logging.getLogger("elfs")
 register_configs()
@@ -98,9 +95,12 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
     writes the run folder, the W&B run and the printed table.
     """
     from elfs import distributed
+    from elfs.cache import ArtifactCache
     from elfs.config import LoggerConfig
     from elfs.pipeline import Context, prepare_data, run_pipeline
     from elfs.preflight import check_config, check_paths
+    from elfs.report import write_report
+    from elfs.tracking import RunLoggers
 
     _quiet_lightning()
     run_dir = Path(cfg.paths.output_dir)
@@ -113,8 +113,8 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
         _discard_run_dir(run_dir)
         raise
     resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else None
-    # the resolved config is what ranks started by this process run (an ElfsConfig from elfs-select: as plain data)
-    with distributed.session(conf.trainer, resolved if resolved is not None else dataclasses.asdict(conf)):
+    plain = resolved if resolved is not None else dataclasses.asdict(conf)  # an ElfsConfig from elfs-select
+    with distributed.session(conf.trainer, plain):  # ranks started here run this config
         zero = distributed.is_zero()
         if not zero:  # progress lines, bars and INFO logs are rank 0's (srun ranks share one log file)
             conf = dataclasses.replace(conf, progress=False)
@@ -135,7 +135,7 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
             results["run_dir"] = str(run_dir)
             results["config_overrides"] = list(_overrides())
             results.update(_versions())
-            results["config"] = resolved if resolved is not None else dataclasses.asdict(conf)
+            results["config"] = plain
             if zero:
                 table, files = write_report(results, run_dir)
                 loggers.log_results(results, files + [run_dir / "coresets.npz", run_dir / "scores.npz"])
@@ -157,9 +157,11 @@ def _versions() -> dict[str, str | None]:
     return {"code_version": code_version(), "git_commit": git_commit()}
 
 
-def _open_outputs(conf: ElfsConfig, resolved: dict | None, run_dir: Path) -> RunLoggers:
+def _open_outputs(conf: ElfsConfig, resolved: dict | None, run_dir: Path):
     """Rank 0's run folder: the resolved config (Hydra writes .hydra/ only for its own runs, not for elfs-select)
-    and the W&B / CSV run named and grouped by the sweep."""
+    and the W&B / CSV run (an elfs.tracking.RunLoggers) named and grouped by the sweep."""
+    from elfs.tracking import RunLoggers
+
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved if resolved is not None else conf))
     name, group = _run_name_and_group(conf.name, run_dir)
     return RunLoggers(conf.logger, run_dir, config={**(resolved or {}), **_versions()}, run_name=name, group=group)
