@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -367,13 +368,17 @@ class LoggerConfig:
 
 @dataclass
 class PathsConfig:
-    root_dir: str = "${hydra:runtime.cwd}"
+    root_dir: str = "${oc.env:ELFS_ROOT,${elfs.cwd:}}"  # not ${hydra:runtime.cwd}: -m resolves it before Hydra
     data_dir: str = "${paths.root_dir}/data"
     cache_dir: str = "${oc.env:ELFS_CACHE_DIR,${paths.root_dir}/outputs/cache}"
     output_dir: str = "${hydra:runtime.output_dir}"
 
     def validate(self, key: str = "paths") -> None:
         return None  # whether the folders can be written is checked in preflight, where they are created
+
+
+# Label-free values the Hydra task can return to a sweeper (elfs/train.py `objective`); "none" returns nothing.
+OBJECTIVES = ("beta_search/val_acc", "none")
 
 
 @dataclass
@@ -392,8 +397,11 @@ class ElfsConfig:
     name: str = "elfs"
     progress: bool = True
     progress_every_s: float = 10.0  # without a terminal (a SLURM log): one plain progress line at most this often
-    # debug=smoke: conf/debug/<name>.yaml merged over the composed config, after any experiment (elfs/train.py)
+    # debug=smoke: conf/debug/<name>.yaml, last in the defaults list so it shrinks any experiment; it sets this name
     debug: str | None = None
+    plan: bool = False  # compose and validate every job, print its stages, trainings and cost, exit before any data
+    # what the Hydra task returns to a sweeper (Optuna, Ax): a label-free quantity, see elfs/train.py OBJECTIVES
+    optimized_metric: str = "beta_search/val_acc"
 
     def validate(self) -> None:
         """Every group's own range checks, then the checks that span groups."""
@@ -403,6 +411,7 @@ class ElfsConfig:
                 node.validate(f.name)
         _int_at_least("seed", self.seed, 0)
         _number_in("progress_every_s", self.progress_every_s, 0.0, math.inf)
+        check_choice("optimized_metric", self.optimized_metric, OBJECTIVES)
         if self.cluster.knn_k > self.knn.k:
             raise ConfigError(f"cluster.knn_k={self.cluster.knn_k} exceeds knn.k={self.knn.k}; it must be <= knn.k")
         devices = self.trainer.devices
@@ -432,8 +441,11 @@ GROUPS: dict[str, type] = {
 
 
 def register_configs() -> None:
-    """Register the schema that conf/config.yaml extends, so every group node is typed by its dataclass."""
+    """Register the schema that conf/config.yaml extends, so every group node is typed by its dataclass, and the
+    ``elfs.cwd`` resolver behind ``paths.root_dir`` (cached: a sweep and its jobs, also on SLURM, see one value)."""
     ConfigStore.instance().store(name="elfs_schema", node=ElfsConfig)
+    if not OmegaConf.has_resolver("elfs.cwd"):
+        OmegaConf.register_new_resolver("elfs.cwd", os.getcwd, use_cache=True)
 
 
 # --------------------------------------------------------------------------------- DictConfig -> dataclasses

@@ -22,6 +22,7 @@ import shutil  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import hydra  # noqa: E402
@@ -107,6 +108,13 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
     try:
         cfg = apply_debug_mode(cfg)
         conf = to_typed(cfg)
+        if conf.plan:  # elfs-select / select_images with plan=true (`elfs` plans before Hydra runs anything)
+            from elfs.plan import check_job, plan_job, print_plan
+
+            check_job(cfg)
+            print_plan([plan_job(conf, list(_overrides()))], conf.paths.root_dir)
+            _discard_run_dir(run_dir)
+            return {"plan": True}
         check_config(conf)
         check_paths(conf)
     except UserError:
@@ -137,6 +145,9 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
             results.update(_versions())
             results["config"] = plain
             if zero:
+                from elfs.plan import record_run
+
+                record_run(conf, results)  # what a later plan=true finds in the cache
                 table, files = write_report(results, run_dir)
                 loggers.log_results(results, files + [run_dir / "coresets.npz", run_dir / "scores.npz"])
                 log.info("pipeline finished in %.1fs", time.perf_counter() - t0)
@@ -183,25 +194,12 @@ def _run_name_and_group(name: str, run_dir: Path) -> tuple[str, str | None]:
     return run_dir.name, None
 
 
-DEBUG_MODES = "debug_mode"  # conf/debug_mode/<name>.yaml, shipped in the package as elfs.conf.debug_mode
-
-
 def apply_debug_mode(cfg):
-    """``debug=<name>``: merge conf/debug_mode/<name>.yaml over the composed config, after any +experiment (a
-    Hydra group would sit before an appended +experiment in the defaults list, so the experiment would win).
-    Streamed images are decoded at the backbone's debug size too, so an ImageNet proxy trains on small images."""
+    """Under ``debug=<name>`` (conf/debug/, merged after any experiment by the defaults list), streamed images are
+    decoded at the backbone's debug size too, so an ImageNet proxy trains on small images. Idempotent."""
     if not isinstance(cfg, DictConfig) or not cfg.get("debug"):
         return cfg
-    from importlib.resources import files
-
-    from elfs.errors import ConfigError
-
-    folder = files("elfs.conf").joinpath(DEBUG_MODES)
-    modes = sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
-    if cfg.debug not in modes:
-        raise ConfigError(f"debug={cfg.debug!r} is not valid; choose one of {modes} (or leave debug unset)")
-    overlay = OmegaConf.create(folder.joinpath(f"{cfg.debug}.yaml").read_text())
-    out = OmegaConf.merge(cfg, overlay)
+    out = cfg.copy()
     size = out.backbone.image_size
     for key in ("dynamics", "evaluate"):
         if out[key].image_size is not None and size is not None:
@@ -218,15 +216,71 @@ def _overrides() -> list[str]:
         return []
 
 
+def objective(results: dict, name: str | None) -> float | None:
+    """The label-free value a Hydra sweeper optimises (``optimized_metric``), never a test accuracy:
+    ``beta_search/val_acc`` is the beta search's pseudo-label validation accuracy at the chosen beta, averaged over
+    the budgets it searched (None when the run searched none: a fixed beta, or a method without one)."""
+    if name in (None, "", "none"):
+        return None
+    accs = []
+    for row in results.get("results", []):
+        curve = row.get("beta_curve")
+        if curve:
+            accs.append(curve["val_acc"][curve["betas"].index(row["beta"])])
+    return float(sum(accs) / len(accs)) if accs else None
+
+
+_TASK_ERRORS: list[tuple[str, BaseException]] = []  # (job folder, error) of the jobs of this process that failed
+
+
 @hydra.main(version_base="1.3", config_path="pkg://elfs.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra task: returns ELFS accuracy at the first budget (handy for sweepers). Errors propagate to `cli`."""
-    results = run(cfg)
-    rows = [r for r in results["results"] if results["selection"]["arm"] in r["methods"]]
-    return rows[0]["methods"][results["selection"]["arm"]]["acc_mean"] if rows else None
+    """Hydra task: one job. Returns the label-free objective named by ``optimized_metric`` (for sweepers).
+
+    A job's error is kept for `cli` instead of being raised into Hydra (which would print its own multi-line
+    report first). In a sweep the job's folder gets ``failed.json`` and the sweep goes on; the summary lists it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    sweep = hc.mode == RunMode.MULTIRUN
+    if not sweep and hc.sweeper.get("params"):
+        log.warning("%s declares a sweep (hydra.sweeper.params); without -m this runs one job: add -m", cfg.name)
+    try:
+        results = run(cfg)
+        return objective(results, cfg.get("optimized_metric"))
+    except Exception as e:  # Ctrl-C (a BaseException) stops the whole sweep, as it should
+        _TASK_ERRORS.append((hc.runtime.output_dir, e))
+        if not sweep:
+            return None
+        _record_failed_job(Path(hc.runtime.output_dir), list(hc.overrides.task), e)
+        return float("nan")  # a failed trial for a sweeper; the basic sweeper goes on with the next job
 
 
-# ------------------------------------------------------------------------------------------- command line
+def _record_failed_job(job_dir: Path, overrides: list[str], e: BaseException) -> None:
+    """``<job>/failed.json`` (overrides, the one-line error, its type); a bug's traceback goes to the job's log."""
+    import json
+
+    if not _is_user_error(e):
+        log.error("job %s failed", job_dir.name, exc_info=e)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    record = {"overrides": overrides, "error": one_line(e), "type": type(e).__name__, "user_error": _is_user_error(e)}
+    (job_dir / "failed.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def _is_user_error(e: BaseException) -> bool:
+    return isinstance(e, UserError) or describe_config_error(e) is not None
+
+
+def one_line(e: BaseException) -> str:
+    """An error as the one line a user reads: a user error's own message, else its type and first line."""
+    if isinstance(e, UserError):
+        return str(e)
+    described = describe_config_error(e)
+    if described is not None:
+        return described
+    first = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {first[0]}" if first else type(e).__name__
 
 
 def describe_config_error(e: BaseException) -> str | None:
@@ -266,9 +320,55 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def cli() -> None:
-    """The `elfs` console command: Hydra's main with one-line user errors (exit 2) and Ctrl-C (exit 130)."""
-    run_guarded(main)
+class JobsFailed(Exception):
+    """Some jobs of a sweep failed (each has a failed.json); the others finished and were aggregated."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def cli(argv: Sequence[str] | None = None) -> None:
+    """The `elfs` console command: Hydra's main with one-line user errors (exit 2) and Ctrl-C (exit 130);
+    `--version`; `plan=true` (or ELFS_PLAN=1) prints every job's plan without loading anything."""
+    from elfs.overrides import is_multirun, user_overrides, wants_plan
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--version" in args:
+        from elfs.version import package_version
+
+        print(f"elfs {package_version()}")
+        return
+    args = user_overrides(args)
+    info_flags = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve", "--shell-completion"}
+    if wants_plan(args) and not info_flags.intersection(args):
+        from elfs.plan import plan_command
+
+        run_guarded(lambda: plan_command(args))
+        return
+    sys.argv = [sys.argv[0], *args]
+
+    def hydra_then_job_errors() -> None:
+        _TASK_ERRORS.clear()
+        main()
+        _raise_job_errors(is_multirun(args))
+
+    run_guarded(hydra_then_job_errors)
+
+
+def _raise_job_errors(multirun: bool) -> None:
+    """Re-raise a single run's error for run_guarded; for a sweep, one line naming the failed jobs (exit 2 when
+    every failure is a user error, else 1), after the others were aggregated."""
+    if not _TASK_ERRORS:
+        return
+    if not multirun:
+        raise _TASK_ERRORS[0][1]
+    failed = [f"{Path(job).name}: {one_line(e)}" for job, e in _TASK_ERRORS]
+    code = 2 if all(_is_user_error(e) for _, e in _TASK_ERRORS) else 1
+    sweep = Path(_TASK_ERRORS[0][0]).parent
+    raise JobsFailed(
+        f"{len(failed)} job(s) of the sweep failed (the others are in {sweep}/summary.md): " + "; ".join(failed), code
+    )
 
 
 def run_guarded(fn) -> None:
@@ -279,6 +379,8 @@ def run_guarded(fn) -> None:
     signal.signal(signal.SIGINT, _on_sigint)
     try:
         fn()
+    except JobsFailed as e:
+        _fail(f"error: {e}", e.code)
     except Interrupted as e:
         _fail(str(e), 130)
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ def compose_config(overrides: list[str], tmp: Path, *, cache: Path | None = None
     from hydra.core.global_hydra import GlobalHydra
 
     from elfs.config import register_configs
+    from elfs.overrides import user_overrides
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -29,7 +30,7 @@ def compose_config(overrides: list[str], tmp: Path, *, cache: Path | None = None
         cfg = compose(
             "config",
             overrides=[
-                *overrides,
+                *user_overrides(overrides, env={}),  # `+experiment=X` as the command line accepts it
                 f"paths.root_dir={tmp}",
                 f"paths.output_dir={tmp / 'run'}",
                 f"paths.cache_dir={cache or (tmp / 'cache')}",

@@ -40,14 +40,14 @@ def test_every_paper_table_declares_its_sweep(exp, tmp_path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         paths = [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}"]
-        cfg = compose("config", overrides=[f"+experiment={exp}", *paths], return_hydra_config=True)
+        cfg = compose("config", overrides=[f"experiment={exp}", *paths], return_hydra_config=True)
         params = OmegaConf.to_container(cfg.hydra.sweeper.params)
         assert params, f"{exp} declares no sweep"
         assert cfg.selection.score == "aum_prob_sum" and cfg.evaluate.test_every > 0  # the paper's score and metric
         parser = OverridesParser.create()
         for key, values in params.items():
             for value in parser.parse_override(f"{key}={values}").sweep_string_iterator():
-                job = compose("config", overrides=[f"+experiment={exp}", f"{key}={value}", *paths])
+                job = compose("config", overrides=[f"experiment={exp}", f"{key}={value}", *paths])
                 conf = to_typed(job)
                 conf.validate()
     GlobalHydra.instance().clear()
@@ -345,6 +345,8 @@ def test_tiny_sweep_over_two_methods_and_two_scores(tmp_path, elfs_cli):
             "progress",
             "progress_every_s",
             "debug",
+            "plan",
+            "optimized_metric",
             "code_version",
             "git_commit",
         }  # fmt: skip  (TEMI's beta / lr, the proxy's lr: none of them up here)

@@ -17,8 +17,11 @@ PAPER = ["cifar10_dino", "cifar100_dino", "cifar10_swav", "stl10_dino", "imagene
 
 
 def test_smoke_is_applied_after_the_experiment(compose_cfg):
-    cfg = compose_cfg(["+experiment=imagenet_dino", "debug=smoke"])
-    assert cfg.selection.search_steps == 20000 and cfg.cluster.num_clusters == 1000  # the experiment's, until...
+    plain = compose_cfg(["+experiment=imagenet_dino"], sub="plain")
+    assert plain.selection.search_steps == 20000 and plain.cluster.num_clusters == 1000  # the experiment's, until...
+    for i, form in enumerate(["debug=smoke", "+debug=smoke"]):  # debug is a group last in the defaults list
+        cfg = compose_cfg(["experiment=imagenet_dino", form], sub=str(i))
+        assert cfg.selection.search_steps == 2 and cfg.debug == "smoke"
     conf = to_typed(apply_debug_mode(cfg))
     assert conf.selection.search_steps == 2 and conf.cluster.num_clusters is None and conf.dataset.synthetic == 40
     # ...the architecture and the kind of data stay the experiment's; streamed images decode at the debug size
@@ -27,9 +30,10 @@ def test_smoke_is_applied_after_the_experiment(compose_cfg):
     assert conf.trainer.accelerator == "cpu" and conf.cluster.head_impl == "batched"
 
 
-def test_unknown_debug_mode_is_refused(compose_cfg):
-    with pytest.raises(ConfigError, match="debug='fast' is not valid; choose one of \\['smoke'\\]"):
-        apply_debug_mode(compose_cfg(["debug=fast"]))
+def test_unknown_debug_mode_is_refused(tmp_path, elfs_cli):
+    p = elfs_cli(["debug=fast"], cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "debug" in p.stderr and "smoke" in p.stderr and not (tmp_path / "outputs").exists()
 
 
 def test_synthetic_stand_in_has_the_real_shape():

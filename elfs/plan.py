@@ -1,0 +1,354 @@
+"""plan=true: what a command would do and cost, before any data, weights or device is touched.
+
+Every job of the command (a `-m` sweep expanded exactly as Hydra's basic sweeper does, experiment sweeps
+included) is composed and validated; one line per job names its overrides, the label-free stages it needs and
+which of them an earlier run left in the cache, and its trainings; a last line sums the device-hours of the
+image trainings (the proxy, the beta-search candidates, the coreset evaluations) at a measured or assumed rate.
+
+Which stages are cached is read from a ledger that every finished run appends to (``<cache>/ledger.jsonl``): a
+digest of the settings a stage depends on (the dataset's config, not its bytes: a folder edited since is not
+noticed here) -> the cache key that run used; a stage counts as cached when that entry still exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from elfs.cache import stable_hash
+from elfs.config import ElfsConfig
+
+ASSUMED_IMAGES_PER_S = 10_700.0  # ResNet-18, batch 256, one H100, plain data path: an estimate, never measured
+# Training-set sizes of the datasets that have fixed ones (the plan loads nothing); ImageNet-1K for imagefolder.
+KNOWN_TRAIN_SIZES = {
+    "cifar10": 50_000,
+    "cifar100": 50_000,
+    "stl10": 5_000,
+    "mnist5k": 4_000,
+    "digits": 1_438,
+    "imagefolder": 1_281_167,
+}
+LEDGER = "ledger.jsonl"
+GPU_CHECK = "gpu_check.json"  # experiments/gpu_check.py's output, copied to <root>/outputs/ to plan at its rate
+
+
+@dataclass
+class JobPlan:
+    """One job: what it needs, what the cache already holds, and the trainings it runs (each a unit with an id,
+    so that a training shared by several jobs, like the proxy of a sweep or the full-data reference, counts once).
+    """
+
+    overrides: list[str]
+    n_train: int | None
+    n_source: str
+    stages: dict[str, bool] = field(default_factory=dict)  # stage -> found in the cache
+    units: dict[str, tuple[str, float]] = field(default_factory=dict)  # unit id -> (kind, images it trains on)
+
+
+# ------------------------------------------------------------------------------------------------ digests
+
+
+def _fields(obj: Any, drop: Sequence[str] = ()) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(obj).items() if k not in drop}
+
+
+def stage_digests(conf: ElfsConfig) -> dict[str, str]:
+    """A digest per label-free stage of the settings it depends on (its config and everything upstream, the code
+    version included); equal digests mean the same cache entry. Over-inclusive on purpose: a spurious miss costs
+    a recomputation in the plan's count, a spurious hit would hide one."""
+    from elfs.version import code_version
+
+    run = {"seed": conf.seed, "precision": conf.trainer.precision, "code": code_version()}
+    data = _fields(conf.dataset, ("num_workers",))
+    out = {"data": stable_hash({"data": data, **run})}
+    out["embed"] = stable_hash({"up": out["data"], "backbone": _fields(conf.backbone, ("batch_size",))})
+    out["knn"] = stable_hash({"up": out["embed"], "knn": _fields(conf.knn, ("chunk_size",))})
+    out["cluster"] = stable_hash({"up": out["knn"], "cluster": _fields(conf.cluster), **run})
+    out["prototypes"] = stable_hash({"up": out["embed"], "k": conf.cluster.num_clusters, **run})
+    dyn = _fields(conf.dynamics)
+    out["dynamics"] = stable_hash({"up": out["cluster"], "dynamics": dyn, **run})
+    out["dynamics_gt"] = stable_hash({"up": out["embed"], "dynamics": dyn, **run})
+    job = {"up": [out["dynamics"], out["dynamics_gt"], out["prototypes"]], "selection": _fields(conf.selection)}
+    out["job"] = stable_hash({**job, "evaluate": _fields(conf.evaluate, ("concurrent",)), **run})
+    return out
+
+
+def record_run(conf: ElfsConfig, results: dict[str, Any]) -> None:
+    """Append this finished run's stage keys to the cache's ledger (one JSON line per stage), for later plans."""
+    digests = stage_digests(conf)
+    keys = {**results.get("artifacts", {}), "job": "done"}
+    lines = [json.dumps({"digest": digests[s], "stage": s, "key": k}) for s, k in keys.items() if s in digests]
+    ledger = Path(conf.paths.cache_dir) / LEDGER
+    with open(ledger, "a", encoding="utf-8") as f:  # one short write per line: concurrent jobs do not interleave
+        for line in lines:
+            f.write(line + "\n")
+
+
+def _ledger(cache_dir: str) -> dict[str, tuple[str, str]]:
+    path = Path(cache_dir) / LEDGER
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+            out[rec["digest"]] = (rec["stage"], rec["key"])
+        except (ValueError, KeyError):
+            continue  # a line cut by a killed process
+    return out
+
+
+def _cached(ledger: dict[str, tuple[str, str]], cache_dir: str, digest: str) -> bool:
+    if digest not in ledger:
+        return False
+    stage, key = ledger[digest]
+    return key == "done" or (Path(cache_dir) / stage / key / "meta.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ one job
+
+
+def train_size(conf: ElfsConfig) -> tuple[int | None, str]:
+    """(training images, where the number comes from) without loading a single image."""
+    d = conf.dataset
+    if d.synthetic is not None:
+        n, source = d.synthetic, "synthetic"
+    elif d.name == "npz" and d.path and Path(d.path).expanduser().is_file():
+        import numpy as np
+
+        with np.load(Path(d.path).expanduser(), mmap_mode="r") as z:  # reads the header, not the pixels
+            n, source = int(z["x_train"].shape[0]), "npz header"
+    elif d.name == "folder" and d.path and Path(d.path).expanduser().exists():
+        from elfs.data.folder import scan_folder
+
+        n, source = len(scan_folder(Path(d.path).expanduser())[0]), "files listed"
+    elif d.name in KNOWN_TRAIN_SIZES:
+        n, source = KNOWN_TRAIN_SIZES[d.name], "known size"
+    else:
+        return None, "unknown size"
+    if d.max_train is not None:
+        n = min(n, d.max_train)
+    return n, source
+
+
+def _labelled(conf: ElfsConfig) -> bool:
+    """Whether the source has ground truth to evaluate coresets with (a folder or an x_train-only npz has not)."""
+    d = conf.dataset
+    if d.synthetic is not None:
+        return True
+    if d.name == "folder":
+        return False
+    if d.name == "npz" and d.path and Path(d.path).expanduser().is_file():
+        import numpy as np
+
+        with np.load(Path(d.path).expanduser(), mmap_mode="r") as z:
+            return "y_train" in z.files
+    return True
+
+
+def plan_job(conf: ElfsConfig, overrides: Sequence[str]) -> JobPlan:
+    """Which stages and trainings ``conf`` needs and which the cache holds; images of the trainings to run."""
+    from elfs.select import METHOD_INPUTS, METHODS_USING_BETA
+    from elfs.select.beta_search import beta_grid_for
+
+    s, e, d = conf.selection, conf.evaluate, conf.dynamics
+    n, source = train_size(conf)
+    plan = JobPlan(list(overrides), n, source)
+    ledger = _ledger(conf.paths.cache_dir)
+    digests = stage_digests(conf)
+    labelled = _labelled(conf)
+    methods = [m for m in dict.fromkeys([s.method, *s.baselines]) if m != "full"]
+    needs = {METHOD_INPUTS[m] for m in methods}
+    stages: list[str] = []
+    if needs & {"score", "prototypes", "graph"} or e.model == "mlp" or d.model == "mlp":
+        stages.append("embed")
+    if "graph" in needs or ("score" in needs and not s.uses_ground_truth):
+        stages.append("knn")
+    if "score" in needs:
+        stages += ["dynamics_gt"] if s.uses_ground_truth else ["cluster", "dynamics"]
+    if "prototypes" in needs or "graph" in needs:
+        stages.append("prototypes")
+    plan.stages = {st: _cached(ledger, conf.paths.cache_dir, digests[st]) for st in dict.fromkeys(stages)}
+    job_done = _cached(ledger, conf.paths.cache_dir, digests["job"])
+
+    def add(kind: str, count: int, images_each: float, *unit: Any) -> None:
+        for i in range(count):
+            plan.units[stable_hash([kind, i, *unit])] = (kind, images_each)
+
+    if conf.cluster.method == "temi" and not plan.stages.get("cluster", True):
+        add("temi", 1, 0.0, digests["cluster"])  # over embeddings: minutes next to the image trainings, not counted
+    for st in ("dynamics", "dynamics_gt"):
+        if st in plan.stages and not plan.stages[st]:
+            add("proxy", 1, d.epochs * (n or 0), digests[st])
+    if job_done:
+        return plan
+    upstream = {m: _upstream(METHOD_INPUTS[m], s.uses_ground_truth, digests) for m in [*methods, "full"]}
+    budgets = [] if s.method == "full" else s.feasible_budgets()
+    train = _fields(e, ("seeds", "concurrent"))
+    searched = s.method in METHODS_USING_BETA and s.fixed_beta is None
+    search = _fields(s, ("baselines", "budget", "beta", "d2_beta", "d2_k", "d2_gamma"))
+    if searched:
+        steps = int(s.search_steps or e.steps)
+        for b in budgets:
+            add("beta_candidates", len(beta_grid_for(b, s.beta_grid)), steps * e.batch_size, upstream[s.method],
+                search, b, _fields(e, ("seeds", "concurrent", "steps", "test_every")))  # fmt: skip
+    if labelled:
+        for m in methods:
+            beta = (search, "searched") if searched and m in METHODS_USING_BETA else (s.beta, s.d2_beta)
+            for b in budgets:
+                for seed in e.seeds:
+                    add("evaluations", 1, e.steps * e.batch_size, m, upstream[m], beta, b, seed, train)
+        if s.method == "full" or "full" in s.baselines:
+            for seed in e.seeds:  # the full-data reference: the same training beside every job
+                add("evaluations", 1, e.steps * e.batch_size, "full", upstream["full"], seed, train)
+    return plan
+
+
+def _upstream(needs: str, ground_truth: bool, digests: dict[str, str]) -> str:
+    """The digest of what a method ranks by: the proxy's scores, prototypes, the kNN graph, or only the data."""
+    if needs == "score":
+        return digests["dynamics_gt" if ground_truth else "dynamics"]
+    if needs == "graph":
+        return stable_hash([digests["knn"], digests["prototypes"]])
+    if needs == "prototypes":
+        return digests["prototypes"]
+    return digests["data"]
+
+
+def count_new(plans: Sequence[JobPlan]) -> list[dict[str, tuple[int, float]]]:
+    """Per job, its trainings that no earlier job of the command already runs: kind -> (count, images)."""
+    seen: set[str] = set()
+    out = []
+    for p in plans:
+        mine: dict[str, tuple[int, float]] = {}
+        for unit, (kind, images) in p.units.items():
+            if unit in seen:
+                continue
+            seen.add(unit)
+            count, total = mine.get(kind, (0, 0.0))
+            mine[kind] = (count + 1, total + images)
+        out.append(mine)
+    return out
+
+
+def format_job(i: int, plan: JobPlan, new: dict[str, tuple[int, float]]) -> str:
+    """`job <i>: <overrides> | N=... | stages: embed (cached), knn (compute) ... | trainings: ...`; trainings that
+    an earlier job of the same command runs are counted there and shown here as shared."""
+    stages = ", ".join(f"{st} ({'cached' if hit else 'compute'})" for st, hit in plan.stages.items()) or "none"
+    trainings = ", ".join(f"{k} {c}" for k, (c, _) in new.items()) or "none"
+    shared = len(plan.units) - sum(c for c, _ in new.values())
+    n = f"{plan.n_train:,}" if plan.n_train is not None else "?"
+    return (
+        f"job {i}: {' '.join(plan.overrides) or '(defaults)'} | N={n} ({plan.n_source}) | stages: {stages} "
+        f"| trainings: {trainings}{f' (+{shared} shared with earlier jobs)' if shared else ''}"
+    )
+
+
+def measured_rate(root_dir: str) -> float | None:
+    """ResNet-18 images/s from a gpu_check.json in <root>/outputs/ (the fast path, else the plain one)."""
+    path = Path(root_dir) / "outputs" / GPU_CHECK
+    try:
+        r = json.loads(path.read_text())["resnet18_32px_batch256"]
+        rate = float(r.get("fast", r.get("plain", {}))["images_per_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return rate if rate > 0 and math.isfinite(rate) else None
+
+
+def format_total(new: Sequence[dict[str, tuple[int, float]]], rate: float, measured: bool) -> str:
+    """The last line: jobs, distinct trainings and device-hours of the whole command."""
+    trainings = sum(c for job in new for c, _ in job.values())
+    hours = sum(images for job in new for _, images in job.values()) / rate / 3600.0
+    return (
+        f"plan: {len(new)} jobs, {trainings} trainings, ~{hours:.{1 if hours >= 0.1 else 3}f} device-hours at {rate:,.0f} img/s "
+        f"({'measured' if measured else 'assumed'})"
+    )
+
+
+# -------------------------------------------------------------------------------------------- the command
+
+
+def _job_configs(args: Sequence[str]) -> list[tuple[list[str], Any]]:
+    """Every job's overrides and composed config, as Hydra's basic sweeper would launch them (one job without
+    -m), with hydra.runtime.output_dir set so the paths resolve; nothing is created on disk."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    from elfs.config import register_configs
+    from elfs.overrides import is_multirun
+
+    multirun = is_multirun(args)
+    overrides = [a for a in args if a not in ("-m", "--multirun")]
+    register_configs()
+    GlobalHydra.instance().clear()
+    jobs = []
+    with initialize_config_module(config_module="elfs.conf", version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+        master = loader.load_configuration("config", overrides, run_mode=mode)
+        if multirun:
+            from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+            declared = master.hydra.sweeper.get("params")
+            params = OmegaConf.to_container(declared) if declared else {}
+            parser = OverridesParser.create(config_loader=loader)
+            parsed = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + overrides)
+            job_overrides = [list(j) for batch in BasicSweeper.split_arguments(parsed, None) for j in batch]
+        else:
+            job_overrides = [overrides]
+        for num, job in enumerate(job_overrides):
+            cfg = loader.load_sweep_config(master, job) if multirun else master.copy()
+            with open_dict(cfg):
+                cfg.hydra.job.num = num
+                cfg.hydra.job.id = str(num)
+                where = f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}" if multirun else str(cfg.hydra.run.dir)
+                cfg.hydra.runtime.output_dir = os.path.abspath(where)
+            HydraConfig.instance().set_config(cfg)
+            with open_dict(cfg):
+                cfg.paths.output_dir = cfg.hydra.runtime.output_dir
+                del cfg["hydra"]
+            shown = [o for o in job if not o.startswith(("hydra.", "plan="))]
+            jobs.append((shown, cfg))
+    GlobalHydra.instance().clear()
+    return jobs
+
+
+def check_job(cfg: Any) -> ElfsConfig:
+    """A job's config typed and validated as a run would before loading data (weights and devices excepted: a
+    plan is made on the laptop for the cluster)."""
+    from elfs.config import to_typed
+    from elfs.preflight import check_config
+    from elfs.train import apply_debug_mode
+
+    conf = to_typed(apply_debug_mode(cfg))
+    check_config(conf, weights=False, devices=False)
+    return conf
+
+
+def print_plan(plans: Sequence[JobPlan], root_dir: str) -> None:
+    """One line per job, then the total."""
+    new = count_new(plans)
+    for i, (p, mine) in enumerate(zip(plans, new, strict=True)):
+        print(format_job(i, p, mine), flush=True)
+    rate = measured_rate(root_dir)
+    print(format_total(new, rate or ASSUMED_IMAGES_PER_S, rate is not None), flush=True)
+
+
+def plan_command(args: Sequence[str]) -> None:
+    """`elfs [-m] ... plan=true`: compose and validate every job, print its plan line and the total; exit 0."""
+    plans, root = [], "."
+    for overrides, cfg in _job_configs(args):
+        conf = check_job(cfg)
+        root = conf.paths.root_dir
+        plans.append(plan_job(conf, overrides))
+    print_plan(plans, root)
