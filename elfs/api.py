@@ -1,6 +1,6 @@
 """Which images to annotate, from a notebook or the shell: `select_images(...)` and the `elfs-select` command.
 
-Both compose the packaged configs with `+experiment=folder_select` (embeddings -> kNN -> TEMI pseudo-labels ->
+Both compose the packaged configs with `experiment=folder_select` (embeddings -> kNN -> TEMI pseudo-labels ->
 an MLP proxy's AUM -> double-end pruning with the label-free beta search) and run the same pipeline as `elfs`;
 no label is used or needed. Every stage is cached, so asking again with another budget reruns only the
 selection (seconds).
@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
+import numbers
 import os
+import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
-from elfs.errors import ConfigError
+from elfs.errors import ConfigError, DataError, UserError
 
 
 @dataclass
@@ -84,12 +88,13 @@ def compose_selection(
     from hydra.core.global_hydra import GlobalHydra
 
     from elfs.config import register_configs
+    from elfs.overrides import user_overrides
 
     budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
     register_configs()
     base = [
-        "+experiment=folder_select",
-        f"selection.budget=[{','.join(f'{b:g}' for b in budgets)}]",
+        "experiment=folder_select",
+        f"selection.budget=[{','.join(repr(b) for b in budgets)}]",  # full precision: a count / N stays exact
         f"cluster.num_clusters={int(num_clusters)}",
         "logger=none",
         f"paths.root_dir={_quote(Path.cwd())}",
@@ -97,7 +102,9 @@ def compose_selection(
     ]
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="elfs.conf", version_base="1.3"):
-        cfg = compose("config", overrides=[*base, *_source_overrides(images, out / "input"), *overrides])
+        cfg = compose(
+            "config", overrides=user_overrides([*base, *_source_overrides(images, out / "input"), *overrides])
+        )
     GlobalHydra.instance().clear()
     return cfg
 
@@ -105,7 +112,7 @@ def compose_selection(
 def select_images(
     images,
     *,
-    budget: float | Sequence[float] = 0.1,
+    budget: float | int | Sequence[float | int] = 0.1,
     num_clusters: int = 10,
     out: str | os.PathLike | None = None,
     overrides: Sequence[str] = (),
@@ -114,13 +121,17 @@ def select_images(
     """Choose which images to annotate, without any label.
 
     ``images`` is a folder (nested, any common format), a .txt file listing image paths, a list of paths, or a
-    uint8 array N x H x W (x C). ``budget`` is the fraction kept (one or several); ``num_clusters`` sizes the
-    pseudo-labels (roughly the number of kinds of images you expect). ``overrides`` are any `elfs` config
-    overrides, e.g. ``["backbone=dino_vits16", "paths.cache_dir=/scratch/elfs"]``. Bad input raises a
+    uint8 array N x H x W (x C). ``budget`` is the fraction kept or a whole number of images >= 2 (one or several;
+    a count becomes count / number of images); ``num_clusters`` sizes the pseudo-labels (roughly the number of
+    kinds of images you expect). ``overrides`` are any `elfs` config overrides, e.g.
+    ``["backbone=dino_vits16", "paths.cache_dir=/scratch/elfs"]``. Bad input raises a
     :class:`~elfs.errors.UserError` naming the setting, before any work.
     """
     from elfs.train import run
 
+    if not isinstance(images, (str, os.PathLike, np.ndarray)):
+        images = list(images)  # counted for an image-count budget, then listed
+    budget = _api_fractions(budget, images)
     out = Path(out) if out is not None else _default_out()
     cfg = compose_selection(
         images,
@@ -151,26 +162,260 @@ def load_selection(run_dir: str | os.PathLike) -> Selection:
     return Selection(run_dir=run_dir, ids=ids, kept=kept, table=table, skipped=skipped, results=results)
 
 
-def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+#: a Hydra override, wherever it stands on the command line: [+|++|~]key=value, or ~key (delete a key)
+_OVERRIDE = re.compile(r"(\+\+|\+|~)?[A-Za-z_][\w.\-@/]*=.*|~[A-Za-z_][\w.\-@/]*", re.DOTALL)
+#: a token that continues the values after --budget: a number, or numbers joined by commas
+_BUDGET_MORE = re.compile(r"[+-]?\.?\d[\d.,eE+\-]*")
+_INTEGER = re.compile(r"[+-]?\d+")
+_VALUE_OPTIONS = ("--out", "--clusters")
+_BUDGET_VALID = "give a fraction in (0, 1] of the images to keep (e.g. 0.1) or a whole number of images >= 2 (e.g. 500)"
+_EXAMPLES = """\
+config overrides (key=value, +key=value, ++key=value, ~key, group=option) may stand anywhere on the line.
+
+examples:
+  elfs-select /data/photos --budget 0.1 0.2 --clusters 20 --out picks
+  elfs-select /data/photos --budget 0.05,0.1 --budget 500      # fractions kept, or image counts
+  elfs-select list.txt --budget 0.1 backbone=dino_vits16 paths.cache_dir=/scratch/elfs
+  elfs-select backbone=dino_vits16 /data/photos --budget 0.1   # an override before the folder
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake as one line, `elfs-select: error: ...`, with exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """One line naming the bad value and what is valid (instead of usage + error)."""
+        _fail(_with_hint(message))
+
+
+def _fail(message: str) -> NoReturn:
+    """Print ``message`` as one line `elfs-select: error: ...` on stderr and exit with code 2."""
+    print("elfs-select: error: " + " ".join(message.splitlines()), file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _with_hint(message: str) -> str:
+    """An argparse message completed with what would be valid."""
+    if "unrecognized arguments" in message:
+        return (
+            f"{message} (expected one folder or .txt list of images, the options --budget, --clusters, --out, and "
+            "config overrides such as key=value, +key=value or ~key; see elfs-select --help)"
+        )
+    if "the following arguments are required" in message:
+        return "no images given; name a folder of images or a .txt file listing image paths (elfs-select /data/photos)"
+    if "expected one argument" in message:
+        return f"{message} (see elfs-select --help)"
+    return message
+
+
+def _is_override(token: str) -> bool:
+    """Whether a command-line token is a Hydra override (and not the name of an existing file or folder)."""
+    return _OVERRIDE.fullmatch(token) is not None and not os.path.exists(token)
+
+
+def _budget_tokens(tokens: list[str], i: int, option: str) -> tuple[list[str], int]:
+    """The values of one --budget starting at ``tokens[i]`` (space separated), and the index after them."""
+    values = [option.partition("=")[2]] if "=" in option else []
+    if not values and i < len(tokens) and (not tokens[i].startswith("-") or _BUDGET_MORE.fullmatch(tokens[i])):
+        values, i = [tokens[i]], i + 1
+    while values and i < len(tokens) and _BUDGET_MORE.fullmatch(tokens[i]) and not os.path.exists(tokens[i]):
+        values, i = [*values, tokens[i]], i + 1
+    return values, i
+
+
+def _split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """argparse's tokens (each --budget's values joined into one) and the Hydra overrides, found anywhere."""
+    tokens, rest, tail, overrides = list(argv), [], [], []
+    i, options_done = 0, False
+    while i < len(tokens):
+        tok, i = tokens[i], i + 1
+        if options_done or not tok.startswith("-") or _BUDGET_MORE.fullmatch(tok):
+            (overrides if _is_override(tok) else tail if options_done else rest).append(tok)
+        elif tok == "--":
+            options_done = True
+        elif tok in _VALUE_OPTIONS and i < len(tokens) and not tokens[i].startswith("--"):
+            rest, i = [*rest, tok, tokens[i]], i + 1
+        elif tok == "--budget" or tok.startswith("--budget="):
+            values, i = _budget_tokens(tokens, i, tok)
+            rest.append("--budget=" + ",".join(values) if values else "--budget")
+        else:
+            rest.append(tok)
+    return rest + (["--", *tail] if tail else []), overrides
+
+
+def _budget_value(text: str) -> float | int:
+    """One budget as written: a fraction in (0, 1] (float; '1' is 1.0) or a whole image count >= 2 (int)."""
+    s = text.strip()
+    try:
+        value = int(s) if _INTEGER.fullmatch(s) else float(s)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number; {_BUDGET_VALID}") from None
+    return _budget_kind(value, text)
+
+
+def _budget_kind(value: object, shown: str) -> float | int:
+    """``value`` as a fraction (float) or an image count (int >= 2); ValueError naming ``shown`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+        raise ValueError(f"{shown} is not a number; {_BUDGET_VALID}")
+    if value <= 0:
+        raise ValueError(f"{shown} is not positive; {_BUDGET_VALID}")
+    if isinstance(value, numbers.Integral):
+        return int(value) if value >= 2 else 1.0
+    if value <= 1:
+        return float(value)
+    raise ValueError(f"{shown} is above 1 but not a whole number (a count has no decimal point); {_BUDGET_VALID}")
+
+
+def _budget_arg(text: str) -> list[float | int]:
+    """argparse type of --budget: comma-separated budgets."""
+    pieces = [s for s in text.split(",") if s.strip()]
+    if not pieces:
+        raise argparse.ArgumentTypeError(f"expected a value; {_BUDGET_VALID}")
+    try:
+        return [_budget_value(s) for s in pieces]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _clusters_arg(text: str) -> int:
+    """argparse type of --clusters: a whole number >= 2."""
+    if not _INTEGER.fullmatch(text.strip()) or int(text) < 2:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number >= 2; give the number of pseudo-label clusters, e.g. --clusters 20"
+        )
+    return int(text)
+
+
+def _sorted_unique(values: Iterable[float | int]) -> list[float | int]:
+    """Budgets without duplicates: the fractions ascending, then the image counts ascending."""
+    return sorted(set(values), key=lambda v: (isinstance(v, int), v))
+
+
+def _to_fractions(values: Sequence[float | int], n: int, source: object) -> tuple[list[float], str | None]:
+    """Budgets as sorted unique fractions (an image count c becomes c / n), and a note on the counts converted."""
+    counts = [v for v in values if isinstance(v, int)]
+    if counts and n < 1:
+        raise DataError(f"{source} holds no image, so an image count cannot be a budget")
+    if counts and max(counts) > n:
+        raise DataError(
+            f"budget {max(counts)} is more images than the {n:,} in {source}; "
+            f"give at most {n:,} or a fraction in (0, 1]"
+        )
+    fractions = sorted({v / n if isinstance(v, int) else float(v) for v in values})
+    note = ", ".join(f"{c} = {c / n:.4g}" for c in counts) + f" of {n:,} images" if counts else None
+    return fractions, note
+
+
+def _count_images(images: object) -> int:
+    """How many images the pipeline will see: image files in a folder / .txt list or a list of paths, array rows."""
+    from elfs.data.folder import IMAGE_EXTENSIONS, scan_folder
+
+    if isinstance(images, (str, os.PathLike)):
+        return len(scan_folder(images)[0])
+    if isinstance(images, np.ndarray):
+        return int(images.shape[0])
+    paths = [Path(p).expanduser() for p in images]
+    return sum(p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() for p in paths)
+
+
+def _api_fractions(budget: object, images: object) -> list[float]:
+    """select_images' ``budget`` (fractions and/or image counts) as sorted unique fractions."""
+    values = [budget] if isinstance(budget, (str, numbers.Real)) else list(budget)
+    try:
+        parsed = [_budget_value(v) if isinstance(v, str) else _budget_kind(v, repr(v)) for v in values]
+    except ValueError as e:
+        raise ConfigError(f"budget: {e}") from None
+    if not parsed:
+        raise ConfigError(f"budget is empty; {_BUDGET_VALID}")
+    n = _count_images(images) if any(isinstance(v, int) for v in parsed) else 0
+    return _to_fractions(parsed, n, "the images given")[0]
+
+
+def _holds_an_image(root: Path) -> bool:
+    """Whether a folder holds an image file, nested or not (hidden files and folders ignored, as when listing)."""
+    from elfs.data.folder import IMAGE_EXTENSIONS
+
+    for _, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if any(not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS for f in filenames):
+            return True
+    return False
+
+
+def _lists_a_path(list_file: Path) -> bool:
+    """Whether a .txt list names at least one path (blank lines and '#' comments ignored)."""
+    with open(list_file, encoding="utf-8", errors="replace") as f:
+        return any(line.strip() and not line.strip().startswith("#") for line in f)
+
+
+def _check_input(images: str) -> None:
+    """Refuse a missing path, a folder without images or an empty .txt list (cheap; before torch is imported)."""
+    from elfs.data.folder import IMAGE_EXTENSIONS
+
+    p, valid = Path(images).expanduser(), "give a folder of images or a .txt file listing image paths"
+    if not p.exists():
+        raise DataError(f"{images!r} does not exist; {valid}")
+    if p.is_file() and p.suffix.lower() != ".txt":
+        raise DataError(f"{images!r} is a file but not a .txt list; {valid}")
+    try:
+        if p.is_file() and not _lists_a_path(p):
+            raise DataError(f"{images!r} lists no image path (one path per line; blank and '#' lines are ignored)")
+    except OSError as e:
+        raise DataError(f"{images!r} cannot be read ({e.strerror}); {valid}") from None
+    if p.is_dir() and not _holds_an_image(p):
+        raise DataError(f"{images!r} holds no image file ({', '.join(IMAGE_EXTENSIONS)}), in sub-folders or not")
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The argparse parser of elfs-select (overrides are taken out before it sees the line)."""
+    from elfs.version import package_version
+
+    p = _Parser(
         prog="elfs-select",
-        description="Choose which images of a folder to annotate, without any label (ELFS). Writes selection.csv, "
-        "annotate_<budget>.txt, a contact sheet and plots into the output folder.",
-        epilog="Extra arguments are elfs config overrides, e.g. backbone=dino_vits16 paths.cache_dir=/scratch.",
+        usage="%(prog)s IMAGES [--budget B [B ...]] [--clusters K] [--out DIR] [key=value ...]",
+        description="Choose which images of a folder to annotate, without any label (ELFS).\n"
+        "Writes selection.csv, annotate_<budget>.txt, a contact sheet and plots into the output folder.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
-    p.add_argument("images", help="a folder of images (nested), or a .txt file listing image paths")
-    p.add_argument("--budget", type=float, nargs="+", default=[0.1], help="fraction(s) of the images to keep")
-    p.add_argument("--clusters", type=int, default=10, help="number of pseudo-label clusters (default 10)")
-    p.add_argument("--out", default=None, help="output folder (default outputs/select/<date>_<time>)")
-    p.add_argument("overrides", nargs="*", help="elfs config overrides (key=value)")
-    return p.parse_intermixed_args(list(argv))
+    p.add_argument("images", metavar="IMAGES", help="a folder of images (nested), or a .txt file listing image paths")
+    p.add_argument(
+        "--budget",
+        metavar="B",
+        type=_budget_arg,
+        action="append",
+        help="what to keep: fractions in (0, 1] and/or image counts (whole numbers >= 2); several as --budget 0.1 0.3, "
+        "--budget 0.1,0.3 or --budget 0.1 --budget 0.3 (default 0.1)",
+    )
+    p.add_argument("--clusters", metavar="K", type=_clusters_arg, default=10, help="pseudo-label clusters (default 10)")
+    p.add_argument("--out", metavar="DIR", default=None, help="output folder (default outputs/select/<date>_<time>)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    return p
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line as images, budget (sorted fractions), clusters, out, overrides; a mistake exits 2."""
+    rest, overrides = _split_argv(argv)
+    args = _parser().parse_args(rest)
+    args.overrides = overrides
+    values = _sorted_unique(v for given in (args.budget or [[0.1]]) for v in given)
+    try:
+        _check_input(args.images)
+        n = _count_images(args.images) if any(isinstance(v, int) for v in values) else 0
+        args.budget, note = _to_fractions(values, n, repr(args.images))
+    except UserError as e:
+        _fail(str(e))
+    if note:
+        print(f"elfs-select: --budget {note}", file=sys.stderr)
+    return args
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
     """`elfs-select IMAGES [--budget B ...] [--clusters K] [--out DIR] [key=value ...]`."""
-    from elfs.train import run_guarded
+    args = _parse(sys.argv[1:] if argv is None else argv)  # before torch: a typo'd path answers at once
 
-    args = _parse(sys.argv[1:] if argv is None else argv)
+    from elfs.train import run_guarded
 
     def go() -> None:
         from elfs.train import run

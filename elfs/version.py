@@ -2,12 +2,14 @@
 
 The source hash is part of every cache key, so an artifact computed by older code is never silently reused
 (any edit of a module under elfs/ recomputes the stages); the commit goes into results.json beside it.
+`package_version()` is the release a command reports with --version.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import subprocess
 from pathlib import Path
 
@@ -51,3 +53,20 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "")
+
+
+@functools.cache
+def package_version() -> str:
+    """The installed distribution's version, else pyproject.toml's beside the source, else 'unknown'."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("elfs")
+    except PackageNotFoundError:
+        pass
+    try:
+        text = (PACKAGE_DIR.parent / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return "unknown"
+    match = re.search(r'^version\s*=\s*"([^"]+)"', text, flags=re.MULTILINE)
+    return match.group(1) if match else "unknown"
