@@ -1,0 +1,121 @@
+"""What users type works as typed: sweeps from an empty folder with no hydra.sweep.dir, plan=true before the
+spend, a failed job that does not sink the sweep, one-line errors, --version, the label-free sweeper objective."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from elfs.overrides import is_multirun, user_overrides, wants_plan
+from elfs.plan import format_total, plan_command
+from elfs.train import objective
+
+BIN = Path(sys.executable).parent
+PAPER_TABLES = {"paper_cifar10": 90, "paper_cifar100": 90, "paper_beta_ablation": None,
+                "paper_encoder_ablation": None, "paper_temi_vs_kmeans": None}  # fmt: skip
+
+
+def elfs(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """The `elfs` console script exactly as typed, in ``cwd``, with only the caller's environment (+ ``env``)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ELFS_")}
+    return subprocess.run([str(BIN / "elfs"), *args], cwd=cwd, env={**clean, **env}, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+
+
+def test_plus_experiment_and_the_overlays():
+    assert user_overrides(["-m", "+experiment=x", "+debug=smoke", "++experiment=y", "a=1"], env={}) == [
+        "-m", "experiment=x", "debug=smoke", "++experiment=y", "a=1"]  # fmt: skip
+    assert user_overrides(["a=1"], env={"ELFS_SMOKE": "1", "ELFS_PLAN": "1"}) == ["a=1", "debug=smoke", "plan=true"]
+    assert user_overrides(["debug=none_of_mine"], env={"ELFS_SMOKE": "1"}) == ["debug=none_of_mine"]
+    assert wants_plan(["plan=true"]) and wants_plan(["plan=True"]) and not wants_plan(["plan=false", "x=plan=true"])
+    assert is_multirun(["-m"]) and is_multirun(["--multirun"]) and not is_multirun(["x=-m"])
+
+
+def test_objective_is_the_beta_search_validation_accuracy():
+    rows = [{"beta": 0.2, "beta_curve": {"betas": [0.0, 0.2], "val_acc": [0.5, 0.7]}},
+            {"beta": 0.0, "beta_curve": {"betas": [0.0, 0.2], "val_acc": [0.9, 0.1]}}]  # fmt: skip
+    assert objective({"results": rows}, "beta_search/val_acc") == pytest.approx(0.8)
+    assert objective({"results": [{"beta": 0.1}]}, "beta_search/val_acc") is None  # fixed beta: nothing searched
+    assert objective({"results": rows}, "none") is None
+
+
+def test_plan_total_line_format():
+    line = format_total([{"proxy": (1, 3.6e7)}, {"evaluations": (2, 0.0)}], 10_000.0, False)
+    assert line == "plan: 2 jobs, 3 trainings, ~1.0 device-hours at 10,000 img/s (assumed)"
+
+
+def test_version_and_help(tmp_path):
+    from elfs.version import package_version
+
+    p = elfs(["--version"], tmp_path)
+    assert p.returncode == 0 and p.stdout.strip() == f"elfs {package_version()}"
+    p = elfs(["--help"], tmp_path)
+    assert p.returncode == 0 and p.stdout.startswith("elfs: ")
+    assert "plan=true" in p.stdout and "debug=smoke" in p.stdout and "debug_mode" not in p.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_user_error_in_a_run_is_one_line(tmp_path):
+    """Raised inside the Hydra task (the data is too small for k), not at composition: still one line, exit 2."""
+    p = elfs(["experiment=digits_quick", "knn.k=5000", "logger=none"], tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("elfs: error: ") and "knn.k" in p.stderr, p.stderr
+    assert "Error executing job" not in p.stderr
+
+
+def test_an_experiment_with_a_sweep_run_without_m_says_so(tmp_path):
+    p = elfs(["experiment=paper_cifar10", "plan=true"], tmp_path)
+    assert p.returncode == 0 and p.stdout.strip().splitlines()[-1].startswith("plan: 1 jobs"), p.stdout
+    p = elfs(["experiment=paper_cifar10", "debug=smoke", "selection.budget=2"], tmp_path)  # fails before work
+    said = [ln for ln in (p.stdout + p.stderr).splitlines() if "declares a sweep" in ln]
+    assert p.returncode == 2 and len(said) == 1 and "without -m" in said[0], p.stdout + p.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("table", sorted(PAPER_TABLES))
+def test_every_paper_table_plans_without_data(table, tmp_path, capsys, monkeypatch):
+    """`elfs -m experiment=<table> plan=true`: one line per job and the total, no dataset, no weights, no folder."""
+    monkeypatch.chdir(tmp_path)
+    plan_command(["-m", f"experiment={table}"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    jobs = [ln for ln in lines if ln.startswith("job ")]
+    assert lines[-1].startswith(f"plan: {len(jobs)} jobs, ") and lines[-1].endswith("img/s (assumed)")
+    if PAPER_TABLES[table]:
+        assert len(jobs) == PAPER_TABLES[table]
+    assert all("stages: " in ln and "N=" in ln for ln in jobs)
+    assert list(tmp_path.iterdir()) == []  # nothing written, nothing downloaded
+
+
+@pytest.mark.slow
+def test_sweep_as_typed_then_plan_then_a_failed_job(tmp_path):
+    """The issue's own command from an empty folder; then its plan finds every stage in the cache; then a sweep
+    with one job that fails (k larger than the data) still aggregates the other job and names the failed one."""
+    p = elfs(["-m", "+experiment=digits_quick", "selection.budget=0.1,0.3"], tmp_path, WANDB_MODE="disabled")
+    assert p.returncode == 0, p.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multiruns").glob("*/*")
+    assert sorted(d.name for d in sweep.iterdir() if d.is_dir()) == ["0_selection.budget=0.1", "1_selection.budget=0.3"]
+    rows = list(csv.DictReader((sweep / "summary.csv").read_text().splitlines()))
+    assert {r["budget"] for r in rows} == {"0.1", "0.3"}
+
+    p = elfs(["-m", "+experiment=digits_quick", "selection.budget=0.1,0.3", "plan=true"], tmp_path)
+    lines = p.stdout.strip().splitlines()
+    assert p.returncode == 0 and len(lines) == 3, p.stdout + p.stderr
+    for ln in lines[:2]:
+        assert "(compute)" not in ln and "embed (cached)" in ln and "trainings: none" in ln, ln
+    assert lines[2].startswith("plan: 2 jobs, 0 trainings")
+
+    p = elfs(["-m", "experiment=digits_quick", "selection.budget=0.3", "knn.k=20,5000"], tmp_path, WANDB_MODE="disabled")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "1 job(s) of the sweep failed" in p.stderr and "knn.k=5000" in p.stderr
+    second = max((tmp_path / "outputs" / "multiruns").glob("*/*"))
+    failed = json.loads((second / "1_knn.k=5000,selection.budget=0.3" / "failed.json").read_text())
+    assert failed["user_error"] and "knn.k" in failed["error"]
+    assert (second / "0_knn.k=20,selection.budget=0.3" / "results.json").is_file()
+    summary = (second / "summary.md").read_text()
+    assert "knn.k=5000" in summary and "0.3" in summary
