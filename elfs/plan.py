@@ -265,8 +265,9 @@ def format_total(new: Sequence[dict[str, tuple[int, float]]], rate: float, measu
     """The last line: jobs, distinct trainings and device-hours of the whole command."""
     trainings = sum(c for job in new for c, _ in job.values())
     hours = sum(images for job in new for _, images in job.values()) / rate / 3600.0
+    shown = f"{hours:.1f}" if hours >= 0.1 else f"{hours:.3f}"
     return (
-        f"plan: {len(new)} jobs, {trainings} trainings, ~{hours:.{1 if hours >= 0.1 else 3}f} device-hours at {rate:,.0f} img/s "
+        f"plan: {len(new)} jobs, {trainings} trainings, ~{shown} device-hours at {rate:,.0f} img/s "
         f"({'measured' if measured else 'assumed'})"
     )
 

@@ -110,7 +110,8 @@ def test_sweep_as_typed_then_plan_then_a_failed_job(tmp_path):
         assert "(compute)" not in ln and "embed (cached)" in ln and "trainings: none" in ln, ln
     assert lines[2].startswith("plan: 2 jobs, 0 trainings")
 
-    p = elfs(["-m", "experiment=digits_quick", "selection.budget=0.3", "knn.k=20,5000"], tmp_path, WANDB_MODE="disabled")
+    failing = ["-m", "experiment=digits_quick", "selection.budget=0.3", "knn.k=20,5000"]
+    p = elfs(failing, tmp_path, WANDB_MODE="disabled")
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert "1 job(s) of the sweep failed" in p.stderr and "knn.k=5000" in p.stderr
     second = max((tmp_path / "outputs" / "multiruns").glob("*/*"))

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from elfs.config import to_typed
-from elfs.errors import ConfigError
 from elfs.train import apply_debug_mode, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
