@@ -9,7 +9,11 @@ summary.csv / .md / .tex / .txt (mean ± std and n, final-checkpoint and best-of
 beside the best-of-run column, which is the metric the paper reports) and summary.png (accuracy against pruning
 rate per arm, the paper's points, a full-data line).
 
-Runs automatically at the end of `python -m elfs.train -m ...` (a Hydra callback), or by hand:
+A job that failed (its folder holds failed.json instead of results.json) is listed in a final "Failed jobs"
+section of summary.md / summary.txt; the other jobs are aggregated as usual.
+
+Runs automatically at the end of `python -m elfs.train -m ...` (a Hydra callback, which also logs the table and
+plot to one W&B run of the sweep's group, job_type "summary"), or by hand:
 `python -m elfs.aggregate DIR [DIR ...] [--out DIR]`.
 """
 
@@ -106,6 +110,26 @@ def collect(dirs: list[Path] | Path) -> tuple[list[dict[str, Any]], int]:
                 seen.add(r["eval_key"])
             rows.append(r)
     return rows, dropped
+
+
+def failed_jobs(dirs: list[Path] | Path) -> list[dict[str, Any]]:
+    """Every job folder below ``dirs`` holding a failed.json: {"job": folder, "overrides", "error", "type"}."""
+    dirs = [Path(dirs)] if isinstance(dirs, (str, Path)) else [Path(d) for d in dirs]
+    out = []
+    for path in sorted({p.resolve() for d in dirs for p in d.glob("**/failed.json")}):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            record = {"error": f"unreadable failed.json: {e}", "type": type(e).__name__}
+        out.append(
+            {
+                "job": str(path.parent),
+                "overrides": record.get("overrides", []),
+                "error": record.get("error"),
+                "type": record.get("type"),
+            }
+        )
+    return out
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -261,6 +285,28 @@ def format_latex(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _failed_entries(failed: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
+    """(job folder, error) per failed job; the folder relative to ``out`` where it lies below it."""
+    entries = []
+    for f in failed:
+        job, root = Path(f["job"]), Path(out).resolve()
+        error = f["error"] or "(no message)"
+        if f["type"] and not error.startswith(f"{f['type']}:"):
+            error += f" ({f['type']})"
+        entries.append((str(job.relative_to(root) if job.is_relative_to(root) else job), error))
+    return entries
+
+
+def format_failed(failed: list[dict[str, Any]], out: Path, *, markdown: bool = False) -> str:
+    """The final "Failed jobs" section of summary.md (markdown) or summary.txt; empty when none failed."""
+    if not failed:
+        return ""
+    entries = _failed_entries(failed, out)
+    if markdown:
+        return f"\n## Failed jobs ({len(entries)})\n\n" + "".join(f"- `{job}`: {err}\n" for job, err in entries)
+    return f"\nFailed jobs ({len(entries)}):\n" + "".join(f"  {job}: {err}\n" for job, err in entries)
+
+
 def plot_summary(summary: list[dict[str, Any]], path: Path) -> Path | None:
     """Accuracy against pruning rate per arm (best-of-run where every point has it, else final), one panel per
     dataset, with the paper's points (hollow, same colour) and the full-data line (ours dashed, paper dotted)."""
@@ -326,12 +372,16 @@ def plot_summary(summary: list[dict[str, Any]], path: Path) -> Path | None:
 
 
 def aggregate(dirs: list[Path] | Path, out: Path | None = None) -> list[dict[str, Any]]:
-    """Write summary.{csv,md,tex,txt,png} into ``out`` (default: the first folder); return the summary rows."""
+    """Write summary.{csv,md,tex,txt,png} into ``out`` (default: the first folder), with the failed jobs (each
+    with a failed.json) as a final section of summary.md and summary.txt; return the summary rows."""
     dirs = [Path(dirs)] if isinstance(dirs, (str, Path)) else [Path(d) for d in dirs]
     out = Path(out) if out is not None else dirs[0]
     rows, dropped = collect(dirs)
     summary = summarise(rows)
+    failed = failed_jobs(dirs)
     if not summary:
+        if failed:  # every job failed: the summary is the list of failures
+            _write_failed_only(failed, out)
         return summary
     out.mkdir(parents=True, exist_ok=True)
     fields = [k for k in summary[0]]
@@ -343,21 +393,66 @@ def aggregate(dirs: list[Path] | Path, out: Path | None = None) -> list[dict[str
         f"{len(rows)} evaluation(s) from {len({r['job'] for r in rows})} job(s); {dropped} shared evaluation(s) "
         f"counted once. Paper columns: {paper_source()}, best-of-run accuracy, compared with our best-of-run column."
     )
-    (out / "summary.md").write_text(format_markdown(summary) + "\n\n" + note + "\n")
+    md_failed, txt_failed = format_failed(failed, out, markdown=True), format_failed(failed, out)
+    (out / "summary.md").write_text(format_markdown(summary) + "\n\n" + note + "\n" + md_failed)
     (out / "summary.tex").write_text(format_latex(summary) + "\n")
-    (out / "summary.txt").write_text(format_summary(summary) + "\n" + note + "\n")
+    (out / "summary.txt").write_text(format_summary(summary) + "\n" + note + "\n" + txt_failed)
     plot_summary(summary, out / "summary.png")
     return summary
 
 
+def _write_failed_only(failed: list[dict[str, Any]], out: Path) -> None:
+    """summary.md / summary.txt of a set of jobs that all failed: no table, the failures."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text("No job finished." + "\n" + format_failed(failed, out, markdown=True))
+    (out / "summary.txt").write_text("No job finished." + "\n" + format_failed(failed, out))
+
+
 class AggregateOnMultirunEnd(Callback):
-    """Hydra callback: after a sweep, aggregate its jobs' results into the sweep folder and print the table."""
+    """Hydra callback: after a sweep, aggregate its jobs' results into the sweep folder, print the table, and log
+    the table and plot to W&B (one more run of the sweep's group, job_type "summary") when the jobs use W&B."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)
         summary = aggregate(sweep)
         if summary:
             print(f"\nsweep summary ({sweep / 'summary.md'})\n" + format_summary(summary), flush=True)
+        try:
+            log_summary_to_wandb(config, sweep, summary)
+        except Exception as e:  # the jobs and the summary files are done: a W&B hiccup must not fail the sweep
+            print(f"elfs: warning: the sweep summary was not logged to W&B: {e}", file=sys.stderr, flush=True)
+
+
+def log_summary_to_wandb(config, sweep: Path, summary: list[dict[str, Any]]) -> None:
+    """The sweep's summary as one W&B run (files under the sweep folder, as each job's under its own), in the
+    jobs' project and group; nothing unless logger.name is wandb and WANDB_MODE is not disabled."""
+    from dataclasses import replace
+
+    from elfs.tracking import RunLoggers, sweep_group
+
+    cfg = _logger_config(config)
+    failed = failed_jobs(sweep)
+    if cfg is None or cfg.name != "wandb" or cfg.mode == "disabled" or not (summary or failed):
+        return
+    cfg = replace(cfg, job_type="summary")
+    group = sweep_group(config.get("name") or "elfs", sweep)
+    run = RunLoggers(cfg, sweep, config={"sweep_dir": str(sweep)}, run_name="summary", group=group)
+    try:
+        run.log_sweep_summary(summary, sweep / "summary.png", failed)
+    finally:
+        run.finish()
+
+
+def _logger_config(config):
+    """The sweep's logger settings as a resolved LoggerConfig (None when the config has no logger group)."""
+    from omegaconf import OmegaConf
+
+    from elfs.config import LoggerConfig
+
+    node = config.get("logger") if hasattr(config, "get") else None
+    if node is None:
+        return None
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LoggerConfig), node))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,10 +468,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"elfs: error: not a folder: {', '.join(missing)}", file=sys.stderr)
         return 2
     summary = aggregate(args.dirs, args.out)
+    failed = failed_jobs(args.dirs)
     if not summary:
+        if failed:
+            print(format_failed(failed, args.out or args.dirs[0]).strip(), file=sys.stderr)
         print(f"elfs: error: no labelled results.json below {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 2
-    print(format_summary(summary))
+    print(format_summary(summary) + format_failed(failed, args.out or args.dirs[0]).rstrip())
     print(f"written: {(args.out or args.dirs[0]) / 'summary.md'} (.csv, .tex, .txt, .png beside it)")
     return 0
 

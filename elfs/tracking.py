@@ -2,7 +2,10 @@
 
 W&B is opened once per job inside the run folder and closed with `finish()` (Hydra multirun runs all jobs in
 one process; without finish() the next job would log into this run). Each stage gets its own Lightning logger
-over that run, with the stage name as prefix, so curves of different stages never mix.
+over that run, with the stage name as prefix, so curves of different stages never mix. Every job also logs the
+same headline keys (summary `acc`, `best_acc`, `beta`; config `method`, `score`, `budget`, `encoder`, `dataset`),
+so one W&B table of a sweep sorts and plots without per-arm columns. Without the `wandb` package the CSV logger
+takes over (`pip install "elfs[wandb]"`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,24 @@ from typing import Any
 from elfs.config import LoggerConfig
 
 log = logging.getLogger(__name__)
+
+#: where the run config keeps the dataset group, so that its top-level `dataset` column is the dataset's name
+DATASET_GROUP_KEY = "dataset_config"
+#: files of the run folder that travel in every artifact of the run (beside the arm's coreset)
+RUN_FILES = ("results.json", "scores.npz")
+_WARNED_NO_WANDB: list[bool] = []  # the missing-wandb warning is printed once per process (a sweep's jobs share one)
+
+
+def wandb_available() -> bool:
+    """Whether `import wandb` works; if not, one warning line (per process) naming the extra that installs it."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError as e:
+        if not _WARNED_NO_WANDB:
+            _WARNED_NO_WANDB.append(True)
+            log.warning('W&B is not installed (%s): logging to CSV instead; pip install "elfs[wandb]" to get W&B', e)
+        return False
+    return True
 
 
 class RunLoggers:
@@ -35,16 +56,20 @@ class RunLoggers:
         if cfg.name == "wandb" and cfg.mode == "disabled":
             log.info("WANDB_MODE=disabled: logging training curves to CSV in %s", self.run_dir / "csv")
             self.kind = "csv"
+        if self.kind == "wandb" and not wandb_available():
+            self.kind = "csv"
         if self.kind == "wandb":
             import wandb
 
             os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")
             self.run = wandb.init(
                 project=cfg.project,
+                entity=cfg.entity,
                 group=cfg.group or group,
+                job_type=cfg.job_type,
                 mode=cfg.mode,
                 dir=str(self.run_dir),
-                config=config,
+                config=with_columns(config),
                 tags=list(cfg.tags),
                 name=run_name,
                 reinit="finish_previous",
@@ -74,6 +99,8 @@ class RunLoggers:
         import wandb
 
         self.run.summary.update(summary_metrics(results))
+        self.run.summary.update(headline_metrics(results))
+        self.run.config.update(result_columns(results), allow_val_change=True)
         table = wandb.Table(
             columns=["budget", "pruning_rate", "arm", "beta", "acc_mean", "acc_std", "best_mean", "uses_ground_truth"]
         )
@@ -99,6 +126,25 @@ class RunLoggers:
                 art.add_file(str(f))
             self.run.log_artifact(art)
 
+    def log_sweep_summary(self, summary: list[dict[str, Any]], plot: Path | None, failed: list[dict[str, Any]]) -> None:
+        """A sweep's summary rows (summary.csv) as a table, summary.png as an image, and the failed jobs if any."""
+        if self.run is None:
+            return
+        import wandb
+
+        if summary:
+            columns = list(summary[0])
+            rows = [[row.get(c) for c in columns] for row in summary]
+            self.run.log({"summary_table": wandb.Table(columns=columns, data=rows, allow_mixed_types=True)})
+        if plot is not None and Path(plot).is_file():
+            self.run.log({"summary_plot": wandb.Image(str(plot))})
+        if failed:
+            table = wandb.Table(columns=["job", "type", "error"])
+            for f in failed:
+                table.add_data(Path(f["job"]).name, f.get("type"), f.get("error"))
+            self.run.log({"failed_jobs": table})
+        self.run.summary.update({"jobs_failed": len(failed), "summary_rows": len(summary)})
+
     def finish(self) -> None:
         if self.run is not None:
             import wandb
@@ -106,6 +152,75 @@ class RunLoggers:
             self.run.finish()
             wandb.finish()
             self.run = None
+
+
+def sweep_group(name: str, sweep_dir: Path) -> str:
+    """The W&B group of every job of one sweep (and of its summary run): '<name>/<sweep folder>'."""
+    sweep_dir = Path(sweep_dir)
+    return f"{name}/{sweep_dir.parent.name}/{sweep_dir.name}"
+
+
+def _first(budget: Any) -> Any:
+    return budget[0] if isinstance(budget, (list, tuple)) and budget else budget
+
+
+def with_columns(config: dict | None) -> dict | None:
+    """The W&B run config with the sortable columns at its top level, as configured (log_results replaces them
+    with what the job ran); the dataset group moves to ``dataset_config`` so that ``dataset`` is the name. A config
+    without a selection group (a sweep's summary run) is left as it is."""
+    if not config or "selection" not in config:
+        return config
+    out = dict(config)
+    sel, backbone, data = out.get("selection") or {}, out.get("backbone") or {}, out.get("dataset")
+    if isinstance(data, dict):
+        out[DATASET_GROUP_KEY] = out.pop("dataset")
+    columns = {
+        "method": sel.get("method"),
+        "score": sel.get("score"),
+        "budget": _first(sel.get("budget")),
+        "encoder": backbone.get("name"),
+        "dataset": data.get("name") if isinstance(data, dict) else data,
+    }
+    return {**out, **columns}
+
+
+def _own_arm(results: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """The job's own selection arm, and its first feasible budget's row and entry (None when not evaluated)."""
+    sel = results.get("selection") or {}
+    arm = sel.get("arm") or sel.get("method")
+    rows = results.get("results") or []
+    for row in rows:
+        if arm in row.get("methods", {}):
+            return arm, row, row["methods"][arm]
+    return arm, (rows[0] if rows else None), None
+
+
+def headline_metrics(results: dict[str, Any]) -> dict[str, Any]:
+    """`acc`, `best_acc`, `beta` of the job's own arm at its first feasible budget (absent where it has none):
+    the same summary keys in every job, whatever the arm, so a sweep's table sorts by them."""
+    _, row, m = _own_arm(results)
+    if row is None:
+        return {}
+    values = {
+        "acc": m.get("acc_mean") if m else None,
+        "best_acc": m.get("best_mean") if m else None,
+        "beta": m.get("beta") if m else row.get("beta"),
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def result_columns(results: dict[str, Any]) -> dict[str, Any]:
+    """The run config's sortable columns as the job ran: its arm, that arm's score, the first feasible budget,
+    the encoder (backbone) and the dataset."""
+    arm, row, m = _own_arm(results)
+    sel = results.get("selection") or {}
+    return {
+        "method": arm,
+        "score": m.get("score") if m else sel.get("score"),
+        "budget": row["budget"] if row else None,
+        "encoder": results.get("backbone"),
+        "dataset": results.get("dataset"),
+    }
 
 
 def summary_metrics(results: dict[str, Any]) -> dict[str, Any]:
@@ -131,8 +246,10 @@ def summary_metrics(results: dict[str, Any]) -> dict[str, Any]:
 
 def coreset_artifacts(results: dict[str, Any], run_dir: Path) -> list[tuple[str, dict[str, Any], list[Path]]]:
     """(name, metadata, files) of one artifact per (dataset, encoder, arm): that arm's kept indices at every budget
-    and seed (an .npz written into the run folder), with beta, budget, score direction and N in the metadata.
-    The name repeats across runs, so W&B versions it."""
+    and seed (an .npz written into the run folder), with beta, budget, score direction and N in the metadata, plus
+    the run's results.json and scores.npz, so that every artifact of a run says how it was made. Unlabelled data
+    (nothing evaluated) gets one artifact, of the job's own method. The name repeats across runs, so W&B
+    versions it."""
     import re
 
     import numpy as np
@@ -150,6 +267,9 @@ def coreset_artifacts(results: dict[str, Any], run_dir: Path) -> list[tuple[str,
             a = arms.setdefault(arm, {"m": m, "budgets": [], "beta": {}})
             a["budgets"].append(row["budget"])
             a["beta"][f"{row['budget']:g}"] = m.get("beta")
+    if not arms and results.get("selection"):
+        arms = _unevaluated_arm(results)
+    run_files = [Path(run_dir) / f for f in RUN_FILES if (Path(run_dir) / f).is_file()]
     out = []
     folder = Path(run_dir) / "artifacts"
     for arm, a in arms.items():
@@ -178,5 +298,26 @@ def coreset_artifacts(results: dict[str, Any], run_dir: Path) -> list[tuple[str,
             "seeds": m.get("seeds"),
             "code_version": results.get("code_version"),
         }
-        out.append((name, meta, [f]))
+        out.append((name, meta, [f, *run_files]))
     return out
+
+
+def _unevaluated_arm(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The job's own method as coreset_artifacts' one arm when nothing was evaluated (its coresets are stored
+    under the method's name, one per budget)."""
+    sel = results["selection"]
+    m = {
+        "method": sel["method"],
+        "score": sel.get("score"),
+        "labels": sel.get("labels"),
+        "uses_ground_truth": sel.get("uses_ground_truth", False),
+        "backbone": results.get("backbone"),
+    }
+    rows = results.get("results") or []
+    return {
+        sel["method"]: {
+            "m": m,
+            "budgets": [r["budget"] for r in rows],
+            "beta": {f"{r['budget']:g}": r.get("beta") for r in rows},
+        }
+    }

