@@ -275,9 +275,11 @@ def format_total(new: Sequence[dict[str, tuple[int, float]]], rate: float, measu
 # -------------------------------------------------------------------------------------------- the command
 
 
-def _job_configs(args: Sequence[str]) -> list[tuple[list[str], Any]]:
+def job_configs(args: Sequence[str], *, compose_each: bool = False) -> list[tuple[list[str], Any]]:
     """Every job's overrides and composed config, as Hydra's basic sweeper would launch them (one job without
-    -m), with hydra.runtime.output_dir set so the paths resolve; nothing is created on disk."""
+    -m), with hydra.runtime.output_dir set so the paths resolve; nothing is created on disk. Jobs that choose the
+    same config groups share one composition and get their values applied on a copy (``compose_each`` composes
+    every job from scratch, as the sweep will: the test that both agree uses it)."""
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -307,8 +309,29 @@ def _job_configs(args: Sequence[str]) -> list[tuple[list[str], Any]]:
             job_overrides = [list(j) for batch in BasicSweeper.split_arguments(parsed, None) for j in batch]
         else:
             job_overrides = [overrides]
+        composed: dict[tuple[str, ...], Any] = {}  # by the job's group choices: 6 compositions, not 90
         for num, job in enumerate(job_overrides):
-            cfg = loader.load_sweep_config(master, job) if multirun else master.copy()
+            if multirun and compose_each:
+                cfg = loader.load_sweep_config(master, job)
+            elif multirun:
+                from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+
+                parsed = OverridesParser.create(config_loader=loader).parse_overrides(job)
+                groups = tuple(o.input_line for o in parsed if _is_group(loader, o.key_or_group))
+                if groups not in composed:
+                    composed[groups] = loader.load_sweep_config(master, list(groups))
+                cfg = composed[groups].copy()
+                with open_dict(cfg):  # the job's values over its composition, as Hydra applies them last
+                    ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if o.input_line not in groups], cfg)
+                    names = cfg.hydra.job.config.override_dirname
+                    cfg.hydra.job.override_dirname = get_overrides_dirname(
+                        [o for o in parsed if not o.is_hydra_override()],
+                        kv_sep=names.kv_sep,
+                        item_sep=names.item_sep,
+                        exclude_keys=names.exclude_keys,
+                    )
+            else:
+                cfg = master.copy()
             with open_dict(cfg):
                 cfg.hydra.job.num = num
                 cfg.hydra.job.id = str(num)
@@ -322,6 +345,11 @@ def _job_configs(args: Sequence[str]) -> list[tuple[list[str], Any]]:
             jobs.append((shown, cfg))
     GlobalHydra.instance().clear()
     return jobs
+
+
+def _is_group(loader: Any, key: str) -> bool:
+    """Whether an override chooses a config group option (composition) rather than sets a value."""
+    return loader.repository.group_exists(key) or loader.repository.group_exists(key.replace(".", "/"))
 
 
 def check_job(cfg: Any) -> ElfsConfig:
@@ -348,7 +376,7 @@ def print_plan(plans: Sequence[JobPlan], root_dir: str) -> None:
 def plan_command(args: Sequence[str]) -> None:
     """`elfs [-m] ... plan=true`: compose and validate every job, print its plan line and the total; exit 0."""
     plans, root = [], "."
-    for overrides, cfg in _job_configs(args):
+    for overrides, cfg in job_configs(args):
         conf = check_job(cfg)
         root = conf.paths.root_dir
         plans.append(plan_job(conf, overrides))

@@ -92,6 +92,26 @@ def test_every_paper_table_plans_without_data(table, tmp_path, capsys, monkeypat
     assert list(tmp_path.iterdir()) == []  # nothing written, nothing downloaded
 
 
+def test_plan_shares_compositions_faithfully(tmp_path, monkeypatch):
+    """Jobs that choose the same groups share one composition with their values applied on a copy: the typed
+    configs equal those of composing every job from scratch, as the sweep will."""
+    from elfs.config import to_typed
+    from elfs.plan import job_configs
+
+    monkeypatch.chdir(tmp_path)
+    args = ["-m", "experiment=paper_temi_vs_kmeans", "selection.budget=0.1,0.5", "cluster=temi,kmeans"]
+    fast, slow = job_configs(args), job_configs(args, compose_each=True)
+    assert [o for o, _ in fast] == [o for o, _ in slow] and len(fast) == 2 * 2 * 3
+    budgets = set()
+    for (_, a), (_, b) in zip(fast, slow, strict=True):
+        ta, tb = to_typed(a), to_typed(b)
+        assert Path(ta.paths.output_dir).name == Path(tb.paths.output_dir).name  # the job folder; the sweep's
+        ta.paths.output_dir = tb.paths.output_dir  # timestamp differs between the two calls
+        assert ta == tb
+        budgets.add((ta.cluster.method, ta.selection.budget))
+    assert budgets == {(m, b) for m in ("temi", "kmeans") for b in (0.1, 0.5)}
+
+
 @pytest.mark.slow
 def test_sweep_as_typed_then_plan_then_a_failed_job(tmp_path):
     """The issue's own command from an empty folder; then its plan finds every stage in the cache; then a sweep

@@ -55,7 +55,7 @@ def classify(line: str) -> tuple[str, dict[str, str]]:
         return "install", {}
     if words[0] == "export" or head == "source .venv/bin/activate":
         return "environment", {}
-    train = words[0] == "elfs" or head.startswith("python -m elfs.train")
+    train = words[0] == "elfs" or head.startswith(("python -m elfs.train", ".venv/bin/python -m elfs.train"))
     if train and ("plan=true" in words or "--help" in words or "--version" in words):
         return "run", {}
     if train and PLANNED.search(" " + line + " "):
