@@ -20,7 +20,6 @@ from elfs.config import LoggerConfig
 log = logging.getLogger(__name__)
 
 #: where the run config keeps the dataset group, so that its top-level `dataset` column is the dataset's name
-DATASET_GROUP_KEY = "dataset_config"
 #: files of the run folder that travel in every artifact of the run (beside the arm's coreset)
 RUN_FILES = ("results.json", "scores.npz")
 _WARNED_NO_WANDB: list[bool] = []  # the missing-wandb warning is printed once per process (a sweep's jobs share one)
@@ -166,20 +165,17 @@ def _first(budget: Any) -> Any:
 
 def with_columns(config: dict | None) -> dict | None:
     """The W&B run config with the sortable columns at its top level, as configured (log_results replaces them
-    with what the job ran); the dataset group moves to ``dataset_config`` so that ``dataset`` is the name. A config
-    without a selection group (a sweep's summary run) is left as it is."""
+    with what the job ran); the groups stay as they are (the dataset's name is `dataset.name`). A config without a
+    selection group (a sweep's summary run) is left as it is."""
     if not config or "selection" not in config:
         return config
     out = dict(config)
-    sel, backbone, data = out.get("selection") or {}, out.get("backbone") or {}, out.get("dataset")
-    if isinstance(data, dict):
-        out[DATASET_GROUP_KEY] = out.pop("dataset")
+    sel, backbone = out.get("selection") or {}, out.get("backbone") or {}
     columns = {
         "method": sel.get("method"),
         "score": sel.get("score"),
         "budget": _first(sel.get("budget")),
         "encoder": backbone.get("name"),
-        "dataset": data.get("name") if isinstance(data, dict) else data,
     }
     return {**out, **columns}
 
@@ -211,7 +207,7 @@ def headline_metrics(results: dict[str, Any]) -> dict[str, Any]:
 
 def result_columns(results: dict[str, Any]) -> dict[str, Any]:
     """The run config's sortable columns as the job ran: its arm, that arm's score, the first feasible budget,
-    the encoder (backbone) and the dataset."""
+    and the encoder (backbone)."""
     arm, row, m = _own_arm(results)
     sel = results.get("selection") or {}
     return {
@@ -219,7 +215,6 @@ def result_columns(results: dict[str, Any]) -> dict[str, Any]:
         "score": m.get("score") if m else sel.get("score"),
         "budget": row["budget"] if row else None,
         "encoder": results.get("backbone"),
-        "dataset": results.get("dataset"),
     }
 
 

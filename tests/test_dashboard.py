@@ -114,8 +114,7 @@ def test_headline_keys_and_columns_are_the_jobs_own_arm_at_its_first_budget():
     res = _results("supervised_ccs")
     assert headline_metrics(res) == {"acc": 0.8, "best_acc": pytest.approx(0.81), "beta": 0.2}
     cols = result_columns(res)
-    assert cols == {"method": "supervised_ccs", "score": "aum", "budget": 0.3, "encoder": "efficientnet_lite0",
-                    "dataset": "toy"}  # fmt: skip
+    assert cols == {"method": "supervised_ccs", "score": "aum", "budget": 0.3, "encoder": "efficientnet_lite0"}
     unlabelled = {**res, "labelled": False, "results": [{"budget": 0.5, "beta": 0.1, "methods": {}}]}
     assert headline_metrics(unlabelled) == {"beta": 0.1} and result_columns(unlabelled)["budget"] == 0.5
     assert headline_metrics({**res, "results": []}) == {}
@@ -137,9 +136,8 @@ def test_a_job_logs_headline_keys_config_columns_and_its_files(tmp_path, offline
     rec = _read(_run_file(job))
     assert rec["run"].job_type == "train" and rec["run"].run_group == "elfs/sweep/1" and rec["run"].project == "dash"
     c = rec["config"]
-    assert (c["method"], c["score"], c["budget"], c["encoder"], c["dataset"]) == (
-        "double_end", "aum", 0.3, "efficientnet_lite0", "toy")  # fmt: skip
-    assert c["dataset_config"] == {"name": "toy", "max_train": None} and c["seed"] == 0
+    assert (c["method"], c["score"], c["budget"], c["encoder"]) == ("double_end", "aum", 0.3, "efficientnet_lite0")
+    assert c["dataset"] == {"name": "toy", "max_train": None} and c["seed"] == 0
     s = rec["summary"]
     assert s["acc"] == 0.8 and s["best_acc"] == pytest.approx(0.81) and s["beta"] == 0.2
     assert s["acc/double_end/budget=0.3"] == 0.8 and s["acc/random/budget=0.5"] == pytest.approx(0.8)

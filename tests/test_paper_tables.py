@@ -347,7 +347,6 @@ def test_tiny_sweep_over_two_methods_and_two_scores(tmp_path, elfs_cli):
             "debug",
             "plan",
             "optimized_metric",
-            "dataset_config",
             "method",
             "score",
             "budget",
