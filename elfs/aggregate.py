@@ -127,6 +127,7 @@ def failed_jobs(dirs: list[Path] | Path) -> list[dict[str, Any]]:
                 "overrides": record.get("overrides", []),
                 "error": record.get("error"),
                 "type": record.get("type"),
+                "user_error": bool(record.get("user_error")),
             }
         )
     return out
@@ -412,8 +413,11 @@ class AggregateOnMultirunEnd(Callback):
     """Hydra callback: after a sweep, aggregate its jobs' results into the sweep folder, print the table, and log
     the table and plot to W&B (one more run of the sweep's group, job_type "summary") when the jobs use W&B."""
 
+    last_sweep: Path | None = None  # read by elfs.train.cli: which jobs of the sweep failed (any launcher)
+
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)
+        AggregateOnMultirunEnd.last_sweep = sweep
         summary = aggregate(sweep)
         if summary:
             print(f"\nsweep summary ({sweep / 'summary.md'})\n" + format_summary(summary), flush=True)

@@ -351,6 +351,10 @@ def cli(argv: Sequence[str] | None = None) -> None:
 
     def hydra_then_job_errors() -> None:
         _TASK_ERRORS.clear()
+        if is_multirun(args):
+            from elfs.aggregate import AggregateOnMultirunEnd
+
+            AggregateOnMultirunEnd.last_sweep = None
         main()
         _raise_job_errors(is_multirun(args))
 
@@ -358,18 +362,25 @@ def cli(argv: Sequence[str] | None = None) -> None:
 
 
 def _raise_job_errors(multirun: bool) -> None:
-    """Re-raise a single run's error for run_guarded; for a sweep, one line naming the failed jobs (exit 2 when
-    every failure is a user error, else 1), after the others were aggregated."""
-    if not _TASK_ERRORS:
-        return
+    """Re-raise a single run's error for run_guarded; after a sweep, one line naming the jobs that failed (each
+    left a failed.json, also on SLURM where the jobs ran elsewhere): exit 2 when every failure is a user error,
+    else 1. The other jobs finished and were aggregated before this."""
     if not multirun:
-        raise _TASK_ERRORS[0][1]
-    failed = [f"{Path(job).name}: {one_line(e)}" for job, e in _TASK_ERRORS]
-    code = 2 if all(_is_user_error(e) for _, e in _TASK_ERRORS) else 1
-    sweep = Path(_TASK_ERRORS[0][0]).parent
-    raise JobsFailed(
-        f"{len(failed)} job(s) of the sweep failed (the others are in {sweep}/summary.md): " + "; ".join(failed), code
-    )
+        if _TASK_ERRORS:
+            raise _TASK_ERRORS[0][1]
+        return
+    from elfs.aggregate import AggregateOnMultirunEnd, failed_jobs
+
+    sweep = AggregateOnMultirunEnd.last_sweep
+    failed = failed_jobs(sweep) if sweep is not None else []
+    if not failed and _TASK_ERRORS:  # no callback ran (a custom hydra config): what this process saw
+        failed = [{"job": job, "error": one_line(e), "user_error": _is_user_error(e)} for job, e in _TASK_ERRORS]
+    if not failed:
+        return
+    code = 2 if all(f["user_error"] for f in failed) else 1
+    where = f" (the others are in {sweep}/summary.md)" if sweep is not None else ""
+    named = "; ".join(f"{Path(f['job']).name}: {f['error']}" for f in failed)
+    raise JobsFailed(f"{len(failed)} job(s) of the sweep failed{where}: {named}", code)
 
 
 def run_guarded(fn) -> None:
