@@ -417,3 +417,39 @@ def test_fit_temi_validates_shapes(data):
         fit_temi(x, knn[:-1], 5, TEMI_CFG, **FIT_KW)
     with pytest.raises(ValueError, match="knn_idx entries"):
         fit_temi(x, knn + 600, 5, TEMI_CFG, **FIT_KW)
+
+
+_DDP_TEMI = """
+import sys, dataclasses, numpy as np, torch
+sys.path.insert(0, sys.argv[2])
+from test_cluster_module import _mixture, TEMI_CFG
+from elfs.cluster import fit_temi
+torch.set_num_threads(1)
+x, knn, _ = _mixture(n=640)
+cfg = dataclasses.replace(TEMI_CFG, epochs=4, batch_size=128)
+r = fit_temi(x, knn, 5, cfg, seed=0, trainer_kwargs=dict(strategy="ddp_fork", accelerator="cpu", devices=2))
+np.savez(f"{sys.argv[1]}/temi.npz", head_losses=r.head_losses, best_head=r.best_head, labels=r.pseudo_labels)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_one_process_head_losses_and_head(tmp_path, one_torch_thread):
+    """TEMI's epoch sums are every rank's, reduced once an epoch: with 2 DDP processes the per-head losses and the
+    chosen head are those of 1 process (they were rank 0's alone while the sums were DDP-broadcast buffers)."""
+    import os
+    import subprocess
+    import sys
+
+    x, knn, _ = _mixture(n=640)
+    cfg = dataclasses.replace(TEMI_CFG, epochs=4, batch_size=128)
+    one = fit_temi(x, knn, 5, cfg, **FIT_KW)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    here = str(Path(__file__).parent)
+    res = subprocess.run(
+        [sys.executable, "-c", _DDP_TEMI, str(tmp_path), here], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    two = np.load(tmp_path / "temi.npz")
+    np.testing.assert_allclose(two["head_losses"], one.head_losses, rtol=1e-4, atol=1e-5)
+    assert int(two["best_head"]) == one.best_head
+    assert np.mean(two["labels"] == one.pseudo_labels) >= 0.99

@@ -270,9 +270,9 @@ class TEMIModule(L.LightningModule):
         self.register_buffer("marginal", torch.full((num_heads, num_clusters), 1.0 / num_clusters))
         self.register_buffer("best_head", torch.tensor(0, dtype=torch.int64))
         self.register_buffer("head_losses", torch.full((num_heads,), float("nan")))  # last finished epoch
-        self.register_buffer("_epoch_head_sum", torch.zeros(num_heads, dtype=torch.float64), persistent=False)
-        self.register_buffer("_epoch_loss_sum", torch.zeros((), dtype=torch.float64), persistent=False)
-        self.register_buffer("_epoch_count", torch.zeros((), dtype=torch.float64), persistent=False)
+        # this rank's epoch sums: per-head losses, the total loss, the step count. A plain tensor, not a buffer:
+        # DDP overwrites buffers with rank 0's before every step, which made them rank 0's sums alone.
+        self._epoch_sums = torch.zeros(num_heads + 2, dtype=torch.float64)
         self.loss_curve: list[float] = []
         self._ema_it = 0
         self._total_iters = 1
@@ -335,9 +335,10 @@ class TEMIModule(L.LightningModule):
             probs_momentum=c.probs_momentum,
         )
         self.marginal.copy_(out.marginal)
-        self._epoch_head_sum += out.head_losses.to(torch.float64)
-        self._epoch_loss_sum += out.loss.detach().to(torch.float64)
-        self._epoch_count += 1
+        sums = self._epoch_sums
+        sums[:-2] += out.head_losses.detach().to(sums)
+        sums[-2] += out.loss.detach().to(sums)
+        sums[-1] += 1
         self.log("train/loss", out.loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=b)
         return out.loss
 
@@ -346,9 +347,7 @@ class TEMIModule(L.LightningModule):
         self._total_iters = self._total_steps()
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_head_sum.zero_()
-        self._epoch_loss_sum.zero_()
-        self._epoch_count.zero_()
+        self._epoch_sums = torch.zeros_like(self._epoch_sums, device=self.device)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # Freeze the last (weight-normalised) layer during the first epochs: no grad -> AdamW skips it entirely.
@@ -374,7 +373,7 @@ class TEMIModule(L.LightningModule):
         torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
 
     def on_train_epoch_end(self) -> None:
-        sums = torch.cat([self._epoch_head_sum, self._epoch_loss_sum.view(1), self._epoch_count.view(1)])
+        sums = self._epoch_sums.clone()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(sums, op=dist.ReduceOp.SUM)
         count = float(sums[-1])
