@@ -148,12 +148,17 @@ def resolve_backend(backend: str) -> str:
     on the CPU; other names are returned as they are. Both exact backends give the same neighbours (up to ties)."""
     if backend != "auto":
         return backend
-    import faiss
     import torch
 
+    if not torch.cuda.is_available():
+        return "faiss"
+    try:  # faiss only to ask whether it has GPUs: a GPU box without faiss runs the torch backend
+        import faiss
+    except ImportError:
+        return "torch"
     if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:  # pragma: no cover - needs faiss-gpu
         return "faiss"
-    return "torch" if torch.cuda.is_available() else "faiss"
+    return "torch"
 
 
 def knn(

@@ -78,6 +78,30 @@ def check_devices(conf: ElfsConfig) -> None:
         )
 
 
+def check_processes(conf: ElfsConfig) -> None:
+    """Checks that need the number of DDP processes, also when trainer.devices is -1 / "auto" (counted from the
+    visible devices): every global batch splits evenly, and torch.compile is not combined with SyncBatchNorm."""
+    from elfs.distributed import planned_processes
+
+    t = conf.trainer
+    world = planned_processes(t.devices, t.accelerator, t.num_nodes)
+    if world == 1:
+        return
+    for key in ("cluster", "dynamics", "evaluate"):
+        bs = getattr(conf, key).batch_size
+        if bs % world:
+            raise ConfigError(
+                f"{key}.batch_size={bs} is the global batch, split across trainer.devices={t.devices!r} x "
+                f"trainer.num_nodes={t.num_nodes} = {world} processes; make it a multiple of {world}"
+            )
+    compiled = [k for k in ("dynamics", "evaluate") if getattr(conf, k).compile]
+    if compiled and t.sync_batchnorm:
+        raise ConfigError(
+            f"{compiled[0]}.compile=true with trainer.sync_batchnorm=true under DDP ({world} processes): torch.compile "
+            f"fails on SyncBatchNorm; set {compiled[0]}.compile=false or trainer.sync_batchnorm=false"
+        )
+
+
 def check_config(conf: ElfsConfig, *, weights: bool = True, devices: bool = True) -> None:
     """Everything that can be checked before loading data: ranges, names, devices, input files, weights."""
     conf.validate()
@@ -92,6 +116,8 @@ def check_config(conf: ElfsConfig, *, weights: bool = True, devices: bool = True
                 f"trainer.num_nodes={conf.trainer.num_nodes} needs a cluster launcher to start the other nodes' "
                 f"ranks (+launcher=slurm_ddp, srun or torchrun); started by hand, use trainer.num_nodes=1"
             )
+    if devices:
+        check_processes(conf)
     sel = conf.selection
     if "d2" in [sel.method, *sel.baselines] and sel.d2_k > conf.knn.k:
         raise ConfigError(
