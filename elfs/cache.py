@@ -196,6 +196,48 @@ class ArtifactCache:
         key = self.key(stage, config, inputs)
         zero = distributed.is_zero()
         art = self.load(stage, key) if zero else None
+        lock = None
+        if zero and art is None:  # one computation per key: another job may be computing this very entry
+            lock = self._lock(stage, key)
+            art = self.load(stage, key)  # written by that job while this one waited
+        try:
+            described = {"config": dict(config), "inputs": dict(inputs)}
+            return self._run_locked(stage, key, art, compute, described, label=label, every_rank=every_rank)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _lock(self, stage: str, key: str):
+        """Hold ``<cache>/.locks/<stage>-<key>.lock`` (an OS file lock, flock: the kernel releases it when its process
+        dies, so a killed run leaves no stale lock), waiting, with one log line, while another process computes the
+        same entry. The small lock files stay (deleting one that a waiter holds open would let two processes in)."""
+        from filelock import FileLock, Timeout
+
+        folder = self.root / ".locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder / f"{stage}-{key}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("stage %-12s another process is computing %s; waiting for it", stage, key)
+            lock.acquire()
+        return lock
+
+    def _run_locked(
+        self,
+        stage: str,
+        key: str,
+        art: Artifact | None,
+        compute: Callable[[], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]],
+        described: Mapping[str, Any],
+        *,
+        label: str | None,
+        every_rank: bool,
+    ) -> Artifact:
+        """The hit-or-miss decision (rank 0's, for every rank) and, on a miss, the computation and the entry."""
+        from elfs import distributed
+
+        zero = distributed.is_zero()
         hit, key = distributed.from_zero((art is not None, key))  # rank 0's entry, whatever another rank would name
         if hit:
             art = art or self._load_written(stage, key)
@@ -206,7 +248,7 @@ class ArtifactCache:
                 arrays, extra = compute()
             seconds = time.perf_counter() - t0
             if zero:
-                meta = {"config": dict(config), "inputs": dict(inputs), "wall_seconds": seconds, **dict(extra)}
+                meta = {**described, "wall_seconds": seconds, **dict(extra)}
                 art = self.save(stage, key, arrays, meta)
                 log.info("stage %-12s %s computed in %.1fs -> %s", stage, label or "", seconds, art.path)
             distributed.barrier()

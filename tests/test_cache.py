@@ -93,3 +93,50 @@ def test_stale_tmp_of_dead_process_is_cleaned(tmp_path):
     entries = [p.name for p in (tmp_path / "s").iterdir()]
     assert entries == [key]
     assert json.loads((tmp_path / "s" / key / "meta.json").read_text())["key"] == key
+
+
+_COMPUTE_ONCE = """
+import sys, time, numpy as np
+from pathlib import Path
+from elfs.cache import ArtifactCache
+root, log, sleep = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+def compute():
+    with open(log, "a") as f:
+        f.write("computed\\n")
+    time.sleep(sleep)
+    return {"x": np.arange(3)}, {}
+art = ArtifactCache(root).run("s", {"a": 1}, {}, compute)
+print(int(art.cached), int(art["x"].sum()))
+"""
+
+
+def _start(tmp_path, sleep: float):
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-c", _COMPUTE_ONCE, str(tmp_path / "cache"), str(tmp_path / "log"), str(sleep)]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_processes_started_together_compute_an_entry_once(tmp_path):
+    """A per-key lock: the second process waits for the first one's entry instead of computing it again."""
+    procs = [_start(tmp_path, 3.0) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert (tmp_path / "log").read_text().count("computed") == 1
+    assert sorted(out.split()[0] for out, _ in outs) == ["0", "1"] and all(out.split()[1] == "3" for out, _ in outs)
+
+
+def test_the_lock_of_a_killed_process_does_not_block(tmp_path):
+    """The lock is the kernel's (flock): SIGKILL mid-computation releases it, and the next run computes the entry."""
+    import time
+
+    first = _start(tmp_path, 60.0)
+    deadline = time.time() + 60
+    while not (tmp_path / "log").exists() and time.time() < deadline:  # it holds the lock while it computes
+        time.sleep(0.1)
+    first.kill()
+    first.communicate(timeout=30)
+    calls: list[int] = []
+    art = ArtifactCache(tmp_path / "cache").run("s", {"a": 1}, {}, _compute(calls))
+    assert not art.cached and calls == [1]
