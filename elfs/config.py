@@ -420,14 +420,18 @@ class ElfsConfig:
             raise ConfigError(f"cluster.knn_k={self.cluster.knn_k} exceeds knn.k={self.knn.k}; it must be <= knn.k")
         devices = self.trainer.devices
         if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
-            world = devices * self.trainer.num_nodes
-            for key in ("cluster", "dynamics", "evaluate"):
-                bs = getattr(self, key).batch_size
-                if bs % world:
-                    raise ConfigError(
-                        f"{key}.batch_size={bs} is the global batch, split across trainer.devices x trainer.num_nodes "
-                        f"= {world} processes; make it a multiple of {world}"
-                    )
+            self.check_global_batches(devices * self.trainer.num_nodes)
+
+    def check_global_batches(self, world: int) -> None:
+        """Every batch size is global: it must split evenly across the ``world`` DDP processes (preflight calls this
+        again with the process count of trainer.devices=-1 / auto, which needs torch to count)."""
+        for key in ("cluster", "dynamics", "evaluate"):
+            bs = getattr(self, key).batch_size
+            if bs % world:
+                raise ConfigError(
+                    f"{key}.batch_size={bs} is the global batch, split across trainer.devices={self.trainer.devices!r} "
+                    f"x trainer.num_nodes={self.trainer.num_nodes} = {world} processes; make it a multiple of {world}"
+                )
 
 
 GROUPS: dict[str, type] = {

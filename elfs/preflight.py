@@ -87,13 +87,7 @@ def check_processes(conf: ElfsConfig) -> None:
     world = planned_processes(t.devices, t.accelerator, t.num_nodes)
     if world == 1:
         return
-    for key in ("cluster", "dynamics", "evaluate"):
-        bs = getattr(conf, key).batch_size
-        if bs % world:
-            raise ConfigError(
-                f"{key}.batch_size={bs} is the global batch, split across trainer.devices={t.devices!r} x "
-                f"trainer.num_nodes={t.num_nodes} = {world} processes; make it a multiple of {world}"
-            )
+    conf.check_global_batches(world)
     compiled = [k for k in ("dynamics", "evaluate") if getattr(conf, k).compile]
     if compiled and t.sync_batchnorm:
         raise ConfigError(
