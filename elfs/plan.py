@@ -114,16 +114,18 @@ def _cached(ledger: dict[str, tuple[str, str]], cache_dir: str, digest: str) -> 
 # ------------------------------------------------------------------------------------------------ one job
 
 
-def train_size(conf: ElfsConfig) -> tuple[int | None, str]:
-    """(training images, where the number comes from) without loading a single image."""
+def source_facts(conf: ElfsConfig) -> tuple[int | None, str, bool]:
+    """(training images, where that number comes from, whether there is ground truth to evaluate with), without
+    loading a single image: an npz's header, a folder's listing, or the known size of a named dataset."""
     d = conf.dataset
+    labelled = d.name != "folder" or d.synthetic is not None
     if d.synthetic is not None:
         n, source = d.synthetic, "synthetic"
     elif d.name == "npz" and d.path and Path(d.path).expanduser().is_file():
         import numpy as np
 
         with np.load(Path(d.path).expanduser(), mmap_mode="r") as z:  # reads the header, not the pixels
-            n, source = int(z["x_train"].shape[0]), "npz header"
+            n, source, labelled = int(z["x_train"].shape[0]), "npz header", "y_train" in z.files
     elif d.name == "folder" and d.path and Path(d.path).expanduser().exists():
         from elfs.data.folder import scan_folder
 
@@ -131,38 +133,29 @@ def train_size(conf: ElfsConfig) -> tuple[int | None, str]:
     elif d.name in KNOWN_TRAIN_SIZES:
         n, source = KNOWN_TRAIN_SIZES[d.name], "known size"
     else:
-        return None, "unknown size"
+        return None, "unknown size", labelled
     if d.max_train is not None:
         n = min(n, d.max_train)
-    return n, source
+    return n, source, labelled
 
 
-def _labelled(conf: ElfsConfig) -> bool:
-    """Whether the source has ground truth to evaluate coresets with (a folder or an x_train-only npz has not)."""
-    d = conf.dataset
-    if d.synthetic is not None:
-        return True
-    if d.name == "folder":
-        return False
-    if d.name == "npz" and d.path and Path(d.path).expanduser().is_file():
-        import numpy as np
-
-        with np.load(Path(d.path).expanduser(), mmap_mode="r") as z:
-            return "y_train" in z.files
-    return True
-
-
-def plan_job(conf: ElfsConfig, overrides: Sequence[str]) -> JobPlan:
-    """Which stages and trainings ``conf`` needs and which the cache holds; images of the trainings to run."""
+def plan_job(conf: ElfsConfig, overrides: Sequence[str], seen: dict[Any, Any] | None = None) -> JobPlan:
+    """Which stages and trainings ``conf`` needs and which the cache holds; images of the trainings to run.
+    ``seen`` carries the source facts and the ledger from job to job of one command (a folder is listed once)."""
     from elfs.select import METHOD_INPUTS, METHODS_USING_BETA
     from elfs.select.beta_search import beta_grid_for
 
+    seen = {} if seen is None else seen
     s, e, d = conf.selection, conf.evaluate, conf.dynamics
-    n, source = train_size(conf)
+    data_key = ("source", stable_hash(_fields(conf.dataset, ("num_workers",))))
+    if data_key not in seen:
+        seen[data_key] = source_facts(conf)
+    n, source, labelled = seen[data_key]
     plan = JobPlan(list(overrides), n, source)
-    ledger = _ledger(conf.paths.cache_dir)
+    if ("ledger", conf.paths.cache_dir) not in seen:
+        seen["ledger", conf.paths.cache_dir] = _ledger(conf.paths.cache_dir)
+    ledger = seen["ledger", conf.paths.cache_dir]
     digests = stage_digests(conf)
-    labelled = _labelled(conf)
     methods = [m for m in dict.fromkeys([s.method, *s.baselines]) if m != "full"]
     needs = {METHOD_INPUTS[m] for m in methods}
     stages: list[str] = []
@@ -375,9 +368,9 @@ def print_plan(plans: Sequence[JobPlan], root_dir: str) -> None:
 
 def plan_command(args: Sequence[str]) -> None:
     """`elfs [-m] ... plan=true`: compose and validate every job, print its plan line and the total; exit 0."""
-    plans, root = [], "."
+    plans, root, seen = [], ".", {}
     for overrides, cfg in job_configs(args):
         conf = check_job(cfg)
         root = conf.paths.root_dir
-        plans.append(plan_job(conf, overrides))
+        plans.append(plan_job(conf, overrides, seen))
     print_plan(plans, root)
