@@ -3,7 +3,7 @@
 W&B is opened once per job inside the run folder and closed with `finish()` (Hydra multirun runs all jobs in
 one process; without finish() the next job would log into this run). Each stage gets its own Lightning logger
 over that run, with the stage name as prefix, so curves of different stages never mix. Every job also logs the
-same headline keys (summary `acc`, `best_acc`, `beta`; config `method`, `score`, `budget`, `encoder`, `dataset`),
+same headline keys (summary `acc`, `best_acc`, `beta`; config `method`, `score`, `budget`, `encoder`),
 so one W&B table of a sweep sorts and plots without per-arm columns. Without the `wandb` package the CSV logger
 takes over (`pip install "elfs[wandb]"`).
 """
@@ -19,7 +19,6 @@ from elfs.config import LoggerConfig
 
 log = logging.getLogger(__name__)
 
-#: where the run config keeps the dataset group, so that its top-level `dataset` column is the dataset's name
 #: files of the run folder that travel in every artifact of the run (beside the arm's coreset)
 RUN_FILES = ("results.json", "scores.npz")
 _WARNED_NO_WANDB: list[bool] = []  # the missing-wandb warning is printed once per process (a sweep's jobs share one)

@@ -262,10 +262,11 @@ def _record_failed_job(job_dir: Path, overrides: list[str], e: BaseException) ->
     """``<job>/failed.json`` (overrides, the one-line error, its type); a bug's traceback goes to the job's log."""
     import json
 
-    if not _is_user_error(e):
+    user = _is_user_error(e)
+    if not user:
         log.error("job %s failed", job_dir.name, exc_info=e)
     job_dir.mkdir(parents=True, exist_ok=True)
-    record = {"overrides": overrides, "error": one_line(e), "type": type(e).__name__, "user_error": _is_user_error(e)}
+    record = {"overrides": overrides, "error": one_line(e), "type": type(e).__name__, "user_error": user}
     (job_dir / "failed.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
