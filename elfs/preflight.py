@@ -8,6 +8,7 @@ expensive stage (sizes, classes, whether k, the number of clusters and each budg
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 from elfs.config import ElfsConfig, check_choice
 from elfs.data.types import is_streamed
 from elfs.errors import ConfigError, DataError, UnavailableError
+
+log = logging.getLogger(__name__)
 
 
 def check_names(conf: ElfsConfig) -> None:
@@ -112,11 +115,6 @@ def check_config(conf: ElfsConfig, *, weights: bool = True, devices: bool = True
             )
     if devices:
         check_processes(conf)
-    sel = conf.selection
-    if "d2" in [sel.method, *sel.baselines] and sel.d2_k > conf.knn.k:
-        raise ConfigError(
-            f"selection.d2_k={sel.d2_k} exceeds knn.k={conf.knn.k}; D2 reads its graph from the kNN stage"
-        )
     if conf.dataset.name == "npz":
         p = conf.dataset.path
         if not p or not Path(p).expanduser().is_file():
@@ -136,9 +134,50 @@ def check_paths(conf: ElfsConfig) -> None:
     check_writable("paths.output_dir", conf.paths.output_dir, " (hydra.run.dir, or hydra.sweep.dir with -m)")
 
 
+#: the fewest images elfs selects from. Below this a coreset saves almost nothing (annotating all of them costs
+#: under 20 labels); the beta search's 10% validation split would hold a single image; and elfs-select's default
+#: 10 clusters would get under 2 images each, so no image could have even one neighbour of its own kind.
+MIN_IMAGES = 20
+#: neighbours kept when a small folder forces knn.k down (TEMI pairs each image with one of its first knn_k)
+MIN_NEIGHBOURS = 2
+
+
+def _refuse_too_few(ds, n: int) -> None:
+    """One line saying how many images are needed, and, for a folder, how many of its files decode and why the
+    others do not (the files are decoded here: there are fewer than MIN_IMAGES of them, or a few dropped ones)."""
+    if not is_streamed(ds.train):
+        raise DataError(f"dataset {ds.name!r} has {n} training images; elfs needs at least {MIN_IMAGES}")
+    decodable, total, bad, more = ds.train.decode_report()
+    head = f"elfs-select needs at least {MIN_IMAGES} images; this folder has {decodable}"
+    if not bad:
+        raise DataError(head)
+    why = ", ".join(f"{p} ({reason})" for p, reason in bad) + (f" and {more} more" if more else "")
+    raise DataError(f"{head} that can be decoded ({decodable} of {total} images could be decoded: {why})")
+
+
+def _fit_neighbours(conf: ElfsConfig, n: int, num_clusters: int) -> None:
+    """knn.k >= N on a folder or an unlabelled array: use about one cluster's worth of neighbours, N // clusters
+    (at least MIN_NEIGHBOURS, below N): with that many kinds of ~N/clusters images each, more neighbours than that
+    would mostly be of other kinds. cluster.knn_k, which reads the same graph, follows (D2 builds its own)."""
+    k = min(n - 1, max(MIN_NEIGHBOURS, n // num_clusters))
+    changed = [f"knn.k {conf.knn.k} -> {k}"]
+    conf.knn.k = k
+    if conf.cluster.knn_k > k:
+        changed.append(f"cluster.knn_k {conf.cluster.knn_k} -> {k}")
+        conf.cluster.knn_k = k
+    log.warning(
+        "only %d images for %d clusters: %s (one cluster's worth of neighbours)",
+        n,
+        num_clusters,
+        "; ".join(changed),
+    )
+
+
 def check_data(conf: ElfsConfig, ds) -> int:
     """Checks that need the loaded data, run right after loading (and again on the decodable images of a
-    streamed source, once they are known); returns the number of clusters to use.
+    streamed source, once they are known); returns the number of clusters to use. On a folder or an unlabelled
+    array with no more images than knn.k, it lowers knn.k (and cluster.knn_k) in ``conf`` to fit,
+    with one warning line; below MIN_IMAGES images it refuses in one line.
 
     ``ds`` is an elfs.data.Dataset (ground truth, when there is any, is read here only to count the classes).
     """
@@ -146,8 +185,8 @@ def check_data(conf: ElfsConfig, ds) -> int:
     from elfs.select import METHODS_USING_BETA
 
     n = len(ds.train)
-    if n < 10:
-        raise DataError(f"dataset {ds.name!r} has {n} readable training images; elfs needs at least 10")
+    if n < MIN_IMAGES:
+        _refuse_too_few(ds, n)
     if ds.truth is not None:
         classes = np.unique(ds.truth.train)
         if classes.size < 2:
@@ -205,14 +244,16 @@ def check_data(conf: ElfsConfig, ds) -> int:
                     f"selection.budget={budget} keeps all {n} images; there is nothing to choose (give a "
                     f"fraction below {1 - 1 / n:.3g})"
                 )
-    if conf.knn.k >= n:
-        raise ConfigError(f"knn.k={conf.knn.k} must be smaller than the number of training images ({n})")
     num_clusters = conf.cluster.num_clusters or ds.num_classes
+    if conf.knn.k >= n and not (is_streamed(ds.train) or ds.truth is None):
+        raise ConfigError(f"knn.k={conf.knn.k} must be smaller than the number of training images ({n})")
     if not 2 <= num_clusters <= n:
         raise ConfigError(
             f"cluster.num_clusters={num_clusters} must be in [2, {n}] (the number of training "
             f"images){' (taken from the number of classes)' if conf.cluster.num_clusters is None else ''}"
         )
+    if conf.knn.k >= n:  # a small folder (or unlabelled array): neighbour counts that fit it
+        _fit_neighbours(conf, n, num_clusters)
     sel = conf.selection
     for budget in sel.budgets:
         if round(budget * n) < 1:

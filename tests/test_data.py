@@ -43,6 +43,7 @@ def test_npz_layouts(tmp_path, layout):
     ds = load_dataset("npz", path=str(p))
     assert ds.num_classes == 4 and len(ds.train) == 15 and len(ds.test) == 5
     assert ds.train.images.ndim == 4 and ds.train.images.shape[-1] in (1, 3)
+    assert (ds.hflip, ds.crop_padding) == (True, 1)  # side/8 of the 6 (or 5) pixel side, rounded
     if layout == "nchw":
         np.testing.assert_array_equal(ds.train.images[..., 0], x[:15, 0])
     if layout == "rgb_nchw":

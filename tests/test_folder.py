@@ -161,7 +161,68 @@ def test_elfs_select_refuses_a_folder_of_unreadable_images(tmp_path):
         (bad / f"x{i}.png").write_bytes(b"garbage")
     p = _select([str(bad), "--out", str(tmp_path / "o"), f"paths.cache_dir={tmp_path / 'c'}"], tmp_path)
     assert p.returncode == 2, p.stderr[-2000:]
-    assert "0 readable training images" in p.stderr.strip().splitlines()[-1]
+    last = p.stderr.strip().splitlines()[-1]
+    assert "elfs-select needs at least 20 images; this folder has 0 that can be decoded" in last
+    assert "(0 of 60 images could be decoded: x0.png (cannot identify image file), x1.png (" in last
+    assert last.endswith(" and 55 more)")
+
+
+def _folder_conf(compose_cfg, root: Path, *extra: str, sub: str = ""):
+    from elfs.config import to_typed
+
+    overrides = ["+experiment=folder_select", f"dataset.path={root}", "logger=none", *extra]
+    return to_typed(compose_cfg(overrides, sub=sub))
+
+
+def test_three_corrupt_jpegs_are_counted_as_they_decode(tmp_path, compose_cfg):
+    """A new user's folder of three files that are not JPEGs: the count is of images that decode, with why."""
+    from elfs.pipeline import load_data
+    from elfs.preflight import check_data
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("a", "b", "c"):
+        (bad / f"{name}.jpg").write_bytes(np.random.default_rng(ord(name)).integers(0, 256, 300).astype(np.uint8))
+    conf = _folder_conf(compose_cfg, bad)
+    with pytest.raises(DataError) as e:
+        check_data(conf, load_data(conf.dataset))
+    assert str(e.value) == (
+        "elfs-select needs at least 20 images; this folder has 0 that can be decoded (0 of 3 images could be "
+        "decoded: a.jpg (cannot identify image file), b.jpg (cannot identify image file), c.jpg (cannot identify "
+        "image file))"
+    )
+
+
+def _digit_pngs(root: Path, n: int) -> Path:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root.mkdir()
+    for i, img in enumerate(load_digits().images[:n]):
+        Image.fromarray((img * 16).clip(0, 255).astype(np.uint8)).save(root / f"d{i:03d}.png")
+    return root
+
+
+def test_a_small_folder_gets_neighbour_counts_that_fit(tmp_path, compose_cfg, caplog):
+    """30 images, knn.k=50: k becomes one cluster's worth (30 // 10 clusters = 3), with one warning line; 12
+    images: one line saying how many are needed."""
+    import logging
+
+    from elfs.pipeline import load_data
+    from elfs.preflight import MIN_IMAGES, check_data
+
+    conf = _folder_conf(compose_cfg, _digit_pngs(tmp_path / "small", 30), "selection.baselines=[d2]", sub="a")
+    assert (conf.knn.k, conf.cluster.knn_k, conf.selection.d2_k) == (50, 20, 5)
+    with caplog.at_level(logging.WARNING, logger="elfs.preflight"):
+        assert check_data(conf, load_data(conf.dataset)) == 10
+    assert (conf.knn.k, conf.cluster.knn_k, conf.selection.d2_k) == (3, 3, 5)  # D2 builds its own graphs
+    lines = [r.getMessage() for r in caplog.records if r.name == "elfs.preflight"]
+    assert lines == [
+        "only 30 images for 10 clusters: knn.k 50 -> 3; cluster.knn_k 20 -> 3 (one cluster's worth of neighbours)"
+    ]
+    conf = _folder_conf(compose_cfg, _digit_pngs(tmp_path / "tiny", 12), sub="b")
+    with pytest.raises(DataError, match=rf"^elfs-select needs at least {MIN_IMAGES} images; this folder has 12$"):
+        check_data(conf, load_data(conf.dataset))
 
 
 def test_python_api_on_an_array(tmp_path, one_torch_thread):

@@ -19,10 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _folder(root: Path, n: int = 10, ext: str = ".png") -> Path:
-    """A folder of ``n`` (empty) image files, half of them nested, plus a text file; the parser only lists them."""
+    """A folder of ``n`` one-byte image files (listed, never decoded: an empty file is skipped at listing), half of
+    them nested, plus a text file; the parser only lists them."""
     (root / "sub").mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        (root / ("sub" if i % 2 else "") / f"img{i:05d}{ext}").touch()
+        (root / ("sub" if i % 2 else "") / f"img{i:05d}{ext}").write_bytes(b"\0")
     (root / "notes.txt").write_text("not an image\n")
     return root
 

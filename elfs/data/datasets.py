@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elfs.data.types import Dataset, GroundTruth, ImageSet
+from elfs.data.types import Dataset, GroundTruth, ImageSet, default_crop_padding
 from elfs.errors import ConfigError, DataError, UnavailableError
 
 
@@ -118,8 +118,17 @@ def load_digits8(*, test_fraction: float = 0.2, split_seed: int = 0, **_) -> Dat
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def load_npz(*, path: str | None = None, hflip: bool = True, crop_padding: int = 4, **_) -> Dataset:
-    """A user's own .npz holding x_train, y_train, x_test, y_test (uint8 images, integer labels)."""
+#: the crop padding of a streamed source when its decode size is not given (CIFAR's 4: side/8 of 32)
+STREAMED_CROP_PADDING = 4
+
+
+def load_npz(*, path: str | None = None, hflip: bool = True, crop_padding: int | None = None, **_) -> Dataset:
+    """A user's own .npz holding x_train, y_train, x_test, y_test (uint8 images, integer labels).
+
+    Augmentation defaults: horizontal flips on (photos; pass dataset.hflip=false for digits, text, or anything
+    whose mirror image is another thing), and a padded random crop of ``side / 8`` pixels
+    (:func:`~elfs.data.types.default_crop_padding` of the shorter side: 4 for 32x32, 1 for 8x8) unless
+    ``crop_padding`` (dataset.crop_padding) is given."""
     if not path:
         raise DataError("dataset=npz needs dataset.path=/path/to/file.npz (with x_train, y_train, x_test, y_test)")
     p = Path(path).expanduser()
@@ -129,6 +138,8 @@ def load_npz(*, path: str | None = None, hflip: bool = True, crop_padding: int =
         with np.load(p, allow_pickle=False) as z:
             if "x_train" in z.files and "y_train" not in z.files:  # images only: a label-free run
                 x = to_nhwc(z["x_train"], f"{p.stem} x_train")
+                if crop_padding is None:
+                    crop_padding = default_crop_padding(min(x.shape[1:3]))
                 return Dataset(
                     p.stem,
                     ImageSet(x, f"{p.stem}/train"),
@@ -146,6 +157,10 @@ def load_npz(*, path: str | None = None, hflip: bool = True, crop_padding: int =
         if isinstance(e, DataError):
             raise
         raise DataError(f"dataset.path={path!r} is not a readable .npz file ({type(e).__name__}: {e})") from None
+    if crop_padding is None:
+        x = np.asarray(arrays["x_train"])
+        hw = x.shape[1:3] if x.ndim == 3 or (x.ndim == 4 and x.shape[-1] in (1, 3)) else x.shape[2:4]
+        crop_padding = default_crop_padding(min(hw)) if len(hw) == 2 else STREAMED_CROP_PADDING  # bad shapes: refused
     return _assemble(
         p.stem,
         arrays["x_train"],
@@ -158,10 +173,18 @@ def load_npz(*, path: str | None = None, hflip: bool = True, crop_padding: int =
     )
 
 
-def load_folder(*, path: str | None = None, **_) -> Dataset:
+def streamed_crop_padding(image_size: int | None) -> int:
+    """The default crop padding of a streamed source: side/8 of the size its images are decoded to for training
+    (``image_size``, e.g. 28 for 224), or STREAMED_CROP_PADDING when that size is not known at load time."""
+    return STREAMED_CROP_PADDING if image_size is None else default_crop_padding(int(image_size))
+
+
+def load_folder(*, path: str | None = None, image_size: int | None = None, **_) -> Dataset:
     """Every image under a folder (nested; jpg, png, webp, ...) or listed in a .txt file: no labels at all.
 
-    Images are streamed (decoded in DataLoader workers when embedded); non-image files are listed as skipped."""
+    Images are streamed (decoded in DataLoader workers when embedded); non-image files are listed as skipped.
+    Augmentation defaults: flips on; crop padding side/8 of ``image_size`` (the side an image model decodes them
+    to) when given, else 4 (:func:`streamed_crop_padding`)."""
     from elfs.data.folder import scan_folder
 
     if not path:
@@ -173,12 +196,14 @@ def load_folder(*, path: str | None = None, **_) -> Dataset:
         test=None,
         truth=None,
         hflip=True,
-        crop_padding=4,
+        crop_padding=streamed_crop_padding(image_size),
         notes={"source": str(images.root), "skipped": skipped},
     )
 
 
-def load_imagefolder(*, path: str | None = None, test_fraction: float = 0.2, split_seed: int = 0, **_) -> Dataset:
+def load_imagefolder(
+    *, path: str | None = None, test_fraction: float = 0.2, split_seed: int = 0, image_size: int | None = None, **_
+) -> Dataset:
     """Class sub-folders (torchvision's ImageFolder layout), streamed. With ``train/`` and ``val/`` inside (the
     ImageNet layout) those are the splits; otherwise a seeded, label-blind split by ``test_fraction``. The class
     folders give labels used only to evaluate the coreset and for diagnostics, never to choose it."""
@@ -206,7 +231,7 @@ def load_imagefolder(*, path: str | None = None, test_fraction: float = 0.2, spl
         test=test,
         truth=truth,
         hflip=True,
-        crop_padding=4,
+        crop_padding=streamed_crop_padding(image_size),
         notes=notes,
     )
 

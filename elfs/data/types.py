@@ -8,10 +8,33 @@ the evaluate stage and the diagnostics are given. A leak is therefore a type err
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: (dataset, padding, side) already warned about: a Dataset is rebuilt by each override, the warning is said once
+_WARNED: set[tuple[str, int, int]] = set()
+
+
+def default_crop_padding(side: int) -> int:
+    """The padded random crop's padding that fits images of ``side`` pixels: side / 8 rounded (CIFAR's 4 of 32,
+    1 for 8x8 digits, 28 for 224), at least 0."""
+    return max(0, int(side / 8 + 0.5))
+
+
+def crop_padding_warning(padding: int, side: int) -> str | None:
+    """A one-line warning when the padding is a quarter of the side or more (the crop can then cut off half of
+    the object in each direction), else None."""
+    if padding > 0 and 4 * padding >= side:
+        return (
+            f"dataset.crop_padding={padding} is {padding / side:.0%} of the {side}px image side (a quarter or more: "
+            f"crops may miss most of the object); about {default_crop_padding(side)} (side/8) is usual"
+        )
+    return None
 
 
 def is_streamed(images: Any) -> bool:
@@ -114,6 +137,18 @@ class Dataset:
     hflip: bool = True
     crop_padding: int = 4
     notes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Warn (once) when the crop padding is a quarter of the image side or more; here for in-memory images,
+        whose side is known (a streamed source's side is its decode size, <key>.image_size)."""
+        images = getattr(self.train, "images", None)
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            side = int(min(images.shape[1:3]))
+            key = (self.name, int(self.crop_padding), side)
+            msg = crop_padding_warning(int(self.crop_padding), side)
+            if msg and key not in _WARNED:
+                _WARNED.add(key)
+                log.warning("%s", msg)
 
     @property
     def labelled(self) -> bool:
