@@ -33,8 +33,9 @@ from elfs.errors import ConfigError, DataError, UserError
 
 @dataclass
 class Selection:
-    """The answer of one selection run: ids (paths relative to the folder, or '#<index>'), the kept indices per
-    budget, selection.csv's rows, the files skipped as unreadable, and the run folder with the plots."""
+    """The answer of one selection run: ids (paths relative to the folder, or '#<index>'), the absolute file paths
+    (None for in-memory images), the kept indices per budget, selection.csv's rows, the files skipped as
+    unreadable, and the run folder with the plots, the exports and report.html."""
 
     run_dir: Path
     ids: list[str]
@@ -42,12 +43,27 @@ class Selection:
     table: list[dict[str, str]] = field(repr=False)
     skipped: list[tuple[str, str]]
     results: dict = field(repr=False)
+    filepaths: list[str] | None = field(default=None, repr=False)
+    order: dict[float, np.ndarray] = field(default_factory=dict, repr=False)
 
-    def paths(self, budget: float) -> list[str]:
-        """The ids to annotate at ``budget`` (in the folder's order)."""
+    def _kept(self, budget: float) -> np.ndarray:
         if budget not in self.kept:
             raise KeyError(f"budget {budget} was not run; run budgets: {sorted(self.kept)}")
-        return [self.ids[i] for i in self.kept[budget].tolist()]
+        return self.kept[budget]
+
+    def paths(self, budget: float, *, by_priority: bool = False) -> list[str]:
+        """The images to annotate at ``budget``: absolute paths (the ids '#<index>' for in-memory images).
+
+        In the folder's order, or with ``by_priority=True`` in annotate_<budget>.txt's priority order (round robin
+        over the clusters, so any prefix covers them all)."""
+        idx = self.priority(budget) if by_priority else self._kept(budget)
+        names = self.filepaths if self.filepaths is not None else self.ids
+        return [names[i] for i in idx.tolist()]
+
+    def priority(self, budget: float) -> np.ndarray:
+        """The kept indices at ``budget`` in priority order (selection.csv's ``priority_<budget>``)."""
+        kept = self._kept(budget)
+        return self.order.get(budget, kept)
 
 
 def _source_overrides(images, work: Path) -> list[str]:
@@ -155,11 +171,26 @@ def load_selection(run_dir: str | os.PathLike) -> Selection:
     with open(run_dir / "skipped.csv", newline="", encoding="utf-8") as f:
         skipped = [(r["path"], r["reason"]) for r in csv.DictReader(f)]
     ids = [r["id"] for r in table]
-    kept = {}
+    # runs written before the filepath column have ids relative to the folder: no absolute paths to give
+    filepaths = [r["filepath"] for r in table] if table and all(r.get("filepath") for r in table) else None
+    kept, order = {}, {}
     for row in results["results"]:
-        col = f"kept_{row['budget']:g}"
-        kept[float(row["budget"])] = np.asarray([i for i, r in enumerate(table) if r[col] == "1"], dtype=np.int64)
-    return Selection(run_dir=run_dir, ids=ids, kept=kept, table=table, skipped=skipped, results=results)
+        tag = f"{row['budget']:g}"
+        b = float(row["budget"])
+        kept[b] = np.asarray([i for i, r in enumerate(table) if r[f"kept_{tag}"] == "1"], dtype=np.int64)
+        if table and f"priority_{tag}" in table[0]:
+            prio = np.asarray([int(table[i][f"priority_{tag}"]) for i in kept[b].tolist()], dtype=np.int64)
+            order[b] = kept[b][np.argsort(prio, kind="stable")]
+    return Selection(
+        run_dir=run_dir,
+        ids=ids,
+        kept=kept,
+        table=table,
+        skipped=skipped,
+        results=results,
+        filepaths=filepaths,
+        order=order,
+    )
 
 
 #: a Hydra override, wherever it stands on the command line: [+|++|~]key=value, or ~key (delete a key)

@@ -2,13 +2,18 @@
 
 :func:`write_selection_outputs` writes into the run folder, every file atomically (temp name, then ``os.replace``):
 
-* ``selection.csv`` - one row per image: index, id, pseudo-label, the raw score, hardness, hardness rank and a
-  0/1 ``kept_<budget>`` column per budget;
-* ``annotate_<budget>.txt`` - the kept ids, one per line in index order: the list a labeller gets;
+* ``selection.csv`` - one row per image: index, id, ``filepath`` (absolute; empty for an in-memory dataset),
+  pseudo-label, ``score_name`` and the raw ``score`` (fixed column names, whatever the score), hardness, hardness
+  rank, a 0/1 ``kept_<budget>`` column per budget and a ``priority_<budget>`` column per budget (1-based place in
+  that budget's annotate list, empty when not kept);
+* ``annotate_<budget>.txt`` - the kept images in PRIORITY order (see :func:`priority_order`), one per line: absolute
+  paths when they are known, else the ids. Stopping after any prefix still covers the clusters evenly;
 * ``skipped.csv`` - the files that could not be read (always written, possibly header only);
 * ``contact_sheet.png`` - kept thumbnails, one row per pseudo-label cluster (only with ``load_image``);
 * ``score_histogram.png`` - the hardness distribution with each budget's cuts;
-* ``cluster_coverage.png`` - each cluster's share of the whole set vs of each coreset.
+* ``cluster_coverage.png`` - each cluster's share of the whole set vs of each coreset;
+* the exports of :mod:`elfs.exports` (selection.json, Label Studio / CVAT / FiftyOne files, ``selected_<budget>/``
+  symlinks, embeddings) and ``report.html`` (:mod:`elfs.report_html`), the page to open first.
 
 Rank 1 is the hardest image. Ranks follow the selectors' total order (ascending (hardness, index), see
 ``elfs.select.validate.easy_to_hard_order``) reversed, so among equal hardness the HIGHER index ranks harder, and a
@@ -20,7 +25,6 @@ from __future__ import annotations
 import csv
 import numbers
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +32,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from elfs.output_files import atomic_write, budget_tag, thumbnail
+from elfs.output_files import write_text as _write_text
 from elfs.select.validate import check_hardness, easy_to_hard_order, validate_budget_beta
 
 #: Thumbnail edge in pixels on the contact sheet.
@@ -37,12 +43,9 @@ PER_ROW = 8
 #: Most cluster rows on the contact sheet; the title says when more clusters had kept images.
 MAX_ROWS = 40
 
-_FIXED_COLUMNS = ("index", "id", "pseudo_label", "hardness", "rank")
-
-
-def budget_tag(budget: float) -> str:
-    """The budget as it appears in column and file names: ``f"{budget:g}"`` (0.1 -> "0.1")."""
-    return f"{budget:g}"
+#: Methods whose coreset is chosen from the EASY end: their annotate lists start at the easiest kept image. Every other
+#: method (double_end, ccs, hard, prototypicality, d2, ...) prefers hard examples, so its lists start at the hardest.
+EASY_FIRST_METHODS = frozenset({"easy"})
 
 
 # ---------------------------------------------------------------------------------------------------------- checks
@@ -85,11 +88,8 @@ def _check_inputs(
 
     if not isinstance(score_name, str) or not score_name.strip():
         raise ValueError(f"score_name={score_name!r} must be a non-empty string")
-    if score_name in _FIXED_COLUMNS or score_name.startswith("kept_"):
-        raise ValueError(
-            f"score_name={score_name!r} collides with a selection.csv column; "
-            f"it may not be one of {list(_FIXED_COLUMNS)} or start with 'kept_'"
-        )
+    if "\n" in score_name or "\r" in score_name:
+        raise ValueError(f"score_name={score_name!r} contains a line break")
     try:
         sc = np.asarray(score, dtype=np.float64)
     except (TypeError, ValueError) as err:
@@ -149,35 +149,41 @@ def _check_inputs(
     return ids, pl, h, sc, kept_out, beta_out
 
 
+def _check_filepaths(filepaths: Sequence[str] | None, n: int) -> list[str] | None:
+    """None (an in-memory dataset), or ``n`` distinct absolute paths without line breaks (existence not required)."""
+    if filepaths is None:
+        return None
+    if isinstance(filepaths, (str, os.PathLike)):
+        raise ValueError("filepaths must be a list of paths (one per image), not a single path")
+    fps = [os.fspath(p) if isinstance(p, os.PathLike) else p for p in filepaths]
+    if len(fps) != n:
+        raise ValueError(f"filepaths has {len(fps)} entries but there are {n} ids; they must match")
+    for i, p in enumerate(fps):
+        if not isinstance(p, str) or not p:
+            raise ValueError(f"filepaths[{i}]={p!r} must be a non-empty string")
+        if "\n" in p or "\r" in p:
+            raise ValueError(f"filepaths[{i}]={p!r} contains a line break; annotate files list one path per line")
+        if not os.path.isabs(p):
+            raise ValueError(f"filepaths[{i}]={p!r} is not absolute; give absolute paths (e.g. root / id)")
+    if len(set(fps)) != n:
+        dup = next(s for s, count in Counter(fps).items() if count > 1)
+        raise ValueError(f"filepaths must be unique (one per image); {dup!r} appears more than once")
+    return fps
+
+
+def _check_embeddings(embeddings: np.ndarray | None, n: int) -> np.ndarray | None:
+    """None, or a 2-D real array with one row per image."""
+    if embeddings is None:
+        return None
+    e = np.asarray(embeddings)
+    if e.ndim != 2 or e.shape[0] != n:
+        raise ValueError(f"embeddings has shape {e.shape}; it must be 2-D with one row per image ({n} rows)")
+    if e.dtype == np.bool_ or not (np.issubdtype(e.dtype, np.floating) or np.issubdtype(e.dtype, np.integer)):
+        raise ValueError(f"embeddings must be real numbers, got dtype {e.dtype}")
+    return e
+
+
 # ---------------------------------------------------------------------------------------------------------- writing
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_name)`` on a fresh temp file beside ``path``, then ``os.replace`` it into place.
-
-    If ``write`` raises, the temp file is removed and any existing ``path`` is left untouched.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def _write_text(path: Path, fill: Callable[[IO[str]], None]) -> Path:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            fill(f)
-
-    return atomic_write(path, write)
 
 
 def _save_figure(fig: Any, path: Path) -> Path:
@@ -196,6 +202,44 @@ def hardness_ranks(hardness: np.ndarray) -> np.ndarray:
     rank = np.empty(h.size, dtype=np.int64)
     rank[order] = np.arange(h.size, 0, -1, dtype=np.int64)
     return rank
+
+
+def priority_order(
+    pseudo_labels: np.ndarray, hardness: np.ndarray, kept: np.ndarray, *, easy_first: bool = False
+) -> np.ndarray:
+    """The kept indices in annotation priority order: any prefix is spread over the clusters.
+
+    Round robin over the clusters (``pseudo_labels`` groups) that have kept images, visited largest kept count
+    first, ties by the smaller cluster id; each visit takes the cluster's next image in the method's own ranking:
+    hardest first (hardness rank 1 = hardest, :func:`hardness_ranks`, so ties in hardness go to the higher index),
+    or easiest first when ``easy_first`` (methods in :data:`EASY_FIRST_METHODS`). Pure and deterministic; returns
+    a permutation of ``kept`` as int64.
+    """
+    pl = np.asarray(pseudo_labels, dtype=np.int64)
+    k = np.asarray(kept, dtype=np.int64)
+    if k.size == 0:
+        return k.copy()
+    rank = hardness_ranks(hardness)[k]  # 1 = hardest
+    within = k[np.argsort(-rank if easy_first else rank, kind="stable")]  # the method's preference, best first
+    labels = pl[within]
+    clusters, counts = np.unique(labels, return_counts=True)
+    visit = np.lexsort((clusters, -counts))  # largest kept count first, ties by cluster id
+    visit_pos = np.empty(clusters.size, dtype=np.int64)
+    visit_pos[visit] = np.arange(clusters.size)
+    slot = np.searchsorted(clusters, labels)  # labels -> position in `clusters`
+    # place of each image within its own cluster, in preference order (a stable sort by cluster keeps that order)
+    by_cluster = np.argsort(slot, kind="stable")
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    place = np.empty(within.size, dtype=np.int64)
+    place[by_cluster] = np.arange(within.size) - np.repeat(starts, counts)
+    return within[np.lexsort((visit_pos[slot], place))]  # round `place`, clusters in visit order within a round
+
+
+def priorities(order: np.ndarray, n: int) -> np.ndarray:
+    """1-based priority per image (0 where not kept) from :func:`priority_order`'s output."""
+    p = np.zeros(n, dtype=np.int64)
+    p[np.asarray(order, dtype=np.int64)] = np.arange(1, len(order) + 1)
+    return p
 
 
 def _float_cell(x: float) -> str:
@@ -268,21 +312,6 @@ def contact_sheet_rows(
     return rows, int(present.size)
 
 
-def _thumbnail(img: object, index: int) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    a = np.asarray(img)
-    if a.dtype != np.uint8:
-        raise ValueError(f"load_image({index}) returned dtype {a.dtype}; expected a uint8 image")
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))) or a.shape[0] == 0 or a.shape[1] == 0:
-        raise ValueError(f"load_image({index}) returned shape {a.shape}; expected HxW or HxWx3 uint8")
-    pil = Image.fromarray(np.ascontiguousarray(a)).convert("RGB")
-    pil = ImageOps.pad(pil, (THUMB, THUMB), method=Image.Resampling.BILINEAR, color=(255, 255, 255))
-    return np.asarray(pil, dtype=np.uint8)
-
-
 def plot_contact_sheet(
     path: Path,
     pseudo_labels: np.ndarray,
@@ -302,7 +331,7 @@ def plot_contact_sheet(
     for r, (_, pick, _, _) in enumerate(rows):
         for j, i in enumerate(pick):
             y, x = gap + r * cell, gap + j * cell
-            sheet[y : y + THUMB, x : x + THUMB] = _thumbnail(load_image(int(i)), int(i))
+            sheet[y : y + THUMB, x : x + THUMB] = thumbnail(load_image(int(i)), int(i), THUMB)
     # ~1 figure pixel per sheet pixel at dpi 100, plus room for the labels and title
     fig, ax = plt.subplots(figsize=(sheet.shape[1] / 100 + 1.6, sheet.shape[0] / 100 + 0.8))
     ax.imshow(sheet, interpolation="nearest")
@@ -400,44 +429,68 @@ def write_selection_outputs(
     num_clusters: int,
     load_image: Callable[[int], np.ndarray] | None,
     skipped: Sequence[tuple[str, str]] = (),
+    filepaths: Sequence[str] | None = None,
+    embeddings: np.ndarray | None = None,
+    nested: bool = False,
+    method: str | None = None,
 ) -> list[Path]:
-    """Write selection.csv, annotate_<budget>.txt, skipped.csv and the PNGs into ``run_dir``; return their paths.
+    """Write selection.csv, annotate_<budget>.txt, skipped.csv, the PNGs, the exports and report.html into
+    ``run_dir``; return their paths (``selected_<budget>`` folders included).
 
     ``ids`` has one id per image; ``pseudo_labels`` are cluster ids in [0, num_clusters); ``hardness`` is higher =
     harder; ``score`` is the raw score named ``score_name``; ``kept`` maps budget -> kept indices and ``beta`` maps
-    budget -> the beta used (or None; a missing budget counts as None). Inputs are checked before anything is
-    written (plain ValueError naming the problem); every file is written atomically.
+    budget -> the beta used (or None; a missing budget counts as None). ``filepaths`` are the images' absolute paths
+    (None for an in-memory dataset: the lists then hold the ids ``#i``); ``embeddings`` (N x D) are saved as
+    embeddings.npy with embeddings_ids.txt; ``nested`` (the coresets of the budgets are nested) and ``method`` (the
+    selection method; "easy" orders its lists easiest first, any other hardest first) are recorded in
+    selection.json. Inputs are checked before anything is written (plain ValueError naming the problem); every file
+    is written atomically.
     """
+    from elfs.exports import write_exports
+    from elfs.report_html import write_report_html
+
     ids, pl, h, sc, kept_s, beta_s = _check_inputs(
         ids, pseudo_labels, hardness, score_name, score, kept, beta, num_clusters, skipped
     )
-    num_clusters = int(num_clusters)
     n = len(ids)
+    fps = _check_filepaths(filepaths, n)
+    emb = _check_embeddings(embeddings, n)
+    if method is not None and (not isinstance(method, str) or not method):
+        raise ValueError(f"method={method!r} must be a non-empty string or None")
+    num_clusters = int(num_clusters)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rank = hardness_ranks(h)
+    easy_first = method in EASY_FIRST_METHODS
+    order = {b: priority_order(pl, h, k, easy_first=easy_first) for b, k in kept_s.items()}
+    prio = {b: priorities(o, n) for b, o in order.items()}
     masks = {}
     for b, k in kept_s.items():
         m = np.zeros(n, dtype=np.int8)
         m[k] = 1
         masks[b] = m
+    shown = fps if fps is not None else ids  # what a person opens: absolute paths, or the ids of in-memory images
     out: list[Path] = []
 
     def fill_selection(f: IO[str]) -> None:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(
-            ["index", "id", "pseudo_label", score_name, "hardness", "rank"] + [f"kept_{budget_tag(b)}" for b in masks]
+            ["index", "id", "filepath", "pseudo_label", "score_name", "score", "hardness", "rank"]
+            + [f"kept_{budget_tag(b)}" for b in masks]
+            + [f"priority_{budget_tag(b)}" for b in prio]
         )
         for i in range(n):
             w.writerow(
-                [i, ids[i], int(pl[i]), _float_cell(sc[i]), _float_cell(h[i]), int(rank[i])]
+                [i, ids[i], "" if fps is None else fps[i], int(pl[i]), score_name]
+                + [_float_cell(sc[i]), _float_cell(h[i]), int(rank[i])]
                 + [int(m[i]) for m in masks.values()]
+                + [int(p[i]) if p[i] else "" for p in prio.values()]
             )
 
     out.append(_write_text(run_dir / "selection.csv", fill_selection))
 
-    for b, k in kept_s.items():
-        lines = "".join(ids[int(i)] + "\n" for i in k)
+    for b, o in order.items():
+        lines = "".join(shown[int(i)] + "\n" for i in o)
         out.append(_write_text(run_dir / f"annotate_{budget_tag(b)}.txt", lambda f, s=lines: f.write(s)))
 
     def fill_skipped(f: IO[str]) -> None:
@@ -456,10 +509,38 @@ def write_selection_outputs(
         )
     out.append(plot_score_histogram(run_dir / "score_histogram.png", h, score_name, kept_s, beta_s))
     out.append(plot_cluster_coverage(run_dir / "cluster_coverage.png", pl, kept_s, num_clusters))
+    out += write_exports(
+        run_dir,
+        ids=ids,
+        filepaths=fps,
+        pseudo_labels=pl,
+        order=order,
+        beta=beta_s,
+        score_name=score_name,
+        method=method,
+        nested=bool(nested),
+        embeddings=emb,
+    )
+    out.append(
+        write_report_html(
+            run_dir,
+            ids=ids,
+            filepaths=fps,
+            pseudo_labels=pl,
+            order=order,
+            beta=beta_s,
+            score_name=score_name,
+            method=method,
+            num_clusters=num_clusters,
+            n_skipped=len(skipped),
+            load_image=load_image,
+        )
+    )
     return out
 
 
 __all__ = [
+    "EASY_FIRST_METHODS",
     "MAX_ROWS",
     "PER_ROW",
     "THUMB",
@@ -471,5 +552,7 @@ __all__ = [
     "plot_cluster_coverage",
     "plot_contact_sheet",
     "plot_score_histogram",
+    "priorities",
+    "priority_order",
     "write_selection_outputs",
 ]

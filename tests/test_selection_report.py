@@ -16,6 +16,8 @@ from elfs.selection_report import (
     atomic_write,
     budget_cuts,
     contact_sheet_rows,
+    priorities,
+    priority_order,
     write_selection_outputs,
 )
 
@@ -92,19 +94,35 @@ def test_outputs(tmp_path, images):
             "contact_sheet.png",
             "score_histogram.png",
             "cluster_coverage.png",
+            "selection.json",
+            "report.html",
         ]
-    )
+    )  # no file paths (in-memory images): no Label Studio / CVAT / FiftyOne / symlink exports
     assert sorted(p.name for p in tmp_path.iterdir()) == names
     _no_temp_files(tmp_path)
 
     rows = _read_csv(tmp_path / "selection.csv")
     assert len(rows) == N
-    assert list(rows[0]) == ["index", "id", "pseudo_label", "aum", "hardness", "rank", "kept_0.1", "kept_0.3"]
+    assert list(rows[0]) == [
+        "index",
+        "id",
+        "filepath",
+        "pseudo_label",
+        "score_name",
+        "score",
+        "hardness",
+        "rank",
+        "kept_0.1",
+        "kept_0.3",
+        "priority_0.1",
+        "priority_0.3",
+    ]
+    assert {r["score_name"] for r in rows} == {"aum"} and {r["filepath"] for r in rows} == {""}
     assert [r["id"] for r in rows] == args["ids"]  # exact round trip, comma / quote / unicode included
     assert rows[7]["id"] == ODD_ID
     assert [int(r["index"]) for r in rows] == list(range(N))
     assert np.array_equal([int(r["pseudo_label"]) for r in rows], args["pseudo_labels"])
-    assert np.array_equal([float(r["aum"]) for r in rows], args["score"])
+    assert np.array_equal([float(r["score"]) for r in rows], args["score"])
     assert np.array_equal([float(r["hardness"]) for r in rows], args["hardness"])
     for b, k in args["kept"].items():
         col = np.array([int(r[f"kept_{b:g}"]) for r in rows])
@@ -122,9 +140,14 @@ def test_outputs(tmp_path, images):
         assert sorted(rank[k]) == list(range(round(BETA * N) + 1, round(BETA * N) + k.size + 1))
 
     for b, k in args["kept"].items():
+        prio = np.array([int(r[f"priority_{b:g}"]) if r[f"priority_{b:g}"] else 0 for r in rows])
+        assert np.array_equal(np.flatnonzero(prio), k)  # empty exactly where not kept
+        order = np.flatnonzero(prio)[np.argsort(prio[prio > 0])]
+        assert sorted(prio[k]) == list(range(1, k.size + 1))
+        assert np.array_equal(order, priority_order(args["pseudo_labels"], h, k))
         text = (tmp_path / f"annotate_{b:g}.txt").read_text(encoding="utf-8")
         assert text.endswith("\n")
-        assert text.splitlines() == [args["ids"][i] for i in k]
+        assert text.splitlines() == [args["ids"][i] for i in order]  # priority order, ids for in-memory images
 
     skipped = _read_csv(tmp_path / "skipped.csv")
     assert [(r["path"], r["reason"]) for r in skipped] == args["skipped"]
@@ -211,7 +234,12 @@ def _bad(**changes):
         (dict(kept={0.1: np.array([3, 3], dtype=np.int64)}), "duplicate"),
         (dict(ids=["same"] * N), "ids must be unique"),
         (dict(ids=["a\nb"] + [f"x{i}" for i in range(N - 1)]), "line break"),
-        (dict(score_name="rank"), "collides"),
+        (dict(score_name="a\nb"), "line break"),
+        (dict(filepaths=["/x.png"] * N), "filepaths must be unique"),
+        (dict(filepaths=[f"rel{i}.png" for i in range(N)]), "not absolute"),
+        (dict(filepaths=[f"/x{i}.png" for i in range(N - 1)]), "filepaths has 299 entries"),
+        (dict(embeddings=np.zeros((N - 1, 4))), "embeddings has shape"),
+        (dict(embeddings=np.zeros(N)), "embeddings has shape"),
         (dict(beta={0.1: 0.95}), r"beta=0.95 \+ budget=0.1"),
         (dict(beta={0.5: 0.1}), "not in kept"),
         (dict(num_clusters=0), "num_clusters"),
@@ -245,3 +273,33 @@ def test_atomic_write_leaves_old_file_and_no_temp(tmp_path):
         atomic_write(target, half_then_crash)
     assert target.read_text(encoding="utf-8") == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["selection.csv"]
+
+
+def test_priority_order_by_hand():
+    # 9 images; kept: clusters 0 (3 kept), 1 (1 kept), 2 (3 kept)
+    pl = np.array([0, 0, 0, 1, 1, 2, 2, 2, 0])
+    h = np.array([0.1, 0.9, 0.5, 0.7, 0.2, 0.3, 0.8, 0.6, 0.0])
+    kept = np.array([0, 1, 2, 3, 5, 6, 7])
+    # clusters 0 and 2 tie at 3 kept -> 0 first (smaller id), then 2, then 1 (1 kept).
+    # hardest first within: cluster 0: 1 (0.9), 2 (0.5), 0 (0.1); cluster 2: 6 (0.8), 7 (0.6), 5 (0.3); cluster 1: 3
+    # round 1: 1, 6, 3; round 2: 2, 7; round 3: 0, 5
+    assert priority_order(pl, h, kept).tolist() == [1, 6, 3, 2, 7, 0, 5]
+    assert priority_order(pl, h, kept, easy_first=True).tolist() == [0, 5, 3, 2, 7, 1, 6]
+    assert priorities(priority_order(pl, h, kept), 9).tolist() == [6, 1, 4, 3, 0, 7, 2, 5, 0]
+    # a bigger cluster is visited first: cluster 2 keeps 3, cluster 0 keeps 2
+    assert priority_order(pl, h, np.array([1, 2, 5, 6, 7])).tolist() == [6, 1, 7, 2, 5]
+    # ties in hardness: the higher index ranks harder (as in the rank column)
+    assert priority_order(np.zeros(3, dtype=np.int64), np.zeros(3), np.array([0, 1, 2])).tolist() == [2, 1, 0]
+    assert priority_order(pl, h, np.array([], dtype=np.int64)).tolist() == []
+
+
+def test_any_prefix_of_the_priority_order_spreads_over_clusters():
+    args = _inputs(None)
+    pl, k = args["pseudo_labels"], args["kept"][0.3]
+    order = priority_order(pl, args["hardness"], k)
+    assert sorted(order.tolist()) == k.tolist()
+    counts = np.bincount(pl[k], minlength=C)
+    for m in range(1, order.size + 1):
+        got = np.bincount(pl[order[:m]], minlength=C)
+        # every cluster has min(its kept count, the round number) images in a prefix of m, give or take one round
+        assert np.all(got >= np.minimum(counts, got.max() - 1)), (m, got)

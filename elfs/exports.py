@@ -1,0 +1,330 @@
+"""Hand-offs of a selection to labelling tools, written into the run folder by
+:func:`elfs.selection_report.write_selection_outputs` (each file atomically: temp name, then ``os.replace``).
+
+Every list below is in PRIORITY order (:func:`elfs.selection_report.priority_order`): a team that stops early has
+still covered the clusters evenly.
+
+* ``selection.json`` - always. ``{"format": "elfs-selection/1", "method", "score_name", "nested", "n_images",
+  "paths": "absolute" | "ids", "labelstudio_document_root", "budgets": [{"budget", "tag", "beta", "count",
+  "files", "ids", "indices"}, ...]}``; ``files`` are absolute paths (or the ids ``#i`` of an in-memory dataset).
+* ``labelstudio_<budget>.json`` - Label Studio tasks (see :func:`labelstudio_tasks` for how to import them).
+* ``cvat_<budget>.txt`` - one absolute path per line, for ``cvat-cli`` (see :func:`write_exports`).
+* ``fiftyone_tag.py`` - run it with FiftyOne installed to tag the selected samples (``elfs_<budget>``).
+* ``selected_<budget>/`` - symlinks ``<priority>_<basename>`` to the kept images (zero-padded, so a file browser
+  sorts them in priority order; the prefix keeps colliding basenames apart).
+* ``embeddings.npy`` + ``embeddings_ids.txt`` - when embeddings are given: row i is the image on line i.
+
+The Label Studio, CVAT, FiftyOne and symlink exports need file paths, so in-memory datasets get none of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+from urllib.parse import quote
+
+import numpy as np
+
+from elfs.output_files import atomic_write, budget_tag
+from elfs.output_files import write_text as _write_text
+
+#: The Label Studio task key holding the image URL (``$image`` in the labelling config, e.g.
+#: ``<Image name="img" value="$image"/>``).
+LABELSTUDIO_IMAGE_KEY = "image"
+#: The Label Studio task key holding the image's absolute path on this machine (for scripts re-rooting the URLs).
+LABELSTUDIO_PATH_KEY = "filepath"
+
+
+def document_root(filepaths: Sequence[str]) -> str:
+    """The default ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``: the deepest folder holding every image."""
+    return os.path.commonpath([os.path.dirname(p) for p in filepaths])
+
+
+def labelstudio_url(filepath: str, root: str) -> str:
+    """``/data/local-files/?d=<filepath relative to root, URL-quoted>``: how Label Studio serves a local file."""
+    rel = Path(os.path.relpath(filepath, root)).as_posix()
+    return "/data/local-files/?d=" + quote(rel, safe="/")
+
+
+def labelstudio_tasks(
+    order: Sequence[int],
+    *,
+    ids: Sequence[str],
+    filepaths: Sequence[str],
+    pseudo_labels: np.ndarray,
+    root: str,
+) -> list[dict]:
+    """Label Studio tasks for the images ``order`` (indices, priority order): a JSON list, one task per image.
+
+    Each task is ``{"data": {"image": "/data/local-files/?d=<path relative to root>", "filepath": <absolute path>,
+    "elfs_id": <id>, "priority": <1-based>, "pseudo_label": <cluster>}}``. Label Studio reads local files only when
+    it is started with serving enabled and a document root above the images, and only from a project with a
+    Local Files source storage whose path holds them:
+
+        LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \\
+        LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<root> label-studio start
+
+    then in the project: Settings -> Cloud Storage -> Add Source Storage -> Local files, absolute local path
+    ``<root>`` (or a folder below it that holds the images; do not sync it, which would add every image), and
+    Import -> upload ``labelstudio_<budget>.json``; the labelling config must read ``$image``. ``root`` is written
+    into selection.json as ``labelstudio_document_root``. Serving the files elsewhere (http, S3)? Rewrite
+    ``data.image`` from ``data.filepath``.
+    """
+    pl = np.asarray(pseudo_labels)
+    return [
+        {
+            "data": {
+                LABELSTUDIO_IMAGE_KEY: labelstudio_url(filepaths[i], root),
+                LABELSTUDIO_PATH_KEY: filepaths[i],
+                "elfs_id": ids[i],
+                "priority": p,
+                "pseudo_label": int(pl[i]),
+            }
+        }
+        for p, i in enumerate((int(j) for j in order), start=1)
+    ]
+
+
+def symlink_name(priority: int, count: int, filepath: str) -> str:
+    """``<priority zero-padded to count's width>_<basename>``: unique per budget, sorted in priority order."""
+    return f"{priority:0{len(str(count))}d}_{os.path.basename(filepath)}"
+
+
+def write_symlink_folder(folder: Path, filepaths: Sequence[str]) -> Path:
+    """``folder`` holding one symlink per path (in the given order, :func:`symlink_name`), swapped in as a whole.
+
+    Built in a temp folder beside it, then renamed into place; an older folder of the same name is removed after.
+    """
+    folder = Path(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    old = None
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
+        for p, target in enumerate(filepaths, start=1):
+            os.symlink(target, tmp / symlink_name(p, len(filepaths), target))
+        if folder.is_symlink() or folder.is_file():
+            folder.unlink()
+        elif folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+            os.replace(folder, old / folder.name)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _write_json(path: Path, obj: object) -> Path:
+    def fill(f: IO[str]) -> None:
+        json.dump(obj, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+    return _write_text(path, fill)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+
+    return atomic_write(path, write)
+
+
+def write_exports(
+    run_dir: Path,
+    *,
+    ids: Sequence[str],
+    filepaths: Sequence[str] | None,
+    pseudo_labels: np.ndarray,
+    order: Mapping[float, np.ndarray],
+    beta: Mapping[float, float | None],
+    score_name: str,
+    method: str | None,
+    nested: bool,
+    embeddings: np.ndarray | None,
+) -> list[Path]:
+    """Write the exports listed in the module docstring; return their paths. Inputs are already checked.
+
+    ``order`` maps budget -> kept indices in priority order. CVAT: ``cvat_<budget>.txt`` has one absolute path per
+    line, what ``cvat-cli`` takes as the files of a task with resource type ``local`` (uploaded from this machine):
+
+        xargs -d '\\n' -a cvat_0.1.txt cvat-cli --server-host HOST --auth USER task create "elfs 0.1" \\
+            --labels '[{"name": "cat"}]' local        # older cvat-cli: `cvat-cli ... create NAME ... local`
+
+    Keep the priority order in CVAT with the task's sorting method "predefined" (``--sorting-method predefined``);
+    the default sorts by name. A very long list may exceed the command-line limit, making xargs split it into
+    several tasks; upload ``selected_<budget>/`` in the web UI instead, or use the ``share`` resource type with
+    paths relative to the server's share.
+    """
+    run_dir = Path(run_dir)
+    out: list[Path] = []
+    shown = list(filepaths) if filepaths is not None else list(ids)
+    root = document_root(filepaths) if filepaths is not None else None
+    budgets = []
+    for b, o in order.items():
+        idx = [int(i) for i in o]
+        budgets.append(
+            {
+                "budget": b,
+                "tag": budget_tag(b),
+                "beta": beta.get(b),
+                "count": len(idx),
+                "files": [shown[i] for i in idx],
+                "ids": [ids[i] for i in idx],
+                "indices": idx,
+            }
+        )
+    summary = {
+        "format": "elfs-selection/1",
+        "method": method,
+        "score_name": score_name,
+        "nested": bool(nested),
+        "n_images": len(ids),
+        "paths": "ids" if filepaths is None else "absolute",
+        "order": "priority: round robin over pseudo-label clusters (largest kept first), "
+        + ("easiest" if method == "easy" else "hardest")
+        + " first within a cluster",
+        "labelstudio_document_root": root,
+        "budgets": budgets,
+    }
+    out.append(_write_json(run_dir / "selection.json", summary))
+
+    if filepaths is not None:
+        for b, o in order.items():
+            tag = budget_tag(b)
+            tasks = labelstudio_tasks(o, ids=ids, filepaths=filepaths, pseudo_labels=pseudo_labels, root=root)
+            out.append(_write_json(run_dir / f"labelstudio_{tag}.json", tasks))
+            lines = "".join(filepaths[int(i)] + "\n" for i in o)
+            out.append(_write_text(run_dir / f"cvat_{tag}.txt", lambda f, s=lines: f.write(s)))
+        out.append(_write_text(run_dir / "fiftyone_tag.py", lambda f: f.write(FIFTYONE_SCRIPT)))
+        for b, o in order.items():
+            folder = run_dir / f"selected_{budget_tag(b)}"
+            out.append(write_symlink_folder(folder, [filepaths[int(i)] for i in o]))
+
+    if embeddings is not None:
+        out.append(_save_npy(run_dir / "embeddings.npy", embeddings))
+        lines = "".join(s + "\n" for s in ids)
+        out.append(_write_text(run_dir / "embeddings_ids.txt", lambda f: f.write(lines)))
+    return out
+
+
+#: The text of ``fiftyone_tag.py`` (a standalone script: it imports nothing from elfs).
+FIFTYONE_SCRIPT = '''"""Tag the images elfs selected in a FiftyOne dataset: tag elfs_<budget>, field elfs_priority_<b>.
+
+    pip install fiftyone
+    python fiftyone_tag.py                    # dataset "elfs-<run folder>" from every image in selection.csv
+    python fiftyone_tag.py --dataset NAME     # an existing dataset whose samples have the same file paths
+    python fiftyone_tag.py --app              # then open the FiftyOne App
+
+It reads selection.json and selection.csv from the folder it is in (written by elfs). In the App, filter by the
+tag and sort by the priority field to see the images in the order elfs suggests annotating them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_selection(folder=HERE):
+    """selection.json as a dict."""
+    with open(Path(folder) / "selection.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def all_filepaths(folder=HERE):
+    """Every readable image of the run (selection.csv's filepath column)."""
+    with open(Path(folder) / "selection.csv", newline="", encoding="utf-8") as f:
+        return [row["filepath"] for row in csv.DictReader(f) if row["filepath"]]
+
+
+def tag_name(budget):
+    return "elfs_" + budget["tag"]
+
+
+def field_name(budget):
+    return "elfs_priority_" + budget["tag"].replace(".", "_")
+
+
+def plan_tags(sample_filepaths, selection):
+    """{tag: {filepath: priority}} for the samples found, and {tag: [selected files not among the samples]}."""
+    have = {os.path.abspath(p): p for p in sample_filepaths}
+    plan, missing = {}, {}
+    for budget in selection["budgets"]:
+        found = {}
+        for priority, path in enumerate(budget["files"], start=1):
+            if os.path.abspath(path) in have:
+                found[have[os.path.abspath(path)]] = priority
+            else:
+                missing.setdefault(tag_name(budget), []).append(path)
+        plan[tag_name(budget)] = found
+    return plan, missing
+
+
+def tag_dataset(dataset, selection):
+    """Tag the selected samples of ``dataset`` and set their priority; return {tag: samples tagged}."""
+    plan, missing = plan_tags(dataset.values("filepath"), selection)
+    fields = {tag_name(b): field_name(b) for b in selection["budgets"]}
+    for tag, found in plan.items():
+        if not found:
+            continue
+        view = dataset.select_by("filepath", list(found))
+        view.tag_samples(tag)
+        dataset.set_values(fields[tag], found, key_field="filepath")
+    for tag, paths in missing.items():
+        print(f"{tag}: {len(paths)} selected file(s) not in the dataset, e.g. {paths[0]}")
+    return {tag: len(found) for tag, found in plan.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", help="an existing FiftyOne dataset to tag (default: create one)")
+    parser.add_argument("--app", action="store_true", help="open the FiftyOne App afterwards")
+    args = parser.parse_args(argv)
+
+    import fiftyone as fo
+
+    selection = load_selection()
+    if args.dataset:
+        dataset = fo.load_dataset(args.dataset)
+    else:
+        name = "elfs-" + HERE.name
+        if fo.dataset_exists(name):
+            dataset = fo.load_dataset(name)
+        else:
+            dataset = fo.Dataset.from_images(all_filepaths(), name=name, persistent=True)
+    for tag, count in tag_dataset(dataset, selection).items():
+        print(f"{dataset.name}: tagged {count} sample(s) {tag}")
+    if args.app:
+        fo.launch_app(dataset).wait()
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+__all__ = [
+    "FIFTYONE_SCRIPT",
+    "LABELSTUDIO_IMAGE_KEY",
+    "LABELSTUDIO_PATH_KEY",
+    "document_root",
+    "labelstudio_tasks",
+    "labelstudio_url",
+    "symlink_name",
+    "write_exports",
+    "write_symlink_folder",
+]
