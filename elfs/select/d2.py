@@ -1,20 +1,37 @@
-"""D2 pruning (Maharana, Yadav, Bansal, ICLR 2024; method.md §8.3) over a precomputed kNN graph.
+"""D2 pruning (Maharana, Yadav, Bansal, ICLR 2024; method.md §8.3), as the authors' reference code runs it.
 
-Steps: hard cut of the round(beta*N) highest scores; forward message passing ("sum") over the survivors' graph;
-CCS strata over the forward scores (water-fill + top-up, exact budget); inside each stratum, greedy reverse message
-passing ("weighted"). Conventions follow the reference ``adymaharana/d2pruning`` (``core/data/sampling.py``
-``GraphDensitySampler`` precomputed-graph branch, ``core/data/Coreset.py`` ``stratified_sampling``):
+Reference: ``adymaharana/d2pruning`` @ bf1ea46 — ``selection_mp.py`` (modes), ``core/data/Coreset.py``
+(``stratified_sampling``, ``bin_allocate``) and ``core/data/sampling.py`` (``GraphDensitySampler``, the
+non-precomputed branch used by the README commands: ``--graph-mode sum --graph-sampling-mode weighted``).
 
-* neighbour lists are DIRECTED: node i's neighbours are row i of ``knn_idx`` (its first ``k`` columns);
-* the forward kernel is exp(-d) with no gamma; the reverse kernel is exp(-gamma*d);
-* the reference builds a fresh graph per stratum, so a pick only lowers unpicked neighbours in the SAME stratum;
-  hard-cut nodes are out of the graph (they neither send nor receive messages).
+Steps: hard cut of the round(beta*N) highest ``hardness``; then for each POOL, a fresh graph and message passing:
+
+* ``mode="stratified"`` (the label-free ``--coreset-mode stratified``, selection_mp.py:86-163): the pools are
+  ``strata`` equal-width bins of the survivors' RAW hardness (Coreset.py:169-184; ``--graph-score`` is off by
+  default, train.py:64), the budget is water-filled over them (Coreset.py:186-187, ``bin_allocate``);
+* ``mode="global"`` (ImageNet, ``--coreset-mode graph``, selection_mp.py:238-266): one pool, all survivors.
+
+Inside a pool of m examples (Coreset.py:280-292, sampling.py:242-288, 378-402):
+
+1. k-NN graph (self excluded) on the raw embeddings, Euclidean, symmetrised: j is i's neighbour when either is
+   among the other's k nearest (sampling.py:252, 259-274);
+2. forward pass: f_i = h_i + sum_{j in N(i)} exp(-d_ij) * max(h_j, 1e-7) (sampling.py:271, 283; no gamma; only
+   the neighbours' scores are clipped, the node's own h_i is not);
+3. reverse pass, ``count`` times: pick the unpicked node with the highest f (ties: lowest index, ``np.argmax``
+   over the pool in ascending index order), then f_j -= exp(-gamma*d_ij) * f_i for every neighbour j
+   (sampling.py:388-401; f_i is not clipped, so a negative pick raises its neighbours).
+
+A pool of at most k examples is too small for the graph; the reference samples it uniformly at random
+(Coreset.py:281-283), here with the seeded Generator that also breaks the water-fill top-up ties.
+Deviation: an edge whose message ``exp(-d)*max(h_j, 1e-7)`` underflows to 0 (d > ~730) still counts as an edge
+in the reverse pass here, while the reference's ``connect > 0`` test (sampling.py:392) drops it.
 """
 
 from __future__ import annotations
 
 import heapq
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,49 +46,32 @@ from elfs.select.validate import (
     validate_seed,
 )
 
-#: Cosine similarities may exceed [-1, 1] by float32 rounding; anything beyond this slack is not a cosine.
-SIM_TOLERANCE = 1e-3
+#: The reference clips a neighbour's score at this floor inside the forward message (sampling.py:249, 271).
+SCORE_FLOOR = 1e-7
+#: Extra faiss candidates per node, re-ranked by exact float64 distance, so float32 rounding cannot swap the k-th.
+CANDIDATE_MARGIN = 8
+#: Rows per chunk when checking or differencing embeddings (bounds temporary memory at ImageNet scale).
+CHUNK = 65536
+MODES = ("stratified", "global")
 
 
-def _check_knn_idx(knn_idx: object, n: int) -> np.ndarray:
-    idx = np.asarray(knn_idx)
-    if not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"knn_idx must be an integer array [N, k], got dtype {idx.dtype}")
-    if idx.ndim != 2 or idx.shape[0] != n or idx.shape[1] == 0:
-        raise ValueError(f"knn_idx must have shape [N={n}, k>=1] (one neighbour row per example), got {idx.shape}")
-    out = (idx < 0) | (idx >= n)
-    if out.any():
-        r, c = (int(v[0]) for v in np.nonzero(out))
-        raise ValueError(f"knn_idx[{r}, {c}]={int(idx[r, c])} is outside [0, N={n})")
-    self_loop = idx == np.arange(n)[:, None]
-    if self_loop.any():
-        r, c = (int(v[0]) for v in np.nonzero(self_loop))
-        raise ValueError(f"knn_idx[{r}, {c}]={r} is the row itself; neighbour lists must exclude self")
-    srt = np.sort(idx, axis=1)
-    dup = srt[:, 1:] == srt[:, :-1]
-    if dup.any():
-        r = int(np.nonzero(dup.any(axis=1))[0][0])
-        raise ValueError(f"knn_idx row {r} repeats a neighbour ({idx[r].tolist()}); neighbours must be distinct")
-    return idx.astype(np.int64, copy=False)
+class Graph(NamedTuple):
+    """Symmetrised k-NN graph of one pool in CSR form: node i's neighbours are ``nbr[ptr[i]:ptr[i+1]]``."""
+
+    ptr: np.ndarray  # int64 [m + 1]
+    nbr: np.ndarray  # int64 [E], ascending within each row
+    dist: np.ndarray  # float64 [E], Euclidean distance of each edge
 
 
-def _check_pair_array(name: str, values: object, shape: tuple[int, ...]) -> np.ndarray:
-    try:
-        v = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a float array of shape {shape}, got {type(values).__name__}") from err
-    if v.shape != shape:
-        raise ValueError(f"{name} has shape {v.shape} but knn_idx has shape {shape}; they must match")
-    bad = ~np.isfinite(v)
-    if bad.any():
-        r, c = (int(x[0]) for x in np.nonzero(bad))
-        raise ValueError(f"{name}[{r}, {c}]={float(v[r, c])!r} is not finite")
-    return v
+def _check_mode(mode: object) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not valid; choose one of {list(MODES)} (global = one graph, no strata)")
+    return str(mode)
 
 
-def _check_k(k: object, width: int) -> int:
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral) or not (1 <= int(k) <= width):
-        raise ValueError(f"k={k!r} must be an integer in [1, {width}] (knn_idx has {width} neighbour columns)")
+def _check_k(k: object) -> int:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral) or int(k) < 1:
+        raise ValueError(f"k={k!r} must be a positive integer (neighbours per node in the k-NN graph)")
     return int(k)
 
 
@@ -82,128 +82,148 @@ def _check_gamma(gamma: object) -> float:
     return g
 
 
-def cosine_to_distance(sim: np.ndarray) -> np.ndarray:
-    """Euclidean distance between L2-normalised vectors from their cosine similarity: sqrt(max(0, 2 - 2*sim))."""
-    s = np.asarray(sim, dtype=np.float64)
-    bad = ~np.isfinite(s) | (np.abs(s) > 1.0 + SIM_TOLERANCE)
-    if bad.any():
-        first = tuple(int(x[0]) for x in np.nonzero(bad)) if s.ndim else ()
-        raise ValueError(
-            f"sim{list(first)}={float(s[first])!r} is not a cosine similarity: values must be finite and in [-1, 1]"
-        )
-    return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * s))
+def _check_embeddings(embeddings: object, n: int) -> np.ndarray:
+    """Return ``embeddings`` as a C-contiguous float32 [N, D] array; ValueError on a bad shape or a non-finite row."""
+    try:
+        x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"embeddings must be a float array [N={n}, D], got {type(embeddings).__name__}") from err
+    if x.ndim != 2 or x.shape[0] != n or x.shape[1] == 0:
+        raise ValueError(f"embeddings must have shape [N={n}, D>=1] (one row per hardness value), got {x.shape}")
+    for start in range(0, n, CHUNK):
+        bad = ~np.isfinite(x[start : start + CHUNK]).all(axis=1)
+        if bad.any():
+            raise ValueError(f"embeddings row {start + int(np.argmax(bad))} is not finite; every value must be finite")
+    return x
 
 
-def d2_forward(
-    score: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray, *, active: np.ndarray | None = None
-) -> np.ndarray:
-    """Forward message passing, mode "sum": s'_i = s_i + sum_{j in row i} exp(-d_ij) * s_j (no gamma).
+def pair_distance(x: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Euclidean distance ||x_i - x_j|| of each index pair, in float64, computed in chunks."""
+    out = np.empty(i.size, dtype=np.float64)
+    for s in range(0, i.size, CHUNK):
+        diff = x[i[s : s + CHUNK]].astype(np.float64) - x[j[s : s + CHUNK]]
+        out[s : s + CHUNK] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return out
 
-    ``active`` (bool [N], optional) removes nodes from the graph: inactive neighbours send nothing.
+
+def knn(x: np.ndarray, k: int) -> np.ndarray:
+    """k nearest neighbours of each row (self excluded) by exact Euclidean distance, ties to the lowest index.
+
+    faiss ``IndexFlatL2`` proposes ``k + 1 + CANDIDATE_MARGIN`` candidates in float32; they are re-ranked by
+    float64 distance. Requires ``k < len(x)``.
     """
-    s = check_hardness(score, name="score", finite=True)
-    idx = _check_knn_idx(knn_idx, s.size)
-    dist = _check_pair_array("knn_dist", knn_dist, idx.shape)
-    if np.any(dist < 0):
-        r, c = (int(x[0]) for x in np.nonzero(dist < 0))
-        raise ValueError(f"knn_dist[{r}, {c}]={float(dist[r, c])!r} is negative; distances must be >= 0")
-    msg = np.exp(-dist) * s[idx]
-    if active is not None:
-        a = np.asarray(active)
-        if a.dtype != np.bool_ or a.shape != s.shape:
-            raise ValueError(f"active must be a bool array of shape {s.shape}, got {a.dtype} {a.shape}")
-        msg = np.where(a[idx], msg, 0.0)
-    return s + msg.sum(axis=1)
+    m = x.shape[0]
+    c = min(m, k + 1 + CANDIDATE_MARGIN)
+    import faiss
+
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    _, cand = index.search(x, c)
+    cand = cand.astype(np.int64)
+    rows = np.repeat(np.arange(m, dtype=np.int64), c)
+    d = pair_distance(x, rows, cand.ravel()).reshape(m, c)
+    d[cand == np.arange(m)[:, None]] = np.inf  # self is never its own neighbour
+    order = np.lexsort((cand, d), axis=-1)[:, :k]
+    return np.take_along_axis(cand, order, axis=1)
 
 
-def _reverse_pick(
-    members: np.ndarray,
-    count: int,
-    value: np.ndarray,
-    stratum: np.ndarray,
-    b: int,
-    nbr: np.ndarray,
-    weight: np.ndarray,
-    picked: np.ndarray,
-) -> list[int]:
-    """Greedy reverse message passing inside stratum ``b`` with a lazy max-heap; mutates ``value`` and ``picked``.
+def knn_graph(x: np.ndarray, k: int) -> Graph:
+    """Symmetrised k-NN graph of the rows of ``x`` with exact float64 edge distances (sampling.py:252-274)."""
+    m = x.shape[0]
+    nn = knn(x, k)
+    src = np.repeat(np.arange(m, dtype=np.int64), k)
+    dst = nn.ravel()
+    key = np.unique(np.concatenate([src * m + dst, dst * m + src]))  # both directions, deduplicated, sorted
+    rows, nbr = key // m, key % m
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=m))]).astype(np.int64)
+    return Graph(ptr, nbr, pair_distance(x, rows, nbr))
 
-    Picks the unpicked member with the highest current value (ties: lowest index); then for each neighbour j of
-    the pick k in the same stratum and unpicked: value[j] -= weight[k, j] * value[k]. O(size * k * log size).
+
+def d2_forward(hardness: np.ndarray, graph: Graph) -> np.ndarray:
+    """Forward pass ("sum"): f_i = h_i + sum_{j in N(i)} exp(-d_ij) * max(h_j, SCORE_FLOOR)."""
+    h = np.asarray(hardness, dtype=np.float64)
+    rows = np.repeat(np.arange(h.size), np.diff(graph.ptr))
+    msg = np.exp(-graph.dist) * np.maximum(h[graph.nbr], SCORE_FLOOR)
+    return h + np.bincount(rows, weights=msg, minlength=h.size)
+
+
+def d2_reverse(score: np.ndarray, graph: Graph, count: int, gamma: float) -> np.ndarray:
+    """Greedy reverse pass ("weighted"): ``count`` picks, each lowering its neighbours by exp(-gamma*d) * its score.
+
+    Returns the picked positions in pick order. Lazy max-heap, ties to the lowest position: O((m + count*deg) log m).
     """
-    heap = [(-float(value[i]), int(i)) for i in members]
+    value = np.array(score, dtype=np.float64)
+    weight = np.exp(-gamma * graph.dist)
+    picked = np.zeros(value.size, dtype=bool)
+    heap = [(-v, i) for i, v in enumerate(value.tolist())]
     heapq.heapify(heap)
     chosen: list[int] = []
     while len(chosen) < count:
         neg, i = heapq.heappop(heap)
-        if picked[i] or -neg != value[i]:  # already picked or a stale entry (the value changed since the push)
+        if picked[i] or -neg != value[i]:  # already picked, or a stale entry (the value changed since the push)
             continue
         picked[i] = True
         chosen.append(i)
-        vi = value[i]
-        for j, w in zip(nbr[i].tolist(), weight[i].tolist(), strict=True):
-            if stratum[j] == b and not picked[j]:
-                value[j] -= w * vi
+        lo, hi = int(graph.ptr[i]), int(graph.ptr[i + 1])
+        for j, w in zip(graph.nbr[lo:hi].tolist(), weight[lo:hi].tolist(), strict=True):
+            if not picked[j]:
+                value[j] -= w * value[i]
                 heapq.heappush(heap, (-float(value[j]), j))
-    return chosen
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def d2_pool(h: np.ndarray, x: np.ndarray, count: int, k: int, gamma: float, rng: np.random.Generator) -> np.ndarray:
+    """D2 inside one pool (fresh graph, forward, reverse); positions of the ``count`` picks within the pool."""
+    m = h.size
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    if m <= k:  # too small for a k-NN graph: uniform random, as the reference (Coreset.py:281-283)
+        return rng.choice(m, size=count, replace=False).astype(np.int64)
+    graph = knn_graph(x, k)
+    return d2_reverse(d2_forward(h, graph), graph, count, gamma)
 
 
 def d2_select(
-    score: np.ndarray,
-    knn_idx: np.ndarray,
-    knn_sim: np.ndarray,
+    hardness: np.ndarray,
+    embeddings: np.ndarray,
     budget: float,
     beta: float = 0.0,
     *,
-    strata: int = 25,
+    mode: str = "stratified",
+    strata: int = 50,
     gamma: float = 0.1,
     k: int = 5,
     seed: int,
 ) -> np.ndarray:
-    """D2 pruning: keep exactly round(budget*N) examples, balancing difficulty (``score``, higher = harder) and
-    diversity over the kNN graph (first ``k`` columns of ``knn_idx`` / cosine ``knn_sim``).
+    """D2 pruning: keep exactly round(budget*N) examples (sorted int64 indices) balancing difficulty and diversity.
 
-    Returns the kept indices (sorted int64). Deterministic given ``seed`` (used only by the CCS top-up); greedy
-    ties go to the lowest index, as the reference's ``np.argmax`` does.
+    ``hardness`` (N, higher = harder) is the node score; ``embeddings`` (N x D) are used RAW, not L2-normalised:
+    the reference builds its graph on unnormalised features (np.load, selection_mp.py:98; sampling.py:245, 252)
+    and its gamma (0.1 in the README) and forward kernel exp(-d) are calibrated to those Euclidean distances.
+    ``strata`` is ignored when ``mode="global"``. ``seed`` only drives the top-up ties and pools of <= k examples.
     """
+    m = _check_mode(mode)
     n_strata = _validate_strata(strata)
     g = _check_gamma(gamma)
+    kk = _check_k(k)
     rng = np.random.default_rng(validate_seed(seed))
     budget, beta = validate_budget_beta(budget, beta)
-    s = check_hardness(score, name="score", finite=True)
-    n = s.size
-    idx_full = np.asarray(knn_idx)
-    if idx_full.ndim != 2:
-        raise ValueError(f"knn_idx must have shape [N={n}, k>=1], got {idx_full.shape}")
-    kk = _check_k(k, idx_full.shape[1])
-    sim_full = np.asarray(knn_sim)
-    if sim_full.shape != idx_full.shape:
-        raise ValueError(f"knn_sim has shape {sim_full.shape} but knn_idx has shape {idx_full.shape}; they must match")
-    nbr = _check_knn_idx(idx_full[:, :kk], n)
-    dist = cosine_to_distance(_check_pair_array("knn_sim", sim_full[:, :kk], nbr.shape))
-
-    n_keep, n_hard = subset_sizes(n, budget, beta)
-    survivors = np.sort(easy_to_hard_order(s)[: n - n_hard])
-    active = np.zeros(n, dtype=bool)
-    active[survivors] = True
-    forward = d2_forward(s, nbr, dist, active=active)
-
-    bins = stratum_ids(forward[survivors], n_strata)
-    sizes = np.bincount(bins, minlength=n_strata)
-    alloc = top_up(water_fill(sizes, n_keep), sizes, n_keep, rng)
-    stratum = np.full(n, -1, dtype=np.int64)
-    stratum[survivors] = bins
-    weight = np.exp(-g * dist)
-    value = forward.copy()
-    picked = np.zeros(n, dtype=bool)
-    chosen: list[int] = []
-    for b in range(n_strata):
-        if alloc[b] > 0:
-            chosen += _reverse_pick(survivors[bins == b], int(alloc[b]), value, stratum, b, nbr, weight, picked)
-    kept = as_kept(np.asarray(chosen, dtype=np.int64))
-    if kept.size != n_keep:  # pragma: no cover - guarded by top_up
-        raise AssertionError(f"d2_select selected {kept.size} examples, expected {n_keep}")
+    h = check_hardness(hardness, finite=True)
+    x = _check_embeddings(embeddings, h.size)
+    n_keep, n_hard = subset_sizes(h.size, budget, beta)
+    survivors = np.sort(easy_to_hard_order(h)[: h.size - n_hard])  # ascending global index, as the reference's pool
+    if m == "global":
+        pools, alloc = [survivors], np.array([n_keep])
+    else:
+        bins = stratum_ids(h[survivors], n_strata)
+        sizes = np.bincount(bins, minlength=n_strata)
+        alloc = top_up(water_fill(sizes, n_keep), sizes, n_keep, rng)
+        pools = [survivors[bins == b] for b in range(n_strata)]
+    chosen = [p[d2_pool(h[p], x[p], int(c), kk, g, rng)] for p, c in zip(pools, alloc, strict=True) if c > 0]
+    kept = as_kept(np.concatenate(chosen))
+    if kept.size != n_keep or np.unique(kept).size != n_keep:  # pragma: no cover - guarded by top_up
+        raise AssertionError(f"d2_select selected {kept.size} examples, expected {n_keep} distinct")
     return kept
 
 
-__all__ = ["cosine_to_distance", "d2_forward", "d2_select"]
+__all__ = ["MODES", "Graph", "d2_forward", "d2_pool", "d2_reverse", "d2_select", "knn", "knn_graph", "pair_distance"]
