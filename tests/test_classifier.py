@@ -9,11 +9,22 @@ import torch
 from sklearn.datasets import load_digits
 
 from elfs.config import ClassifierTrainingConfig, DynamicsConfig
-from elfs.dynamics import HARD_END, ClassifierModule, cosine_lr, evaluate_accuracy, record_dynamics, train_classifier
+from elfs.dynamics import (
+    HARD_END,
+    ClassifierModule,
+    ImageFacts,
+    TestSet,
+    cosine_lr,
+    evaluate_accuracy,
+    record_dynamics,
+    train_classifier,
+)
 from elfs.dynamics.augment import crop_flip, normalize_uint8, random_crop_flip, sample_crop_params
+from elfs.runtime import Runtime
 
 SGD = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, min_lr=1e-4)
-DATA = dict(crop_padding=1, hflip=False, mean=[0.3], std=[0.35])
+DATA = dict(images=ImageFacts(crop_padding=1, hflip=False, mean=[0.3], std=[0.35]))
+FLIP = dict(images=ImageFacts(crop_padding=1, hflip=True, mean=[0.3], std=[0.35]))
 
 
 def _cfg(model: str = "small_cnn", *, width: int = 4, batch_size: int = 16, cls=ClassifierTrainingConfig, **kw):
@@ -115,7 +126,7 @@ def test_lr_schedule_in_fit_and_exact_max_steps(digits):
         num_classes=10,
         steps=37,
         seed=0,
-        trainer_kwargs={"callbacks": [probe]},
+        runtime=Runtime(trainer_kwargs={"callbacks": [probe]}),
         **DATA,
     )
     assert r.steps == 37 and len(probe.lrs) == 37  # 100 / 16 -> 7 batches per epoch, stops mid-epoch
@@ -136,9 +147,7 @@ def test_learns_digits_and_reports_test_accuracy(digits):
         num_classes=10,
         steps=300,
         seed=0,
-        test_inputs=x[test],
-        test_labels=y[test],
-        test_every=100,
+        test=TestSet(x[test], y[test], every=100),
         **DATA,
     )
     assert evaluate_accuracy(r.module, x[train], y[train]) > 0.9
@@ -198,8 +207,8 @@ def test_recorder_in_fit_matches_captured_logits(digits, tmp_path):
         epochs=3,
         seed=1,
         record=True,
-        trainer_kwargs={"callbacks": [probe]},
-        **{**DATA, "hflip": True},
+        runtime=Runtime(trainer_kwargs={"callbacks": [probe]}),
+        **FLIP,
     )
     s = r.scores
     assert r.steps == 3 * 6 and len(probe.batches) == 18
@@ -220,7 +229,7 @@ def test_recorder_in_fit_matches_captured_logits(digits, tmp_path):
 def test_same_seed_bit_identical_scores(digits):
     x, y = digits
     cfg = _cfg(cls=DynamicsConfig, batch_size=32, epochs=2)
-    kw = dict(num_classes=10, **{**DATA, "hflip": True})
+    kw = dict(num_classes=10, **FLIP)
     a = record_dynamics(x[:200], y[:200], cfg, seed=7, **kw)
     b = record_dynamics(x[:200], y[:200], cfg, seed=7, **kw)
     c = record_dynamics(x[:200], y[:200], cfg, seed=8, **kw)
@@ -235,13 +244,13 @@ def test_fast_data_path_gives_the_host_paths_result(digits):
     host loader on the same device: bit-identical scores and test accuracy here on the CPU; channels-last only
     changes the memory layout (same result up to float reduction order)."""
     x, y = digits
-    kw = dict(num_classes=10, seed=3, **{**DATA, "hflip": True})
+    kw = dict(num_classes=10, seed=3, **FLIP)
     plain = record_dynamics(x[:300], y[:300], _cfg(cls=DynamicsConfig, batch_size=32, epochs=2), **kw)
     fast = record_dynamics(x[:300], y[:300], _cfg(cls=DynamicsConfig, batch_size=32, epochs=2, device_data=True), **kw)
     for k in plain:
         np.testing.assert_array_equal(plain[k], fast[k], err_msg=k)
     idx = np.arange(0, 1500, 2)
-    common = dict(num_classes=10, seed=1, steps=40, test_inputs=x[1500:], test_labels=y[1500:], **DATA)
+    common = dict(num_classes=10, seed=1, steps=40, test=TestSet(x[1500:], y[1500:]), **DATA)
     a = train_classifier(x, y, idx, _cfg(batch_size=32), **common)
     b = train_classifier(x, y, idx, _cfg(batch_size=32, device_data=True), **common)
     c = train_classifier(x, y, idx, _cfg(batch_size=32, channels_last=True), **common)
@@ -267,8 +276,10 @@ def test_bad_arguments_are_refused(digits):
         train_classifier(x, y, np.arange(10), cfg, steps=3, **{**kw, "num_classes": 5})
     with pytest.raises(ValueError, match="min_lr"):
         train_classifier(x, y, np.arange(10), _cfg(min_lr=1.0), steps=3, **kw)
-    with pytest.raises(ValueError, match="test_every"):
-        train_classifier(x, y, np.arange(10), cfg, steps=3, test_every=5, **kw)
+    with pytest.raises(ValueError, match=r"test\.every"):
+        train_classifier(x, y, np.arange(10), cfg, steps=3, test=TestSet(x[:5], y[:5], every=-1), **kw)
+    with pytest.raises(ValueError, match="both inputs and labels"):
+        train_classifier(x, y, np.arange(10), cfg, steps=3, test=TestSet(x[:5], None), **kw)
     with pytest.raises(ValueError, match="DynamicsConfig"):
         train_classifier(x, y, np.arange(10), cfg, steps=3, record=True, **kw)
 
@@ -277,7 +288,8 @@ _DDP_SCRIPT = r"""
 import sys, numpy as np, torch, lightning as L
 from sklearn.datasets import load_digits
 from elfs.config import DynamicsConfig
-from elfs.dynamics import train_classifier
+from elfs.dynamics import ImageFacts, train_classifier
+from elfs.runtime import Runtime
 
 class Dump(L.Callback):
     def on_fit_start(self, trainer, pl_module):
@@ -294,8 +306,9 @@ n = 101  # odd: the DistributedSampler pads one duplicate per epoch
 cfg = DynamicsConfig(model="small_cnn", width=4, batch_size=8, lr=0.05, momentum=0.9, nesterov=True,
                      weight_decay=5e-4, min_lr=1e-4, el2n_epochs=2)
 r = train_classifier(x[:n], d.target[:n], np.arange(n), cfg, num_classes=10, epochs=3,
-                     crop_padding=1, hflip=True, mean=[0.3], std=[0.35], seed=0, record=True,
-                     trainer_kwargs=dict(strategy="ddp_fork", accelerator="cpu", devices=2, callbacks=[Dump()]))
+                     images=ImageFacts(crop_padding=1, hflip=True, mean=[0.3], std=[0.35]), seed=0, record=True,
+                     runtime=Runtime(trainer_kwargs=dict(strategy="ddp_fork", accelerator="cpu", devices=2,
+                                                         callbacks=[Dump()])))
 np.savez(f"{sys.argv[1]}/scores.npz", **r.scores)
 """
 
@@ -333,25 +346,40 @@ def test_resume_from_epoch_checkpoint_is_exact(digits, tmp_path, interrupt_at_ep
     cfg = _cfg(cls=DynamicsConfig, width=8, batch_size=64, el2n_epochs=2)
     kw = dict(num_classes=10, **DATA, seed=3, record=True, epochs=6)
     idx = np.arange(len(x))
-    ref = train_classifier(x, y, idx, cfg, trainer_kwargs=dict(enable_progress_bar=False), **kw).scores
+    quiet = dict(enable_progress_bar=False)
+    ckpt = Runtime(trainer_kwargs=quiet, checkpoint_dir=str(tmp_path))
+    ref = train_classifier(x, y, idx, cfg, runtime=Runtime(trainer_kwargs=quiet), **kw).scores
     with pytest.raises(SystemExit):  # Lightning turns the KeyboardInterrupt into sys.exit(1)
         train_classifier(
             x,
             y,
             idx,
             cfg,
-            checkpoint_dir=str(tmp_path),
-            trainer_kwargs=dict(enable_progress_bar=False, callbacks=[interrupt_at_epoch(3)]),
+            runtime=Runtime(
+                trainer_kwargs={**quiet, "callbacks": [interrupt_at_epoch(3)]}, checkpoint_dir=str(tmp_path)
+            ),
             **kw,
         )
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2
-    resumed = train_classifier(
-        x, y, idx, cfg, checkpoint_dir=str(tmp_path), trainer_kwargs=dict(enable_progress_bar=False), **kw
-    )
+    resumed = train_classifier(x, y, idx, cfg, runtime=ckpt, **kw)
     for k in ref:
         np.testing.assert_array_equal(resumed.scores[k], ref[k])
     (tmp_path / "last.ckpt").write_bytes(b"truncated")  # a kill during the write: ignored, training restarts
-    again = train_classifier(
-        x, y, idx, cfg, checkpoint_dir=str(tmp_path), trainer_kwargs=dict(enable_progress_bar=False), **kw
-    )
+    again = train_classifier(x, y, idx, cfg, runtime=ckpt, **kw)
     np.testing.assert_array_equal(again.scores["aum"], ref["aum"])
+
+
+def test_trainer_settings_merge_order():
+    """elfs.runtime's one merge: TRAINER_DEFAULTS < a caller's defaults < runtime.trainer_kwargs < fixed settings;
+    callbacks are concatenated, the logger is the runtime's (False without one)."""
+    from elfs.runtime import TRAINER_DEFAULTS, trainer_settings, world_size_of
+
+    own, extra = L.Callback(), L.Callback()
+    rt = Runtime(trainer_kwargs={"deterministic": False, "callbacks": [own], "use_distributed_sampler": True})
+    defaults = {"deterministic": "warn", "log_every_n_steps": 7}
+    kw = trainer_settings(rt, callbacks=[extra], defaults=defaults, max_steps=3, use_distributed_sampler=False)
+    assert kw["deterministic"] is False and kw["log_every_n_steps"] == 7 and kw["max_steps"] == 3
+    assert kw["use_distributed_sampler"] is False and kw["callbacks"] == [own, extra] and kw["logger"] is False
+    assert trainer_settings(Runtime(), defaults={"deterministic": "warn"})["deterministic"] == "warn"
+    assert {k: v for k, v in trainer_settings(Runtime()).items() if k in TRAINER_DEFAULTS} == TRAINER_DEFAULTS
+    assert world_size_of({}) == 1 and world_size_of({"accelerator": "cpu", "devices": 2, "num_nodes": 2}) == 4

@@ -21,6 +21,7 @@ from elfs.cluster.loss import temi_loss
 from elfs.cluster.metrics import hungarian_accuracy
 from elfs.cluster.module import TEMIModule, make_heads, momentum_at
 from elfs.config import ClusterConfig
+from elfs.runtime import Runtime
 
 
 def _mixture(seed: int = 0, n: int = 600, k: int = 5, d: int = 32, sep: float = 4.0, n_nbrs: int = 20):
@@ -58,7 +59,7 @@ TEMI_CFG = ClusterConfig(
     head_impl="loop",
     embed_norm=False,
 )
-FIT_KW = dict(seed=0, trainer_kwargs={"accelerator": "cpu"})
+FIT_KW = dict(seed=0, runtime=Runtime(trainer_kwargs={"accelerator": "cpu"}))
 
 
 def _trainer(**kw) -> L.Trainer:
@@ -424,10 +425,12 @@ import sys, dataclasses, numpy as np, torch
 sys.path.insert(0, sys.argv[2])
 from test_cluster_module import _mixture, TEMI_CFG
 from elfs.cluster import fit_temi
+from elfs.runtime import Runtime
 torch.set_num_threads(1)
 x, knn, _ = _mixture(n=640)
 cfg = dataclasses.replace(TEMI_CFG, epochs=4, batch_size=128)
-r = fit_temi(x, knn, 5, cfg, seed=0, trainer_kwargs=dict(strategy="ddp_fork", accelerator="cpu", devices=2))
+ddp = Runtime(trainer_kwargs=dict(strategy="ddp_fork", accelerator="cpu", devices=2))
+r = fit_temi(x, knn, 5, cfg, seed=0, runtime=ddp)
 np.savez(f"{sys.argv[1]}/temi.npz", head_losses=r.head_losses, best_head=r.best_head, labels=r.pseudo_labels)
 """
 

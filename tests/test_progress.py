@@ -55,6 +55,7 @@ def test_epoch_progress_in_a_real_fit():
     """One line per epoch (every_s=0) with epoch, step, rate and time left; the last says done."""
     from elfs.config import ClassifierTrainingConfig
     from elfs.dynamics import train_classifier
+    from elfs.runtime import Runtime
 
     out = io.StringIO()
     rng = np.random.default_rng(0)
@@ -69,7 +70,7 @@ def test_epoch_progress_in_a_real_fit():
         num_classes=2,
         epochs=3,
         seed=0,
-        trainer_kwargs={"callbacks": [EpochProgress("proxy", every_s=0, stream=out)]},
+        runtime=Runtime(trainer_kwargs={"callbacks": [EpochProgress("proxy", every_s=0, stream=out)]}),
     )
     lines = out.getvalue().splitlines()
     assert [ln.split(",")[0] for ln in lines] == ["proxy: epoch 1/3", "proxy: epoch 2/3", "proxy: epoch 3/3"]

@@ -15,6 +15,7 @@ from elfs.cluster import PSEUDO_LABEL_RULES, aligned_mean_labels, fit_temi, head
 from elfs.cluster.module import TEMIModule
 from elfs.cluster.pseudo_labels import align_to_reference, alignment_mapping
 from elfs.config import ClusterConfig
+from elfs.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -199,7 +200,7 @@ def test_aligned_mean_input_errors(data, trained):
 def test_fit_temi_aligned_mean_rule(data):
     x, knn = data
     cfg = dataclasses.replace(CFG, rule="aligned_mean", num_heads=3)
-    res = fit_temi(x, knn, C, cfg, seed=0, trainer_kwargs={"accelerator": "cpu"})
+    res = fit_temi(x, knn, C, cfg, seed=0, runtime=Runtime(trainer_kwargs={"accelerator": "cpu"}))
     assert res.pseudo_labels.dtype == np.int64 and res.pseudo_labels.shape == (N,)
     assert 0 <= res.pseudo_labels.min() and res.pseudo_labels.max() < C
     assert res.head_assignments.shape == (3, N) and res.best_head == int(np.argmin(res.head_losses))

@@ -30,14 +30,15 @@ idx, _ = knn(x, 20, backend="faiss_ivf", chunk_size=8192)
 t["knn"], t0 = time.perf_counter() - t0, time.perf_counter()
 from elfs.cluster import fit_temi
 from elfs.config import ClusterConfig, DynamicsConfig
+from elfs.runtime import Runtime
 cc = ClusterConfig(num_heads=4, hidden_dim=128, bottleneck_dim=64, epochs=1, batch_size=1024, lr=1e-3,
                    min_lr=1e-4, warmup_epochs=0, knn_k=20, teacher_momentum=0.99, embed_norm=True)
-tr = {"accelerator": "cpu", "enable_progress_bar": False}
-pseudo = fit_temi(x, idx, classes, cc, seed=0, trainer_kwargs=tr).pseudo_labels
+tr = Runtime(trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": False})
+pseudo = fit_temi(x, idx, classes, cc, seed=0, runtime=tr).pseudo_labels
 t["cluster"], t0 = time.perf_counter() - t0, time.perf_counter()
 from elfs.dynamics import HARD_END, record_dynamics
 dc = DynamicsConfig(model="mlp", width=256, batch_size=1024, lr=0.05, epochs=2, el2n_epochs=1)
-scores = record_dynamics(x, pseudo, dc, num_classes=classes, seed=0, trainer_kwargs=tr)
+scores = record_dynamics(x, pseudo, dc, num_classes=classes, seed=0, runtime=tr)
 t["dynamics"], t0 = time.perf_counter() - t0, time.perf_counter()
 from elfs.select import select, to_hardness
 from elfs.selection_report import write_selection_outputs

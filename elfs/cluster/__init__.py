@@ -10,6 +10,7 @@ import numpy as np
 from elfs.cluster.metrics import cluster_metrics, hungarian_accuracy
 from elfs.cluster.pseudo_labels import PSEUDO_LABEL_RULES, aligned_mean_labels, head_assignments, pseudo_labels
 from elfs.config import ClusterConfig
+from elfs.runtime import DEFAULT_RUNTIME, Runtime, build_trainer
 
 #: clustering methods that produce pseudo-labels (cluster.method)
 CLUSTER_METHODS = ("temi", "kmeans")
@@ -47,15 +48,15 @@ def fit_temi(
     cfg: ClusterConfig,
     *,
     seed: int,
-    trainer_kwargs: dict | None = None,
-    logger=None,
+    runtime: Runtime = DEFAULT_RUNTIME,
 ) -> TEMIResult:
     """Train TEMI heads (settings: ``cfg``, read whole) on frozen ``embeddings`` [N, D] with neighbours
     ``knn_idx`` [N, k] for ``cfg.epochs`` and return label-free pseudo-labels chosen by ``cfg.rule``;
     deterministic given ``seed``.
 
-    ``trainer_kwargs`` override the Trainer defaults (accelerator "auto", 1 device, no checkpointing/summary,
-    ``deterministic="warn"``).
+    ``runtime.trainer_kwargs`` override the Trainer defaults (elfs.runtime.TRAINER_DEFAULTS: accelerator "auto",
+    1 device, no checkpointing/summary/progress bar; here ``deterministic="warn"``); ``runtime.logger`` gets the
+    metrics (num_workers and checkpoint_dir are not used: the embeddings are in memory, one run is short).
     """
     from elfs.cluster.module import check_temi_inputs
 
@@ -77,19 +78,14 @@ def fit_temi(
 
     L.seed_everything(seed, workers=True, verbose=False)
     module = TEMIModule(emb, knn, num_clusters, cfg, seed=seed)
-    kwargs = dict(
-        accelerator="auto",
-        devices=1,
+    trainer = build_trainer(
+        runtime,
+        # TEMI has always run with deterministic="warn" (the classifier: True, TRAINER_DEFAULTS): kept as a default
+        # of its own, which runtime.trainer_kwargs (the pipeline's trainer.deterministic) still override
+        defaults={"deterministic": "warn"},
         max_epochs=cfg.epochs,
-        logger=logger if logger is not None else False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        deterministic="warn",
-        enable_progress_bar=False,
+        use_distributed_sampler=False,  # the index loader deals its (seed, epoch) order to the ranks itself
     )
-    kwargs.update(trainer_kwargs or {})
-    kwargs["use_distributed_sampler"] = False  # the index loader deals its (seed, epoch) order to the ranks itself
-    trainer = L.Trainer(**kwargs)
     trainer.fit(module, train_dataloaders=module.index_loader(trainer.world_size))
     # Lightning's teardown left the module on the CPU: the assignment passes run the teacher heads on the training
     # device (the GPU) and stream the embeddings to it batch by batch; the stored embedding buffers stay on the host

@@ -7,7 +7,15 @@ from typing import Any
 import numpy as np
 
 from elfs.config import DynamicsConfig
-from elfs.dynamics.classifier import ClassifierModule, TrainResult, cosine_lr, evaluate_accuracy, train_classifier
+from elfs.dynamics.classifier import (
+    ClassifierModule,
+    ImageFacts,
+    TestSet,
+    TrainResult,
+    cosine_lr,
+    evaluate_accuracy,
+    train_classifier,
+)
 from elfs.dynamics.recorder import HARD_END, TrainingDynamicsRecorder
 
 
@@ -17,7 +25,7 @@ def record_dynamics(
     """Train the proxy (``cfg``, read whole) on all examples with their pseudo-labels for ``cfg.epochs`` and
     return per-example scores.
 
-    `train_kwargs` are :func:`train_classifier`'s keywords (num_classes, seed, crop_padding, ..., checkpoint_dir).
+    `train_kwargs` are :func:`train_classifier`'s keywords (num_classes, seed, images, runtime).
     Keys: aum, aum_prob_sum, forgetting, el2n, correctness (directions in HARD_END), never_learned, num_records.
     """
     everything = np.arange(len(inputs), dtype=np.int64)
@@ -29,6 +37,8 @@ def record_dynamics(
 __all__ = [
     "HARD_END",
     "ClassifierModule",
+    "ImageFacts",
+    "TestSet",
     "TrainResult",
     "TrainingDynamicsRecorder",
     "cosine_lr",

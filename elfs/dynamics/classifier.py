@@ -29,6 +29,7 @@ from elfs.data.types import is_streamed
 from elfs.dynamics.augment import BatchImageTransform
 from elfs.dynamics.recorder import TrainingDynamicsRecorder
 from elfs.models import MODEL_INPUTS, build_model
+from elfs.runtime import DEFAULT_RUNTIME, Runtime, build_trainer, world_size_of
 from elfs.sampling import EpochSeededSampler
 
 
@@ -382,6 +383,29 @@ class _PeriodicEval(L.Callback):
                 trainer.logger.log_metrics({"test/acc": acc}, step=step)
 
 
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the augmentation and normalisation need to know about the images (label-free): the reflect-padding of
+    the random crop (0 = no crop), horizontal flips, and the channel mean / std (None = 0 / 1)."""
+
+    crop_padding: int = 0
+    hflip: bool = False
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """The held-out images and labels a training is tested on: every `every` optimizer steps (0 = never) and at
+    the end. `inputs` have the training inputs' layout (or are a streamed source)."""
+
+    __test__ = False  # not a pytest test class
+
+    inputs: np.ndarray | Any
+    labels: np.ndarray
+    every: int = 0
+
+
 @dataclass
 class TrainResult:
     """Outcome of `train_classifier`: the trained module, optional per-example scores and test accuracies."""
@@ -392,14 +416,6 @@ class TrainResult:
     best_test_acc: float | None
     steps: int
     test_history: list[tuple[int, float]] = field(default_factory=list)
-
-
-def _world_size(trainer_kwargs: Mapping[str, Any]) -> int:
-    """Processes a Trainer with these settings trains on (elfs.distributed.planned_processes)."""
-    from elfs.distributed import planned_processes
-
-    kw = trainer_kwargs
-    return planned_processes(kw.get("devices", 1), kw.get("accelerator", "auto"), kw.get("num_nodes", 1))
 
 
 def _check_positive_int(name: str, value: Any) -> int:
@@ -418,39 +434,34 @@ def train_classifier(
     seed: int,
     steps: int | None = None,
     epochs: int | None = None,
-    crop_padding: int = 0,
-    hflip: bool = False,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
+    images: ImageFacts = ImageFacts(),
+    runtime: Runtime = DEFAULT_RUNTIME,
+    test: TestSet | None = None,
     record: bool = False,
-    trainer_kwargs: dict | None = None,
-    logger: Any = None,
-    num_workers: int = 0,
-    test_inputs: np.ndarray | Any | None = None,
-    test_labels: np.ndarray | None = None,
-    test_every: int = 0,
-    checkpoint_dir: str | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` (network and SGD settings: ``cfg``, read whole) on `inputs[indices]` with
     `labels[indices]` for exactly `steps` iterations or `epochs`.
 
-    `inputs` (and `test_inputs`) are uint8 images N x H x W x C, float embeddings N x D, or a streamed image
-    source (``__len__`` + ``load_rgb(i, size)``), decoded at ``cfg.image_size`` in `num_workers` DataLoader
-    workers, one image per item, in the same order and to the same batches as the in-memory path would give.
-    For arrays, ``cfg.image_size`` must be None or their own size (they are not resized).
+    `inputs` (and ``test.inputs``) are uint8 images N x H x W x C, float embeddings N x D, or a streamed image
+    source (``__len__`` + ``load_rgb(i, size)``), decoded at ``cfg.image_size`` in ``runtime.num_workers``
+    DataLoader workers, one image per item, in the same order and to the same batches as the in-memory path would
+    give. For arrays, ``cfg.image_size`` must be None or their own size (they are not resized).
 
-    `crop_padding`, `hflip`, `mean` and `std` describe the images (the dataset's augmentation and channel
-    statistics). With `record=True` (``cfg`` is then a DynamicsConfig) the returned scores are the recorder's,
-    arrays of length len(inputs) by ORIGINAL dataset index (examples outside `indices` hold NaN / -1).
-    `final_test_acc` is the final model's accuracy on the test set; `best_test_acc` is the maximum over the
-    evaluations every `test_every` steps and the final one (None when `test_every` is 0) - a secondary,
-    test-selected number. With the fork/spawn DDP strategies the trained weights and recorder come back from
-    rank 0, but `steps` and `test_history` stay in the workers (0 / []). The returned module sits on the training
-    device, so `evaluate_accuracy(result.module, ...)` runs there. With `checkpoint_dir`, a checkpoint is written
-    there after every epoch and a later call with the same arguments resumes from it; the data order depends only
-    on (seed, epoch) and the augmentation and recorder state are in the checkpoint, so a resumed run gives the
-    same result as an uninterrupted one.
+    `images` describes the images (the dataset's augmentation and channel statistics). `runtime` says how the
+    training runs: its trainer_kwargs go over elfs.runtime.TRAINER_DEFAULTS (deterministic=True here), its logger
+    gets the metrics. With `record=True` (``cfg`` is then a DynamicsConfig) the returned scores are the
+    recorder's, arrays of length len(inputs) by ORIGINAL dataset index (examples outside `indices` hold NaN / -1).
+    With `test`, `final_test_acc` is the final model's accuracy on the test set; `best_test_acc` is the maximum
+    over the evaluations every ``test.every`` steps and the final one (None when ``test.every`` is 0) - a
+    secondary, test-selected number. With the fork/spawn DDP strategies the trained weights and recorder come back
+    from rank 0, but `steps` and `test_history` stay in the workers (0 / []). The returned module sits on the
+    training device, so `evaluate_accuracy(result.module, ...)` runs there. With ``runtime.checkpoint_dir``, a
+    checkpoint is written there after every epoch and a later call with the same arguments resumes from it; the
+    data order depends only on (seed, epoch) and the augmentation and recorder state are in the checkpoint, so a
+    resumed run gives the same result as an uninterrupted one.
     """
+    num_workers, checkpoint_dir = runtime.num_workers, runtime.checkpoint_dir
+    test_every = test.every if test is not None else 0
     cfg.validate("train")
     model = cfg.model
     if (steps is None) == (epochs is None):
@@ -463,7 +474,7 @@ def train_classifier(
     if model not in MODEL_INPUTS:
         raise ValueError(f"unknown model {model!r}; valid names: {sorted(MODEL_INPUTS)}")
     if int(num_workers) < 0 or int(test_every) < 0:
-        raise ValueError(f"num_workers and test_every must be >= 0, got {num_workers} and {test_every}")
+        raise ValueError(f"runtime.num_workers and test.every must be >= 0, got {num_workers} and {test_every}")
     streamed = is_streamed(inputs)
     if streamed:
         x_all, kind, n = None, "images", len(inputs)
@@ -496,12 +507,10 @@ def train_classifier(
             f"labels of the training indices must lie in [0, {num_classes}), "
             f"got [{sub_labels.min()}, {sub_labels.max()}]"
         )
-    if (test_inputs is None) != (test_labels is None):
-        raise ValueError("give both test_inputs and test_labels, or neither")
-    if test_every > 0 and test_inputs is None:
-        raise ValueError(f"test_every={test_every} needs test_inputs and test_labels")
-    if test_inputs is not None:
-        test_kind = "images" if is_streamed(test_inputs) else to_model_inputs(test_inputs[:1])[1]
+    if test is not None and (test.inputs is None or test.labels is None):
+        raise ValueError("a TestSet needs both inputs and labels")
+    if test is not None:
+        test_kind = "images" if is_streamed(test.inputs) else to_model_inputs(test.inputs[:1])[1]
         if test_kind != kind:
             raise ValueError(f"test inputs are {test_kind} but training inputs are {kind}")
 
@@ -517,10 +526,10 @@ def train_classifier(
         in_channels=in_channels,
         in_dim=in_dim,
         total_steps=steps,
-        crop_padding=crop_padding,
-        hflip=hflip,
-        mean=mean,
-        std=std,
+        crop_padding=images.crop_padding,
+        hflip=images.hflip,
+        mean=images.mean,
+        std=images.std,
         seed=seed,
         record_num_examples=n if record else None,
     )
@@ -535,29 +544,20 @@ def train_classifier(
         dataset = _IndexedTensorDataset(x_all[idx_t], y_t, idx_t)
     callbacks: list[L.Callback] = []
     periodic = None
-    if test_every > 0:
-        periodic = _PeriodicEval(test_inputs, test_labels, test_every, num_workers=int(num_workers))
+    if test is not None and test_every > 0:
+        periodic = _PeriodicEval(test.inputs, test.labels, test_every, num_workers=int(num_workers))
         callbacks.append(periodic)
-    kwargs: dict[str, Any] = dict(
-        accelerator="auto",
-        devices=1,
-        logger=logger if logger is not None else False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        deterministic=True,
+    fixed: dict[str, Any] = dict(
         max_steps=steps if steps is not None else -1,
         max_epochs=epochs if epochs is not None else -1,
+        use_distributed_sampler=False,  # EpochSeededSampler deals its (seed, epoch) order to the ranks itself
     )
-    kwargs.update(trainer_kwargs or {})
     if checkpoint_dir:
         from lightning.pytorch.callbacks import ModelCheckpoint
 
         callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=1, every_n_epochs=1))
-        kwargs["enable_checkpointing"] = True
-    kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + callbacks
-    kwargs["use_distributed_sampler"] = False  # EpochSeededSampler deals its (seed, epoch) order to the ranks itself
-    world = _world_size(kwargs)
+        fixed["enable_checkpointing"] = True
+    world = world_size_of(runtime.trainer_kwargs)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} is the global batch and must divide among {world} devices")
     loader = DataLoader(
@@ -569,16 +569,17 @@ def train_classifier(
         collate_fn=_batched_collate,
         persistent_workers=int(num_workers) > 0,
     )
-    kwargs.setdefault("log_every_n_steps", max(1, min(50, len(loader))))
-    trainer = L.Trainer(**kwargs)
+    # deterministic=True comes from TRAINER_DEFAULTS; log_every_n_steps is a default runtime.trainer_kwargs may change
+    defaults = {"log_every_n_steps": max(1, min(50, len(loader)))}
+    trainer = build_trainer(runtime, callbacks=callbacks, defaults=defaults, **fixed)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=_resume_checkpoint(checkpoint_dir))
 
     scores = module.recorder.scores() if module.recorder is not None else None
     module.resident = None  # the fast path's copy of the training images is not needed after training
     module.to(trainer.strategy.root_device)  # Lightning's teardown moved it to the CPU; later evaluations run here
     final_acc = best_acc = None
-    if test_inputs is not None:
-        final_acc = evaluate_accuracy(module, test_inputs, test_labels, num_workers=int(num_workers))
+    if test is not None:
+        final_acc = evaluate_accuracy(module, test.inputs, test.labels, num_workers=int(num_workers))
         if periodic is not None:
             best_acc = max([a for _, a in periodic.history] + [final_acc])
     history = list(periodic.history) if periodic is not None else []

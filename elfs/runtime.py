@@ -1,0 +1,90 @@
+"""How a training runs, apart from what it learns: the Lightning Trainer settings, data-loader workers, logger and
+checkpoints, and the one place the Trainer defaults are merged (:func:`build_trainer`).
+
+Both trainings (TEMI in elfs/cluster, the classifier in elfs/dynamics/classifier.py) build their Trainer here. This
+module imports only lightning, torch and elfs.distributed, so experiments/gpu_check.py keeps running on a bare box;
+lightning only when a Trainer is built, so importing it (and a Runtime) is cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from elfs.distributed import planned_processes
+
+if TYPE_CHECKING:
+    import lightning as L
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a training runs, apart from what it learns: Trainer settings, data-loader workers, logger, checkpoints."""
+
+    #: Lightning Trainer keywords (accelerator, devices, strategy, precision, callbacks, ...) over TRAINER_DEFAULTS
+    trainer_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: DataLoader worker processes (the classifier's training and test loaders)
+    num_workers: int = 0
+    #: a Lightning logger, or None = no logger
+    logger: Any = None
+    #: epoch checkpoints here, resumed from when present (classifier only)
+    checkpoint_dir: str | None = None
+
+
+#: ``Runtime()``: the training functions' default (a module-level instance, as a frozen default argument)
+DEFAULT_RUNTIME = Runtime()
+
+#: the one set of Trainer defaults both trainings start from (a caller's trainer_kwargs override any of them).
+#: ``deterministic=True`` is the classifier's; TEMI keeps its ``"warn"`` as a per-caller default (build_trainer's
+#: ``defaults``), so on both a caller's trainer_kwargs still decide.
+TRAINER_DEFAULTS: dict[str, Any] = dict(
+    accelerator="auto",
+    devices=1,
+    enable_checkpointing=False,
+    enable_model_summary=False,
+    enable_progress_bar=False,
+    deterministic=True,
+)
+
+
+def trainer_settings(
+    runtime: Runtime,
+    *,
+    callbacks: Iterable[L.Callback] = (),
+    defaults: Mapping[str, Any] | None = None,
+    **fixed: Any,
+) -> dict[str, Any]:
+    """The keywords :func:`build_trainer` gives ``lightning.Trainer`` (see there for the order)."""
+    kwargs: dict[str, Any] = dict(TRAINER_DEFAULTS)
+    kwargs["logger"] = runtime.logger if runtime.logger is not None else False
+    kwargs.update(defaults or {})
+    kwargs.update(runtime.trainer_kwargs or {})
+    kwargs.update(fixed)
+    kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + list(callbacks)
+    return kwargs
+
+
+def build_trainer(
+    runtime: Runtime,
+    *,
+    callbacks: Iterable[L.Callback] = (),
+    defaults: Mapping[str, Any] | None = None,
+    **fixed: Any,
+) -> L.Trainer:
+    """The one Trainer-defaults merge: TRAINER_DEFAULTS (with ``logger`` = runtime.logger or False), then the
+    caller's ``defaults`` (settings a caller's trainer_kwargs may still override: TEMI's deterministic="warn", the
+    classifier's log_every_n_steps), then runtime.trainer_kwargs, then the caller's ``fixed`` settings (run length,
+    use_distributed_sampler, ...), which nothing overrides; ``callbacks`` are appended to any in trainer_kwargs."""
+    import lightning as L
+
+    return L.Trainer(**trainer_settings(runtime, callbacks=callbacks, defaults=defaults, **fixed))
+
+
+def world_size_of(trainer_kwargs: Mapping[str, Any]) -> int:
+    """Processes a Trainer with these settings (over TRAINER_DEFAULTS) trains on: elfs.distributed.planned_processes."""
+    kw = {**TRAINER_DEFAULTS, **trainer_kwargs}
+    return planned_processes(kw.get("devices", 1), kw.get("accelerator", "auto"), kw.get("num_nodes", 1))
+
+
+__all__ = ["DEFAULT_RUNTIME", "TRAINER_DEFAULTS", "Runtime", "build_trainer", "trainer_settings", "world_size_of"]
