@@ -1,10 +1,12 @@
 """Content-addressed artifact cache: every stage output lives under <root>/<stage>/<key>/.
 
 The key hashes the stage's own config, the keys (or fingerprints) of its inputs, a cache format version and the
-version of the code (a hash of the package's source, elfs/version.py: older code's results are never reused),
-so a beta or budget sweep reuses embeddings, clusters and dynamics, while a backbone change invalidates
-everything downstream. Artifacts are written into a temporary folder and renamed into place, so a killed
-run leaves no half artifact; a corrupt or incomplete entry is detected by its checksum and recomputed.
+version of the stage's code (a hash of the source its module imports, elfs/version.py: older code's results are
+never reused, while an edit of code the stage does not run recomputes nothing), so a beta or budget sweep reuses
+embeddings, clusters and dynamics, while a backbone change invalidates everything downstream. ``recompute``
+names stages computed afresh once per run even when an entry exists (``recompute=[evaluate]``). Artifacts are
+written into a temporary folder and renamed into place, so a killed run leaves no half artifact; a corrupt or
+incomplete entry is detected by its checksum and recomputed.
 """
 
 from __future__ import annotations
@@ -86,18 +88,38 @@ class ArtifactCache:
 
     root: Path
     events: list[dict] = field(default_factory=list)
-    code: str | None = None  # the code version in every key; None = this package's (elfs.version.code_version)
+    code: str | None = None  # one code version for every key (tests); None = each stage module's own
+    recompute: frozenset[str] = frozenset()  # stages computed afresh (once per run) even when an entry exists
+    _fresh: set[str] = field(default_factory=set)  # keys computed by this run (a forced stage is not computed twice)
 
     def __post_init__(self) -> None:
-        from elfs.version import code_version
-
         self.root = Path(self.root)
-        self.code = self.code or code_version()
+        self.recompute = frozenset(self.recompute)
 
-    def key(self, stage: str, config: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
+    def code_of(self, module: str | None) -> str:
+        """The code version a key holds: ``module``'s import closure (elfs.version.module_version), the whole
+        package's when no module is named, or the fixed ``code`` this cache was given."""
+        from elfs.version import code_version, module_version
+
+        if self.code is not None:
+            return self.code
+        return module_version(module) if module else code_version()
+
+    def key(
+        self, stage: str, config: Mapping[str, Any], inputs: Mapping[str, str], *, module: str | None = None
+    ) -> str:
+        code = self.code_of(module)
         return stable_hash(
-            {"stage": stage, "format": CACHE_FORMAT, "code": self.code, "config": dict(config), "inputs": dict(inputs)}
+            {"stage": stage, "format": CACHE_FORMAT, "code": code, "config": dict(config), "inputs": dict(inputs)}
         )
+
+    def forced(self, stage: str, key: str) -> bool:
+        """Whether ``recompute`` asks for this entry afresh: its stage is listed and this run has not yet made it."""
+        return stage in self.recompute and key not in self._fresh
+
+    def has(self, stage: str, key: str) -> bool:
+        """Whether a usable entry exists (a forced one does not count)."""
+        return self.entry(stage, key).exists() and not self.forced(stage, key)
 
     def entry(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -121,8 +143,11 @@ class ArtifactCache:
             return None
         return Artifact(stage, key, path, arrays, meta, cached=True)
 
-    def save(self, stage: str, key: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Artifact:
-        """Write arrays + meta.json into a temporary folder, then rename it into place atomically."""
+    def save(
+        self, stage: str, key: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], *, code: str = ""
+    ) -> Artifact:
+        """Write arrays + meta.json into a temporary folder, then rename it into place atomically (replacing the
+        entry of a forced recomputation)."""
         final = self.entry(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         self._clean_stale_tmp(final.parent, key)
@@ -138,7 +163,7 @@ class ArtifactCache:
             "stage": stage,
             "key": key,
             "format": CACHE_FORMAT,
-            "code": self.code,
+            "code": code or self.code_of(None),
             "arrays": sorted(arrays),
             "shapes": {k: list(v.shape) for k, v in arrays.items()},
             "sha256": _file_sha256(tmp / ARRAYS),
@@ -150,6 +175,8 @@ class ArtifactCache:
             json.dump(full_meta, f, indent=2, sort_keys=True, default=str)
             f.flush()
             os.fsync(f.fileno())
+        if self.forced(stage, key) and final.exists():  # under the entry's lock (run): nobody reads it meanwhile
+            shutil.rmtree(final)
         try:
             os.rename(tmp, final)
         except OSError:  # another job finished the same entry first: keep theirs
@@ -185,24 +212,30 @@ class ArtifactCache:
         *,
         label: str | None = None,
         every_rank: bool = False,
+        module: str | None = None,
     ) -> Artifact:
-        """Return the cached artifact for (stage, config, inputs), computing and saving it on a miss.
+        """Return the cached artifact for (stage, config, inputs), computing and saving it on a miss; ``module`` is
+        the stage's module, whose import closure is the code version in the key.
 
         Under DDP (elfs/distributed.py) rank 0 alone decides hit or miss, so no rank can skip a collective another
         one enters; on a miss ``compute`` runs on rank 0 only, or on every rank when it trains (``every_rank``: it
         holds the DDP collectives); rank 0 alone writes the entry, and every rank then returns rank 0's arrays."""
         from elfs import distributed
 
-        key = self.key(stage, config, inputs)
+        code = self.code_of(module)
+        key = self.key(stage, config, inputs, module=module)
         zero = distributed.is_zero()
-        art = self.load(stage, key) if zero else None
+        forced = self.forced(stage, key)
+        art = self.load(stage, key) if zero and not forced else None
         lock = None
         if zero and art is None:  # one computation per key: another job may be computing this very entry
             lock = self._lock(stage, key)
-            art = self.load(stage, key)  # written by that job while this one waited
+            art = None if forced else self.load(stage, key)  # written by that job while this one waited
         try:
-            described = {"config": dict(config), "inputs": dict(inputs)}
-            return self._run_locked(stage, key, art, compute, described, label=label, every_rank=every_rank)
+            described = {"config": dict(config), "inputs": dict(inputs), "module": module, "code": code}
+            art = self._run_locked(stage, key, art, compute, described, label=label, every_rank=every_rank)
+            self._fresh.add(key)
+            return art
         finally:
             if lock is not None:
                 lock.release()
@@ -249,7 +282,7 @@ class ArtifactCache:
             seconds = time.perf_counter() - t0
             if zero:
                 meta = {**described, "wall_seconds": seconds, **dict(extra)}
-                art = self.save(stage, key, arrays, meta)
+                art = self.save(stage, key, arrays, meta, code=described["code"])
                 log.info("stage %-12s %s computed in %.1fs -> %s", stage, label or "", seconds, art.path)
             distributed.barrier()
             if not zero:

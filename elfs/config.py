@@ -239,10 +239,13 @@ class SelectionConfig:
     # evaluated beside the method on the same coresets protocol: any label-free method, or "full" (all data)
     baselines: list = field(default_factory=lambda: ["random"])
     search_steps: int | None = None  # training steps per beta candidate; None = evaluate.steps
-    d2_k: int = 5  # D2 pruning (method.md §8.3): neighbours per node, taken from the kNN stage's graph
+    # D2 pruning (method.md §8.3; elfs/select/d2.py): "stratified" = a fresh kNN graph per stratum of the raw
+    # hardness (the reference's label-free mode) or "global" = one graph over all survivors (its ImageNet mode)
+    d2_mode: str = "stratified"
+    d2_k: int = 5  # neighbours per node of D2's own Euclidean kNN graph on the raw embeddings (symmetrised)
     d2_gamma: float = 0.1  # D2 reverse message passing: a picked node lowers its neighbours by exp(-gamma d)
     d2_beta: float = 0.0  # D2's own hard cut (fraction of the most atypical dropped first)
-    d2_strata: int = 25  # D2's CCS-style strata (the D2 README's CIFAR example)
+    d2_strata: int = 50  # D2's CCS-style strata (d2_mode=stratified); the reference's --stratas default
 
     @property
     def budgets(self) -> list[float]:
@@ -270,6 +273,7 @@ class SelectionConfig:
         check_choice(f"{key}.labels", self.labels, {"pseudo", "ground_truth"})
         _number_in(f"{key}.val_fraction", self.val_fraction, 0.0, 0.5, low_open=True, high_open=True)
         _int_at_least(f"{key}.strata", self.strata, 1)
+        check_choice(f"{key}.d2_mode", self.d2_mode, {"stratified", "global"})
         _int_at_least(f"{key}.d2_k", self.d2_k, 1)
         _int_at_least(f"{key}.d2_strata", self.d2_strata, 1)
         _number_in(f"{key}.d2_gamma", self.d2_gamma, 0.0, math.inf)
@@ -383,6 +387,8 @@ class PathsConfig:
 
 # Label-free values the Hydra task can return to a sweeper (elfs/train.py `objective`); "none" returns nothing.
 OBJECTIVES = ("beta_search/val_acc", "none")
+#: the cached stages (elfs/stages/), by the names their entries live under in the cache folder
+STAGES = ("embed", "knn", "cluster", "prototypes", "dynamics", "beta_search", "evaluate")
 
 
 @dataclass
@@ -406,6 +412,9 @@ class ElfsConfig:
     plan: bool = False  # compose and validate every job, print its stages, trainings and cost, exit before any data
     # what the Hydra task returns to a sweeper (Optuna, Ax): a label-free quantity, see elfs/train.py OBJECTIVES
     optimized_metric: str = "beta_search/val_acc"
+    # stages computed afresh (once per run) even when the cache holds their entry, e.g. [evaluate]; later stages
+    # are keyed by an entry's key, not its bytes, so list them too to recompute them from the new one
+    recompute: list = field(default_factory=list)
 
     def validate(self) -> None:
         """Every group's own range checks, then the checks that span groups."""
@@ -416,6 +425,8 @@ class ElfsConfig:
         _int_at_least("seed", self.seed, 0)
         _number_in("progress_every_s", self.progress_every_s, 0.0, math.inf)
         check_choice("optimized_metric", self.optimized_metric, OBJECTIVES)
+        for stage in self.recompute:
+            check_choice("recompute[]", stage, STAGES)
         if self.cluster.knn_k > self.knn.k:
             raise ConfigError(f"cluster.knn_k={self.cluster.knn_k} exceeds knn.k={self.knn.k}; it must be <= knn.k")
         devices = self.trainer.devices

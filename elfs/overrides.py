@@ -53,3 +53,18 @@ def wants_plan(args: Sequence[str]) -> bool:
 def is_multirun(args: Sequence[str]) -> bool:
     """Whether Hydra will run these arguments as a sweep (`-m`, `--multirun`, or `hydra.mode=MULTIRUN`)."""
     return any(a in ("-m", "--multirun") or a.replace(" ", "") == "hydra.mode=MULTIRUN" for a in args)
+
+
+def apply_debug_mode(cfg):
+    """Under ``debug=<name>`` (conf/debug/, merged after any experiment by the defaults list), streamed images are
+    decoded at the backbone's debug size too, so an ImageNet proxy trains on small images. Idempotent."""
+    from omegaconf import DictConfig
+
+    if not isinstance(cfg, DictConfig) or not cfg.get("debug"):
+        return cfg
+    out = cfg.copy()
+    size = out.backbone.image_size
+    for key in ("dynamics", "evaluate"):
+        if out[key].image_size is not None and size is not None:
+            out[key].image_size = size
+    return out

@@ -349,8 +349,8 @@ def check_job(cfg: Any) -> ElfsConfig:
     """A job's config typed and validated as a run would before loading data (weights and devices excepted: a
     plan is made on the laptop for the cluster)."""
     from elfs.config import to_typed
+    from elfs.overrides import apply_debug_mode
     from elfs.preflight import check_config
-    from elfs.train import apply_debug_mode
 
     conf = to_typed(apply_debug_mode(cfg))
     check_config(conf, weights=False, devices=False)

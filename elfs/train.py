@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from elfs.config import ElfsConfig, register_configs, to_typed, unknown_key_message  # noqa: E402
 from elfs.errors import UserError  # noqa: E402
+from elfs.overrides import apply_debug_mode  # noqa: E402
 
 log = logging.getLogger("elfs")
 register_configs()
@@ -98,6 +99,7 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
     from elfs import distributed
     from elfs.cache import ArtifactCache
     from elfs.config import LoggerConfig
+    from elfs.launch import session
     from elfs.pipeline import Context, prepare_data, run_pipeline
     from elfs.preflight import check_config, check_paths
     from elfs.report import write_report
@@ -122,7 +124,7 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
         raise
     resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else None
     plain = resolved if resolved is not None else dataclasses.asdict(conf)  # an ElfsConfig from elfs-select
-    with distributed.session(conf.trainer, plain):  # ranks started here run this config
+    with session(conf.trainer, plain):  # ranks started here run this config (elfs/launch)
         zero = distributed.is_zero()
         if not zero:  # progress lines, bars and INFO logs are rank 0's (srun ranks share one log file)
             conf = dataclasses.replace(conf, progress=False)
@@ -134,7 +136,7 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
                 _discard_run_dir(run_dir)
             raise
         loggers = None
-        cache = ArtifactCache(Path(conf.paths.cache_dir))
+        cache = ArtifactCache(Path(conf.paths.cache_dir), recompute=frozenset(conf.recompute))
         try:
             loggers = _open_outputs(conf, resolved, run_dir) if zero else RunLoggers(LoggerConfig(name="none"), run_dir)
             ctx = Context(cfg=conf, cache=cache, run_dir=run_dir, loggers=loggers, timings={"data": data_seconds})
@@ -193,19 +195,6 @@ def _run_name_and_group(name: str, run_dir: Path) -> tuple[str, str | None]:
     except ValueError:  # not inside a Hydra job (elfs-select, tests calling run())
         pass
     return run_dir.name, None
-
-
-def apply_debug_mode(cfg):
-    """Under ``debug=<name>`` (conf/debug/, merged after any experiment by the defaults list), streamed images are
-    decoded at the backbone's debug size too, so an ImageNet proxy trains on small images. Idempotent."""
-    if not isinstance(cfg, DictConfig) or not cfg.get("debug"):
-        return cfg
-    out = cfg.copy()
-    size = out.backbone.image_size
-    for key in ("dynamics", "evaluate"):
-        if out[key].image_size is not None and size is not None:
-            out[key].image_size = size
-    return out
 
 
 def _overrides() -> list[str]:

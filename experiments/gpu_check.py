@@ -132,7 +132,8 @@ def bench_resnet(batch: int, start: int, stop: int, compile_: bool) -> dict:
     import torch
 
     from elfs.config import ClassifierTrainingConfig
-    from elfs.dynamics.classifier import train_classifier
+    from elfs.dynamics.classifier import ImageFacts, train_classifier
+    from elfs.runtime import Runtime
 
     n = batch * (stop + 1)
     x, y = cifar_like(n)
@@ -146,12 +147,12 @@ def bench_resnet(batch: int, start: int, stop: int, compile_: bool) -> dict:
             {"precision": "bf16-mixed" if cuda else "32-true", "benchmark": cuda},
         ),
     }
-    common = dict(num_classes=10, seed=0, crop_padding=4, hflip=True, mean=[0.5] * 3, std=[0.25] * 3)
+    common = dict(num_classes=10, seed=0, images=ImageFacts(crop_padding=4, hflip=True, mean=[0.5] * 3, std=[0.25] * 3))
     out: dict[str, Any] = {"batch_size": batch, "timed_steps": stop - start, "first_timed_step": start + 1}
     for name, (cfg, tk) in variants.items():
         timer = step_timer(start, stop)
         kw = dict(accelerator="auto", devices=1, deterministic=False, callbacks=[timer], **tk)
-        train_classifier(x, y, idx, cfg, steps=stop, trainer_kwargs=kw, **common)
+        train_classifier(x, y, idx, cfg, steps=stop, runtime=Runtime(trainer_kwargs=kw), **common)
         dt = timer.seconds
         out[name] = {"seconds": round(dt, 3), "images_per_s": round((stop - start) * batch / dt, 1)}
         out[name]["step_ms"] = round(1e3 * dt / (stop - start), 3)
@@ -165,6 +166,7 @@ def bench_temi(n: int, dim: int, heads: int, epochs: int) -> dict:
 
     from elfs.cluster import fit_temi
     from elfs.config import ClusterConfig
+    from elfs.runtime import Runtime
 
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((n, dim)).astype(np.float32)
@@ -174,7 +176,7 @@ def bench_temi(n: int, dim: int, heads: int, epochs: int) -> dict:
         cfg = ClusterConfig(num_heads=heads, epochs=epochs, warmup_epochs=0, batch_size=1024, head_impl=impl)
         kw = dict(accelerator="auto", devices=1, precision="32-true")
         t0 = time.perf_counter()
-        fit_temi(emb, knn, 10, cfg, seed=0, trainer_kwargs=kw)
+        fit_temi(emb, knn, 10, cfg, seed=0, runtime=Runtime(trainer_kwargs=kw))
         _sync()
         out[impl] = {"seconds_per_epoch": round((time.perf_counter() - t0) / epochs, 3)}
     out["loop_over_batched"] = round(out["loop"]["seconds_per_epoch"] / out["batched"]["seconds_per_epoch"], 2)
@@ -205,7 +207,10 @@ def bench_concurrent(n: int, steps: int, k: int, batch: int = 128) -> dict:
     import torch
 
     from elfs.config import EvaluateConfig
-    from elfs.pipeline import EvaluationData, in_workers, train_and_test
+    from elfs.dynamics.classifier import ImageFacts
+    from elfs.runtime import Runtime
+    from elfs.stages.evaluate import train_and_test
+    from elfs.stages.trainings import EvaluationData, in_workers
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
@@ -213,8 +218,8 @@ def bench_concurrent(n: int, steps: int, k: int, batch: int = 128) -> dict:
     cuda = torch.cuda.is_available()
     e = EvaluateConfig(model="resnet18_cifar", batch_size=batch, lr=0.1, steps=steps, device_data=True)
     tk = dict(accelerator="auto", devices=1, precision="bf16-mixed" if cuda else "32-true", benchmark=cuda)
-    image = dict(crop_padding=4, hflip=True, mean=[0.5] * 3, std=[0.25] * 3)
-    data = EvaluationData(x, y, x[: n // 4], y[: n // 4], 10, tk, 0, image)
+    image = ImageFacts(crop_padding=4, hflip=True, mean=[0.5] * 3, std=[0.25] * 3)
+    data = EvaluationData(x, y, x[: n // 4], y[: n // 4], 10, Runtime(trainer_kwargs=tk), image)
     jobs = [(e, np.sort(rng.choice(n, n // 2, replace=False)), seed) for seed in range(k)]
     _sync()
     t0 = time.perf_counter()

@@ -17,6 +17,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 GOLDEN = Path(__file__).parent / "golden" / "cache_keys.json"
@@ -57,3 +58,127 @@ def test_two_runs_started_together_compute_each_entry_once_with_the_golden_keys(
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
     assert found == json.loads(GOLDEN.read_text())
+
+
+# ------------------------------------------------------------------------------------------ one rule for keys
+
+
+def test_every_field_of_every_stage_group_is_in_its_key_or_listed_with_a_reason():
+    """Walks every dataclass field of every group of every stage: a field is keyed, or listed as not affecting the
+    artifact with a reason; a listed field must exist (a renamed field cannot hide behind a stale entry)."""
+    import dataclasses
+
+    from elfs.config import GROUPS, STAGES
+    from elfs.stages.keys import NOT_IN_KEY, group_key
+
+    assert set(NOT_IN_KEY) == set(STAGES)
+    for stage, groups in NOT_IN_KEY.items():
+        for group, listed in groups.items():
+            fields = {f.name for f in dataclasses.fields(GROUPS[group])}
+            assert set(listed) <= fields, (stage, group, set(listed) - fields)
+            assert all(isinstance(why, str) and len(why) > 10 for why in listed.values()), (stage, group)
+            keyed = group_key(stage, group, GROUPS[group]())
+            assert set(keyed) | set(listed) == fields and not set(keyed) & set(listed), (stage, group)
+
+
+def test_each_stage_keys_exactly_the_config_groups_it_receives():
+    """The config groups in a stage's signature (plus the Trainer settings of a stage that trains) are the groups
+    its key covers: a stage handed a new group fails here until the rule says how that group enters its key."""
+    import importlib
+    import inspect
+
+    from elfs.config import GROUPS
+    from elfs.stages.keys import NOT_IN_KEY
+
+    by_type = {cls.__name__: name for name, cls in GROUPS.items()}
+    trains = {"cluster", "dynamics", "beta_search", "evaluate"}
+    for stage in NOT_IN_KEY:
+        fn = getattr(importlib.import_module(f"elfs.stages.{stage}"), f"stage_{stage}")
+        received = {by_type[p.annotation] for p in inspect.signature(fn).parameters.values() if p.annotation in by_type}
+        received |= {"trainer"} if stage in trains else set()
+        assert received == set(NOT_IN_KEY[stage]), (stage, received, set(NOT_IN_KEY[stage]))
+
+
+def test_a_new_field_enters_the_key_by_default():
+    import dataclasses
+
+    from elfs.config import ClusterConfig
+    from elfs.stages.keys import stage_key
+
+    @dataclasses.dataclass
+    class WithDropout(ClusterConfig):
+        head_dropout: float = 0.0
+
+    a = stage_key("cluster", {"cluster": WithDropout(), "trainer": _trainer()})
+    b = stage_key("cluster", {"cluster": WithDropout(head_dropout=0.5), "trainer": _trainer()})
+    assert a != b and a["cluster"]["head_dropout"] == 0.0
+
+
+def _trainer():
+    from elfs.config import TrainerConfig
+
+    return TrainerConfig()
+
+
+# ---------------------------------------------------------------------------------------- code per stage
+
+
+def _package_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    from elfs.version import PACKAGE_DIR
+
+    dst = tmp_path / "elfs"
+    shutil.copytree(PACKAGE_DIR, dst, ignore=shutil.ignore_patterns("__pycache__", "conf"))
+    return dst
+
+
+def _versions(pkg: Path) -> dict[str, str]:
+    from elfs.config import STAGES
+    from elfs.version import closure_version
+
+    return {s: closure_version(f"elfs.stages.{s}", pkg) for s in STAGES}
+
+
+@pytest.mark.parametrize(
+    ("edited", "changed"),
+    [
+        ("report.py", set()),
+        ("aggregate.py", set()),
+        ("train.py", set()),
+        ("api.py", set()),
+        ("selection_report.py", set()),
+        ("pipeline.py", set()),
+        ("stages/evaluate.py", {"evaluate"}),
+        ("stages/beta_search.py", {"beta_search"}),
+        ("knn.py", {"knn"}),
+        ("cluster/module.py", {"cluster"}),
+        ("dynamics/classifier.py", {"dynamics", "beta_search", "evaluate"}),
+    ],
+)
+def test_an_edit_changes_the_code_version_of_the_stages_that_run_it_only(tmp_path, edited, changed):
+    pkg = _package_copy(tmp_path)
+    before = _versions(pkg)
+    with open(pkg / edited, "a") as f:
+        f.write("\n# an added comment\n")
+    after = _versions(pkg)
+    assert {s for s in before if before[s] != after[s]} == changed
+
+
+def test_recompute_forces_one_stage_once_per_run(tmp_path):
+    from elfs.cache import ArtifactCache
+
+    calls: list[int] = []
+
+    def compute():
+        calls.append(1)
+        return {"x": np.arange(3) + len(calls)}, {}
+
+    first = ArtifactCache(tmp_path).run("evaluate", {"a": 1}, {}, compute)
+    forced = ArtifactCache(tmp_path, recompute=frozenset({"evaluate"}))
+    again = forced.run("evaluate", {"a": 1}, {}, compute)
+    once_more = forced.run("evaluate", {"a": 1}, {}, compute)  # the same run: the fresh entry is reused
+    assert len(calls) == 2 and not again.cached and once_more.cached
+    assert first.key == again.key and (again["x"] == np.arange(3) + 2).all()
+    other = ArtifactCache(tmp_path, recompute=frozenset({"evaluate"})).run("knn", {"a": 1}, {}, compute)
+    assert not other.cached and len(calls) == 3

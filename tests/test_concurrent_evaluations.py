@@ -10,7 +10,10 @@ import torch
 
 from elfs.cache import Artifact, ArtifactCache
 from elfs.config import to_typed
-from elfs.pipeline import Context, Labels, load_data, prefetch_evaluations, stage_beta_search, stage_evaluate
+from elfs.pipeline import Context, load_data
+from elfs.stages.beta_search import stage_beta_search
+from elfs.stages.evaluate import prefetch_evaluations, stage_evaluate
+from elfs.stages.inputs import Labels
 from elfs.tracking import RunLoggers
 
 

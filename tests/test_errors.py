@@ -113,7 +113,8 @@ def test_new_hyperparameter_reaches_its_module_without_touching_the_pipeline(com
     import lightning as L
 
     from elfs.cache import Artifact, ArtifactCache
-    from elfs.pipeline import Context, stage_cluster
+    from elfs.pipeline import Context
+    from elfs.stages.cluster import stage_cluster
     from elfs.tracking import RunLoggers
 
     @dataclasses.dataclass
@@ -143,7 +144,7 @@ def test_new_hyperparameter_reaches_its_module_without_touching_the_pipeline(com
     art = stage_cluster(ctx, cluster, emb, nn, 3)
     assert [type(c).__name__ for c in Probe.seen] == ["ClusterWithDropout"]
     assert Probe.seen[0].head_dropout == 0.25
-    assert art.meta["config"]["head_dropout"] == 0.25  # and it is part of the cache key
+    assert art.meta["config"]["cluster"]["head_dropout"] == 0.25  # and it is part of the cache key
 
 
 # ----------------------------------------------------------------------------------- the command line

@@ -15,8 +15,9 @@ import torch
 
 from elfs.config import ClassifierTrainingConfig, DynamicsConfig, to_typed
 from elfs.data.folder import scan_folder
-from elfs.dynamics import evaluate_accuracy, train_classifier
+from elfs.dynamics import ImageFacts, evaluate_accuracy, train_classifier
 from elfs.errors import ConfigError, DataError
+from elfs.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -57,7 +58,7 @@ def decoded(source) -> np.ndarray:
 
 def _image_kwargs(src) -> dict:
     mean, std = src.channel_stats()
-    return dict(crop_padding=2, hflip=True, mean=mean, std=std)
+    return dict(images=ImageFacts(crop_padding=2, hflip=True, mean=mean, std=std))
 
 
 class _DatasetProbe(L.Callback):
@@ -120,8 +121,7 @@ def test_streamed_equals_in_memory_and_holds_no_pixels(source, in_memory_scores,
         epochs=2,
         seed=3,
         record=True,
-        num_workers=num_workers,
-        trainer_kwargs={"callbacks": [probe]},
+        runtime=Runtime(trainer_kwargs={"callbacks": [probe]}, num_workers=num_workers),
         **_image_kwargs(src),
     )
     assert set(r.scores) == set(ref)
@@ -138,7 +138,14 @@ def test_the_pixel_probe_sees_an_in_memory_set(source, decoded):
     src, y = source
     probe = _DatasetProbe()
     train_classifier(
-        decoded, y, np.arange(64), _cfg(), num_classes=10, steps=1, seed=0, trainer_kwargs={"callbacks": [probe]}
+        decoded,
+        y,
+        np.arange(64),
+        _cfg(),
+        num_classes=10,
+        steps=1,
+        seed=0,
+        runtime=Runtime(trainer_kwargs={"callbacks": [probe]}),
     )
     assert _largest_array(probe.dataset) == 64 * 3 * SIZE * SIZE
 
@@ -160,11 +167,10 @@ def test_streamed_resume_from_epoch_checkpoint_is_exact(source, tmp_path, interr
     cfg = _cfg(DynamicsConfig, el2n_epochs=2)
     ref = train_classifier(src, y, idx, cfg, **kw).scores
     with pytest.raises(SystemExit):  # Lightning turns the KeyboardInterrupt into sys.exit(1)
-        train_classifier(
-            src, y, idx, cfg, checkpoint_dir=str(tmp_path), trainer_kwargs={"callbacks": [interrupt_at_epoch(2)]}, **kw
-        )
+        interrupted = Runtime(trainer_kwargs={"callbacks": [interrupt_at_epoch(2)]}, checkpoint_dir=str(tmp_path))
+        train_classifier(src, y, idx, cfg, runtime=interrupted, **kw)
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 1
-    resumed = train_classifier(src, y, idx, cfg, checkpoint_dir=str(tmp_path), **kw).scores
+    resumed = train_classifier(src, y, idx, cfg, runtime=Runtime(checkpoint_dir=str(tmp_path)), **kw).scores
     for k in ref:
         np.testing.assert_array_equal(resumed[k], ref[k], err_msg=k)
 
@@ -245,7 +251,11 @@ def test_check_data_routes_streamed_sources_to_image_models(compose_cfg, digit_f
 def test_stages_train_on_the_streamed_source(compose_cfg, digit_folder, tmp_path):
     """stage_dynamics and stage_beta_search on a folder with an image proxy: _model_inputs hands over the source."""
     from elfs.cache import Artifact, ArtifactCache
-    from elfs.pipeline import Context, Labels, _model_inputs, load_data, stage_beta_search, stage_dynamics
+    from elfs.pipeline import Context, load_data
+    from elfs.stages.beta_search import stage_beta_search
+    from elfs.stages.dynamics import stage_dynamics
+    from elfs.stages.inputs import Labels
+    from elfs.stages.inputs import model_inputs as _model_inputs
     from elfs.tracking import RunLoggers
 
     root, y = digit_folder

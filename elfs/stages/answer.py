@@ -1,0 +1,68 @@
+"""What a practitioner acts on: the selection files of a run (elfs/selection_report.py writes them)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from elfs.data import Dataset, is_streamed
+
+log = logging.getLogger(__name__)
+
+
+def write_answer(
+    run_dir: Path,
+    ds: Dataset,
+    method: str,
+    scored: tuple[str, np.ndarray, np.ndarray] | None,
+    groups: tuple[np.ndarray, int],
+    kept_at: dict[float, np.ndarray],
+    beta_at: dict[float, float | None],
+    skipped: list,
+    *,
+    embeddings: np.ndarray | None = None,
+    nested: bool = False,
+) -> list[Path]:
+    """selection.csv (one row per image), the list to annotate per budget in priority order, a contact sheet, the
+    score histogram with the cuts, per-cluster coverage, the exports, report.html and the skipped files, for a
+    method that ranks by a score (``scored``: name, raw score, hardness); random and full rank nothing, so none.
+    ``groups`` are the clusters (labels, count) the priority order and the coverage plot go round."""
+    from elfs.selection_report import write_selection_outputs
+
+    if scored is None:
+        log.info("selection.method=%s ranks nothing: no selection.csv / annotate lists are written", method)
+        return []
+    score_name, score, hardness = scored
+    if is_streamed(ds.train):
+        ids = list(ds.train.paths)
+        root = Path(ds.train.root).absolute()
+        filepaths: list[str] | None = [str(root / p) for p in ids]
+
+        def load(i: int) -> np.ndarray:
+            return ds.train.load_rgb(i, 96)
+    else:
+        ids = [f"#{i}" for i in range(len(ds.train))]
+        filepaths = None
+
+        def load(i: int) -> np.ndarray:
+            return ds.train.images[i]
+
+    return write_selection_outputs(
+        run_dir,
+        ids=ids,
+        pseudo_labels=groups[0],
+        hardness=hardness,
+        score_name=score_name,
+        score=score,
+        kept=kept_at,
+        beta=beta_at,
+        num_clusters=int(groups[1]),
+        load_image=load,
+        skipped=skipped,
+        filepaths=filepaths,
+        embeddings=embeddings,
+        nested=nested,
+        method=method,
+    )

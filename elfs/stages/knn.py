@@ -1,0 +1,24 @@
+"""The kNN stage: cosine nearest neighbours among the training embeddings, self excluded."""
+
+from __future__ import annotations
+
+from elfs.cache import Artifact
+from elfs.config import KnnConfig
+from elfs.stages.context import Context
+from elfs.stages.keys import stage_key
+
+
+def stage_knn(ctx: Context, k: KnnConfig, emb: Artifact) -> Artifact:
+    """Cosine kNN among training embeddings, self excluded (k < N was checked when the data loaded)."""
+    from elfs.knn import knn, resolve_backend
+
+    config = stage_key("knn", {"knn": k})
+    config["knn"]["backend"] = resolve_backend(k.backend)  # "auto" keys as what it resolves to
+    if k.backend == "faiss_ivf":  # the exact backends do not read these
+        config["knn"].update(nlist=k.nlist, nprobe=k.nprobe)
+
+    def compute():
+        idx, sims = knn(emb["train"], k.k, backend=k.backend, chunk_size=k.chunk_size, nlist=k.nlist, nprobe=k.nprobe)
+        return {"idx": idx, "sims": sims}, {}
+
+    return ctx.timed("knn", ctx.cache.run("knn", config, {"embed": emb.key}, compute, module=__name__))

@@ -1,0 +1,126 @@
+"""The package's rooms and what each may import: no import cycle (imports inside functions count too), and no
+module importing one of a higher layer. A newcomer reads LAYERS to learn where a new module goes."""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+from pathlib import Path
+
+from elfs.version import PACKAGE_DIR, imported_modules, module_files
+
+#: lowest first; a module may import its own layer and those below, never above (patterns: fnmatch on names)
+LAYERS: list[tuple[str, list[str]]] = [
+    (
+        "foundation: imports no elfs module above it",
+        ["elfs", "elfs.errors", "elfs.version", "elfs.distributed", "elfs.sampling", "elfs.progress"],
+    ),
+    ("plain helpers", ["elfs.paper", "elfs.overrides", "elfs.output_files"]),
+    ("schema, cache, how a training runs", ["elfs.config", "elfs.cache", "elfs.runtime"]),
+    (
+        "components: data, encoders, models, the math of each method, the answer files",
+        [
+            "elfs.data",
+            "elfs.data.*",
+            "elfs.models",
+            "elfs.models.*",
+            "elfs.backbones",
+            "elfs.embed",
+            "elfs.knn",
+            "elfs.kmeans",
+            "elfs.cluster",
+            "elfs.cluster.*",
+            "elfs.dynamics",
+            "elfs.dynamics.*",
+            "elfs.select",
+            "elfs.select.[!_]*",
+            "elfs.selection_report",
+            "elfs.exports",
+            "elfs.report_html",
+        ],
+    ),
+    ("checks before work", ["elfs.preflight"]),
+    ("stages: config and artifacts in, one cache entry out", ["elfs.stages", "elfs.stages.*"]),
+    ("the stage graph and its results", ["elfs.pipeline", "elfs.results"]),
+    (
+        "the program: one run, its outputs, sweeps, plans, the DDP session",
+        ["elfs.train", "elfs.plan", "elfs.report", "elfs.aggregate", "elfs.tracking", "elfs.launch"],
+    ),
+    ("entry points above train", ["elfs.api", "elfs.launch.__main__", "elfs.select.__main__"]),
+]
+
+
+def _layer_of(module: str) -> int:
+    hits = [i for i, (_, pats) in enumerate(LAYERS) if any(fnmatch.fnmatchcase(module, p) for p in pats)]
+    assert hits, f"{module} belongs to no layer in tests/test_architecture.py: add it to LAYERS"
+    return max(hits)  # the most specific entry (elfs.launch.__main__ is above elfs.launch)
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = module_files(PACKAGE_DIR)
+    return {m: imported_modules(p, modules) - {m} for m, p in modules.items()}
+
+
+def _own_ancestors(module: str) -> set[str]:
+    """The packages above a module, whose __init__ Python runs first: importing them is no dependency of note."""
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
+
+
+def test_no_import_cycles():
+    graph = {m: deps - _own_ancestors(m) for m, deps in _graph().items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                cycle = stack[stack.index(d) :] + [d]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+
+
+def test_no_module_imports_a_higher_layer():
+    bad = [
+        f"{m} ({LAYERS[_layer_of(m)][0]}) imports {d} ({LAYERS[_layer_of(d)][0]})"
+        for m, deps in _graph().items()
+        for d in sorted(deps - _own_ancestors(m))
+        if _layer_of(d) > _layer_of(m)
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_rank_primitives_import_no_other_elfs_module():
+    assert _graph()["elfs.distributed"] == set()
+
+
+def test_stages_read_their_inputs_not_the_root_config():
+    """A stage's inputs are its signature plus the Context's small fields: no stage module reads ``.cfg``."""
+    offenders = []
+    for path in sorted((PACKAGE_DIR / "stages").glob("*.py")):
+        if path.name == "context.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "cfg":
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert not offenders, offenders
+
+
+def test_the_checker_sees_imports_inside_functions(tmp_path: Path):
+    pkg = tmp_path / "elfs"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from elfs.b import g\n    return g\n")
+    (pkg / "b.py").write_text("import elfs.a\n\ndef g():\n    return 1\n")
+    modules = module_files(pkg)
+    assert imported_modules(modules["elfs.a"], modules) == {"elfs", "elfs.b"}
+    assert imported_modules(modules["elfs.b"], modules) == {"elfs", "elfs.a"}
