@@ -60,21 +60,34 @@ def _fields(obj: Any, drop: Sequence[str] = ()) -> dict[str, Any]:
 
 def stage_digests(conf: ElfsConfig) -> dict[str, str]:
     """A digest per label-free stage of the settings it depends on (its config and everything upstream, the code
-    version included); equal digests mean the same cache entry. Over-inclusive on purpose: a spurious miss costs
-    a recomputation in the plan's count, a spurious hit would hide one."""
-    from elfs.version import code_version
+    version of its own stage module included, as in its cache key); equal digests mean the same cache entry.
+    Over-inclusive on purpose: a spurious miss costs a recomputation in the plan's count, a spurious hit would
+    hide one."""
+    from elfs.version import module_version
 
-    run = {"seed": conf.seed, "precision": conf.trainer.precision, "code": code_version()}
+    def code(*stages: str) -> list[str]:
+        return [module_version(f"elfs.stages.{s}") for s in stages]
+
+    run = {"seed": conf.seed, "precision": conf.trainer.precision}
     data = _fields(conf.dataset, ("num_workers",))
-    out = {"data": stable_hash({"data": data, **run})}
-    out["embed"] = stable_hash({"up": out["data"], "backbone": _fields(conf.backbone, ("batch_size",))})
-    out["knn"] = stable_hash({"up": out["embed"], "knn": _fields(conf.knn, ("chunk_size",))})
-    out["cluster"] = stable_hash({"up": out["knn"], "cluster": _fields(conf.cluster), **run})
-    out["prototypes"] = stable_hash({"up": out["embed"], "k": conf.cluster.num_clusters, **run})
-    dyn = _fields(conf.dynamics)
-    out["dynamics"] = stable_hash({"up": out["cluster"], "dynamics": dyn, **run})
-    out["dynamics_gt"] = stable_hash({"up": out["embed"], "dynamics": dyn, **run})
+    out = {"data": stable_hash({"data": data, **run, "code": code("data")})}
+    backbone = _fields(conf.backbone, ("batch_size",))
+    out["embed"] = stable_hash({"up": out["data"], "backbone": backbone, "code": code("embed")})
+    out["knn"] = stable_hash({"up": out["embed"], "knn": _fields(conf.knn, ("chunk_size",)), "code": code("knn")})
+    clus = {"up": out["knn"], "cluster": _fields(conf.cluster), **run, "code": code("cluster")}
+    out["cluster"] = stable_hash(clus)
+    proto = {"up": out["embed"], "k": conf.cluster.num_clusters, **run, "code": code("prototypes")}
+    out["prototypes"] = stable_hash(proto)
+    dyn = {"dynamics": _fields(conf.dynamics), **run, "code": code("dynamics")}
+    out["dynamics"] = stable_hash({"up": out["cluster"], **dyn})
+    # a proxy on ground truth reads the encoder only when it trains on the embeddings (an MLP): an image model's
+    # is one training for every encoder, as its cache key says
+    from elfs.models import MODEL_INPUTS
+
+    gt_up = out["embed"] if MODEL_INPUTS[conf.dynamics.model] == "embeddings" else out["data"]
+    out["dynamics_gt"] = stable_hash({"up": gt_up, **dyn})
     job = {"up": [out["dynamics"], out["dynamics_gt"], out["prototypes"]], "selection": _fields(conf.selection)}
+    job["code"] = code("beta_search", "select", "evaluate")
     out["job"] = stable_hash({**job, "evaluate": _fields(conf.evaluate, ("concurrent",)), **run})
     return out
 
@@ -161,7 +174,7 @@ def plan_job(conf: ElfsConfig, overrides: Sequence[str], seen: dict[Any, Any] | 
     stages: list[str] = []
     if needs & {"score", "prototypes", "graph"} or e.model == "mlp" or d.model == "mlp":
         stages.append("embed")
-    if "graph" in needs or ("score" in needs and not s.uses_ground_truth):
+    if "score" in needs and not s.uses_ground_truth:  # D2 builds its own graphs (elfs/select/d2.py)
         stages.append("knn")
     if "score" in needs:
         stages += ["dynamics_gt"] if s.uses_ground_truth else ["cluster", "dynamics"]
@@ -207,8 +220,8 @@ def _upstream(needs: str, ground_truth: bool, digests: dict[str, str]) -> str:
     """The digest of what a method ranks by: the proxy's scores, prototypes, the kNN graph, or only the data."""
     if needs == "score":
         return digests["dynamics_gt" if ground_truth else "dynamics"]
-    if needs == "graph":
-        return stable_hash([digests["knn"], digests["prototypes"]])
+    if needs == "graph":  # D2: the prototype score and its own graphs over the embeddings
+        return stable_hash([digests["embed"], digests["prototypes"]])
     if needs == "prototypes":
         return digests["prototypes"]
     return digests["data"]
