@@ -115,6 +115,7 @@ def compose_selection(
         "logger=none",
         f"paths.root_dir={_quote(Path.cwd())}",
         f"paths.output_dir={_quote(out)}",
+        *_default_encoder(overrides),
     ]
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="elfs.conf", version_base="1.3"):
@@ -125,6 +126,23 @@ def compose_selection(
     return cfg
 
 
+#: overrides that choose the encoder themselves: then elfs-select does not pick one
+_ENCODER_KEYS = {"backbone", "backbone.name", "backbone.model", "backbone.weights", "backbone.pretrained"}
+
+
+def _default_encoder(overrides: Sequence[str]) -> list[str]:
+    """The best encoder whose weights are already on this machine (elfs.backbones.choose_encoder), unless the user
+    chose one; prints one line saying which (and, on the EfficientNet-Lite0 fallback, how to get a better one)."""
+    from elfs.backbones import choose_encoder, local_encoder
+    from elfs.overrides import override_key
+
+    if any(override_key(o) in _ENCODER_KEYS for o in overrides):
+        return []
+    chosen, line = choose_encoder(local_encoder)
+    print(line, file=sys.stderr)
+    return chosen
+
+
 def select_images(
     images,
     *,
@@ -133,13 +151,17 @@ def select_images(
     out: str | os.PathLike | None = None,
     overrides: Sequence[str] = (),
     progress: bool = False,
+    nested: bool = False,
+    exclude: str | os.PathLike | None = None,
 ) -> Selection:
     """Choose which images to annotate, without any label.
 
     ``images`` is a folder (nested, any common format), a .txt file listing image paths, a list of paths, or a
     uint8 array N x H x W (x C). ``budget`` is the fraction kept or a whole number of images >= 2 (one or several;
     a count becomes count / number of images); ``num_clusters`` sizes the pseudo-labels (roughly the number of
-    kinds of images you expect). ``overrides`` are any `elfs` config overrides, e.g.
+    kinds of images you expect). ``nested``: each larger budget's images include the smaller one's. ``exclude``: a
+    file of images already labelled (one path a line), never proposed again. ``overrides`` are any `elfs` config
+    overrides, e.g.
     ``["backbone=dino_vits16", "paths.cache_dir=/scratch/elfs"]``. Bad input raises a
     :class:`~elfs.errors.UserError` naming the setting, before any work.
     """
@@ -154,10 +176,18 @@ def select_images(
         budget=budget,
         num_clusters=num_clusters,
         out=out.resolve(),
-        overrides=[*overrides, f"progress={str(progress).lower()}"],
+        overrides=[*overrides, *_growth_overrides(nested, exclude), f"progress={str(progress).lower()}"],
     )
     run(cfg)
     return load_selection(out)
+
+
+def _growth_overrides(nested: bool, exclude: str | os.PathLike | None) -> list[str]:
+    """The overrides of --nested and --exclude FILE (the file's absolute path: the run may start elsewhere)."""
+    out = ["selection.nested=true"] if nested else []
+    if exclude is not None:
+        out.append(f"selection.exclude={_quote(Path(exclude).expanduser().resolve())}")
+    return out
 
 
 def load_selection(run_dir: str | os.PathLike) -> Selection:
@@ -403,7 +433,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _Parser(
         prog="elfs-select",
-        usage="%(prog)s IMAGES [--budget B [B ...]] [--clusters K] [--out DIR] [key=value ...]",
+        usage="%(prog)s IMAGES [--budget B [B ...]] [--clusters K] [--nested] [--exclude FILE] [--out DIR] "
+        "[key=value ...]",
         description="Choose which images of a folder to annotate, without any label (ELFS).\n"
         "Writes selection.csv, annotate_<budget>.txt, a contact sheet and plots into the output folder.",
         epilog=_EXAMPLES,
@@ -420,6 +451,16 @@ def _parser() -> argparse.ArgumentParser:
         "--budget 0.1,0.3 or --budget 0.1 --budget 0.3 (default 0.1)",
     )
     p.add_argument("--clusters", metavar="K", type=_clusters_arg, default=10, help="pseudo-label clusters (default 10)")
+    p.add_argument(
+        "--nested", action="store_true", help="sets that grow: each larger budget's images include the smaller one's"
+    )
+    p.add_argument(
+        "--exclude",
+        metavar="FILE",
+        default=None,
+        help="images already labelled (one path a line, e.g. an earlier annotate list): never proposed again; "
+        "budgets count new images",
+    )
     p.add_argument("--out", metavar="DIR", default=None, help="output folder (default outputs/select/<date>_<time>)")
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     return p
@@ -433,6 +474,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     values = _sorted_unique(v for given in (args.budget or [[0.1]]) for v in given)
     try:
         _check_input(args.images)
+        if args.exclude is not None and not Path(args.exclude).expanduser().is_file():
+            raise ConfigError(f"--exclude {args.exclude!r} is not a file; give a text file of labelled images")
         n = _count_images(args.images) if any(isinstance(v, int) for v in values) else 0
         args.budget, note = _to_fractions(values, n, repr(args.images))
     except UserError as e:
@@ -452,8 +495,13 @@ def cli(argv: Sequence[str] | None = None) -> None:
         from elfs.train import run
 
         out = Path(args.out) if args.out else _default_out()
+        extra = _growth_overrides(args.nested, args.exclude)
         cfg = compose_selection(
-            args.images, budget=args.budget, num_clusters=args.clusters, out=out.resolve(), overrides=args.overrides
+            args.images,
+            budget=args.budget,
+            num_clusters=args.clusters,
+            out=out.resolve(),
+            overrides=args.overrides + extra,
         )
         run(cfg)
 

@@ -96,11 +96,37 @@ class BackboneConfig:
     batch_size: int = 256
     pretrained: bool = True  # false = random weights (architecture tests only)
     device: str = "auto"
+    model: str | None = None  # name=timm: the timm model, e.g. vit_small_patch14_dinov2.lvd142m (required there)
+    weights: str | None = None  # a local checkpoint (torch.save'd state_dict or .safetensors) instead of a download
 
     def validate(self, key: str = "backbone") -> None:
         if self.image_size is not None:
             _int_at_least(f"{key}.image_size", self.image_size, 8)
         _int_at_least(f"{key}.batch_size", self.batch_size, 1)
+        if self.name == "timm":
+            if not isinstance(self.model, str) or not self.model.strip():
+                _fail(
+                    f"{key}.model",
+                    self.model,
+                    "backbone=timm needs the timm model name, e.g. backbone.model=vit_small_patch16_224.dino or "
+                    "vit_small_patch14_dinov2.lvd142m (any name of timm.list_models(pretrained=True))",
+                )
+        elif self.model is not None:
+            _fail(
+                f"{key}.model",
+                self.model,
+                f"it is read by backbone=timm only; drop it, or use backbone=timm (now {key}.name={self.name!r})",
+            )
+        if self.weights is not None:
+            if not isinstance(self.weights, str) or not self.weights.strip():
+                _fail(f"{key}.weights", self.weights, "it must be null or the path of a local checkpoint file")
+            if not self.pretrained:
+                _fail(
+                    f"{key}.weights",
+                    self.weights,
+                    f"a checkpoint to load cannot be combined with {key}.pretrained=false (random weights); "
+                    f"drop one of them",
+                )
 
 
 @dataclass
@@ -188,6 +214,13 @@ class ClassifierTrainingConfig:
     # side of the square a STREAMED source (dataset=folder / imagefolder) is decoded to (shorter side resized,
     # centre crop) for an image model; None = in-memory images at their own size (a streamed source then fails)
     image_size: int | None = None
+    # training crop of an image model: "pad" = reflect-padded random crop (dataset.crop_padding) + flip on the
+    # device, of the image decoded at image_size (CIFAR's recipe; test images as decoded); "random_resized" = the
+    # standard ImageNet recipe for a STREAMED source: RandomResizedCrop(image_size, scale (0.08, 1), ratio
+    # (3/4, 4/3)) of the whole decoded picture + flip (dataset.hflip) in the DataLoader workers, drawn from (seed,
+    # epoch, index); test images Resize(round(image_size / 0.875)) + CenterCrop(image_size). In-memory image
+    # arrays refuse "random_resized" (they keep "pad")
+    crop: str = "pad"
     # the fast GPU data path (in-memory image sets that fit in device memory): the uint8 training images live on
     # the training device and each batch is gathered and augmented there (crops and flips hashed from seed, epoch
     # and index), so no host loader feeds the GPU; the same result as the host path on the same device
@@ -200,6 +233,7 @@ class ClassifierTrainingConfig:
         if self.image_size is not None:
             _int_at_least(f"{key}.image_size", self.image_size, 8)
         _int_at_least(f"{key}.batch_size", self.batch_size, 1)
+        check_choice(f"{key}.crop", self.crop, {"pad", "random_resized"})
         _number_in(f"{key}.lr", self.lr, 0.0, math.inf, low_open=True)
         _number_in(f"{key}.min_lr", self.min_lr, 0.0, self.lr)
         _number_in(f"{key}.momentum", self.momentum, 0.0, math.inf)
@@ -219,6 +253,10 @@ class DynamicsConfig(ClassifierTrainingConfig):
         super().validate(key)
         _int_at_least(f"{key}.epochs", self.epochs, 1)
         _int_at_least(f"{key}.el2n_epochs", self.el2n_epochs, 1)
+
+
+#: methods whose coresets can nest across budgets (windows of one ranking; elfs/select/double_end.py)
+NESTABLE = ("double_end", "easy", "hard", "prototypicality")
 
 
 @dataclass
@@ -246,6 +284,11 @@ class SelectionConfig:
     d2_gamma: float = 0.1  # D2 reverse message passing: a picked node lowers its neighbours by exp(-gamma d)
     d2_beta: float = 0.0  # D2's own hard cut (fraction of the most atypical dropped first)
     d2_strata: int = 50  # D2's CCS-style strata (d2_mode=stratified); the reference's --stratas default
+    # several budgets as sets that grow: each larger coreset contains the smaller ones (beta searched only among the
+    # windows that contain the previous budget's); double_end, easy, hard, prototypicality
+    nested: bool = False
+    # a file of images already labelled (one path or id a line): never proposed again, budgets count new images
+    exclude: str | None = None
 
     @property
     def budgets(self) -> list[float]:
@@ -291,6 +334,11 @@ class SelectionConfig:
             raise ConfigError(
                 f"{key}.beta={beta} leaves no room for any {key}.budget={budgets} (beta + budget must be <= 1); "
                 f"beta may be at most {1 - min(budgets):.3g}"
+            )
+        if self.nested and self.method not in NESTABLE:
+            raise ConfigError(
+                f"{key}.nested=true needs a method whose coresets are windows of one ranking: one of "
+                f"{sorted(NESTABLE)}, not {key}.method={self.method!r}"
             )
         if "d2" in [self.method, *self.baselines]:
             for budget in budgets:

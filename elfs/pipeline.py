@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,8 @@ class Signals:
         self._emb, self._nn, self._clus, self._proto = emb, None, None, None
         self._labels: Labels | None = None
         self._dyn: dict[str, Artifact] = {}
-        self._search: dict[tuple[str, float], Artifact] = {}
+        self._search: dict[tuple[str, float, tuple[float, ...]], Artifact] = {}
+        self.candidates = candidates(ctx.cfg.selection, ds)
 
     @property
     def emb(self) -> Artifact:
@@ -105,14 +107,15 @@ class Signals:
             self._dyn[labels.source] = stage_dynamics(self.ctx, d, self.free, self.emb_if(d.model), labels)
         return self._dyn[labels.source]
 
-    def beta_search(self, budget: float) -> Artifact:
+    def beta_search(self, budget: float, betas: list[float]) -> Artifact:
         s, e = self.ctx.cfg.selection, self.ctx.cfg.evaluate
         labels = self.labels()
-        if (labels.source, budget) not in self._search:
-            self._search[(labels.source, budget)] = stage_beta_search(
-                self.ctx, s, e, self.free, self.emb_if(e.model), labels, self.dyn(), budget
+        at = (labels.source, budget, tuple(betas))
+        if at not in self._search:
+            self._search[at] = stage_beta_search(
+                self.ctx, s, e, self.free, self.emb_if(e.model), labels, self.dyn(), budget, betas
             )
-        return self._search[(labels.source, budget)]
+        return self._search[at]
 
     def hardness(self, method: str) -> tuple[str, np.ndarray, np.ndarray] | None:
         """(score name, raw score, hardness: higher = harder) that ``method`` ranks by, or None (random, full)."""
@@ -138,13 +141,41 @@ class Signals:
             return self.ds.truth.train, int(self.ds.num_classes)
         return self.clus["pseudo_labels"], int(self.clus.meta["num_clusters"])
 
-    def select(self, method: str, budget: float, beta: float, seed: int) -> np.ndarray:
-        """``method``'s coreset at ``budget`` (computing the stages it needs, through the cache, first)."""
+    def select(
+        self, method: str, budget: float, beta: float, seed: int, contains: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``method``'s coreset at ``budget`` (computing the stages it needs, through the cache, first), among the
+        images not excluded, holding ``contains`` (an earlier budget's coreset) when given."""
         scored = self.hardness(method)
         embeddings = self.emb["train"] if method == "d2" else None
         hardness = None if scored is None else scored[2]
-        n = len(self.ds.train)
-        return select_coreset(self.ctx, self.ctx.cfg.selection, method, hardness, embeddings, n, budget, beta, seed)
+        n, s = len(self.ds.train), self.ctx.cfg.selection
+        return select_coreset(
+            self.ctx,
+            s,
+            method,
+            hardness,
+            embeddings,
+            n,
+            budget,
+            beta,
+            seed,
+            contains=contains,
+            candidates=self.candidates,
+        )
+
+
+def candidates(s: Any, ds: Dataset) -> np.ndarray | None:
+    """The images a coreset may take: all (None), or those not listed in selection.exclude."""
+    if not s.exclude:
+        return None
+    from elfs.stages.select import exclude_indices, read_exclude
+
+    streamed = is_streamed(ds.train)
+    ids = list(ds.train.paths) if streamed else [f"#{i}" for i in range(len(ds.train))]
+    excluded = exclude_indices(read_exclude(s.exclude), ids, Path(ds.train.root) if streamed else None)
+    log.info("selection.exclude: %d already-labelled images are never proposed", len(excluded))
+    return np.setdiff1d(np.arange(len(ds.train)), excluded).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------------------- plans
@@ -179,17 +210,27 @@ def plan_arm(sig: Signals, method: str, budget: float, beta: float | None) -> Ar
     return ArmPlan(method, budget, beta, {seed: sig.select(method, budget, beta or 0.0, seed) for seed in seeds})
 
 
-def choose_beta(sig: Signals, budget: float) -> dict[str, Any]:
-    """The method's beta at ``budget`` and where it came from: the label-free search, a fixed value, or n/a."""
+def choose_beta(sig: Signals, budget: float, prev: BudgetPlan | None = None) -> dict[str, Any]:
+    """The method's beta at ``budget`` and where it came from: the label-free search, a fixed value, or n/a. With
+    nested budgets (``prev``: the next smaller budget's plan) only the betas whose window holds prev's are searched."""
     from elfs.select import METHODS_USING_BETA
+    from elfs.select.beta_search import beta_grid_for
+    from elfs.select.double_end import nested_beta_range
 
     s = sig.ctx.cfg.selection
     if s.method not in METHODS_USING_BETA:
         return {"beta": s.d2_beta if s.method == "d2" else None, "beta_source": "fixed" if s.method == "d2" else "n/a"}
     if s.fixed_beta is not None:
         return {"beta": s.fixed_beta, "beta_source": "fixed"}
-    search = sig.beta_search(budget)
+    betas = beta_grid_for(budget, s.beta_grid)
+    window = {}
+    if prev is not None:
+        lo, hi = nested_beta_range(float(prev.row["beta"]), float(prev.row["budget"]), budget)
+        betas = [b for b in betas if lo - 1e-9 <= b <= hi + 1e-9] or [lo]
+        window = {"beta_window": [lo, hi]}
+    search = sig.beta_search(budget, betas)
     return {
+        **window,
         "beta": float(search["best_beta"]),
         "beta_source": "search",
         "beta_at_edge": bool(search.meta["at_edge"]),
@@ -197,16 +238,18 @@ def choose_beta(sig: Signals, budget: float) -> dict[str, Any]:
     }
 
 
-def plan_budget(sig: Signals, budget: float, methods: list[str]) -> BudgetPlan:
-    """Choose beta, select the method's coreset (the answer), and, on labelled data, plan every arm's coresets."""
+def plan_budget(sig: Signals, budget: float, methods: list[str], prev: BudgetPlan | None = None) -> BudgetPlan:
+    """Choose beta, select the method's coreset (the answer; holding ``prev``'s with nested budgets), and, on
+    labelled data, plan every arm's coresets."""
     from elfs.select import METHODS_USING_BETA
 
     cfg = sig.ctx.cfg
     s = cfg.selection
     row: dict[str, Any] = {"budget": budget, "pruning_rate": round(1.0 - budget, 6), "methods": {}}
-    row.update(choose_beta(sig, budget))
+    row.update(choose_beta(sig, budget, prev))
     beta = row["beta"]
-    kept = sig.select(s.method, budget, beta or 0.0, cfg.seed)
+    kept = sig.select(s.method, budget, beta or 0.0, cfg.seed, contains=None if prev is None else prev.kept)
+    row["nested"] = bool(s.nested)
     distributed.check_same(array_hash(kept), f"the {s.method} coreset at budget {budget}")
     row["n_kept"] = int(len(kept))
     plan = BudgetPlan(row, kept)
@@ -303,7 +346,9 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
     budgets = [] if s.method == "full" else s.feasible_budgets()
     for budget in [b for b in s.budgets if b not in budgets and s.method != "full"]:
         log.warning("selection.beta=%s leaves no room for budget %s (beta + budget > 1): skipped", s.beta, budget)
-    plans = [plan_budget(sig, budget, methods) for budget in budgets]
+    plans: list[BudgetPlan] = []
+    for budget in sorted(budgets) if s.nested else budgets:  # nested: each larger set holds the one before
+        plans.append(plan_budget(sig, budget, methods, plans[-1] if s.nested and plans else None))
     full = plan_arm(sig, "full", 1.0, None) if evaluate_full else None
     jobs = [job for p in plans for arm in p.arms.values() for job in arm.jobs()] + (full.jobs() if full else [])
     prefetch_evaluations(ctx, cfg.evaluate, ds, sig.emb_if(cfg.evaluate.model), jobs)  # concurrent > 1: K at once
@@ -328,7 +373,16 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
             groups = sig.groups(s.method) if scored is not None else (np.zeros(0, np.int64), 0)
             embeddings = done["embed"]["train"] if "embed" in done else None
             selection_files = write_answer(
-                ctx.run_dir, ds, s.method, scored, groups, kept_at, beta_at, skipped, embeddings=embeddings
+                ctx.run_dir,
+                ds,
+                s.method,
+                scored,
+                groups,
+                kept_at,
+                beta_at,
+                skipped,
+                embeddings=embeddings,
+                nested=s.nested,
             )
     return run_results(
         cfg,

@@ -492,6 +492,12 @@ def write_selection_outputs(
     for b, o in order.items():
         lines = "".join(shown[int(i)] + "\n" for i in o)
         out.append(_write_text(run_dir / f"annotate_{budget_tag(b)}.txt", lambda f, s=lines: f.write(s)))
+    if nested:  # sets that grow: what each budget adds to the one before, in its priority order
+        ordered = sorted(order)
+        for small, b in zip(ordered, ordered[1:], strict=False):
+            before = set(kept_s[small].tolist())
+            lines = "".join(shown[int(i)] + "\n" for i in order[b] if int(i) not in before)
+            out.append(_write_text(run_dir / f"annotate_{budget_tag(b)}_new.txt", lambda f, s=lines: f.write(s)))
 
     def fill_skipped(f: IO[str]) -> None:
         w = csv.writer(f, lineterminator="\n")

@@ -23,9 +23,11 @@ def stage_beta_search(
     labels: Labels,
     dyn: Artifact,
     budget: float,
+    betas: list[float],
 ) -> Artifact:
-    """Choose beta on a 90/10 split of the train set labelled with ``labels`` (method.md §6.4): pseudo-labels for
-    ELFS, which touches no ground truth; ground truth only for the supervised reference.
+    """Choose beta among ``betas`` (the grid, or the part of it nested budgets allow) on a 90/10 split of the train
+    set labelled with ``labels`` (method.md §6.4): pseudo-labels for ELFS, which touches no ground truth; ground
+    truth only for the supervised reference.
 
     Each candidate trains the evaluation network (``e``) on those labels for ``s.search_steps`` steps."""
     from elfs.select.beta_search import search_beta
@@ -33,7 +35,10 @@ def stage_beta_search(
     x = model_inputs(e.model, ds, emb, "train")
     steps = int(s.search_steps or e.steps)
     groups = {"selection": s, "evaluate": e, "trainer": ctx.trainer}
-    config = stage_key("beta_search", groups, budget=budget, steps=steps, seed=ctx.seed, **augmentation_key(ds))
+    betas = [float(b) for b in betas]
+    config = stage_key(
+        "beta_search", groups, budget=budget, betas=betas, steps=steps, seed=ctx.seed, **augmentation_key(ds)
+    )
     inputs = {"dynamics": dyn.key, **labels.key, **embed_input(e.model, emb), "images": ds.train.fingerprint()}
     hardness = hardness_of(dyn, s.score)
 
@@ -59,7 +64,7 @@ def stage_beta_search(
         res = search_beta(
             hardness,
             budget,
-            [float(b) for b in s.beta_grid],
+            betas,
             train_and_validate=train_and_validate,
             train_and_validate_many=train_and_validate_many if k > 1 else None,
             method=s.method,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,12 @@ def prepare_data(cfg: ElfsConfig) -> tuple[Dataset, int, float]:
     t0 = time.perf_counter()
     ds = _streamed_augmentation(cfg, load_data(cfg.dataset))
     num_clusters = check_data(cfg, ds)
+    if cfg.selection.exclude:  # every listed image must be one of the data's, checked before any stage
+        from elfs.stages.select import exclude_indices, read_exclude
+
+        streamed = is_streamed(ds.train)
+        ids = list(ds.train.paths) if streamed else [f"#{i}" for i in range(len(ds.train))]
+        exclude_indices(read_exclude(cfg.selection.exclude), ids, Path(ds.train.root) if streamed else None)
     return ds, num_clusters, time.perf_counter() - t0
 
 
