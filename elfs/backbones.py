@@ -9,8 +9,10 @@ weights are fetched once through timm / the Hugging Face hub / torch.hub and cac
 
 from __future__ import annotations
 
+import math
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,17 +21,26 @@ from urllib.error import URLError
 import torch
 from torch import nn
 
-from elfs.errors import UnavailableError
+from elfs.errors import ConfigError, UnavailableError
 
 __all__ = [
     "BACKBONES",
+    "ENCODER_PREFERENCE",
+    "TIMM",
     "BackboneSpec",
+    "EncoderChoice",
+    "WeightsFileError",
     "WeightsUnavailableError",
     "build_backbone",
     "check_weights_available",
+    "choose_encoder",
     "efficientnet_lite0_key_map",
     "get_spec",
+    "scale_size",
     "swav_backbone_state_dict",
+    "local_encoder",
+    "timm_spec",
+    "weights_local",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,12 +60,18 @@ class WeightsUnavailableError(UnavailableError):
     """Pretrained weights for a backbone are neither cached locally nor downloadable."""
 
 
+class WeightsFileError(WeightsUnavailableError):
+    """``backbone.weights`` names a file that is missing, unreadable, or not a state_dict of the backbone."""
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """Static description of a backbone: feature size, input normalisation and weight source.
 
     Pixels are normalised as ``(x / 255 - mean) / std`` per channel after resizing to
-    ``image_size`` x ``image_size`` with ``interpolation`` ("bilinear" or "bicubic").
+    ``image_size`` x ``image_size`` with ``interpolation`` ("bilinear" or "bicubic"). With ``crop_pct`` < 1
+    (timm models' eval transform) the images are first resized to ``floor(image_size / crop_pct)`` and the centre
+    ``image_size`` x ``image_size`` crop is taken.
     """
 
     name: str
@@ -65,6 +82,7 @@ class BackboneSpec:
     interpolation: str
     source: str
     pretrained_offline: bool
+    crop_pct: float = 1.0
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -124,7 +142,20 @@ BACKBONES: dict[str, BackboneSpec] = {
         ),
         pretrained_offline=False,
     ),
+    # Any timm model, named by backbone.model; build_backbone returns the model's own spec (feature size and
+    # preprocessing from its pretrained config, see timm_spec). This entry is the template only (dim unknown).
+    "timm": BackboneSpec(
+        name="timm",
+        dim=0,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        image_size=224,
+        interpolation="bicubic",
+        source="any timm model named by backbone.model (features and preprocessing from its pretrained config)",
+        pretrained_offline=False,
+    ),
 }
+TIMM = "timm"
 
 # timm model names (architecture.tag) behind the hub-hosted backbones.
 _TIMM_NAMES = {
@@ -146,13 +177,22 @@ def get_spec(name: str) -> BackboneSpec:
     return BACKBONES[name]
 
 
-def _unavailable(name: str, detail: str) -> WeightsUnavailableError:
+def _unavailable(name: str, detail: str, model: str | None = None) -> WeightsUnavailableError:
+    if name == TIMM:
+        fetch = f"python -c \"import timm; timm.create_model('{model}', pretrained=True)\""
+        return WeightsUnavailableError(
+            f"pretrained weights for backbone=timm backbone.model={model} are unavailable ({detail}). Run once on a "
+            f"machine with internet access: {fetch}, and copy its Hugging Face hub cache ({_hf_cache_dir()}; HF_HOME "
+            "moves it) here, or save the model's state_dict and pass backbone.weights=FILE, or use "
+            "backbone=efficientnet_lite0, whose weights ship in an installed package."
+        )
     spec = BACKBONES[name]
     return WeightsUnavailableError(
         f"pretrained weights for backbone {name!r} are unavailable ({detail}). Source: {spec.source}. "
         "Run once on a machine with internet access to fill the cache (Hugging Face hub cache "
         f"{_hf_cache_dir()}, torch.hub cache {torch.hub.get_dir()}; HF_HOME / TORCH_HOME move them) and "
-        "copy it here, or use backbone=efficientnet_lite0, whose weights ship in an installed package."
+        "copy it here, pass backbone.weights=FILE (a saved state_dict), or use backbone=efficientnet_lite0, whose "
+        "weights ship in an installed package."
     )
 
 
@@ -176,12 +216,12 @@ def _hf_host() -> str:
     return urlparse(constants.ENDPOINT).hostname or _HF_HOST
 
 
-def _hf_cached_weights(repo_id: str) -> str | None:
+def _hf_cached_weights(repo_id: str, filename: str | None = None) -> str | None:
     """Path of a cached timm weight file for ``repo_id`` in the HF hub cache, else None."""
     from huggingface_hub import try_to_load_from_cache
 
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        path = try_to_load_from_cache(repo_id, filename, cache_dir=_hf_cache_dir())
+    for name in (filename,) if filename else ("model.safetensors", "pytorch_model.bin"):
+        path = try_to_load_from_cache(repo_id, name, cache_dir=_hf_cache_dir())
         if isinstance(path, str) and os.path.isfile(path):
             return path
     return None
@@ -227,34 +267,87 @@ def _host_reachable(host: str, port: int = 443, timeout: float = _NETWORK_PROBE_
     return bool(result and result[0])
 
 
-def _weights_location(name: str) -> tuple[str | None, bool]:
+def _timm_model_name(name: str, model: str | None) -> str:
+    """The timm model behind ``name`` (a registered hub backbone, or backbone=timm with ``model``)."""
+    if name == TIMM:
+        if not model:
+            raise ConfigError("backbone=timm needs backbone.model=<a timm model name>, e.g. vit_small_patch16_224.dino")
+        import timm
+
+        if not timm.is_model(model):
+            arch = model.split(".", 1)[0]
+            near = timm.list_models(f"*{arch.split('_')[0]}*", pretrained=True)[:8]
+            raise ConfigError(
+                f"backbone.model={model!r} is not a timm model; valid: any name of timm.list_models(pretrained=True), "
+                f"e.g. {near or ['vit_small_patch16_224.dino', 'vit_small_patch14_dinov2.lvd142m']}"
+            )
+        return model
+    return _TIMM_NAMES[name]
+
+
+def _timm_cached_weights(model_name: str) -> str | None:
+    """The cached pretrained weight file of a timm model (HF hub cache, else torch.hub cache), never a download."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        return _hf_cached_weights(cfg.hf_hub_id.split("@", 1)[0], cfg.hf_hub_filename)
+    if isinstance(cfg.url, str) and cfg.url:
+        return _torch_hub_cached(cfg.url)
+    return None
+
+
+def _weights_location(name: str, model: str | None = None) -> tuple[str | None, bool]:
     """(cached file or None, whether a download could be attempted) for a hub-hosted backbone."""
     if name == "swav_resnet50":
         cached = _torch_hub_cached(SWAV_URL)
         return cached, cached is None and _host_reachable("dl.fbaipublicfiles.com")
-    import timm
-
-    repo_id = timm.models.get_pretrained_cfg(_TIMM_NAMES[name]).hf_hub_id
-    cached = _hf_cached_weights(repo_id)
+    cached = _timm_cached_weights(_timm_model_name(name, model))
     downloadable = cached is None and not _hf_offline_env() and _host_reachable(_hf_host())
     return cached, downloadable
 
 
-def check_weights_available(name: str) -> None:
+def check_weights_available(name: str, *, model: str | None = None, weights: str | None = None) -> None:
     """Raise WeightsUnavailableError if ``name``'s weights are not cached and cannot be downloaded.
 
-    Cheap (file checks plus at most one short TCP probe); builds no model. Meant for pipeline start-up.
+    Cheap (file checks plus at most one short TCP probe); builds no model. Meant for pipeline start-up. With
+    ``weights`` (backbone.weights) only that file is checked (it must exist; its contents are checked on loading,
+    before any image is embedded); for ``name="timm"``, ``model`` must be a timm model name.
     """
     spec = get_spec(name)
+    if name == TIMM:
+        _timm_model_name(name, model)
+    if weights is not None:
+        if not os.path.isfile(weights):
+            raise WeightsFileError(
+                f"backbone.weights={weights!r} does not exist (expected {_expected(name, model)} saved with "
+                "torch.save or as .safetensors)"
+            )
+        return
     if spec.pretrained_offline:
         try:
             _lite0_weights_path()
         except (ImportError, FileNotFoundError) as err:
             raise _unavailable(name, f"package file missing: {err}") from err
         return
-    cached, downloadable = _weights_location(name)
+    cached, downloadable = _weights_location(name, model)
     if cached is None and not downloadable:
-        raise _unavailable(name, "not in the local cache and the download host is unreachable")
+        raise _unavailable(name, "not in the local cache and the download host is unreachable", model)
+
+
+def weights_local(name: str, model: str | None = None) -> bool:
+    """Whether ``name``'s (or timm ``model``'s) pretrained weights are on this machine already: the package file
+    for efficientnet_lite0, the Hugging Face hub / torch.hub caches otherwise. Never touches the network."""
+    try:
+        if get_spec(name).pretrained_offline:
+            return bool(_lite0_weights_path())
+        if name == "swav_resnet50":
+            return _torch_hub_cached(SWAV_URL) is not None
+        return _timm_cached_weights(_timm_model_name(name, model)) is not None
+    except Exception:  # noqa: BLE001 - an unknown name, a missing package: not available
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,12 +426,20 @@ def _convert_lite0_state_dict(
     return out
 
 
-def _build_lite0(pretrained: bool, with_classifier: bool) -> nn.Module:
+def _build_lite0(pretrained: bool, with_classifier: bool, weights: str | None = None) -> nn.Module:
     import timm
 
     # tf_ variant: TF "SAME" padding and BN eps 1e-3, as the original TF-trained weights expect.
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000 if with_classifier else 0)
-    if pretrained:
+    if weights is not None:
+        src = _read_weights_file(weights, "efficientnet_lite0")
+        if any(k.startswith("_conv_stem.") for k in src):  # lukemelas EfficientNet-PyTorch naming (the shipped file)
+            try:
+                src = _convert_lite0_state_dict(src, model, with_classifier)
+            except RuntimeError as err:
+                raise _mismatch(weights, "efficientnet_lite0", str(err)) from err
+        _load_checked(model, _drop_classifier(src, model), weights, "efficientnet_lite0")
+    elif pretrained:
         try:
             path = _lite0_weights_path()
         except (ImportError, FileNotFoundError) as err:
@@ -348,6 +449,100 @@ def _build_lite0(pretrained: bool, with_classifier: bool) -> nn.Module:
         src = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(_convert_lite0_state_dict(src, model, with_classifier), strict=True)
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Local checkpoint files (backbone.weights=FILE)
+# ---------------------------------------------------------------------------------------------
+
+
+def _expected(name: str, model: str | None) -> str:
+    what = f"timm model {model!r}" if name == TIMM else f"backbone {name!r}"
+    return f"a state_dict of {what}"
+
+
+def _mismatch(path: str, expected: str, detail: str) -> WeightsFileError:
+    return WeightsFileError(f"backbone.weights={path!r} is not {expected}: {detail}")
+
+
+def _read_weights_file(path: str, name: str, model: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a local checkpoint: a state_dict saved by torch.save (also nested under 'state_dict' /
+    'model' / 'module', with DDP's 'module.' prefix) or a .safetensors file. WeightsFileError names the path."""
+    expected = _expected(name, model)
+    if not os.path.isfile(path):
+        raise WeightsFileError(
+            f"backbone.weights={path!r} does not exist (expected {expected} saved with torch.save or as .safetensors)"
+        )
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+        except ImportError as err:
+            raise WeightsFileError(
+                f"backbone.weights={path!r} is a .safetensors file but safetensors is not installed "
+                "(pip install safetensors), or save the state_dict with torch.save"
+            ) from err
+        try:
+            obj = load_file(path, device="cpu")
+        except Exception as err:  # noqa: BLE001 - any parse failure is the file's fault
+            raise _mismatch(path, expected, f"not a readable .safetensors file ({err})") from err
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - pickled objects, a truncated or foreign file
+            detail = " ".join(str(err).split())[:200]
+            raise _mismatch(path, expected, f"torch.load(weights_only=True) cannot read it ({detail})") from err
+    for _ in range(3):  # {'state_dict': {...}} / {'model': {...}} wrappers of training checkpoints
+        if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in ("state_dict", "model", "module") if isinstance(obj.get(k), Mapping)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise _mismatch(path, expected, f"it holds a {type(obj).__name__}, not a mapping of parameter names to tensors")
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def _drop_classifier(src: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """``src`` without the classifier's tensors when ``model`` has none (timm num_classes=0: pooled features)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    names = cfg.get("classifier") or ()
+    names = (names,) if isinstance(names, str) else tuple(names)
+    target = model.state_dict()
+    drop = tuple(f"{n}." for n in names if not any(k.startswith(f"{n}.") for k in target))
+    return {k: v for k, v in src.items() if not (drop and k.startswith(drop))}
+
+
+def _timm_filter(src: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """timm's own checkpoint filter for the model's family (original-format keys, position-embedding resampling);
+    a no-op on timm-format state dicts. Left out when it fails: the key check below then names the problem."""
+    fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if fn is None:
+        return src
+    try:
+        out = fn(dict(src), model)
+    except Exception:  # noqa: BLE001 - a filter that does not apply to this file
+        return src
+    return dict(out) if isinstance(out, Mapping) else src
+
+
+def _load_checked(model: nn.Module, src: Mapping[str, torch.Tensor], path: str, expected: str) -> None:
+    """Load ``src`` strictly; every missing / unexpected key and shape mismatch becomes one WeightsFileError."""
+    target = model.state_dict()
+    missing = sorted(set(target) - set(src))
+    unexpected = sorted(set(src) - set(target))
+    shapes = [
+        f"{k} {tuple(src[k].shape)} vs {tuple(target[k].shape)}"
+        for k in target
+        if k in src and tuple(src[k].shape) != tuple(target[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = [
+            f"{len(v)} {what} (e.g. {', '.join(v[:3])})"
+            for what, v in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+            if v
+        ]
+        raise _mismatch(path, expected, "; ".join(parts) + f" (the model has {len(target)} tensors)")
+    model.load_state_dict(src, strict=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,11 +561,13 @@ def swav_backbone_state_dict(checkpoint: Mapping[str, torch.Tensor]) -> dict[str
     return out
 
 
-def _build_swav(pretrained: bool) -> nn.Module:
+def _build_swav(pretrained: bool, weights: str | None = None) -> nn.Module:
     import torchvision
 
     ckpt = None
-    if pretrained:  # fetch (or fail) before building anything
+    if weights is not None:  # read (or fail) before building anything
+        ckpt = {k: v for k, v in _read_weights_file(weights, "swav_resnet50").items() if not k.startswith("fc.")}
+    elif pretrained:
         cached, downloadable = _weights_location("swav_resnet50")
         if cached is None and not downloadable:
             raise _unavailable("swav_resnet50", "not in the torch.hub cache and the download host is unreachable")
@@ -381,53 +578,167 @@ def _build_swav(pretrained: bool) -> nn.Module:
     model = torchvision.models.resnet50(weights=None)
     # Identity fc -> the 2048-d pooled feature (the reference code keeps a random, unseeded fc).
     model.fc = nn.Identity()
-    if ckpt is not None:
+    if weights is not None:
+        _load_checked(model, swav_backbone_state_dict(ckpt), weights, _expected("swav_resnet50", None))
+    elif ckpt is not None:
         model.load_state_dict(swav_backbone_state_dict(ckpt), strict=True)
     return model
 
 
-def _build_timm(name: str, pretrained: bool) -> nn.Module:
+def _create_timm(model_name: str, num_classes: int, **kwargs) -> nn.Module:
+    """timm.create_model with dynamic_img_size (ViTs: any input size) where the architecture accepts it."""
     import timm
 
-    kwargs: dict = {"num_classes": _TIMM_NUM_CLASSES[name], "dynamic_img_size": True}
+    try:
+        return timm.create_model(model_name, num_classes=num_classes, dynamic_img_size=True, **kwargs)
+    except TypeError as err:
+        if "dynamic_img_size" not in str(err):
+            raise
+        return timm.create_model(model_name, num_classes=num_classes, **kwargs)
+
+
+def _build_timm(name: str, pretrained: bool, model: str | None = None, weights: str | None = None) -> nn.Module:
+    model_name = _timm_model_name(name, model)
+    num_classes = _TIMM_NUM_CLASSES.get(name, 0)  # backbone=timm: 0 = pooled features
+    if weights is not None:
+        expected = _expected(name, model)
+        src = _read_weights_file(weights, name, model)  # read (or fail) before building anything
+        net = _create_timm(model_name, num_classes, pretrained=False)
+        _load_checked(net, _timm_filter(_drop_classifier(src, net), net), weights, expected)
+        return net
     if not pretrained:
-        return timm.create_model(_TIMM_NAMES[name], pretrained=False, **kwargs)
-    cached, downloadable = _weights_location(name)
+        return _create_timm(model_name, num_classes, pretrained=False)
+    cached, downloadable = _weights_location(name, model)
     if cached is not None:  # load the cached file directly: no network round trip, no retries
-        return timm.create_model(_TIMM_NAMES[name], pretrained=True, pretrained_cfg_overlay={"file": cached}, **kwargs)
+        return _create_timm(model_name, num_classes, pretrained=True, pretrained_cfg_overlay={"file": cached})
     if not downloadable:
-        raise _unavailable(name, f"not in the Hugging Face cache and {_hf_host()} is unreachable")
+        raise _unavailable(name, f"not in the local caches and {_hf_host()} is unreachable", model)
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
-        return timm.create_model(_TIMM_NAMES[name], pretrained=True, **kwargs)
+        return _create_timm(model_name, num_classes, pretrained=True)
     except (OSError, HfHubHTTPError) as err:
-        raise _unavailable(name, f"download failed: {err}") from err
+        raise _unavailable(name, f"download failed: {err}", model) from err
 
 
-_BUILDERS: dict[str, Callable[[bool], nn.Module]] = {
-    "dino_vits16": lambda p: _build_timm("dino_vits16", p),
-    "dino_vitb16": lambda p: _build_timm("dino_vitb16", p),
-    "clip_vitb16": lambda p: _build_timm("clip_vitb16", p),
-    "swav_resnet50": _build_swav,
-}
+def timm_spec(model: nn.Module, model_name: str) -> BackboneSpec:
+    """The spec of a timm model from its own pretrained config (timm.data.resolve_data_config): input size, mean,
+    std, interpolation and crop_pct; the feature size is the pooled one (num_classes=0)."""
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    interpolation = cfg.get("interpolation", "bicubic")
+    crop = cfg.get("crop_pct")
+    dim = getattr(model, "head_hidden_size", None) or model.num_features
+    return BackboneSpec(
+        name=TIMM,
+        dim=int(dim),
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        image_size=int(cfg["input_size"][-1]),
+        interpolation=interpolation if interpolation in ("bilinear", "bicubic") else "bicubic",
+        source=f"timm {model_name}",
+        pretrained_offline=False,
+        crop_pct=float(crop) if crop else 1.0,
+    )
+
+
+def scale_size(spec: BackboneSpec, image_size: int) -> int:
+    """The square size images are resized to before the centre ``image_size`` crop (timm: floor(size / crop_pct))."""
+    return image_size if spec.crop_pct >= 1.0 else int(math.floor(image_size / spec.crop_pct))
 
 
 def build_backbone(
-    name: str, *, pretrained: bool = True, with_classifier: bool = False
+    name: str,
+    *,
+    pretrained: bool = True,
+    with_classifier: bool = False,
+    model: str | None = None,
+    weights: str | None = None,
 ) -> tuple[nn.Module, BackboneSpec]:
     """Build a frozen encoder in eval mode mapping ``[B, 3, H, W]`` normalised images to ``[B, dim]``.
 
     ``with_classifier=True`` (efficientnet_lite0 only) keeps the ImageNet head and returns 1000 logits,
-    for sanity checks of the weights.
+    for sanity checks of the weights. ``name="timm"`` builds the timm model ``model`` with num_classes=0 and
+    returns its own spec (:func:`timm_spec`). ``weights`` is a local checkpoint file loaded instead of the
+    pretrained weights; a missing file, or one that does not fit the architecture, raises WeightsFileError.
     """
     spec = get_spec(name)
     if with_classifier and name != "efficientnet_lite0":
         raise ValueError(f"with_classifier=True is only available for 'efficientnet_lite0', not {name!r}")
+    if model is not None and name != TIMM:
+        raise ConfigError(f"backbone.model={model!r} is read by backbone=timm only, not backbone={name}")
     if name == "efficientnet_lite0":
-        model = _build_lite0(pretrained, with_classifier)
+        net = _build_lite0(pretrained, with_classifier, weights)
+    elif name == "swav_resnet50":
+        net = _build_swav(pretrained, weights)
     else:
-        model = _BUILDERS[name](pretrained)
-    model = model.float().eval()
-    model.requires_grad_(False)
-    return model, spec
+        net = _build_timm(name, pretrained, model, weights)
+    if name == TIMM:
+        spec = timm_spec(net, model)
+    net = net.float().eval()
+    net.requires_grad_(False)
+    return net, spec
+
+
+# ---------------------------------------------------------------------------------------------
+# Default encoder of elfs-select: the best one whose weights are already here
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """One encoder elfs-select may pick by default: its label, backbone group, timm model and input size."""
+
+    label: str
+    backbone: str
+    model: str | None = None
+    image_size: int | None = None
+
+    def overrides(self) -> list[str]:
+        out = [f"backbone={self.backbone}"]
+        if self.model is not None:
+            out.append(f"backbone.model={self.model}")
+        if self.image_size is not None:
+            out.append(f"backbone.image_size={self.image_size}")
+        return out
+
+
+#: best first; the last one (shipped in a package) is the fallback and keeps the composed default config.
+#: DINOv2 runs at 224 px (16 x 16 patches) instead of its pretrained 518 px, ~6x cheaper on a CPU.
+ENCODER_PREFERENCE: tuple[EncoderChoice, ...] = (
+    EncoderChoice("DINOv2 ViT-S/14", TIMM, "vit_small_patch14_dinov2.lvd142m", 224),
+    EncoderChoice("DINO ViT-S/16", "dino_vits16"),
+    EncoderChoice("DINOv2 ViT-B/14", TIMM, "vit_base_patch14_dinov2.lvd142m", 224),
+    EncoderChoice("DINO ViT-B/16", "dino_vitb16"),
+    EncoderChoice("CLIP ViT-B/16", "clip_vitb16"),
+    EncoderChoice("SwAV ResNet-50", "swav_resnet50"),
+    EncoderChoice("EfficientNet-Lite0", "efficientnet_lite0"),
+)
+
+
+def choose_encoder(
+    is_local: Callable[[EncoderChoice], bool], preference: tuple[EncoderChoice, ...] = ENCODER_PREFERENCE
+) -> tuple[list[str], str]:
+    """(config overrides, one line to print) for the first encoder of ``preference`` whose weights ``is_local``
+    says are on this machine; the last entry is the fallback, chosen without asking and left as the composed
+    default (no override). Pure: ``is_local`` is the only look at the machine."""
+    for choice in preference[:-1]:
+        if is_local(choice):
+            what = f"timm {choice.model}" if choice.model else f"backbone={choice.backbone}"
+            return choice.overrides(), (
+                f"elfs-select: encoder {choice.label} ({what}, weights found in the local cache); "
+                "backbone=... chooses another"
+            )
+    best = preference[0]
+    fetch = f"python -c \"import timm; timm.create_model('{best.model}', pretrained=True)\""
+    return [], (
+        f"elfs-select: encoder {preference[-1].label} (ImageNet-supervised stand-in: no self-supervised encoder's "
+        f"weights are cached here); for a better one run once with internet: {fetch} (fills the Hugging Face cache, "
+        f"HF_HOME), or give a saved state_dict: backbone=timm backbone.model={best.model} backbone.weights=FILE"
+    )
+
+
+def local_encoder(choice: EncoderChoice) -> bool:
+    """The real predicate for :func:`choose_encoder`: the choice's weights are in the local caches (no network)."""
+    return weights_local(choice.backbone, choice.model)

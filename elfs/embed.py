@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from elfs.backbones import BackboneSpec, build_backbone, get_spec
+from elfs.backbones import BackboneSpec, build_backbone, get_spec, scale_size
 from elfs.progress import progress_bar
 
 __all__ = ["embed_folder", "embed_images", "preprocess", "resize_placement", "resolve_device"]
@@ -52,7 +52,9 @@ def preprocess(
     the uint8 pixels travel to ``device`` first (4x less to copy than floats, asynchronously from pinned memory)
     and are resized there in float, one axis at a time, rounded to whole grey levels in between as the uint8 path
     does: within 2 grey levels of the host path (bicubic upsampling of noise; 0.12 on average at most), since no GPU
-    kernel resizes uint8. Grey images are repeated to 3 channels; then ``(x / 255 - mean) / std``.
+    kernel resizes uint8. With ``spec.crop_pct`` < 1 (timm models) the resize goes to ``floor(image_size / crop_pct)``
+    and the centre ``image_size`` crop is kept, as timm's eval transform does; images already at that size are only
+    cropped. Grey images are repeated to 3 channels; then ``(x / 255 - mean) / std``.
     """
     _check_images(images)
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
@@ -66,7 +68,8 @@ def preprocess(
     if x.ndim == 3:
         x = x.unsqueeze(-1)
     x = x.permute(0, 3, 1, 2)  # N, C, H, W uint8 (channels-last memory)
-    size = (image_size, image_size)
+    scale = scale_size(spec, image_size)
+    size = (scale, scale)
     if resize == "device":
         if dev.type == "cuda" and x.device.type == "cpu":
             x = x.pin_memory()
@@ -76,6 +79,9 @@ def preprocess(
         if tuple(x.shape[-2:]) != size:  # uint8 in, uint8 out (rounded and saturated, like PIL)
             x = F.interpolate(x, size=size, mode=spec.interpolation, antialias=True, align_corners=False)
         x = x.to(device=dev, dtype=torch.float32)
+    if scale != image_size:  # centre crop, torchvision CenterCrop's offsets
+        top = int(round((scale - image_size) / 2.0))
+        x = x[:, :, top : top + image_size, top : top + image_size]
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
@@ -123,32 +129,43 @@ def embed_images(
     pretrained: bool = True,
     progress: bool = True,
     progress_every_s: float = 10.0,
+    model: str | None = None,
+    weights: str | None = None,
 ) -> np.ndarray:
-    """Embed uint8 images with a frozen backbone; returns float32 ``[N, dim]`` features (fp32, eval, no grad)."""
+    """Embed uint8 images with a frozen backbone; returns float32 ``[N, dim]`` features (fp32, eval, no grad).
+
+    ``backbone="timm"`` with ``model`` (a timm model name) takes the input size, mean/std, interpolation and crop
+    from the model's pretrained config; ``image_size`` overrides the size. ``weights`` is a local checkpoint
+    file loaded instead of the pretrained weights (a bad file fails before any image is embedded)."""
     if not isinstance(images, np.ndarray):
         raise ValueError(f"images must be a numpy uint8 array, got {type(images).__name__}")
     _check_images(images)
-    spec = get_spec(backbone)
-    size = spec.image_size if image_size is None else image_size
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+    get_spec(backbone)
+    _check_size(image_size)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     dev = resolve_device(device)
 
-    model, spec = build_backbone(backbone, pretrained=pretrained)
-    model = model.to(device=dev, dtype=torch.float32).eval()
+    net, spec = build_backbone(backbone, pretrained=pretrained, model=model, weights=weights)
+    size = spec.image_size if image_size is None else image_size
+    net = net.to(device=dev, dtype=torch.float32).eval()
     n = images.shape[0]
     out = _FeatureSink(n, spec.dim, dev)
     resize = resize_placement(dev)
-    bar = progress_bar(n, f"embed[{backbone}]", unit="img", enabled=progress, every_s=progress_every_s)
+    label = model if backbone == "timm" and model else backbone
+    bar = progress_bar(n, f"embed[{label}]", unit="img", enabled=progress, every_s=progress_every_s)
     with torch.no_grad(), bar:
         for start in range(0, n, batch_size):
-            feats = model(preprocess(images[start : start + batch_size], spec, size, device=dev, resize=resize))
-            _check_features(feats, backbone, spec.dim)
+            feats = net(preprocess(images[start : start + batch_size], spec, size, device=dev, resize=resize))
+            _check_features(feats, label, spec.dim)
             out.put(start, feats)
             bar.update(feats.shape[0])
     return out.numpy()
+
+
+def _check_size(image_size: object) -> None:
+    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1):
+        raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
 
 
 def _check_features(feats: torch.Tensor, backbone: str, dim: int) -> None:
@@ -211,20 +228,26 @@ def embed_folder(
     num_workers: int = 2,
     progress: bool = True,
     progress_every_s: float = 10.0,
+    model: str | None = None,
+    weights: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """Embed a streamed :class:`~elfs.data.folder.FolderImages`: files are decoded, resized (shorter side, then a
     centre crop) in ``num_workers`` DataLoader workers and embedded batch by batch, so memory holds one batch of
     pixels, never the set. Returns float32 ``[M, dim]`` features of the M decodable images, their indices into
-    ``folder`` (sorted int64), and ``(index, reason)`` for each file that could not be decoded."""
+    ``folder`` (sorted int64), and ``(index, reason)`` for each file that could not be decoded. ``model`` and
+    ``weights`` as for :func:`embed_images`; with a crop_pct < 1 (timm) files are decoded at
+    ``floor(size / crop_pct)`` and the centre ``size`` crop is embedded."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    spec = get_spec(backbone)
-    size = spec.image_size if image_size is None else image_size
+    get_spec(backbone)
+    _check_size(image_size)
     dev = resolve_device(device)
-    model, spec = build_backbone(backbone, pretrained=pretrained)
-    model = model.to(device=dev, dtype=torch.float32).eval()
+    net, spec = build_backbone(backbone, pretrained=pretrained, model=model, weights=weights)
+    size = spec.image_size if image_size is None else image_size
+    net = net.to(device=dev, dtype=torch.float32).eval()
+    label = model if backbone == "timm" and model else backbone
     loader = torch.utils.data.DataLoader(
-        _DecodedFolder(folder, size, spec.interpolation),
+        _DecodedFolder(folder, scale_size(spec, size), spec.interpolation),
         batch_size=batch_size,
         shuffle=False,
         num_workers=int(num_workers),
@@ -235,13 +258,13 @@ def embed_folder(
     out = _FeatureSink(len(folder), spec.dim, dev)  # filled in order; decodable rows packed first
     valid = np.empty(len(folder), dtype=np.int64)
     m, failed = 0, []
-    bar = progress_bar(len(folder), f"embed[{backbone}]", unit="img", enabled=progress, every_s=progress_every_s)
+    bar = progress_bar(len(folder), f"embed[{label}]", unit="img", enabled=progress, every_s=progress_every_s)
     with torch.no_grad(), bar:
-        for idx, x, bad in loader:  # the workers decoded at `size` already: no resize left to do
+        for idx, x, bad in loader:  # the workers decoded at the scale size already: no resize left (maybe a crop)
             failed.extend(bad)
             if x is not None:
-                f = model(preprocess(x, spec, size, device=dev, resize=resize_placement(dev)))
-                _check_features(f, backbone, spec.dim)
+                f = net(preprocess(x, spec, size, device=dev, resize=resize_placement(dev)))
+                _check_features(f, label, spec.dim)
                 out.put(m, f)
                 valid[m : m + len(idx)] = idx.numpy()
                 m += len(idx)

@@ -125,7 +125,8 @@ def check_config(conf: ElfsConfig, *, weights: bool = True, devices: bool = True
     if weights and conf.backbone.pretrained:
         from elfs.backbones import check_weights_available
 
-        check_weights_available(conf.backbone.name)
+        b = conf.backbone
+        check_weights_available(b.name, model=b.model, weights=b.weights)
 
 
 def check_paths(conf: ElfsConfig) -> None:

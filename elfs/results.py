@@ -28,6 +28,12 @@ def _flat(prefix: str, d: Any) -> dict[str, Any]:
     return out
 
 
+def encoder_name(cfg: ElfsConfig) -> str:
+    """The encoder as tables show it: the backbone's name, with the timm model for backbone=timm."""
+    b = cfg.backbone
+    return f"timm:{b.model}" if b.name == "timm" and b.model else b.name
+
+
 def uses_embeddings(model: str) -> bool:
     """Whether a classifier of this kind trains on the embeddings (an MLP) rather than on the images."""
     from elfs.models import MODEL_INPUTS
@@ -74,7 +80,7 @@ def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:
         "labels": ("ground_truth" if gt else "pseudo") if scored else None,
         "uses_ground_truth": bool(gt),
         "cluster": cfg.cluster.method if scored and not gt else None,
-        "backbone": cfg.backbone.name if uses_encoder else None,
+        "backbone": encoder_name(cfg) if uses_encoder else None,
         "settings": settings,
     }
 
@@ -133,7 +139,7 @@ def run_results(
         "num_classes": ds.num_classes,
         "num_clusters": int(num_clusters),
         "selection_files": [str(p) for p in selection_files],
-        "backbone": cfg.backbone.name,
+        "backbone": encoder_name(cfg),
         "pretrained": bool(cfg.backbone.pretrained),
         "selection": {
             "method": s.method,

@@ -28,12 +28,20 @@ from elfs.embed import preprocess
 BUILDING_IDS = {442, 449, 483, 497, 663, 698, 832}  # + 497 church, 832 stupa
 DAISY = 985
 
-HUB_BACKBONES = [name for name, spec in BACKBONES.items() if not spec.pretrained_offline]
+HUB_BACKBONES = [name for name, spec in BACKBONES.items() if not spec.pretrained_offline and name != "timm"]
+FIXED = {name: spec for name, spec in BACKBONES.items() if name != "timm"}  # "timm" is a template (any timm model)
 
 
 def test_registry_contents() -> None:
-    assert set(BACKBONES) == {"efficientnet_lite0", "dino_vits16", "dino_vitb16", "swav_resnet50", "clip_vitb16"}
-    dims = {n: s.dim for n, s in BACKBONES.items()}
+    assert set(BACKBONES) == {
+        "efficientnet_lite0",
+        "dino_vits16",
+        "dino_vitb16",
+        "swav_resnet50",
+        "clip_vitb16",
+        "timm",
+    }
+    dims = {n: s.dim for n, s in FIXED.items()}
     assert dims == {
         "efficientnet_lite0": 1280,
         "dino_vits16": 384,
@@ -43,6 +51,7 @@ def test_registry_contents() -> None:
     }
     assert [n for n, s in BACKBONES.items() if s.pretrained_offline] == ["efficientnet_lite0"]
     for name, spec in BACKBONES.items():
+        assert spec.crop_pct == 1.0  # the registered encoders resize the whole image (no crop)
         assert spec.name == name and len(spec.mean) == 3 and len(spec.std) == 3
         assert spec.interpolation in {"bilinear", "bicubic"} and spec.image_size == 224 and spec.source
 

@@ -61,6 +61,8 @@ def _embed_split(
         device=b.device,
         pretrained=b.pretrained,
         progress=ctx.progress,
+        model=b.model,
+        weights=b.weights,
     )
     share = np.array_split(np.arange(len(images)), distributed.world_size())[distributed.rank()]
     if is_streamed(images):
