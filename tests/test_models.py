@@ -77,3 +77,16 @@ def test_bad_arguments():
         build_model("mlp", num_classes=10)
     with pytest.raises(ValueError, match="num_classes"):
         build_model("small_cnn", num_classes=0)
+
+
+def test_resnet34_pools_without_adaptive_pooling_and_computes_the_same():
+    """torchvision's AdaptiveAvgPool2d has no deterministic CUDA backward (trainer.deterministic=true would raise on a
+    GPU): the mean over H, W replaces it, with the same forward result."""
+    import torch
+
+    from elfs.models import build_model
+
+    model = build_model("resnet34", num_classes=10)
+    assert not any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in model.modules())
+    x = torch.randn(2, 512, 7, 5)
+    torch.testing.assert_close(model.avgpool(x), torch.nn.AdaptiveAvgPool2d((1, 1))(x))

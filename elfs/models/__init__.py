@@ -17,10 +17,19 @@ MODEL_INPUTS: dict[str, str] = {
 }
 
 
+class GlobalAvgPool(nn.Module):
+    """Mean over height and width, [B, C, H, W] -> [B, C, 1, 1]: what AdaptiveAvgPool2d((1, 1)) computes, with a
+    backward that CUDA runs deterministically (adaptive pooling's backward refuses deterministic=True there)."""
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
 def _resnet34(num_classes: int, in_channels: int) -> nn.Module:
     from torchvision.models import resnet34
 
     model = resnet34(weights=None, num_classes=num_classes)
+    model.avgpool = GlobalAvgPool()
     if in_channels != 3:
         model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     return model
