@@ -91,9 +91,23 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def _sync_debug(on: bool) -> bool:
+    """torch.cuda.set_sync_debug_mode("error") (on) or back to 0 (off) when CUDA is available; True if it did."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    torch.cuda.set_sync_debug_mode("error" if on else 0)
+    return True
+
+
 def step_timer(start: int, stop: int) -> Any:
     """A Lightning callback timing optimizer steps start+1..stop (their batches' loading included), steady state:
-    no setup, teardown or epoch boundary inside the timer (training must stop at ``stop``, within one epoch)."""
+    no setup, teardown or epoch boundary inside the timer (training must stop at ``stop``, within one epoch).
+
+    On a GPU the timed steps also run under ``torch.cuda.set_sync_debug_mode("error")``: any blocking host sync
+    in them (``.item()``, a blocking copy, ...) raises. ``sync_debug`` then says whether they passed (with the
+    error's message when not); it stays None without CUDA."""
     import lightning as L
 
     class StepTimer(L.Callback):
@@ -101,16 +115,28 @@ def step_timer(start: int, stop: int) -> Any:
             self.t0: float | None = None
             self.epoch = -1
             self.seconds: float | None = None
+            self.sync_debug: dict | None = None
+            self._debugging = False
 
         def on_train_batch_end(self, trainer: Any, *_: Any) -> None:
             if trainer.global_step == start:
                 _sync()
                 self.t0, self.epoch = time.perf_counter(), trainer.current_epoch
+                self._debugging = _sync_debug(True)
             elif trainer.global_step == stop and self.t0 is not None:
+                if self._debugging:
+                    self._debugging = not _sync_debug(False)
+                    self.sync_debug = {"mode": "error", "passed": True}
                 _sync()
                 self.seconds = time.perf_counter() - self.t0
                 if trainer.current_epoch != self.epoch:
                     raise RuntimeError("an epoch boundary fell inside the timed steps")
+
+        def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+            if self._debugging:  # raised inside the timed steps: a host sync, or another failure there
+                self._debugging = not _sync_debug(False)
+                msg = f"{type(exception).__name__}: {exception}"
+                self.sync_debug = {"mode": "error", "passed": False, "error": msg[:2000]}
 
     return StepTimer()
 
@@ -152,11 +178,20 @@ def bench_resnet(batch: int, start: int, stop: int, compile_: bool) -> dict:
     for name, (cfg, tk) in variants.items():
         timer = step_timer(start, stop)
         kw = dict(accelerator="auto", devices=1, deterministic=False, callbacks=[timer], **tk)
-        train_classifier(x, y, idx, cfg, steps=stop, runtime=Runtime(trainer_kwargs=kw), **common)
+        try:
+            train_classifier(x, y, idx, cfg, steps=stop, runtime=Runtime(trainer_kwargs=kw), **common)
+        except RuntimeError:
+            if timer.sync_debug is None or timer.sync_debug["passed"]:
+                raise
+            out[name] = {"sync_debug": timer.sync_debug}  # a host sync in the timed steps: no timing
+            continue
         dt = timer.seconds
         out[name] = {"seconds": round(dt, 3), "images_per_s": round((stop - start) * batch / dt, 1)}
         out[name]["step_ms"] = round(1e3 * dt / (stop - start), 3)
-    out["fast_over_plain"] = round(out["fast"]["images_per_s"] / out["plain"]["images_per_s"], 2)
+        if timer.sync_debug is not None:
+            out[name]["sync_debug"] = timer.sync_debug
+    if "images_per_s" in out["fast"] and "images_per_s" in out["plain"]:
+        out["fast_over_plain"] = round(out["fast"]["images_per_s"] / out["plain"]["images_per_s"], 2)
     return out
 
 

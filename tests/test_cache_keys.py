@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -20,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-GOLDEN = Path(__file__).parent / "golden" / "cache_keys.json"
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden" / "cache_keys.json"
 RUN = ["+experiment=digits_quick", "logger=none", "selection.baselines=[random,prototypicality,d2,ccs]"]
 
 
@@ -35,11 +37,17 @@ def key_inputs(cache: Path) -> dict[str, list[dict]]:
     return {k: sorted(v, key=lambda e: json.dumps(e, sort_keys=True)) for k, v in sorted(out.items())}
 
 
-def _start(cwd: Path, cache: Path) -> subprocess.Popen:
-    """`python -m elfs.train ...` as a user types it, in its own empty folder, on the shared cache."""
+def _start(cwd: Path, cache: Path, pythonpath: Path | None = None) -> subprocess.Popen:
+    """`python -m elfs.train ...` as a user types it, in its own empty folder, on the shared cache (with the
+    package imported from ``pythonpath`` when given; it prints where it was imported from)."""
     cwd.mkdir()
     env = {**os.environ, "WANDB_MODE": "disabled", "ELFS_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "elfs.train", *RUN]
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+        run = "import runpy, sys, elfs; print('elfs from', elfs.__path__[0], flush=True); "
+        run += f"sys.argv = ['elfs.train', *{RUN!r}]; runpy.run_module('elfs.train', run_name='__main__')"
+        cmd = [sys.executable, "-c", run]
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -58,6 +66,17 @@ def test_two_runs_started_together_compute_each_entry_once_with_the_golden_keys(
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
     assert found == json.loads(GOLDEN.read_text())
+
+    # the same command from a copy of the package whose report writer gained a comment: nothing is recomputed
+    pkg = tmp_path / "edited"
+    shutil.copytree(ROOT / "elfs", pkg / "elfs", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "conf", pkg / "elfs" / "conf", ignore=shutil.ignore_patterns("local"))
+    with open(pkg / "elfs" / "report.py", "a") as f:
+        f.write("\n# a comment added after the first runs\n")
+    rerun = _start(tmp_path / "job_edited", cache, pythonpath=pkg)
+    log = rerun.communicate(timeout=900)[0]
+    assert rerun.returncode == 0 and f"{pkg / 'elfs'}" in log, log[-3000:]
+    assert "computed in" not in log and log.count("cache hit") >= len(entries), log[-3000:]
 
 
 # ------------------------------------------------------------------------------------------ one rule for keys

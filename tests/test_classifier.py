@@ -297,6 +297,9 @@ class Dump(L.Callback):
         pl_module.model.register_forward_hook(lambda m, i, o: setattr(self, "z", o.detach().clone()))
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.rows.append((trainer.current_epoch, batch_idx, batch[2].clone(), self.z, batch[1].clone()))
+        # the ranks' batch sizes the step used (from the sampler's plan, no collective) are the gathered ones
+        gathered = pl_module.all_gather(torch.tensor(len(batch[1]))).flatten().tolist()
+        assert pl_module._rank_batch_sizes(len(batch[1]), batch_idx) == gathered, (batch_idx, gathered)
     def on_train_end(self, trainer, pl_module):
         torch.save(self.rows, f"{sys.argv[1]}/rank{trainer.global_rank}.pt")
 

@@ -11,6 +11,7 @@ import torch
 from elfs.cache import Artifact, ArtifactCache
 from elfs.config import to_typed
 from elfs.pipeline import Context, load_data
+from elfs.select.beta_search import beta_grid_for
 from elfs.stages.beta_search import stage_beta_search
 from elfs.stages.evaluate import prefetch_evaluations, stage_evaluate
 from elfs.stages.inputs import Labels
@@ -68,7 +69,8 @@ def test_concurrent_beta_search_candidates_equal_one_by_one(compose_cfg, tmp_pat
             e = dataclasses.replace(conf.evaluate, concurrent=k)
             cache = ArtifactCache(tmp_path / f"k{k}")
             ctx = Context(cfg=conf, cache=cache, run_dir=tmp_path, loggers=RunLoggers(conf.logger, tmp_path))
-            out[k] = stage_beta_search(ctx, conf.selection, e, free, None, labels, dyn, 0.5)
+            betas = beta_grid_for(0.5, conf.selection.beta_grid)
+            out[k] = stage_beta_search(ctx, conf.selection, e, free, None, labels, dyn, 0.5, betas)
     finally:
         torch.set_num_threads(threads)
     assert out[1].key == out[2].key and len(out[1]["betas"]) == 2

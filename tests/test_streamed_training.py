@@ -282,7 +282,8 @@ def test_stages_train_on_the_streamed_source(compose_cfg, digit_folder, tmp_path
     dyn = stage_dynamics(ctx, conf.dynamics, free, emb, Labels.pseudo(clus))
     assert dyn["aum"].shape == (N_IMAGES,) and np.isfinite(dyn["aum"]).all()
     assert (dyn["num_records"] == 2).all()
-    search = stage_beta_search(ctx, conf.selection, conf.evaluate, free, emb, Labels.pseudo(clus), dyn, 0.3)
+    betas = [0.0, 0.2]
+    search = stage_beta_search(ctx, conf.selection, conf.evaluate, free, emb, Labels.pseudo(clus), dyn, 0.3, betas)
     assert search["betas"].tolist() == [0.0, 0.2] and ((search["val_acc"] >= 0) & (search["val_acc"] <= 1)).all()
 
 
@@ -308,6 +309,7 @@ def test_imagenet_experiment_composes_with_paper_settings(compose_cfg):
         1e-4,
         224,
     )
+    assert d.crop == e.crop == "random_resized"  # RandomResizedCrop + Resize(256)/CenterCrop(224), as the paper
     assert (e.model, e.steps, e.batch_size, e.nesterov, e.weight_decay, e.test_every, e.image_size) == (
         "resnet34",
         300000,

@@ -339,7 +339,11 @@ class TEMIModule(L.LightningModule):
         sums[:-2] += out.head_losses.detach().to(sums)
         sums[-2] += out.loss.detach().to(sums)
         sums[-1] += 1
-        self.log("train/loss", out.loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=b)
+        # no host sync per step: the step value is not in the progress bar (that would turn it into a number every
+        # step); the epoch mean is, computed once at the epoch's end
+        loss = out.loss.detach()
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=b)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=b)
         return out.loss
 
     def on_train_start(self) -> None:

@@ -8,7 +8,11 @@ train-mode logits under its dataset index.
 Inputs are in-memory arrays (uint8 images or float embeddings) or a *streamed* image source: any object with
 ``__len__`` and ``load_rgb(i, size) -> size x size x 3 uint8`` (e.g. :class:`elfs.data.folder.FolderImages`).
 A streamed source is decoded at ``cfg.image_size`` one image per item in the DataLoader workers, so memory holds
-O(batch) pixels; the batches it yields are the same uint8 tensors the in-memory path yields.
+O(batch) pixels; the batches it yields are the same uint8 tensors the in-memory path yields. With
+``cfg.crop="random_resized"`` (the ImageNet recipe) a training item is instead the whole picture decoded at its own
+size, RandomResizedCrop'ed to ``image_size`` and flipped in the worker (drawn from (seed, epoch, index): the
+sampler tags each position with its epoch), and a test item is Resize(round(image_size / 0.875)) +
+CenterCrop(image_size).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from elfs.config import ClassifierTrainingConfig, DynamicsConfig, from_dict, to_dict
 from elfs.data.types import is_streamed
-from elfs.dynamics.augment import BatchImageTransform
+from elfs.dynamics.augment import BatchImageTransform, center_crop, eval_resize_size, random_resized_crop_flip
 from elfs.dynamics.recorder import TrainingDynamicsRecorder
 from elfs.models import MODEL_INPUTS, build_model
 from elfs.runtime import DEFAULT_RUNTIME, Runtime, build_trainer, world_size_of
@@ -124,6 +128,8 @@ class ClassifierModule(L.LightningModule):
         # device_data: the uint8 training images, moved to the training device in `setup`. A plain attribute, not a
         # buffer: DDP would broadcast a buffer from rank 0 on every step, and a checkpoint would store it.
         self.resident: torch.Tensor | None = None
+        # under DDP: (positions dealt this epoch, global batch), from the sampler at each epoch's start
+        self._batch_plan: tuple[int, int] | None = None
 
     def keep_on_device(self, images: torch.Tensor) -> None:
         """The fast data path: hold the uint8 training images [n, C, H, W] on the training device (from `setup`);
@@ -161,36 +167,98 @@ class ClassifierModule(L.LightningModule):
             self.resident = self.resident.to(self.trainer.strategy.root_device)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One SGD step. No host sync and no collective beyond DDP's own (and the recorder's gather): the ranks'
+        batch sizes come from the sampler's plan, the logged values stay tensors (converted to numbers by
+        Lightning only when it writes the logs), the epoch means are reduced across ranks once, at the epoch's end,
+        and the learning rate (a host-side float) goes straight to the loggers every ``log_every_n_steps``."""
         x, y, idx = batch
         if self.resident is not None and x.dtype == torch.int64:  # positions into the images kept on the device
             x = self.resident[x]
         logits = self.model(self.prepare(x, train=True, index=idx))
         loss = F.cross_entropy(logits, y)
-        sizes = self._rank_batch_sizes(y.shape[0])
+        bs = int(y.shape[0])  # a shape: known on the host
+        sizes = self._rank_batch_sizes(bs, batch_idx)
         # DDP averages the ranks' gradients; a rank's share of the GLOBAL batch mean is its sum x W / global size
         # (the same as its own mean when the ranks hold equal parts, not in an epoch's smaller last batch)
-        objective = loss if sizes is None else loss * (y.shape[0] * sizes.numel() / sizes.sum())
+        objective = loss if sizes is None else loss * (bs * len(sizes) / sum(sizes))
         if self.recorder is not None:
             self._record(idx, logits.detach(), y, sizes)
         acc = (logits.detach().argmax(dim=1) == y).float().mean()
-        bs = int(y.shape[0])
-        ddp = sizes is not None  # epoch means over all ranks
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=ddp)
-        self.log("train/acc", acc, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=ddp)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=bs)
+        ddp = sizes is not None  # epoch means over all ranks, reduced once when the epoch ends
+        # step values (this rank's) and epoch means as separate keys: a value logged on_step with sync_dist would
+        # all-reduce every step, and one shown in the progress bar would be turned into a number every step
+        for name, value in (("loss", loss.detach()), ("acc", acc)):
+            self.log(f"train/{name}_step", value, on_step=True, on_epoch=False, batch_size=bs)
+            self.log(
+                f"train/{name}_epoch", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=ddp
+            )
+        self._log_lr()
         return objective
 
-    def _rank_batch_sizes(self, bs: int) -> torch.Tensor | None:
-        """Every rank's batch size this step under DDP (they differ in an epoch's last batch), else None."""
+    def _log_lr(self) -> None:
+        """The learning rate of this step (a Python float on the host: the scheduler's), sent to the loggers
+        directly every ``log_every_n_steps`` by rank 0: `self.log` would copy it to the device every step."""
+        trainer = self._trainer
+        if trainer is None or not self.loggers or trainer.global_rank != 0:
+            return
+        every = max(1, int(getattr(trainer, "log_every_n_steps", 50) or 50))
+        step = int(self.global_step)
+        if (step + 1) % every == 0:
+            lr = float(self.optimizers().param_groups[0]["lr"])  # a Python float, not a tensor: no sync
+            for logger in self.loggers:
+                logger.log_metrics({"train/lr": lr}, step=step)
+
+    def on_train_epoch_start(self) -> None:
+        self._batch_plan = self._epoch_batch_plan()
+
+    def _epoch_batch_plan(self) -> tuple[int, int] | None:
+        """(positions the ranks deal out this epoch, global batch) from the training loader's EpochSeededSampler,
+        under DDP; None on one process or for a loader without one."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        loader = getattr(trainer, "train_dataloader", None)
+        sampler = getattr(loader, "sampler", None)
+        if isinstance(sampler, _EpochTaggedSampler):
+            sampler = sampler.sampler
+        if not isinstance(sampler, EpochSeededSampler):
+            return None
+        world = int(trainer.world_size)
+        gbatch = int(sampler.batch_size or sampler.n)
+        if getattr(loader, "batch_size", None) is None or int(loader.batch_size) * world != gbatch:
+            return None
+        return len(sampler._positions(world)), gbatch
+
+    def _rank_batch_sizes(self, bs: int, batch_idx: int = 0) -> list[int] | None:
+        """Every rank's batch size this step under DDP (they differ in an epoch's last batch), else None.
+
+        Computed on the host from the sampler's plan: rank r takes positions r, r+W, ... of the epoch's order in
+        batches of B/W, so global batch i is positions [i B, (i+1) B) and rank r holds ceil((rest - r) / W) of its
+        ``rest`` positions. No collective and no sync per step; only a loader without an EpochSeededSampler falls
+        back to gathering the sizes (one all_gather and a host sync per step)."""
         if self._trainer is None or self.trainer.world_size == 1:
             return None
-        return self.all_gather(torch.tensor(bs, device=self.device)).flatten()
+        world = int(self.trainer.world_size)
+        plan = getattr(self, "_batch_plan", None)
+        if plan is None:
+            plan = self._batch_plan = self._epoch_batch_plan()
+        if plan is None:  # not our sampler: ask the ranks
+            return [int(v) for v in self.all_gather(torch.tensor(bs, device=self.device)).flatten().tolist()]
+        total, gbatch = plan
+        rest = min(gbatch, total - int(batch_idx) * gbatch)
+        sizes = [max(0, -(-(rest - r) // world)) for r in range(world)]
+        if sizes[self.trainer.global_rank] != bs:
+            raise RuntimeError(
+                f"rank {self.trainer.global_rank} holds {bs} examples in batch {batch_idx}, but the sampler's plan "
+                f"({total} positions, global batch {gbatch}, {world} ranks) says {sizes}"
+            )
+        return sizes
 
-    def _record(self, idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, sizes: torch.Tensor | None) -> None:
+    def _record(self, idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, sizes: list[int] | None) -> None:
         if sizes is not None:
             # all_gather needs equal shapes: a smaller part is padded with repeats of its first row, which the
             # recorder ignores (an example counts once per epoch); no host sync, no data-dependent shapes
-            pad = int(sizes.max()) - idx.shape[0]
+            pad = max(sizes) - idx.shape[0]
             if pad:
                 idx, logits, y = (torch.cat([t, t[:1].expand(pad, *t.shape[1:])]) for t in (idx, logits, y))
             idx, logits, y = (t.flatten(0, 1) for t in self.all_gather((idx, logits, y)))
@@ -225,6 +293,16 @@ def decode_chw(source: Any, i: int, size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()
 
 
+def decode_full_chw(source: Any, i: int) -> torch.Tensor:
+    """Image ``i`` of a streamed source decoded whole, at its own size, as a C x H x W uint8 tensor."""
+    img = np.asarray(source.load_rgb(int(i), None))
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.dtype != np.uint8 or img.ndim != 3:
+        raise ValueError(f"load_rgb({i}, None) must return an H x W x C uint8 array, got {img.dtype} {img.shape}")
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()
+
+
 def streamed_image_size(cfg: ClassifierTrainingConfig, source: Any) -> int:
     """The size a streamed source is decoded at: ``cfg.image_size``, required (there is no natural size)."""
     size = getattr(cfg, "image_size", None)
@@ -238,16 +316,65 @@ def streamed_image_size(cfg: ClassifierTrainingConfig, source: Any) -> int:
 
 class _StreamedImageDataset(Dataset):
     """(uint8 C x H x W image, target, dataset index) decoded on access from a streamed source: it holds the
-    source (a list of files), the targets and the indices, never pixels of the whole set."""
+    source (a list of files), the targets and the indices, never pixels of the whole set.
 
-    def __init__(self, source: Any, size: int, y: torch.Tensor, idx: torch.Tensor) -> None:
+    crop="pad": decoded at ``size`` (shorter side resized, centre crop), train and test alike (the padded crop and
+    flip run on the device). crop="random_resized": with ``train``, the key is (position, epoch) (see
+    `_EpochTaggedSampler`) and the whole picture gets RandomResizedCrop(size) + flip (``hflip``) drawn from (seed,
+    epoch, dataset index); without, Resize(round(size / 0.875)) + CenterCrop(size)."""
+
+    def __init__(
+        self,
+        source: Any,
+        size: int,
+        y: torch.Tensor,
+        idx: torch.Tensor,
+        *,
+        crop: str = "pad",
+        train: bool = False,
+        seed: int = 0,
+        hflip: bool = False,
+    ) -> None:
+        if crop not in ("pad", "random_resized"):
+            raise ValueError(f"crop must be 'pad' or 'random_resized', got {crop!r}")
         self.source, self.size, self.y, self.idx = source, int(size), y, idx
+        self.crop, self.train, self.seed, self.hflip = crop, bool(train), int(seed), bool(hflip)
 
     def __len__(self) -> int:
         return int(self.idx.shape[0])
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return decode_chw(self.source, int(self.idx[i]), self.size), self.y[i], self.idx[i]
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        i, epoch = key if isinstance(key, tuple) else (key, 0)
+        i = int(i)
+        j = int(self.idx[i])
+        if self.crop == "pad":
+            img = decode_chw(self.source, j, self.size)
+        elif self.train:
+            img = random_resized_crop_flip(
+                decode_full_chw(self.source, j), self.size, self.hflip, index=j, seed=self.seed, epoch=int(epoch)
+            )
+        else:
+            img = center_crop(decode_chw(self.source, j, eval_resize_size(self.size)), self.size)
+        return img, self.y[i], self.idx[i]
+
+
+class _EpochTaggedSampler(torch.utils.data.Sampler):
+    """Yields (position, epoch) for each position of the wrapped `EpochSeededSampler`: the worker that decodes an
+    item learns the epoch its random crop is drawn for (persistent workers hold their own copy of the dataset,
+    which an attribute set in the main process would not reach). ``set_epoch`` and ``len`` pass through."""
+
+    def __init__(self, sampler: EpochSeededSampler) -> None:
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        epoch = int(self.sampler.epoch)
+        return ((int(i), epoch) for i in self.sampler)
 
 
 class _IndexedTensorDataset(Dataset):
@@ -340,7 +467,8 @@ def evaluate_accuracy(
         raise ValueError("cannot evaluate on an empty set")
     if streamed:
         idx = torch.arange(n_all) if idx is None else idx
-        dataset = _StreamedImageDataset(inputs, streamed_image_size(module.cfg, inputs), y, idx)
+        size = streamed_image_size(module.cfg, inputs)
+        dataset = _StreamedImageDataset(inputs, size, y, idx, crop=getattr(module.cfg, "crop", "pad"))
         loader: Any = DataLoader(dataset, batch_size=int(batch_size), shuffle=False, num_workers=int(num_workers))
     else:  # index first: only the evaluated rows are converted
         x, _ = to_model_inputs(inputs if idx is None else inputs[idx.numpy()])
@@ -485,6 +613,12 @@ def train_classifier(
     if MODEL_INPUTS[model] != kind:
         shape = "streamed" if streamed else f"shape {tuple(inputs.shape)}"
         raise ValueError(f"model {model!r} takes {MODEL_INPUTS[model]}, but inputs are {kind} ({shape})")
+    if not streamed and kind == "images" and cfg.crop == "random_resized":
+        raise ValueError(
+            "crop='random_resized' (RandomResizedCrop of the whole decoded picture) needs a streamed image source "
+            "(dataset=folder / imagefolder); in-memory image arrays train with crop='pad' (the padded crop on the "
+            "device)"
+        )
     if not streamed and kind == "images" and cfg.image_size is not None:
         if tuple(x_all.shape[2:]) != (cfg.image_size, cfg.image_size):
             raise ValueError(
@@ -520,14 +654,16 @@ def train_classifier(
     else:
         in_channels = int(x_all.shape[1]) if kind == "images" else 3
     in_dim = int(x_all.shape[1]) if kind == "embeddings" else None
+    # RandomResizedCrop + flip happen in the loader's workers: the device then only normalises
+    in_worker = streamed and cfg.crop == "random_resized"
     module = ClassifierModule(
         cfg,
         num_classes=num_classes,
         in_channels=in_channels,
         in_dim=in_dim,
         total_steps=steps,
-        crop_padding=images.crop_padding,
-        hflip=images.hflip,
+        crop_padding=0 if in_worker else images.crop_padding,
+        hflip=False if in_worker else images.hflip,
         mean=images.mean,
         std=images.std,
         seed=seed,
@@ -536,7 +672,9 @@ def train_classifier(
     idx_t = torch.from_numpy(indices.astype(np.int64))
     y_t = torch.from_numpy(sub_labels.astype(np.int64))
     if streamed:  # decoded per item in the workers; default_collate stacks the batch
-        dataset: Dataset = _StreamedImageDataset(inputs, size, y_t, idx_t)
+        dataset: Dataset = _StreamedImageDataset(
+            inputs, size, y_t, idx_t, crop=cfg.crop, train=True, seed=int(seed), hflip=images.hflip
+        )
     elif cfg.device_data and kind == "images":  # the images go to the device once; batches carry positions
         module.keep_on_device(x_all[idx_t])
         dataset = _IndexedTensorDataset(torch.arange(len(idx_t)), y_t, idx_t)
@@ -560,10 +698,13 @@ def train_classifier(
     world = world_size_of(runtime.trainer_kwargs)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} is the global batch and must divide among {world} devices")
+    sampler: torch.utils.data.Sampler = EpochSeededSampler(len(dataset), int(seed), batch_size=cfg.batch_size)
+    if in_worker:
+        sampler = _EpochTaggedSampler(sampler)
     loader = DataLoader(
         dataset,
         batch_size=cfg.batch_size // world,  # per device: the global batch (and so the lr) means the same on any W
-        sampler=EpochSeededSampler(len(dataset), int(seed), batch_size=cfg.batch_size),
+        sampler=sampler,
         drop_last=False,
         num_workers=int(num_workers),
         collate_fn=_batched_collate,
