@@ -114,8 +114,9 @@ def test_elfs_select_on_a_folder_then_another_budget_from_the_cache(folder, tmp_
     assert len(kept) == round(0.3 * len(kinds))
     clusters = {r["pseudo_label"] for r in rows}
     assert clusters <= {str(c) for c in range(KINDS)} and {r["pseudo_label"] for r in kept} == clusters
-    listed = (run / "annotate_0.3.txt").read_text().splitlines()
-    assert listed == [r["id"] for r in kept]
+    listed = (run / "annotate_0.3.txt").read_text().splitlines()  # absolute paths, in priority order
+    assert listed == [r["filepath"] for r in sorted(kept, key=lambda r: int(r["priority_0.3"]))]
+    assert listed == [str(root.absolute() / r["id"]) for r in sorted(kept, key=lambda r: int(r["priority_0.3"]))]
     with open(run / "skipped.csv", newline="") as f:
         skipped = {r["path"]: r["reason"] for r in csv.DictReader(f)}
     assert set(skipped) == {"kind2/broken.jpg", "notes.txt"}
