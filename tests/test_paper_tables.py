@@ -212,7 +212,7 @@ def test_baselines_and_references_run_and_are_marked(compose_cfg, tmp_path):
     base = [*QUICK, "selection.budget=0.3"]
     free = compose_cfg([*base, "selection=d2", "selection.baselines=[prototypicality,random,full]"], sub="real")
     res = run(free)
-    assert set(res["artifacts"]) == {"embed", "prototypes"}  # no kNN stage (D2 builds its own graphs), no TEMI, no proxy
+    assert set(res["artifacts"]) == {"embed", "prototypes"}  # no kNN (D2 builds its own graphs), TEMI or proxy
     sup = run(compose_cfg([*base, "selection=supervised_ccs", "selection.beta_grid=[0.0,0.2]"], sub="sup"))
     assert sup["selection"]["uses_ground_truth"] and set(sup["artifacts"]) == {"dynamics_gt"}  # no clustering
 
