@@ -109,6 +109,7 @@ def test_files_of_a_run_folder(run):
     }
     for b in ("0.25", "0.5"):
         expected |= {f"annotate_{b}.txt", f"labelstudio_{b}.json", f"cvat_{b}.txt", f"selected_{b}"}
+    expected.add("annotate_0.5_new.txt")  # nested budgets: what 0.5 adds to 0.25
     assert {p.name for p in files} == expected
     assert {p.name for p in out.iterdir()} == expected  # and no temp file left behind
 
