@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from elfs.config import ElfsConfig
+from elfs.models import uses_embeddings
 
 #: settings that never change a result (where files go, how it is shown, how many workers decode)
 _NOT_RESULT = ("num_workers", "device", "progress", "chunk_size", "root", "download", "path", "concurrent")
@@ -32,13 +33,6 @@ def encoder_name(cfg: ElfsConfig) -> str:
     """The encoder as tables show it: the backbone's name, with the timm model for backbone=timm."""
     b = cfg.backbone
     return f"timm:{b.model}" if b.name == "timm" and b.model else b.name
-
-
-def uses_embeddings(model: str) -> bool:
-    """Whether a classifier of this kind trains on the embeddings (an MLP) rather than on the images."""
-    from elfs.models import MODEL_INPUTS
-
-    return MODEL_INPUTS[model] == "embeddings"
 
 
 def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:

@@ -17,6 +17,11 @@ MODEL_INPUTS: dict[str, str] = {
 }
 
 
+def uses_embeddings(model: str) -> bool:
+    """Whether a classifier of this kind trains on the embeddings (an MLP) rather than on the images."""
+    return MODEL_INPUTS[model] == "embeddings"
+
+
 class GlobalAvgPool(nn.Module):
     """Mean over height and width, [B, C, H, W] -> [B, C, 1, 1]: what AdaptiveAvgPool2d((1, 1)) computes, with a
     backward that CUDA runs deterministically (adaptive pooling's backward refuses deterministic=True there)."""
@@ -62,4 +67,4 @@ def build_model(
     return _resnet34(int(num_classes), int(in_channels))
 
 
-__all__ = ["MODEL_INPUTS", "build_model", "MLP", "SmallCNN", "ResNetCifar", "resnet18_cifar"]
+__all__ = ["MODEL_INPUTS", "build_model", "uses_embeddings", "MLP", "SmallCNN", "ResNetCifar", "resnet18_cifar"]

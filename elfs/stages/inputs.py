@@ -11,6 +11,7 @@ import numpy as np
 from elfs.cache import Artifact, array_hash
 from elfs.data import Dataset, UnlabelledData, is_streamed
 from elfs.dynamics.classifier import ImageFacts
+from elfs.models import uses_embeddings
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,6 @@ class Labels:
     @classmethod
     def ground_truth(cls, ds: Dataset) -> Labels:
         return cls(ds.truth.train, int(ds.num_classes), "ground_truth", {"ground_truth": array_hash(ds.truth.train)})
-
-
-def uses_embeddings(model: str) -> bool:
-    """Whether a classifier of this kind trains on the embeddings (an MLP) rather than on the images."""
-    from elfs.models import MODEL_INPUTS
-
-    return MODEL_INPUTS[model] == "embeddings"
 
 
 def model_inputs(model: str, ds: Dataset | UnlabelledData, emb: Artifact | None, split: str) -> Any:
