@@ -134,10 +134,13 @@ class KnnConfig:
     """Cosine nearest neighbours among the training embeddings (self excluded)."""
 
     k: int = 50
-    backend: str = "faiss"  # faiss (exact) | faiss_ivf (approximate, for millions of images on a CPU) | torch
+    # faiss (exact) | faiss_ivf (approximate, for millions of images on a CPU) | torch | auto (exact on a GPU; on a
+    # CPU exact up to approx_above images, faiss_ivf above)
+    backend: str = "faiss"
     chunk_size: int = 4096
     nlist: int | None = None  # faiss_ivf cells; None = 4 sqrt(N)
     nprobe: int = 32  # faiss_ivf cells searched per query (more = closer to exact, slower)
+    approx_above: int | None = None  # backend=auto on a CPU: faiss_ivf above this many images; None = always exact
 
     def validate(self, key: str = "knn") -> None:
         _int_at_least(f"{key}.k", self.k, 1)
@@ -145,6 +148,8 @@ class KnnConfig:
         if self.nlist is not None:
             _int_at_least(f"{key}.nlist", self.nlist, 1)
         _int_at_least(f"{key}.nprobe", self.nprobe, 1)
+        if self.approx_above is not None:
+            _int_at_least(f"{key}.approx_above", self.approx_above, 1)
 
 
 @dataclass
@@ -170,6 +175,9 @@ class ClusterConfig:
     warmup_epochs: int = 20
     weight_decay: float = 1e-4
     freeze_last_layer_epochs: int = 1
+    # at most this many optimizer steps (None = epochs decide): a large set stops early, with warm-up, cosine
+    # schedules and the frozen last layer compressed onto the shorter run in proportion
+    max_steps: int | None = None
     # pseudo-label rule, all label-free: best_head (lowest loss) | ensemble (aligned heads' majority vote) |
     # aligned_mean (head probabilities averaged after aligning the heads: the paper text's rule)
     rule: str = "best_head"
@@ -189,6 +197,8 @@ class ClusterConfig:
             _int_at_least(f"{key}.{name}", getattr(self, name), 1)
         for name in ("warmup_epochs", "freeze_last_layer_epochs"):
             _int_at_least(f"{key}.{name}", getattr(self, name), 0)
+        if self.max_steps is not None:
+            _int_at_least(f"{key}.max_steps", self.max_steps, 1)
         for name in ("beta", "student_temp", "teacher_temp", "lr"):
             _number_in(f"{key}.{name}", getattr(self, name), 0.0, math.inf, low_open=True)
         _number_in(f"{key}.teacher_momentum", self.teacher_momentum, 0.0, 1.0)
@@ -248,11 +258,22 @@ class DynamicsConfig(ClassifierTrainingConfig):
 
     epochs: int = 200
     el2n_epochs: int = 10
+    # at most the whole epochs that fit in this many optimizer steps (at least one; None = epochs decide): the
+    # proxy of a large set sees each image fewer times, AUM averages fewer epochs
+    max_steps: int | None = None
 
     def validate(self, key: str = "dynamics") -> None:
         super().validate(key)
         _int_at_least(f"{key}.epochs", self.epochs, 1)
         _int_at_least(f"{key}.el2n_epochs", self.el2n_epochs, 1)
+        if self.max_steps is not None:
+            _int_at_least(f"{key}.max_steps", self.max_steps, 1)
+
+    def epochs_for(self, n: int) -> int:
+        """Epochs the proxy trains for on ``n`` examples: ``epochs``, or the whole epochs within ``max_steps``."""
+        if self.max_steps is None or n <= 0:
+            return self.epochs
+        return max(1, min(self.epochs, self.max_steps // math.ceil(n / self.batch_size)))
 
 
 #: methods whose coresets can nest across budgets (windows of one ranking; elfs/select/double_end.py)

@@ -16,7 +16,7 @@ import numpy as np
 
 __all__ = ["knn", "l2_normalise", "drop_self"]
 
-KNN_BACKENDS = ("faiss", "faiss_ivf", "torch", "auto")  # auto: exact, on the GPU when there is one
+KNN_BACKENDS = ("faiss", "faiss_ivf", "torch", "auto")  # auto: exact on a GPU; on a CPU, IVF above a size
 _IVF_MIN_POINTS_PER_CELL = 39  # faiss warns below this many training points per cell
 _IVF_TRAIN_POINTS_PER_CELL = 64  # a sample this size per cell trains the cells (faiss: 39 to 256 per cell)
 _FAISS_GPU_MAX_K = 2048  # faiss GPU k-selection limit
@@ -143,14 +143,18 @@ def _knn_torch(x: np.ndarray, k: int, chunk_size: int) -> tuple[np.ndarray, np.n
     return ids, sims
 
 
-def resolve_backend(backend: str) -> str:
-    """``auto`` -> an exact backend on the GPU when there is one (faiss with GPUs, else torch on CUDA), else faiss
-    on the CPU; other names are returned as they are. Both exact backends give the same neighbours (up to ties)."""
+def resolve_backend(backend: str, n: int | None = None, approx_above: int | None = None) -> str:
+    """``auto`` -> an exact backend on the GPU when there is one (faiss with GPUs, else torch on CUDA); on a CPU,
+    exact faiss up to ``approx_above`` images and the approximate ``faiss_ivf`` above it (exact search costs N^2:
+    hours at a million images on a laptop, where IVF takes minutes). Other names are returned as they are. Both
+    exact backends give the same neighbours (up to ties)."""
     if backend != "auto":
         return backend
     import torch
 
     if not torch.cuda.is_available():
+        if approx_above is not None and n is not None and n > approx_above:
+            return "faiss_ivf"
         return "faiss"
     try:  # faiss only to ask whether it has GPUs: a GPU box without faiss runs the torch backend
         import faiss
@@ -169,16 +173,17 @@ def knn(
     chunk_size: int = 4096,
     nlist: int | None = None,
     nprobe: int = 32,
+    approx_above: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k cosine neighbours of each row among all rows, self excluded by index, most similar first.
 
     Returns (int64 indices ``[N, k]``, float32 cosine similarities ``[N, k]``). Queries run in chunks of
     ``chunk_size`` rows; faiss uses a GPU index when it has GPUs, torch uses CUDA when available, ``auto`` picks
-    the one that runs on the GPU (:func:`resolve_backend`). ``nlist``
-    (default 4·sqrt(N)) and ``nprobe`` set the cells of the approximate ``faiss_ivf`` backend.
+    the one that runs on the GPU, or on a CPU above ``approx_above`` rows the approximate one
+    (:func:`resolve_backend`). ``nlist`` (default 4·sqrt(N)) and ``nprobe`` set the cells of ``faiss_ivf``.
     """
     _validate(embeddings, k, backend, chunk_size)
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, embeddings.shape[0], approx_above)
     x = l2_normalise(embeddings)
     if backend == "faiss":
         return _knn_faiss(x, int(k), int(chunk_size))

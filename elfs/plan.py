@@ -191,7 +191,7 @@ def plan_job(conf: ElfsConfig, overrides: Sequence[str], seen: dict[Any, Any] | 
         add("temi", 1, 0.0, digests["cluster"])  # over embeddings: minutes next to the image trainings, not counted
     for st in ("dynamics", "dynamics_gt"):
         if st in plan.stages and not plan.stages[st]:
-            add("proxy", 1, d.epochs * (n or 0), digests[st])
+            add("proxy", 1, d.epochs_for(n or 0) * (n or 0), digests[st])
     if job_done:
         return plan
     upstream = {m: _upstream(METHOD_INPUTS[m], s.uses_ground_truth, digests) for m in [*methods, "full"]}

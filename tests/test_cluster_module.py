@@ -456,3 +456,35 @@ def test_two_processes_give_the_one_process_head_losses_and_head(tmp_path, one_t
     np.testing.assert_allclose(two["head_losses"], one.head_losses, rtol=1e-4, atol=1e-5)
     assert int(two["best_head"]) == one.best_head
     assert np.mean(two["labels"] == one.pseudo_labels) >= 0.99
+
+
+def test_max_steps_ends_a_large_set_early_with_the_schedule_compressed(data):
+    """cluster.max_steps: the run stops after max_steps optimizer steps, mid-epoch; warm-up and the frozen last
+    layer take the same share of the shorter run (not whole epochs of the long one); the epoch's head losses and
+    best head still come from the steps that ran. A cap that does not bind changes nothing."""
+    x, knn, _ = data
+    # 6 steps per epoch (600 / 100), 10 epochs = 60 steps; capped at 15: warm-up 2 of 10 epochs -> 3 steps,
+    # the last layer frozen for 1 of 10 epochs -> round(1.5) = 2 steps
+    m = _module(x, knn, lr=1e-3, min_lr=1e-4, warmup_epochs=2, freeze_last_layer_epochs=1, epochs=10, max_steps=15)
+    init = m.student.stacked_state()["v"].detach().clone()
+    snap = _Snapshots()
+    last = []
+
+    class _LastLayer(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            last.append(pl_module.student.stacked_state()["v"].detach().clone())
+
+    _trainer(max_epochs=10, max_steps=15, callbacks=[snap, _LastLayer()]).fit(m)
+    base, final = 1e-3 * 100 / 256, 1e-4 * 100 / 256
+    assert len(snap.lrs) == 15
+    for it, lrs in enumerate(snap.lrs):
+        assert lrs == pytest.approx([_expected_lr(it, base, final, 3, 15)] * 2, rel=1e-9, abs=1e-15), it
+    assert torch.equal(last[0], init) and torch.equal(last[1], init) and not torch.equal(last[2], init)
+    assert torch.isfinite(m.head_losses).all() and bool((m.head_losses != 0).all())  # the partial epoch reported
+    assert int(m.best_head) == int(torch.argmin(m.head_losses))
+    # a cap above the run's length: the same run as no cap, bit for bit
+    cfg = dataclasses.replace(TEMI_CFG, epochs=3)
+    free = fit_temi(x, knn, 5, cfg, **FIT_KW)
+    capped = fit_temi(x, knn, 5, dataclasses.replace(cfg, max_steps=10**6), **FIT_KW)
+    np.testing.assert_array_equal(free.pseudo_labels, capped.pseudo_labels)
+    np.testing.assert_array_equal(free.head_losses, capped.head_losses)

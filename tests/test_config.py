@@ -91,6 +91,9 @@ def test_wrong_type_fails_naming_the_key(compose_cfg):
         ("cluster.knn_k=500", "cluster.knn_k=500"),
         ("knn.backend=annoy", "knn.backend='annoy'"),
         ("evaluate.seeds=[]", "evaluate.seeds"),
+        ("cluster.max_steps=0", "cluster.max_steps=0"),
+        ("dynamics.max_steps=-5", "dynamics.max_steps=-5"),
+        ("knn.approx_above=0", "knn.approx_above=0"),
     ],
 )
 def test_bad_values_are_refused_with_a_named_message(compose_cfg, override, needle):
@@ -103,3 +106,15 @@ def test_bad_values_are_refused_with_a_named_message(compose_cfg, override, need
 def test_budget_accepts_scalar_and_list(compose_cfg):
     assert as_budgets(compose_cfg(["selection.budget=0.2"]).selection.budget) == [0.2]
     assert as_budgets(compose_cfg(["selection.budget=[0.2,0.4]"], sub="b").selection.budget) == [0.2, 0.4]
+
+
+def test_proxy_epochs_shrink_to_the_whole_epochs_within_max_steps():
+    """dynamics.max_steps, by hand: 1,000,000 images at batch 256 take ceil(1e6 / 256) = 3907 steps an epoch, so
+    40,000 steps hold 10 whole epochs; 100,000 images (391 an epoch) would fit 102, so the 30 configured stand."""
+    from elfs.config import DynamicsConfig
+
+    d = DynamicsConfig(epochs=30, batch_size=256, max_steps=40_000)
+    assert d.epochs_for(1_000_000) == 10
+    assert d.epochs_for(100_000) == 30
+    assert DynamicsConfig(epochs=30, batch_size=256, max_steps=10).epochs_for(1_000_000) == 1  # at least one pass
+    assert DynamicsConfig(epochs=30, batch_size=256).epochs_for(10**9) == 30  # no cap

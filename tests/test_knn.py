@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from elfs.knn import drop_self, knn
 
@@ -139,3 +140,24 @@ def test_ivf_recall_against_exact_and_every_row_complete() -> None:
     ref, _ = knn(x[:400], 60, backend="faiss")
     assert (small >= 0).all() and not (small == np.arange(400)[:, None]).any() and np.isfinite(small_sims).all()
     assert [set(r) for r in small.tolist()] == [set(r) for r in ref.tolist()]
+
+
+def test_auto_is_exact_up_to_approx_above_then_ivf_on_a_cpu() -> None:
+    """backend=auto on a CPU: exact faiss up to knn.approx_above rows, the approximate IVF index above it; the
+    neighbours it returns are the ones of the backend it resolved to."""
+    from elfs.knn import resolve_backend
+
+    if torch.cuda.is_available():  # pragma: no cover - a GPU resolves to an exact GPU backend at any size
+        pytest.skip("on a GPU auto stays exact")
+    assert resolve_backend("auto", 1000, None) == "faiss"
+    assert resolve_backend("auto", 1000, 1000) == "faiss"
+    assert resolve_backend("auto", 1001, 1000) == "faiss_ivf"
+    assert resolve_backend("faiss", 10**7, 1000) == "faiss"  # a named backend is never replaced
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((20, 16))[rng.integers(0, 20, 2000)] * 3 + rng.standard_normal((2000, 16)))
+    x = x.astype(np.float32)
+    ivf, _ = knn(x, 5, backend="faiss_ivf")
+    auto, _ = knn(x, 5, backend="auto", approx_above=1999)
+    np.testing.assert_array_equal(auto, ivf)
+    exact, _ = knn(x, 5, backend="faiss")
+    np.testing.assert_array_equal(knn(x, 5, backend="auto", approx_above=2000)[0], exact)

@@ -3,6 +3,7 @@ plus the k-means baseline it is compared against."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,6 +12,8 @@ from elfs.cluster.metrics import cluster_metrics, hungarian_accuracy
 from elfs.cluster.pseudo_labels import PSEUDO_LABEL_RULES, aligned_mean_labels, head_assignments, pseudo_labels
 from elfs.config import ClusterConfig
 from elfs.runtime import DEFAULT_RUNTIME, Runtime, build_trainer
+
+log = logging.getLogger(__name__)
 
 #: clustering methods that produce pseudo-labels (cluster.method)
 CLUSTER_METHODS = ("temi", "kmeans")
@@ -51,8 +54,8 @@ def fit_temi(
     runtime: Runtime = DEFAULT_RUNTIME,
 ) -> TEMIResult:
     """Train TEMI heads (settings: ``cfg``, read whole) on frozen ``embeddings`` [N, D] with neighbours
-    ``knn_idx`` [N, k] for ``cfg.epochs`` and return label-free pseudo-labels chosen by ``cfg.rule``;
-    deterministic given ``seed``.
+    ``knn_idx`` [N, k] for ``cfg.epochs`` (at most ``cfg.max_steps`` steps) and return label-free pseudo-labels
+    chosen by ``cfg.rule``; deterministic given ``seed``.
 
     ``runtime.trainer_kwargs`` override the Trainer defaults (elfs.runtime.TRAINER_DEFAULTS: accelerator "auto",
     1 device, no checkpointing/summary/progress bar; here ``deterministic="warn"``); ``runtime.logger`` gets the
@@ -76,6 +79,10 @@ def fit_temi(
 
     from elfs.cluster.module import TEMIModule
 
+    per_epoch = max(1, len(emb) // cfg.batch_size)  # the index loader drops the last partial batch
+    if cfg.max_steps is not None and cfg.max_steps < cfg.epochs * per_epoch:
+        log.info("cluster: %d steps (%.2f epochs) instead of %d epochs over %d embeddings (cluster.max_steps)",
+                 cfg.max_steps, cfg.max_steps / per_epoch, cfg.epochs, len(emb))  # fmt: skip
     L.seed_everything(seed, workers=True, verbose=False)
     module = TEMIModule(emb, knn, num_clusters, cfg, seed=seed)
     trainer = build_trainer(
@@ -84,6 +91,7 @@ def fit_temi(
         # of its own, which runtime.trainer_kwargs (the pipeline's trainer.deterministic) still override
         defaults={"deterministic": "warn"},
         max_epochs=cfg.epochs,
+        max_steps=-1 if cfg.max_steps is None else cfg.max_steps,  # a large set ends mid-epoch
         use_distributed_sampler=False,  # the index loader deals its (seed, epoch) order to the ranks itself
     )
     trainer.fit(module, train_dataloaders=module.index_loader(trainer.world_size))

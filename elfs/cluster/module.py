@@ -349,13 +349,14 @@ class TEMIModule(L.LightningModule):
     def on_train_start(self) -> None:
         self._ema_it = self.global_step  # resumes the momentum schedule when fitting from a checkpoint
         self._total_iters = self._total_steps()
+        self._frozen_iters = self.schedule_steps(self.cfg.freeze_last_layer_epochs)
 
     def on_train_epoch_start(self) -> None:
         self._epoch_sums = torch.zeros_like(self._epoch_sums, device=self.device)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # Freeze the last (weight-normalised) layer during the first epochs: no grad -> AdamW skips it entirely.
-        if self.current_epoch < self.cfg.freeze_last_layer_epochs:
+        if self.global_step < self._frozen_iters:
             for p in self.student.last_layer_parameters():
                 p.grad = None
 
@@ -418,6 +419,16 @@ class TEMIModule(L.LightningModule):
             nb = len(self.train_dataloader())
         return max(1, math.ceil(nb / max(1, tr.accumulate_grad_batches)))
 
+    def schedule_steps(self, epochs: int) -> int:
+        """Optimizer steps that ``epochs`` epochs of the schedule (warm-up, frozen last layer) take: epochs x steps
+        per epoch, or the same share of the run when cluster.max_steps cuts it short (a large set)."""
+        if self._trainer is None:
+            return 0
+        per_epoch = self._steps_per_epoch()
+        if self.cfg.max_steps is not None and self.cfg.max_steps < self.cfg.epochs * per_epoch:
+            return round(epochs / self.cfg.epochs * self._total_steps())
+        return epochs * per_epoch
+
     def param_groups(self) -> list[dict]:
         """AdamW groups: biases and (per-head) 1-D params get no weight decay, everything else gets it."""
         decay, no_decay = [], []
@@ -436,7 +447,7 @@ class TEMIModule(L.LightningModule):
         scale = self.device_batch_size() * self._world_size() / 256.0  # = batch_size / 256 on any number of devices
         base, final = c.lr * scale, c.min_lr * scale
         total = self._total_steps()
-        warmup = c.warmup_epochs * self._steps_per_epoch() if self._trainer is not None else 0
+        warmup = self.schedule_steps(c.warmup_epochs)
         opt = torch.optim.AdamW(self.param_groups(), lr=base)
 
         def factor(it: int) -> float:

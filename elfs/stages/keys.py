@@ -40,6 +40,7 @@ NOT_IN_KEY: dict[str, dict[str, dict[str, str]]] = {
             "chunk_size": "exact search in blocks of this many queries: the same neighbours",
             "nlist": "read by backend=faiss_ivf only, and keyed then",
             "nprobe": "read by backend=faiss_ivf only, and keyed then",
+            "approx_above": "backend=auto keys the backend it resolved to (faiss or faiss_ivf)",
         },
     },
     "cluster": {"cluster": {}, "trainer": TRAINER_NOT_IN_KEY},

@@ -13,12 +13,14 @@ def stage_knn(ctx: Context, k: KnnConfig, emb: Artifact) -> Artifact:
     from elfs.knn import knn, resolve_backend
 
     config = stage_key("knn", {"knn": k})
-    config["knn"]["backend"] = resolve_backend(k.backend)  # "auto" keys as what it resolves to
-    if k.backend == "faiss_ivf":  # the exact backends do not read these
+    x = emb["train"]
+    backend = resolve_backend(k.backend, len(x), k.approx_above)
+    config["knn"]["backend"] = backend  # "auto" keys as what it resolves to
+    if backend == "faiss_ivf":  # the exact backends do not read these
         config["knn"].update(nlist=k.nlist, nprobe=k.nprobe)
 
     def compute():
-        idx, sims = knn(emb["train"], k.k, backend=k.backend, chunk_size=k.chunk_size, nlist=k.nlist, nprobe=k.nprobe)
+        idx, sims = knn(x, k.k, backend=backend, chunk_size=k.chunk_size, nlist=k.nlist, nprobe=k.nprobe)
         return {"idx": idx, "sims": sims}, {}
 
     return ctx.timed("knn", ctx.cache.run("knn", config, {"embed": emb.key}, compute, module=__name__))
