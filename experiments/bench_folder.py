@@ -1,0 +1,302 @@
+"""The million-image folder on a laptop-class CPU: write N synthetic JPEG photos, run `elfs-select` on them as a user
+would, print per-stage throughput and peak memory, and extrapolate each stage to a larger folder.
+
+    python experiments/bench_folder.py --n 100000 --sizes 20000 100000 --target 1000000
+
+1. Writes N JPEGs of about 500 x 375 (landscape and portrait, 4 sizes; 20 kinds of procedural scenes, so the
+   folder has structure to cluster) into --dir, in worker processes; a folder that already holds them is reused.
+2. For each size in --sizes (the first n images, given to `elfs-select` as a list file), runs
+   `elfs-select LIST --budget 0.1 0.3 --clusters 20 --out OUT` in a fresh cache and working folder, and samples
+   the resident memory of its whole process tree (DataLoader workers included) every 0.25 s.
+3. Prints per stage: seconds, images/s, peak memory while it ran, and extrapolates each stage to --target from the
+   largest run by the work its algorithm does at each size with elfs-select's own settings (read from the configs),
+   beside the ratio measured between the two largest runs:
+     data, embed, select: N (listing; decode + encoder per image; ranking);
+     knn: N^2 exact up to knn.approx_above, N^1.5 above it (IVF: 4 sqrt(N) cells, nprobe of them searched);
+     cluster: TEMI steps, 60 epochs of N / batch until cluster.max_steps caps them (then constant);
+     dynamics: images seen, epochs x N, the epochs shrinking once dynamics.max_steps binds (DynamicsConfig);
+     beta_search: constant (a fixed number of steps per candidate; the held-out pass is small);
+     other: the line through the two largest runs (a fixed start-up plus writing the answer per image: CSV, lists,
+     exports, embeddings.npy, report; thumbnails are a fixed number).
+   Peak memory: the line through the two largest runs, per stage.
+Writes OUT/bench_folder.json. Never run by the test suite (it takes most of an hour at 100,000 images here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+#: (width, height) of the synthetic photos: about 500 x 375, both orientations
+SIZES = ((500, 375), (375, 500), (480, 360), (512, 384))
+KINDS = 20
+
+
+def stage_work() -> dict[str, object]:
+    """Each stage's work as a function of N with elfs-select's settings (experiment/folder_select); None = the
+    line through the two largest runs."""
+    from omegaconf import OmegaConf
+
+    from elfs.config import ClusterConfig, DynamicsConfig, KnnConfig
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+
+    def load(cls, group):
+        return cls(**OmegaConf.to_container(OmegaConf.load(conf / group)))
+
+    knn, temi = load(KnnConfig, "knn/auto.yaml"), load(ClusterConfig, "cluster/temi_cpu.yaml")
+    proxy = load(DynamicsConfig, "dynamics/mlp.yaml")
+    return {
+        "data": lambda n: n,
+        "embed": lambda n: n,
+        "knn": lambda n: float(n) ** (1.5 if n > knn.approx_above else 2.0),
+        "cluster": lambda n: min(temi.epochs * max(1, n // temi.batch_size), temi.max_steps or math.inf),
+        "dynamics": lambda n: proxy.epochs_for(n) * n,
+        "beta_search": lambda n: 1.0,
+        "select": lambda n: n,
+        "other": None,
+    }
+
+
+def _photo(i: int) -> tuple[np.ndarray, int]:
+    """Synthetic photo ``i``: a two-colour gradient sky, a horizon, a few soft shapes and sensor noise, in the
+    palette and layout of kind ``i % KINDS``; deterministic in ``i``."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    kind = i % KINDS
+    rng = np.random.default_rng(1_000_003 * kind + 7)  # the kind's palette and layout
+    top, bottom, ink = rng.integers(0, 256, (3, 3))
+    horizon = rng.uniform(0.3, 0.7)
+    shapes = int(rng.integers(2, 6))
+    r = np.random.default_rng(i)  # this photo's own variation
+    w, h = SIZES[int(r.integers(len(SIZES)))]
+    t = np.linspace(0.0, 1.0, h)[:, None, None]
+    sky = (1 - t) * top + t * bottom + r.normal(0, 8, (1, 1, 3))
+    img = np.broadcast_to(sky, (h, w, 3)).copy()
+    cut = int(h * (horizon + r.normal(0, 0.04)))
+    img[cut:] = img[cut:] * 0.55 + ink * 0.25
+    im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(im)
+    for _ in range(shapes):
+        cx, cy = r.uniform(0, w), r.uniform(0, h)
+        rx, ry = r.uniform(0.05, 0.25) * w, r.uniform(0.05, 0.25) * h
+        colour = tuple(int(c) for c in np.clip(ink + r.normal(0, 25, 3), 0, 255))
+        (draw.ellipse if kind % 2 else draw.rectangle)((cx - rx, cy - ry, cx + rx, cy + ry), fill=colour)
+    im = im.filter(ImageFilter.GaussianBlur(1.2))
+    noisy = np.asarray(im, dtype=np.int16) + r.integers(-6, 7, (h, w, 1), dtype=np.int16)
+    return np.clip(noisy, 0, 255).astype(np.uint8), kind
+
+
+def _write(args: tuple[Path, int, int]) -> int:
+    from PIL import Image
+
+    root, start, stop = args
+    for i in range(start, stop):
+        path = root / f"{i // 1000:04d}" / f"img_{i:07d}.jpg"
+        if path.is_file():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels, _ = _photo(i)
+        tmp = path.with_suffix(".part")
+        Image.fromarray(pixels).save(tmp, "JPEG", quality=88)
+        os.replace(tmp, path)  # a killed writer leaves no half-written .jpg
+    return stop - start
+
+
+def write_photos(root: Path, n: int, workers: int) -> float:
+    """The first ``n`` photos under ``root`` (subfolders of 1,000); returns seconds spent writing."""
+    t0 = time.perf_counter()
+    chunks = [(root, s, min(n, s + 1000)) for s in range(0, n, 1000)]
+    with ProcessPoolExecutor(workers) as pool:
+        done = 0
+        for k in pool.map(_write, chunks):
+            done += k
+            if done % 10000 == 0 or done == n:
+                print(f"photos: {done}/{n}", file=sys.stderr, flush=True)
+    return time.perf_counter() - t0
+
+
+def list_file(root: Path, n: int, where: Path) -> Path:
+    """A text file with the absolute paths of the first ``n`` photos (what `elfs-select` accepts for a folder)."""
+    out = where / f"photos_{n}.txt"
+    out.write_text("".join(f"{root / f'{i // 1000:04d}' / f'img_{i:07d}.jpg'}\n" for i in range(n)))
+    return out
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            children.setdefault(int(fields[1]), []).append(int(d))
+            rss[int(d)] = int(fields[21]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo += children.get(p, [])
+    return total
+
+
+def _stage_spans(cache: Path) -> list[tuple[str, float, float, dict]]:
+    """(stage, start, end, meta) of every entry the run computed: its meta.json is written when it is done (its
+    mtime is the end) and records the seconds it took."""
+    spans = []
+    for meta_path in cache.glob("*/*/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        end = meta_path.stat().st_mtime
+        spans.append((meta_path.parent.parent.name, end - float(meta.get("wall_seconds", 0.0)), end, meta))
+    return sorted(spans, key=lambda s: s[1])
+
+
+def run_select(list_path: Path, n: int, work: Path, budgets: list[str], clusters: int) -> dict:
+    """`elfs-select` on ``list_path`` in a fresh folder and cache: per-stage seconds (results.json), the peak memory
+    of the process tree while each stage ran (stage spans from the cache entries), and the rest of the wall time
+    (start-up, choosing the coresets, writing the answer: CSV, lists, exports, report)."""
+    cwd = work / f"run_{n}"
+    shutil.rmtree(cwd, ignore_errors=True)
+    cwd.mkdir(parents=True)
+    env = {**os.environ, "ELFS_CACHE_DIR": str(cwd / "cache"), "WANDB_MODE": "disabled"}
+    cmd = ["elfs-select", str(list_path), "--budget", *budgets, "--clusters", str(clusters), "--out", "out"]
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    t0 = time.time()
+    with (cwd / "elfs-select.log").open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        samples: list[tuple[float, int]] = []
+        while proc.poll() is None:
+            samples.append((time.time(), _tree_rss(proc.pid)))
+            time.sleep(0.25)
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"elfs-select exited {proc.returncode} at n={n}; see {cwd / 'elfs-select.log'}")
+    results = json.loads((cwd / "out" / "results.json").read_text())
+    spans = _stage_spans(cwd / "cache")
+    peaks: dict[str, float] = {}
+    inside = set()
+    for stage, a, b, _ in spans:
+        window = [(i, r) for i, (t, r) in enumerate(samples) if a <= t <= b]
+        inside.update(i for i, _ in window)
+        if window:
+            peaks[stage] = max(peaks.get(stage, 0.0), max(r for _, r in window) / 2**30)
+    rest = [r for i, (_, r) in enumerate(samples) if i not in inside]
+    if rest:
+        peaks["other"] = max(rest) / 2**30
+    seconds = dict(results["stage_seconds"])
+    seconds["other"] = round(wall - sum(seconds.values()), 2)
+    knn_meta = [m for s, _, _, m in spans if s == "knn"]
+    return {
+        "n": n,
+        "wall_seconds": round(wall, 1),
+        "stage_seconds": seconds,
+        "peak_gib": {k: round(v, 3) for k, v in peaks.items()},
+        "peak_gib_overall": round(max((r for _, r in samples), default=0) / 2**30, 3),
+        "knn_backend": knn_meta[0]["config"]["knn"]["backend"] if knn_meta else None,
+    }
+
+
+def report(runs: list[dict], target: int) -> dict:
+    """Per-stage table of the runs, the growth measured between the two largest beside the work model's, and the
+    extrapolation to ``target`` (seconds by the work model from the largest run; memory as a + b N)."""
+    work = stage_work()
+    big = runs[-1]
+    small = runs[-2] if len(runs) > 1 else None
+    stages = list(big["stage_seconds"])
+    head = " ".join(f"{r['n']:>9,d}: s   img/s  GiB " for r in runs)
+    print(f"\n{'stage':12s} {head}  growth meas/model   at {target:,d}")
+    total = 0.0
+    extrapolated: dict[str, dict[str, float]] = {}
+    for s in stages:
+        cells = []
+        for r in runs:
+            sec = r["stage_seconds"].get(s, 0.0)
+            rate = f"{r['n'] / sec:7.0f}" if sec >= 0.05 else "      -"
+            cells.append(f"{sec:12.1f} {rate} {r['peak_gib'].get(s, float('nan')):5.2f}")
+        model = work.get(s, lambda n: n)
+        measured = expected = None
+        if small is not None and small["stage_seconds"].get(s, 0) > 0.5 and big["stage_seconds"].get(s, 0) > 0.5:
+            measured = big["stage_seconds"][s] / small["stage_seconds"][s]
+            expected = model(big["n"]) / model(small["n"]) if model is not None else None
+        if model is None:
+            sec = _line(small, big, "stage_seconds", s, target)
+        else:
+            sec = big["stage_seconds"].get(s, 0.0) * model(target) / model(big["n"])
+        mem = _line(small, big, "peak_gib", s, target)
+        extrapolated[s] = {"seconds": sec, "peak_gib": mem}
+        total += sec
+        shown = f"{measured:5.2f}x" if measured is not None else "   -  "
+        shown_model = "line " if model is None else (f"{expected:5.2f}x" if expected is not None else "   -  ")
+        print(f"{s:12s} " + " ".join(cells) + f"   {shown} / {shown_model}   {sec / 60:7.1f} min {mem:6.1f} GiB")
+    peak = max((v["peak_gib"] for v in extrapolated.values() if v["peak_gib"] == v["peak_gib"]), default=0.0)
+    print(f"{'total':12s} " + " ".join(f"{r['wall_seconds']:12.1f}{'':19s}" for r in runs) + f"{total / 3600:13.2f} h")
+    print(f"peak memory at {target:,d}: {peak:.1f} GiB (the largest stage's, linear in N through the runs)")
+    return {"extrapolated": extrapolated, "extrapolated_hours": total / 3600, "extrapolated_peak_gib": peak}
+
+
+def _line(small: dict | None, big: dict, field: str, stage: str, target: int) -> float:
+    """``field`` (peak memory, or seconds) of ``stage`` at ``target`` images: the line through the two largest runs
+    (a fixed part: the interpreter, torch, the encoder; a part per image: embeddings, neighbours, scores), else in
+    proportion to N from the largest; NaN where the stage was too short to be sampled."""
+    if stage not in big[field]:
+        return float("nan")
+    y1 = big[field][stage]
+    if small is None or stage not in small[field]:
+        return y1 * target / big["n"]
+    slope = max(0.0, (y1 - small[field][stage]) / (big["n"] - small["n"]))
+    return y1 + slope * (target - big["n"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=100_000, help="photos written (the largest size run)")
+    p.add_argument("--sizes", type=int, nargs="+", default=None, help="folder sizes run (default: --n)")
+    p.add_argument("--target", type=int, default=1_000_000, help="folder size extrapolated to")
+    p.add_argument("--dir", type=Path, default=Path("outputs/bench_folder/photos"))
+    p.add_argument("--work", type=Path, default=Path("outputs/bench_folder"))
+    p.add_argument("--budget", nargs="+", default=["0.1", "0.3"])
+    p.add_argument("--clusters", type=int, default=20)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes writing photos")
+    a = p.parse_args()
+    sizes = sorted(a.sizes or [a.n])
+    if sizes[-1] > a.n:
+        p.error(f"--sizes {sizes} go beyond the {a.n} photos written (--n)")
+    root, work = a.dir.resolve(), a.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    wrote = write_photos(root, a.n, a.workers)
+    mb = sum(f.stat().st_size for f in root.rglob("*.jpg")) / 2**20
+    print(f"photos: {a.n} in {root} ({mb:.0f} MiB), {wrote:.0f} s to write/check", file=sys.stderr)
+    runs = []
+    for n in sizes:
+        runs.append(run_select(list_file(root, n, work), n, work, a.budget, a.clusters))
+        print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    summary = {"cpus": os.cpu_count(), "torch_threads": _torch_threads(), "runs": runs, **report(runs, a.target)}
+    (work / "bench_folder.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote {work / 'bench_folder.json'}")
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    main()
