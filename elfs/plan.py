@@ -82,7 +82,7 @@ def stage_digests(conf: ElfsConfig) -> dict[str, str]:
     out["dynamics"] = stable_hash({"up": out["cluster"], **dyn})
     # a proxy on ground truth reads the encoder only when it trains on the embeddings (an MLP): an image model's
     # is one training for every encoder, as its cache key says
-    from elfs.models import uses_embeddings
+    from elfs.names import uses_embeddings
 
     gt_up = out["embed"] if uses_embeddings(conf.dynamics.model) else out["data"]
     out["dynamics_gt"] = stable_hash({"up": gt_up, **dyn})

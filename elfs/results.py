@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from elfs.config import ElfsConfig
-from elfs.models import uses_embeddings
+from elfs.names import uses_embeddings
 
 #: settings that never change a result (where files go, how it is shown, how many workers decode)
 _NOT_RESULT = ("num_workers", "device", "progress", "chunk_size", "root", "download", "path", "concurrent")

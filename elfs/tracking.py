@@ -248,7 +248,7 @@ def coreset_artifacts(results: dict[str, Any], run_dir: Path) -> list[tuple[str,
 
     import numpy as np
 
-    from elfs.dynamics import HARD_END
+    from elfs.names import HARD_END
 
     path = Path(run_dir) / "coresets.npz"
     if not path.is_file():

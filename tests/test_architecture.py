@@ -13,7 +13,7 @@ from elfs.version import PACKAGE_DIR, imported_modules, module_files
 LAYERS: list[tuple[str, list[str]]] = [
     (
         "foundation: imports no elfs module above it",
-        ["elfs", "elfs.errors", "elfs.version", "elfs.distributed", "elfs.sampling", "elfs.progress"],
+        ["elfs", "elfs.errors", "elfs.names", "elfs.version", "elfs.distributed", "elfs.sampling", "elfs.progress"],
     ),
     ("plain helpers", ["elfs.paper", "elfs.overrides", "elfs.output_files"]),
     ("schema, cache, how a training runs", ["elfs.config", "elfs.cache", "elfs.runtime"]),

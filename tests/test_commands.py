@@ -141,3 +141,26 @@ def test_sweep_as_typed_then_plan_then_a_failed_job(tmp_path):
     assert (second / "0_knn.k=20,selection.budget=0.3" / "results.json").is_file()
     summary = (second / "summary.md").read_text()
     assert "knn.k=5000" in summary and "0.3" in summary
+
+
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["-m", "experiment=paper_temi_vs_kmeans", "plan=true"], "plan: 30 jobs"),
+        (["cluster.head_impl=vmap"], "cluster.head_impl='vmap'"),
+        (["selection.score=vibes"], "selection.score='vibes'"),
+    ],
+)
+def test_a_plan_or_a_typo_is_answered_before_torch_and_lightning_load(args, expect, tmp_path):
+    """`elfs ... plan=true` and a misspelt choice never import torch or Lightning (7 s here): the names they are
+    checked against live in elfs/names.py. The `elfs` entry point, run in-process with these arguments."""
+    code = (
+        "import sys; from elfs.train import cli; sys.argv = ['elfs', *sys.argv[1:]]\n"
+        "try:\n    cli()\nexcept SystemExit:\n    pass\n"
+        "print('loaded:', sorted(m for m in ('torch', 'lightning') if m in sys.modules), file=sys.stderr)"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ELFS_")}
+    p = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, env=clean, capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert expect in p.stdout + p.stderr, p.stdout[-2000:] + p.stderr[-2000:]
+    assert p.stderr.strip().splitlines()[-1] == "loaded: []", p.stderr[-2000:]

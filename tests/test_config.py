@@ -118,3 +118,30 @@ def test_proxy_epochs_shrink_to_the_whole_epochs_within_max_steps():
     assert d.epochs_for(100_000) == 30
     assert DynamicsConfig(epochs=30, batch_size=256, max_steps=10).epochs_for(1_000_000) == 1  # at least one pass
     assert DynamicsConfig(epochs=30, batch_size=256).epochs_for(10**9) == 30  # no cap
+
+
+def test_every_registry_implements_exactly_the_names_the_config_accepts():
+    """elfs/names.py (what a config may name, checked before torch loads) and the registries that implement the
+    names agree: every encoder, model, head form, pseudo-label rule and score the config accepts exists."""
+    import numpy as np
+    import torch
+
+    from elfs import names
+    from elfs.backbones import BACKBONES
+    from elfs.cluster import pseudo_labels
+    from elfs.cluster.module import make_heads
+    from elfs.dynamics import TrainingDynamicsRecorder
+    from elfs.models import build_model
+
+    assert set(BACKBONES) == set(names.BACKBONE_NAMES)
+    for model, consumes in names.MODEL_INPUTS.items():
+        net = build_model(model, num_classes=3, in_dim=8 if consumes == "embeddings" else None)
+        assert sum(p.numel() for p in net.parameters()) > 0
+    for impl in names.HEAD_IMPLS:
+        make_heads(impl, 2, 8, 16, 4, 3)
+    assign, losses = np.array([[0, 1, 1], [1, 0, 0]]), np.array([0.5, 0.2])
+    for rule in set(names.PSEUDO_LABEL_RULES) - {"aligned_mean"}:  # aligned_mean needs the heads themselves
+        assert pseudo_labels(assign, losses, rule).shape == (3,)
+    rec = TrainingDynamicsRecorder(4, 3)
+    rec.update(torch.arange(4), torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), epoch=0)
+    assert set(names.HARD_END) <= set(rec.scores())

@@ -154,7 +154,7 @@ def test_auto_is_exact_up_to_approx_above_then_ivf_on_a_cpu() -> None:
     assert resolve_backend("auto", 1001, 1000) == "faiss_ivf"
     assert resolve_backend("faiss", 10**7, 1000) == "faiss"  # a named backend is never replaced
     rng = np.random.default_rng(3)
-    x = (rng.standard_normal((20, 16))[rng.integers(0, 20, 2000)] * 3 + rng.standard_normal((2000, 16)))
+    x = rng.standard_normal((20, 16))[rng.integers(0, 20, 2000)] * 3 + rng.standard_normal((2000, 16))
     x = x.astype(np.float32)
     ivf, _ = knn(x, 5, backend="faiss_ivf")
     auto, _ = knn(x, 5, backend="auto", approx_above=1999)

@@ -11,12 +11,11 @@ import numpy as np
 from elfs.cluster.metrics import cluster_metrics, hungarian_accuracy
 from elfs.cluster.pseudo_labels import PSEUDO_LABEL_RULES, aligned_mean_labels, head_assignments, pseudo_labels
 from elfs.config import ClusterConfig
+from elfs.names import CLUSTER_METHODS
 from elfs.runtime import DEFAULT_RUNTIME, Runtime, build_trainer
 
 log = logging.getLogger(__name__)
 
-#: clustering methods that produce pseudo-labels (cluster.method)
-CLUSTER_METHODS = ("temi", "kmeans")
 
 __all__ = [
     "CLUSTER_METHODS",

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from elfs.cluster.loss import temi_loss
 from elfs.config import ClusterConfig, to_dict
+from elfs.names import HEAD_IMPLS
 from elfs.sampling import EpochSeededSampler, counter_randint
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "TEMIModule",
 ]
 
-HEAD_IMPLS = ("loop", "batched")
 _STACKED_KEYS = ("w1", "b1", "w2", "b2", "g", "v")
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from elfs.names import PSEUDO_LABEL_RULES
+
 __all__ = [
     "PSEUDO_LABEL_RULES",
     "head_assignments",
@@ -23,8 +25,6 @@ __all__ = [
     "align_to_reference",
     "pseudo_labels",
 ]
-
-PSEUDO_LABEL_RULES = ("best_head", "ensemble", "aligned_mean")
 
 
 @torch.no_grad()

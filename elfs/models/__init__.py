@@ -7,19 +7,7 @@ from torch import nn
 from elfs.models.mlp import MLP
 from elfs.models.resnet_cifar import ResNetCifar, resnet18_cifar
 from elfs.models.small_cnn import SmallCNN
-
-#: what each registered model consumes: "images" ([B, C, H, W] float) or "embeddings" ([B, D] float)
-MODEL_INPUTS: dict[str, str] = {
-    "small_cnn": "images",
-    "mlp": "embeddings",
-    "resnet18_cifar": "images",
-    "resnet34": "images",
-}
-
-
-def uses_embeddings(model: str) -> bool:
-    """Whether a classifier of this kind trains on the embeddings (an MLP) rather than on the images."""
-    return MODEL_INPUTS[model] == "embeddings"
+from elfs.names import MODEL_INPUTS, uses_embeddings  # what each model consumes; the registry below builds them
 
 
 class GlobalAvgPool(nn.Module):

@@ -13,7 +13,6 @@ from elfs import distributed
 from elfs.cache import Artifact, array_hash
 from elfs.config import EvaluateConfig
 from elfs.data import Dataset
-from elfs.dynamics.classifier import TestSet
 from elfs.stages.context import Context
 from elfs.stages.inputs import augmentation_key, embed_input, image_facts, model_inputs
 from elfs.stages.keys import stage_key
@@ -53,6 +52,8 @@ def evaluation_data(ctx: Context, e: EvaluateConfig, ds: Dataset, emb: Artifact 
 
 def train_and_test(data: EvaluationData, e: EvaluateConfig, kept: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     """Train ``e.model`` from scratch on ``kept`` with the GROUND-TRUTH labels for ``e.steps``; test accuracies."""
+    from elfs.dynamics.classifier import TestSet
+
     res = fit(data, e, kept, seed, e.steps, TestSet(data.x_test, data.y_test, e.test_every))
     best = np.nan if res.best_test_acc is None else res.best_test_acc
     return {"final_acc": np.asarray(res.final_test_acc), "best_acc": np.asarray(best)}

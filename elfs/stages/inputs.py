@@ -4,14 +4,16 @@ source, or the embeddings) and the label-free facts about the images."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from elfs.cache import Artifact, array_hash
 from elfs.data import Dataset, UnlabelledData, is_streamed
-from elfs.dynamics.classifier import ImageFacts
-from elfs.models import uses_embeddings
+from elfs.names import uses_embeddings
+
+if TYPE_CHECKING:  # the classifier (and Lightning) load when a training needs them, not to check a config
+    from elfs.dynamics.classifier import ImageFacts
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ def embed_input(model: str, emb: Artifact | None) -> dict[str, str]:
 
 def image_facts(ds: Dataset | UnlabelledData) -> ImageFacts:
     """What a training needs to know about the images: augmentation and channel statistics (label-free)."""
+    from elfs.dynamics.classifier import ImageFacts
+
     mean, std = ds.train.channel_stats()
     return ImageFacts(crop_padding=ds.crop_padding, hflip=ds.hflip, mean=mean, std=std)
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from elfs import distributed
 from elfs.config import EvaluateConfig
-from elfs.dynamics.classifier import ImageFacts, TestSet
 from elfs.runtime import Runtime
+
+if TYPE_CHECKING:  # the classifier (and Lightning) load when a training runs, not to check a config
+    from elfs.dynamics.classifier import ImageFacts, TestSet
 
 
 @dataclass
