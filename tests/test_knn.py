@@ -142,13 +142,12 @@ def test_ivf_recall_against_exact_and_every_row_complete() -> None:
     assert [set(r) for r in small.tolist()] == [set(r) for r in ref.tolist()]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU auto resolves to an exact GPU backend at any size")
 def test_auto_is_exact_up_to_approx_above_then_ivf_on_a_cpu() -> None:
     """backend=auto on a CPU: exact faiss up to knn.approx_above rows, the approximate IVF index above it; the
     neighbours it returns are the ones of the backend it resolved to."""
     from elfs.knn import resolve_backend
 
-    if torch.cuda.is_available():  # pragma: no cover - a GPU resolves to an exact GPU backend at any size
-        pytest.skip("on a GPU auto stays exact")
     assert resolve_backend("auto", 1000, None) == "faiss"
     assert resolve_backend("auto", 1000, 1000) == "faiss"
     assert resolve_backend("auto", 1001, 1000) == "faiss_ivf"

@@ -3,7 +3,6 @@ plus the k-means baseline it is compared against."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,9 +12,6 @@ from elfs.cluster.pseudo_labels import PSEUDO_LABEL_RULES, aligned_mean_labels, 
 from elfs.config import ClusterConfig
 from elfs.names import CLUSTER_METHODS
 from elfs.runtime import DEFAULT_RUNTIME, Runtime, build_trainer
-
-log = logging.getLogger(__name__)
-
 
 __all__ = [
     "CLUSTER_METHODS",
@@ -78,10 +74,6 @@ def fit_temi(
 
     from elfs.cluster.module import TEMIModule
 
-    per_epoch = max(1, len(emb) // cfg.batch_size)  # the index loader drops the last partial batch
-    if cfg.max_steps is not None and cfg.max_steps < cfg.epochs * per_epoch:
-        log.info("cluster: %d steps (%.2f epochs) instead of %d epochs over %d embeddings (cluster.max_steps)",
-                 cfg.max_steps, cfg.max_steps / per_epoch, cfg.epochs, len(emb))  # fmt: skip
     L.seed_everything(seed, workers=True, verbose=False)
     module = TEMIModule(emb, knn, num_clusters, cfg, seed=seed)
     trainer = build_trainer(

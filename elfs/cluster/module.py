@@ -8,6 +8,7 @@ step pairs every anchor with one of its first ``knn_k`` neighbours, drawn unifor
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Iterator
 
@@ -37,6 +38,7 @@ __all__ = [
     "TEMIModule",
 ]
 
+log = logging.getLogger(__name__)
 _STACKED_KEYS = ("w1", "b1", "w2", "b2", "g", "v")
 
 
@@ -350,6 +352,10 @@ class TEMIModule(L.LightningModule):
         self._ema_it = self.global_step  # resumes the momentum schedule when fitting from a checkpoint
         self._total_iters = self._total_steps()
         self._frozen_iters = self.schedule_steps(self.cfg.freeze_last_layer_epochs)
+        if self._capped() and self.trainer.is_global_zero:
+            c, per_epoch = self.cfg, self._steps_per_epoch()
+            log.info("cluster: %d steps (%.2f epochs) instead of %d epochs over %d embeddings (cluster.max_steps)",
+                     c.max_steps, c.max_steps / per_epoch, c.epochs, len(self.embeddings))  # fmt: skip
 
     def on_train_epoch_start(self) -> None:
         self._epoch_sums = torch.zeros_like(self._epoch_sums, device=self.device)
@@ -419,15 +425,18 @@ class TEMIModule(L.LightningModule):
             nb = len(self.train_dataloader())
         return max(1, math.ceil(nb / max(1, tr.accumulate_grad_batches)))
 
+    def _capped(self) -> bool:
+        """Whether cluster.max_steps ends the run before its epochs do (a large set)."""
+        return self.cfg.max_steps is not None and self.cfg.max_steps < self.cfg.epochs * self._steps_per_epoch()
+
     def schedule_steps(self, epochs: int) -> int:
         """Optimizer steps that ``epochs`` epochs of the schedule (warm-up, frozen last layer) take: epochs x steps
         per epoch, or the same share of the run when cluster.max_steps cuts it short (a large set)."""
         if self._trainer is None:
             return 0
-        per_epoch = self._steps_per_epoch()
-        if self.cfg.max_steps is not None and self.cfg.max_steps < self.cfg.epochs * per_epoch:
+        if self._capped():
             return round(epochs / self.cfg.epochs * self._total_steps())
-        return epochs * per_epoch
+        return epochs * self._steps_per_epoch()
 
     def param_groups(self) -> list[dict]:
         """AdamW groups: biases and (per-head) 1-D params get no weight decay, everything else gets it."""
