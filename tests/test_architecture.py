@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         ["elfs", "elfs.errors", "elfs.names", "elfs.version", "elfs.distributed", "elfs.sampling", "elfs.progress"],
     ),
     ("plain helpers", ["elfs.paper", "elfs.overrides", "elfs.output_files"]),
-    ("schema, cache, how a training runs", ["elfs.config", "elfs.cache", "elfs.runtime"]),
+    ("schema, cache, how a training runs", ["elfs.config", "elfs.cache", "elfs.runtime", "elfs.workers"]),
     (
         "components: data, encoders, models, the math of each method, the answer files",
         [

@@ -60,36 +60,18 @@ def validate_candidate(
     return float(acc)
 
 
-_WORKER_DATA: EvaluationData | None = None  # a concurrent-training worker's data, sent once per worker
-
-
-def _worker_init(data: EvaluationData, threads: int) -> None:
-    import torch
-
-    global _WORKER_DATA
-    torch.set_num_threads(threads)
-    _WORKER_DATA = data
-
-
-def _worker_call(job: tuple[Callable[..., Any], tuple]) -> Any:
-    fn, args = job
-    return fn(_WORKER_DATA, *args)
-
-
 def in_workers(fn: Callable[..., Any], jobs: list[tuple], data: EvaluationData, k: int) -> list[Any]:
-    """``[fn(data, *args) for args in jobs]``, k at a time, each in its own worker process on the training device
-    (spawned: a CUDA context cannot be forked). ``data`` reaches each worker once; the host's CPU threads are
-    shared out among the workers rather than oversubscribed."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
+    """``[fn(data, *args) for args in jobs]``, k at a time, on the run's long-lived training workers (elfs/workers.py:
+    one process per slot, spread over the visible GPUs, kept across calls). ``data`` reaches each worker once per
+    call; the host's CPU threads are shared out among the k workers rather than oversubscribed."""
     import torch
 
-    workers = max(1, min(int(k), len(jobs)))
-    threads = max(1, torch.get_num_threads() // workers)
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_init, initargs=(data, threads)) as pool:
-        return list(pool.map(_worker_call, [(fn, tuple(args)) for args in jobs]))
+    from elfs.workers import training_workers, visible_gpus
+
+    k = max(1, int(k))
+    threads = max(1, torch.get_num_threads() // k)
+    gpus = visible_gpus(data.runtime.trainer_kwargs.get("accelerator", "auto"))
+    return training_workers(k, threads, gpus).map(fn, jobs, data)
 
 
 def concurrent_trainings(e: EvaluateConfig) -> int:
