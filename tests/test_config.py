@@ -59,6 +59,34 @@ def test_launcher_configs_compose(compose_cfg, launcher):
     validate(cfg)
 
 
+@pytest.mark.parametrize("launcher", ["slurm", "slurm_ddp"])
+def test_slurm_job_ends_all_ranks_when_one_fails(tmp_path, launcher):
+    """The sbatch script submitit writes from our launcher config sets srun's --kill-on-bad-exit (its environment
+    form) before the srun line: one rank that exits badly ends the others instead of leaving them in a collective
+    until trainer.ddp_timeout_min."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from elfs.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+launcher={launcher}"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    launch = cfg.hydra.launcher
+    script = _make_sbatch_string(
+        command="python -m elfs.train",
+        folder=tmp_path,
+        ntasks_per_node=launch.tasks_per_node,
+        gpus_per_node=launch.gpus_per_node,
+        setup=list(launch.setup),
+    ).splitlines()
+    srun = next(i for i, line in enumerate(script) if line.startswith("srun "))
+    assert "export SLURM_KILL_BAD_EXIT=1" in script[:srun]
+
+
 def test_typo_fails_naming_the_key(compose_cfg):
     with pytest.raises(ConfigCompositionException) as e:
         compose_cfg(["selection.bugdet=0.1"])
