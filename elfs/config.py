@@ -402,11 +402,15 @@ class TrainerConfig:
     devices: Any = 1
     strategy: str = "auto"
     num_nodes: int = 1
-    precision: str = "32-true"
+    precision: str = "auto"  # auto: bf16-mixed where the device computes bf16 natively, else 32-true
     deterministic: bool = True
     enable_progress_bar: bool = True
     num_workers: int = 0
     benchmark: bool = False  # cudnn.benchmark: pick the fastest convolution kernels for fixed shapes (GPU)
+    # fp32 matrix products (torch.set_float32_matmul_precision): "high" lets a GPU use TF32 tensor cores (inputs
+    # rounded to a 10-bit mantissa, sums in fp32; about 1e-3 relative error per product), "highest" is full fp32
+    # (torch's default). It changes the numbers, so it is keyed; the embedding stage keys it when not "highest"
+    matmul_precision: str = "highest"
     # DDP: how long a rank waits in a collective; the others wait while rank 0 alone builds the kNN graph
     ddp_timeout_min: float = 120.0
     # DDP: batch-norm statistics over the global batch (as on one device) rather than each rank's B/W examples
@@ -418,6 +422,7 @@ class TrainerConfig:
         _int_at_least(f"{key}.num_nodes", self.num_nodes, 1)
         _int_at_least(f"{key}.num_workers", self.num_workers, 0)
         _number_in(f"{key}.ddp_timeout_min", self.ddp_timeout_min, 1.0, math.inf)
+        check_choice(f"{key}.matmul_precision", self.matmul_precision, {"highest", "high", "medium"})
         if self.strategy in SPAWNING_STRATEGIES:
             raise ConfigError(
                 f"{key}.strategy={self.strategy!r} starts new processes for every fit; the pipeline keeps one process "

@@ -118,8 +118,9 @@ def format_table(results: dict[str, Any]) -> str:
     if sel.get("uses_ground_truth"):
         lines.append(f"* {sel.get('arm')}: a supervised reference; it selects with the ground-truth labels")
     lines.append(
-        f"test accuracy (%) after {results['evaluate']['steps']} steps of {results['evaluate']['model']}, "
-        f"final checkpoint, {seeds} seed(s)"
+        f"test accuracy (%) after {results['evaluate']['steps']} steps of {results['evaluate']['model']}"
+        + (f" ({results['evaluate']['precision']})" if results["evaluate"].get("precision") else "")
+        + f", final checkpoint, {seeds} seed(s)"
         + (
             f"; beta chosen on a 90/10 {'ground-truth' if sel.get('uses_ground_truth') else 'pseudo-label'} split"
             if any(r.get("beta_source") == "search" for r in results["results"])

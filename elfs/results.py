@@ -11,6 +11,7 @@ import numpy as np
 
 from elfs.config import ElfsConfig
 from elfs.names import uses_embeddings
+from elfs.runtime import resolve_precision
 
 #: settings that never change a result (where files go, how it is shown, how many workers decode)
 _NOT_RESULT = ("num_workers", "device", "progress", "chunk_size", "root", "download", "path", "concurrent")
@@ -143,7 +144,13 @@ def run_results(
             "uses_ground_truth": s.uses_ground_truth,
             "baselines": list(s.baselines),
         },
-        "evaluate": {"model": e.model, "steps": e.steps, "seeds": list(e.seeds), "test_every": e.test_every},
+        "evaluate": {
+            "model": e.model,
+            "steps": e.steps,
+            "seeds": list(e.seeds),
+            "test_every": e.test_every,
+            "precision": resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),  # auto, as resolved
+        },
         "clustering": diagnostics,
         "results": rows,
         "full_data": full,

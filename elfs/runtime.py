@@ -30,6 +30,8 @@ class Runtime:
     logger: Any = None
     #: epoch checkpoints here, resumed from when present (classifier only)
     checkpoint_dir: str | None = None
+    #: torch.set_float32_matmul_precision before the Trainer is built (a worker process starts with "highest")
+    matmul_precision: str = "highest"
 
 
 #: ``Runtime()``: the training functions' default (a module-level instance, as a frozen default argument)
@@ -77,8 +79,30 @@ def build_trainer(
     classifier's log_every_n_steps), then runtime.trainer_kwargs, then the caller's ``fixed`` settings (run length,
     use_distributed_sampler, ...), which nothing overrides; ``callbacks`` are appended to any in trainer_kwargs."""
     import lightning as L
+    import torch
 
+    torch.set_float32_matmul_precision(runtime.matmul_precision)
     return L.Trainer(**trainer_settings(runtime, callbacks=callbacks, defaults=defaults, **fixed))
+
+
+def native_bf16(accelerator: str) -> bool:
+    """Whether the device a training on ``accelerator`` gets computes bf16 natively: a CUDA GPU with bf16 (Ampere
+    and later), or a CPU with AMX or AVX512-BF16 (oneDNN's bf16 kernels; elsewhere bf16 is emulated, and slower
+    than fp32)."""
+    import torch
+
+    if str(accelerator) in ("gpu", "cuda") or (str(accelerator) == "auto" and torch.cuda.is_available()):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private: absent in some builds
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """trainer.precision=auto: "bf16-mixed" where the device computes bf16 natively (:func:`native_bf16`), else
+    "32-true"; any other value as given. The resolved value is what the cache keys and the results record."""
+    if str(precision) != "auto":
+        return str(precision)
+    return "bf16-mixed" if native_bf16(accelerator) else "32-true"
 
 
 def world_size_of(trainer_kwargs: Mapping[str, Any]) -> int:
@@ -87,4 +111,13 @@ def world_size_of(trainer_kwargs: Mapping[str, Any]) -> int:
     return planned_processes(kw.get("devices", 1), kw.get("accelerator", "auto"), kw.get("num_nodes", 1))
 
 
-__all__ = ["DEFAULT_RUNTIME", "TRAINER_DEFAULTS", "Runtime", "build_trainer", "trainer_settings", "world_size_of"]
+__all__ = [
+    "DEFAULT_RUNTIME",
+    "TRAINER_DEFAULTS",
+    "Runtime",
+    "build_trainer",
+    "native_bf16",
+    "resolve_precision",
+    "trainer_settings",
+    "world_size_of",
+]

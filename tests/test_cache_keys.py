@@ -23,7 +23,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "cache_keys.json"
-RUN = ["+experiment=digits_quick", "logger=none", "selection.baselines=[random,prototypicality,d2,ccs]"]
+# precision fixed: trainer.precision=auto resolves per machine (bf16 where the CPU computes it natively), and the
+# record must be the same on every machine
+RUN = [
+    "+experiment=digits_quick",
+    "logger=none",
+    "selection.baselines=[random,prototypicality,d2,ccs]",
+    "trainer.precision=32-true",
+]
 
 
 def key_inputs(cache: Path) -> dict[str, list[dict]]:

@@ -157,6 +157,28 @@ def test_learns_digits_and_reports_test_accuracy(digits):
     assert r.scores is None and r.module.training  # evaluation restores train mode
 
 
+@pytest.mark.slow
+def test_compile_builds_one_graph_per_architecture_and_shape(digits):
+    """compile=true: full batches, each epoch's smaller last batch (150 = 64 + 64 + 22), periodic and final
+    evaluation, and a second training of the same architecture in the same process (as in a long-lived worker)
+    all run on one compiled graph; the compiled training learns as the eager one does (inductor on the CPU)."""
+    import torch._dynamo
+    import torch._dynamo.utils
+
+    x, y = digits
+    train, test = np.arange(150), np.arange(1400, len(x))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    results = []
+    run = dict(num_classes=10, steps=30, test=TestSet(x[test], y[test], every=10), **DATA)
+    for seed in (0, 1):
+        results.append(train_classifier(x, y, train, _cfg(width=8, batch_size=64, compile=True), seed=seed, **run))
+        eager = train_classifier(x, y, train, _cfg(width=8, batch_size=64), seed=seed, **run)
+        assert abs(results[-1].final_test_acc - eager.final_test_acc) < 0.05  # the same training, other kernels
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    assert all(r.final_test_acc > 0.5 for r in results)
+
+
 def test_mlp_on_embeddings():
     rng = np.random.default_rng(0)
     centers = rng.normal(0, 3, (4, 16))

@@ -18,7 +18,7 @@ CenterCrop(image_size).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from elfs.data.types import is_streamed
 from elfs.dynamics.augment import BatchImageTransform, center_crop, eval_resize_size, random_resized_crop_flip
 from elfs.dynamics.recorder import TrainingDynamicsRecorder
 from elfs.models import MODEL_INPUTS, build_model
-from elfs.runtime import DEFAULT_RUNTIME, Runtime, build_trainer, world_size_of
+from elfs.runtime import DEFAULT_RUNTIME, TRAINER_DEFAULTS, Runtime, build_trainer, world_size_of
 from elfs.sampling import EpochSeededSampler
 
 
@@ -151,12 +151,25 @@ class ClassifierModule(L.LightningModule):
         return x.float() if x.dtype == torch.float64 else x
 
     def configure_model(self) -> None:
-        """channels-last weights and torch.compile, when asked for (idempotent: Lightning may call it twice)."""
+        """channels-last weights and torch.compile, when asked for (idempotent: Lightning may call it twice).
+
+        Only the training steps run compiled, with the batch dimension dynamic from the first step: one graph per
+        architecture and image shape serves the full batches and an epoch's smaller last one, and evaluation runs
+        eagerly instead of compiling the eval-mode graph. A later training of the same architecture in the same
+        process (a long-lived worker) finds that graph in dynamo's cache: the parameters are its inputs."""
         if self.cfg.channels_last and self.input_kind == "images":
             self.model.to(memory_format=torch.channels_last)
-        if self.cfg.compile and not getattr(self, "_compiled", False):
-            self.model = torch.compile(self.model)
-            self._compiled = True
+        if self.cfg.compile and self.__dict__.get("_train_net") is None:
+            # not a submodule: the state dict and the optimiser see self.model's parameters once
+            self.__dict__["_train_net"] = torch.compile(self.model)
+
+    def _training_net(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The network the training step calls: the compiled one (batch dimension marked dynamic), or the model."""
+        net = self.__dict__.get("_train_net")
+        if net is None:
+            return self.model
+        torch._dynamo.maybe_mark_dynamic(x, 0)
+        return net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch, without augmentation."""
@@ -174,7 +187,8 @@ class ClassifierModule(L.LightningModule):
         x, y, idx = batch
         if self.resident is not None and x.dtype == torch.int64:  # positions into the images kept on the device
             x = self.resident[x]
-        logits = self.model(self.prepare(x, train=True, index=idx))
+        x = self.prepare(x, train=True, index=idx)
+        logits = self._training_net(x)(x)
         loss = F.cross_entropy(logits, y)
         bs = int(y.shape[0])  # a shape: known on the host
         sizes = self._rank_batch_sizes(bs, batch_idx)
@@ -469,7 +483,10 @@ def evaluate_accuracy(
         idx = torch.arange(n_all) if idx is None else idx
         size = streamed_image_size(module.cfg, inputs)
         dataset = _StreamedImageDataset(inputs, size, y, idx, crop=getattr(module.cfg, "crop", "pad"))
-        loader: Any = DataLoader(dataset, batch_size=int(batch_size), shuffle=False, num_workers=int(num_workers))
+        cuda = (torch.device(device) if device is not None else next(module.parameters()).device).type == "cuda"
+        loader: Any = DataLoader(
+            dataset, batch_size=int(batch_size), shuffle=False, num_workers=int(num_workers), pin_memory=cuda
+        )
     else:  # index first: only the evaluated rows are converted
         x, _ = to_model_inputs(inputs if idx is None else inputs[idx.numpy()])
         bs = int(batch_size)
@@ -488,6 +505,12 @@ def evaluate_accuracy(
         module.train(was_training)
         module.to(orig_device)
     return correct / int(y.numel())
+
+
+def _feeds_cuda(runtime: Runtime) -> bool:
+    """Whether a Trainer with ``runtime``'s settings trains on a CUDA device (its loaders then pin their batches)."""
+    accelerator = str({**TRAINER_DEFAULTS, **runtime.trainer_kwargs}.get("accelerator", "auto"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 class _PeriodicEval(L.Callback):
@@ -709,6 +732,7 @@ def train_classifier(
         num_workers=int(num_workers),
         collate_fn=_batched_collate,
         persistent_workers=int(num_workers) > 0,
+        pin_memory=_feeds_cuda(runtime),  # page-locked batches: the copy to the GPU runs beside the step
     )
     # deterministic=True comes from TRAINER_DEFAULTS; log_every_n_steps is a default runtime.trainer_kwargs may change
     defaults = {"log_every_n_steps": max(1, min(50, len(loader)))}

@@ -4,14 +4,16 @@ inputs are its signature plus this small record."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from elfs import distributed
 from elfs.cache import Artifact, ArtifactCache
 from elfs.config import ElfsConfig, TrainerConfig
-from elfs.runtime import Runtime
+from elfs.runtime import Runtime, resolve_precision
 
 
 @dataclass
@@ -24,13 +26,21 @@ class Context:
     loggers: Any  # elfs.tracking.RunLoggers
     timings: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        import torch
+
+        # this process's fp32 products (embedding, kNN, TEMI, trainings here); workers set it from their Runtime
+        torch.set_float32_matmul_precision(self.trainer.matmul_precision)
+
     @property
     def seed(self) -> int:
         return int(self.cfg.seed)
 
-    @property
+    @cached_property
     def trainer(self) -> TrainerConfig:
-        return self.cfg.trainer
+        """The run's trainer settings with precision=auto resolved for this machine (what the stages key)."""
+        t = self.cfg.trainer
+        return dataclasses.replace(t, precision=resolve_precision(t.precision, t.accelerator))
 
     @property
     def progress(self) -> bool:
@@ -42,7 +52,9 @@ class Context:
 
     def runtime(self, *, progress: bool, stage: str | None = None, **extra: Any) -> Runtime:
         """How a training of ``stage`` runs (elfs/runtime.py); ``extra`` sets the logger or checkpoint folder."""
-        return Runtime(self.trainer_kwargs(progress=progress, stage=stage), int(self.trainer.num_workers), **extra)
+        t = self.trainer
+        kwargs = self.trainer_kwargs(progress=progress, stage=stage)
+        return Runtime(kwargs, int(t.num_workers), matmul_precision=t.matmul_precision, **extra)
 
     def trainer_kwargs(self, *, progress: bool, stage: str | None = None) -> dict[str, Any]:
         """Trainer settings; a long stage (``progress``) shows Lightning's bar on a terminal and, writing to a log

@@ -21,8 +21,11 @@ def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData, *, num_work
     gathers the parts in order."""
     from elfs.embed import resize_placement, resolve_device
 
-    # where the images are resized changes the pixels by up to 2 grey levels (elfs/embed.py): part of the key
-    config = stage_key("embed", {"backbone": b}, resize=resize_placement(resolve_device(b.device)))
+    # where the images are resized changes the pixels by up to 2 grey levels (elfs/embed.py): part of the key; so
+    # does TF32 (trainer.matmul_precision, set for the run in Context), keyed when not torch's default (full fp32)
+    precision = ctx.trainer.matmul_precision
+    tf32 = {} if precision == "highest" else {"matmul_precision": precision}
+    config = stage_key("embed", {"backbone": b}, resize=resize_placement(resolve_device(b.device)), **tf32)
     inputs = {"train": ds.train.fingerprint()}
     if ds.test is not None:
         inputs["test"] = ds.test.fingerprint()
