@@ -7,6 +7,8 @@
 3. ResNet-18 training (32 px, batch 256, elfs's train_classifier): the plain data path vs the fast one (images on
    the device, bf16 + channels-last on a GPU), images/s and the ratio (experiments/gpu_check.py's measurement).
 4. Coreset evaluations (ResNet-18, 32 px): K one by one vs K at once in worker processes (evaluate.concurrent).
+5. Lockstep: K small CNNs trained one by one vs together in one process (torch.func vmap over stacked models),
+   wall time and both forms' test accuracies (experiments/lockstep.py).
 On the 2-core build CPU the loop is expected to win; on a GPU the batched form should.
 """
 
@@ -83,9 +85,11 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=50)
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--device", default="auto")
-    p.add_argument("--resnet-images", type=int, default=4096, help="images for the ResNet-18 data-path comparison")
-    p.add_argument("--resnet-steps", type=int, default=20)
+    p.add_argument("--resnet-images", type=int, default=4096, help="images for the concurrent-evaluations comparison")
+    p.add_argument("--resnet-steps", type=int, default=20, help="timed steps (ResNet-18), steps per evaluation")
     p.add_argument("--concurrent", type=int, default=2, help="evaluations trained at once (evaluate.concurrent)")
+    p.add_argument("--lockstep-k", type=int, default=3, help="models trained in lockstep (experiments/lockstep.py)")
+    p.add_argument("--lockstep-steps", type=int, default=300)
     a = p.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
     bench_knn(a.n, a.dim)
@@ -95,8 +99,9 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from gpu_check import bench_concurrent, bench_resnet
+    from lockstep import bench_lockstep
 
-    r = bench_resnet(a.resnet_images, a.resnet_steps, compile_=False)
+    r = bench_resnet(256, 2, 2 + a.resnet_steps, compile_=False)  # steps 3 .. 2 + resnet_steps timed
     print(
         f"ResNet-18 32px batch 256 on {device}: plain {r['plain']['images_per_s']:.0f} img/s  "
         f"fast {r['fast']['images_per_s']:.0f} img/s  fast/plain = {r['fast_over_plain']:.2f}x"
@@ -106,6 +111,12 @@ def main() -> None:
         f"{c['trainings']} evaluations on {device}: one by one {c['one_by_one_s']:.1f} s  at once "
         f"{c['concurrent_s']:.1f} s  speed-up = {c['speedup']:.2f}x  "
         f"(accuracies differ by {c['max_accuracy_difference']:.4f})"
+    )
+    s = bench_lockstep(a.lockstep_k, a.lockstep_steps, n=4000, kept=1200, device=device)
+    print(
+        f"{s['k']} {s['model']} trainings of {s['steps']} steps on {s['device']}: separate {s['separate_s']:.1f} s  "
+        f"lockstep {s['lockstep_s']:.1f} s  separate/lockstep = {s['speedup']:.2f}x  (accuracy % mean, std: "
+        f"separate {s['separate_mean_std']}, lockstep {s['lockstep_mean_std']})"
     )
 
 

