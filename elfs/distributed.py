@@ -22,6 +22,13 @@ def use_fabric(fabric: Any) -> None:
     _fabric = fabric
 
 
+def on_cuda(accelerator: str) -> bool:
+    """Whether a Trainer with this accelerator ("auto", "gpu", "cuda", "cpu") trains on CUDA devices here."""
+    import torch
+
+    return str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
 def planned_processes(devices: Any, accelerator: str = "auto", num_nodes: int = 1) -> int:
     """Processes a Trainer with these settings trains on (devices x nodes), known before it starts: an int or a
     list of devices; "auto" / -1 count the visible accelerators (CUDA devices, else 1 CPU process)."""
@@ -34,8 +41,7 @@ def planned_processes(devices: Any, accelerator: str = "auto", num_nodes: int = 
     elif isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
         n = devices
     else:  # "auto" / -1
-        gpu = str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-        n = torch.cuda.device_count() if gpu else 1
+        n = torch.cuda.device_count() if on_cuda(accelerator) else 1
     return max(1, n) * int(num_nodes or 1)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from elfs.distributed import planned_processes
+from elfs.distributed import on_cuda, planned_processes
 
 if TYPE_CHECKING:
     import lightning as L
@@ -91,8 +91,8 @@ def native_bf16(accelerator: str) -> bool:
     than fp32)."""
     import torch
 
-    if str(accelerator) in ("gpu", "cuda") or (str(accelerator) == "auto" and torch.cuda.is_available()):
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if on_cuda(accelerator):
+        return bool(torch.cuda.is_bf16_supported())
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private: absent in some builds
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 

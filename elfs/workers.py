@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from elfs.distributed import on_cuda
+
 
 class WorkerError(RuntimeError):
     """A training worker failed: its job raised (the worker's traceback is the cause) or the process died."""
@@ -167,11 +169,11 @@ def close_training_workers() -> None:
 
 def visible_gpus(accelerator: str) -> list[str]:
     """The GPUs a training on ``accelerator`` may use, as CUDA_VISIBLE_DEVICES entries; none on a CPU-only run."""
-    if str(accelerator) not in ("auto", "gpu", "cuda"):
+    if not on_cuda(accelerator):
         return []
     import torch
 
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    n = torch.cuda.device_count()
     listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     return listed[:n] if listed else [str(i) for i in range(n)]
 

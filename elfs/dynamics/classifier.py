@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from elfs.config import ClassifierTrainingConfig, DynamicsConfig, from_dict, to_dict
 from elfs.data.types import is_streamed
+from elfs.distributed import on_cuda
 from elfs.dynamics.augment import BatchImageTransform, center_crop, eval_resize_size, random_resized_crop_flip
 from elfs.dynamics.recorder import TrainingDynamicsRecorder
 from elfs.models import MODEL_INPUTS, build_model
@@ -507,12 +508,6 @@ def evaluate_accuracy(
     return correct / int(y.numel())
 
 
-def _feeds_cuda(runtime: Runtime) -> bool:
-    """Whether a Trainer with ``runtime``'s settings trains on a CUDA device (its loaders then pin their batches)."""
-    accelerator = str({**TRAINER_DEFAULTS, **runtime.trainer_kwargs}.get("accelerator", "auto"))
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-
-
 class _PeriodicEval(L.Callback):
     """Evaluates test accuracy every `every` optimizer steps during training (a secondary, best-of-run number)."""
 
@@ -732,7 +727,8 @@ def train_classifier(
         num_workers=int(num_workers),
         collate_fn=_batched_collate,
         persistent_workers=int(num_workers) > 0,
-        pin_memory=_feeds_cuda(runtime),  # page-locked batches: the copy to the GPU runs beside the step
+        # page-locked batches when they feed a GPU: the copy to the device runs beside the step
+        pin_memory=on_cuda({**TRAINER_DEFAULTS, **runtime.trainer_kwargs}["accelerator"]),
     )
     # deterministic=True comes from TRAINER_DEFAULTS; log_every_n_steps is a default runtime.trainer_kwargs may change
     defaults = {"log_every_n_steps": max(1, min(50, len(loader)))}
