@@ -535,13 +535,18 @@ GROUPS: dict[str, type] = {
 
 def register_configs() -> None:
     """Register the schema that conf/config.yaml extends, so every group node is typed by its dataclass, and the
-    ``elfs.cwd`` resolver behind ``paths.root_dir`` (cached: a sweep and its jobs, also on SLURM, see one value)."""
+    ``elfs.cwd`` resolver behind ``paths.root_dir`` (cached: a sweep and its jobs, also on SLURM, see one value) and
+    ``elfs.job_name`` behind a sweep job's folder (elfs/job_names.py)."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
     ConfigStore.instance().store(name="elfs_schema", node=ElfsConfig)
     if not OmegaConf.has_resolver("elfs.cwd"):
         OmegaConf.register_new_resolver("elfs.cwd", os.getcwd, use_cache=True)
+    if not OmegaConf.has_resolver("elfs.job_name"):
+        from elfs.job_names import job_name
+
+        OmegaConf.register_new_resolver("elfs.job_name", job_name)
 
 
 # --------------------------------------------------------------------------------- DictConfig -> dataclasses

@@ -87,12 +87,38 @@ def check_processes(conf: ElfsConfig) -> None:
     world = planned_processes(t.devices, t.accelerator, t.num_nodes)
     if world == 1:
         return
+    check_slurm_tasks(world, t.devices)
     conf.check_global_batches(world)
     compiled = [k for k in ("dynamics", "evaluate") if getattr(conf, k).compile]
     if compiled and t.sync_batchnorm:
         raise ConfigError(
             f"{compiled[0]}.compile=true with trainer.sync_batchnorm=true under DDP ({world} processes): torch.compile "
             f"fails on SyncBatchNorm; set {compiled[0]}.compile=false or trainer.sync_batchnorm=false"
+        )
+
+
+def check_slurm_tasks(world: int, devices: object) -> None:
+    """Inside a SLURM job (as Lightning detects one: SLURM_NTASKS set, not an interactive allocation) every DDP
+    process must be a task srun started: Lightning then starts no process itself, so a run outside srun, or with
+    fewer tasks than processes, would wait for ranks that never come. Refused at once, saying how to launch it."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return
+    ntasks = os.environ.get("SLURM_NTASKS")
+    per_node = devices if isinstance(devices, int) and devices > 0 else world
+    launch = (
+        f"launch it with one task per process (srun --ntasks-per-node={per_node} elfs ... inside the allocation), "
+        f"or submit it with +launcher=slurm_ddp; one process: trainer.devices=1"
+    )
+    if "SLURM_STEP_ID" not in os.environ:
+        raise ConfigError(
+            f"trainer=ddp wants {world} processes, but this runs inside a SLURM job outside srun "
+            f"(SLURM_NTASKS={ntasks}, no job step), where no other rank will start: {launch}"
+        )
+    if str(ntasks) != str(world):
+        raise ConfigError(
+            f"trainer=ddp wants {world} processes, but srun started SLURM_NTASKS={ntasks} task(s): {launch}"
         )
 
 

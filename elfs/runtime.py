@@ -67,6 +67,10 @@ def trainer_settings(
     return kwargs
 
 
+#: Lightning's warning wherever srun exists but did not start this process (a regular expression)
+SRUN_HINT = r".*The `srun` command is available on your system but is not used"
+
+
 def build_trainer(
     runtime: Runtime,
     *,
@@ -78,9 +82,14 @@ def build_trainer(
     caller's ``defaults`` (settings a caller's trainer_kwargs may still override: TEMI's deterministic="warn", the
     classifier's log_every_n_steps), then runtime.trainer_kwargs, then the caller's ``fixed`` settings (run length,
     use_distributed_sampler, ...), which nothing overrides; ``callbacks`` are appended to any in trainer_kwargs."""
+    import warnings
+
     import lightning as L
     import torch
 
+    # elfs runs single-process Trainers on purpose (also in spawned workers and started ranks), so Lightning's hint
+    # to prepend srun, printed wherever srun exists (every cluster login node), is noise here
+    warnings.filterwarnings("ignore", message=SRUN_HINT)
     torch.set_float32_matmul_precision(runtime.matmul_precision)
     return L.Trainer(**trainer_settings(runtime, callbacks=callbacks, defaults=defaults, **fixed))
 

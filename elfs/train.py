@@ -51,6 +51,11 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*Tip.*litlogger.*")
+    # Lightning's hint to prepend srun (elfs/runtime.py SRUN_HINT), also from the preflight's SLURM check; a DDP run
+    # inside a SLURM job outside srun is refused by elfs/preflight.py with what to do instead
+    from elfs.runtime import SRUN_HINT
+
+    warnings.filterwarnings("ignore", message=SRUN_HINT)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -181,8 +186,9 @@ def _open_outputs(conf: ElfsConfig, resolved: dict | None, run_dir: Path):
 
 
 def _run_name_and_group(name: str, run_dir: Path) -> tuple[str, str | None]:
-    """W&B run name and group: in a sweep, the overrides that differ (e.g. 'budget=0.1,selection=ccs') and one
-    group per sweep ('<name>/<sweep folder>'); a single run is named by its folder and has no group."""
+    """W&B run name and group: in a sweep, the job's folder name (its number and overrides, e.g.
+    '3_selection.budget=0.1,selection=ccs'; elfs/job_names.py) and one group per sweep ('<name>/<sweep folder>'); a
+    single run is named by its folder and has no group."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -191,7 +197,7 @@ def _run_name_and_group(name: str, run_dir: Path) -> tuple[str, str | None]:
         if hc.mode == RunMode.MULTIRUN:
             from elfs.tracking import sweep_group
 
-            return hc.job.override_dirname or f"job{hc.job.num}", sweep_group(name, Path(hc.sweep.dir))
+            return run_dir.name, sweep_group(name, Path(hc.sweep.dir))
     except ValueError:  # not inside a Hydra job (elfs-select, tests calling run())
         pass
     return run_dir.name, None

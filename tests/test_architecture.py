@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "foundation: imports no elfs module above it",
         ["elfs", "elfs.errors", "elfs.names", "elfs.version", "elfs.distributed", "elfs.sampling", "elfs.progress"],
     ),
-    ("plain helpers", ["elfs.paper", "elfs.overrides", "elfs.output_files"]),
+    ("plain helpers", ["elfs.paper", "elfs.overrides", "elfs.output_files", "elfs.job_names"]),
     ("schema, cache, how a training runs", ["elfs.config", "elfs.cache", "elfs.runtime", "elfs.workers"]),
     (
         "components: data, encoders, models, the math of each method, the answer files",
