@@ -229,6 +229,8 @@ def choose_beta(sig: Signals, budget: float, prev: BudgetPlan | None = None) -> 
         betas = [b for b in betas if lo - 1e-9 <= b <= hi + 1e-9] or [lo]
         window = {"beta_window": [lo, hi]}
     search = sig.beta_search(budget, betas)
+    acc = 100 * np.asarray(search["val_acc"], float)  # the curve of this budget's search, also when it was cached
+    sig.ctx.loggers.log_curve(f"beta_search/{budget:g}", "beta", {"val_acc": (search["betas"], acc)})
     return {
         **window,
         "beta": float(search["best_beta"]),
@@ -270,7 +272,7 @@ def evaluate_arm(sig: Signals, plan: ArmPlan, coresets: dict[str, np.ndarray]) -
 
     ctx, e = sig.ctx, sig.ctx.cfg.evaluate
     arm = arm_of(ctx.cfg, plan.method)
-    accs, bests, keys = [], [], []
+    accs, bests, keys, arts = [], [], [], []
     bar = progress_bar(
         len(plan.kept),
         f"evaluate {plan.method} @ {plan.budget:g}",
@@ -286,10 +288,27 @@ def evaluate_arm(sig: Signals, plan: ArmPlan, coresets: dict[str, np.ndarray]) -
         best = float(art["best_acc"])
         bests.append(None if np.isnan(best) else best)  # None, not NaN: results.json stays strict JSON
         keys.append(art.key)
+        arts.append(art)
         bar.update(1)
     bar.close()
+    ctx.loggers.log_curve(f"evaluate/{plan.budget:g}/{arm['arm']}", "step", _mean_curves(arts))
     n_kept = len(next(iter(plan.kept.values())))
     return arm_entry(arm, plan.beta, accs, bests, list(plan.kept), keys, n_kept)
+
+
+def _mean_curves(arts: list[Artifact]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """An arm's evaluation curves, from the cache entries of its seeds: training loss and test accuracy (percent)
+    by step, the mean over the seeds that share the first seed's steps (an entry without curves gives none)."""
+    out = {}
+    series = (("train_loss", "loss_steps", "loss", 1.0), ("test_acc", "test_steps", "test_acc", 100.0))
+    for name, steps_key, values_key, scale in series:
+        have = [a for a in arts if steps_key in a.arrays and len(a[steps_key])]
+        if not have:
+            continue
+        steps = np.asarray(have[0][steps_key])
+        same = [np.asarray(a[values_key], float) for a in have if np.array_equal(a[steps_key], steps)]
+        out[name] = (steps, scale * np.mean(same, axis=0))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- the run

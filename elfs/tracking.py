@@ -3,9 +3,14 @@
 W&B is opened once per job inside the run folder and closed with `finish()` (Hydra multirun runs all jobs in
 one process; without finish() the next job would log into this run). Each stage gets its own Lightning logger
 over that run, with the stage name as prefix, so curves of different stages never mix. Every job also logs the
-same headline keys (summary `acc`, `best_acc`, `beta`; config `method`, `score`, `budget`, `encoder`),
-so one W&B table of a sweep sorts and plots without per-arm columns. Without the `wandb` package the CSV logger
-takes over (`pip install "elfs[wandb]"`).
+same headline keys (summary `acc`, `best_acc`, `beta`; config `method`, `score`, `budget`, `encoder`) and one
+key per budget (`acc/0.1`, `best_acc/0.1`, `beta/0.1`), so one W&B table of a sweep sorts and plots without per-arm
+columns. Accuracies are in percent, as every table prints them; beta is the fraction the tables show.
+
+Curves of the trainings that come from the cache (the beta search's validation accuracy by beta, each evaluation's
+loss and test accuracy by step) are stored with their cache entry and logged when the run reaches them, so a job
+whose stages were all cached shows the same panels: one per budget and arm, each with its own x axis
+(`evaluate/0.1/double_end/step`). Without the `wandb` package the CSV logger takes over (`pip install "elfs[wandb]"`).
 """
 
 from __future__ import annotations
@@ -89,6 +94,20 @@ class RunLoggers:
         if self.run is not None:
             self.run.summary.update(metrics)
 
+    def log_curve(self, panel: str, x_name: str, series: dict[str, tuple[Any, Any]]) -> None:
+        """Curves of one panel (``panel/<name>`` against ``panel/<x_name>``): ``series`` maps a name to its
+        (x values, y values). Each panel has its own x axis, so curves logged in any order never share W&B's
+        global step."""
+        if self.run is None or not series:
+            return
+        x_key = f"{panel}/{x_name}"
+        self.run.define_metric(x_key, hidden=True)
+        for name, (xs, ys) in series.items():
+            key = f"{panel}/{name}"
+            self.run.define_metric(key, step_metric=x_key)
+            for x, y in zip(list(xs), list(ys), strict=True):
+                self.run.log({x_key: _number(x), key: _number(y)})
+
     def log_results(self, results: dict[str, Any], files: list[Path]) -> None:
         """Accuracies as run summary metrics (sortable, parallel coordinates), the table, the plots as images, and
         one versioned coreset artifact per (dataset, encoder, arm)."""
@@ -100,7 +119,7 @@ class RunLoggers:
         self.run.summary.update(headline_metrics(results))
         self.run.config.update(result_columns(results), allow_val_change=True)
         table = wandb.Table(
-            columns=["budget", "pruning_rate", "arm", "beta", "acc_mean", "acc_std", "best_mean", "uses_ground_truth"]
+            columns=["budget", "pruning_rate", "arm", "beta", "acc_%", "acc_std_%", "best_acc_%", "uses_ground_truth"]
         )
         for row in results["results"]:
             for arm, m in row["methods"].items():
@@ -109,9 +128,9 @@ class RunLoggers:
                     row["pruning_rate"],
                     arm,
                     m.get("beta"),
-                    m["acc_mean"],
-                    m["acc_std"],
-                    m.get("best_mean"),
+                    _percent(m["acc_mean"]),
+                    _percent(m["acc_std"]),
+                    _percent(m.get("best_mean")),
                     m.get("uses_ground_truth", False),
                 )
         self.run.log({"results": table})
@@ -130,9 +149,9 @@ class RunLoggers:
             return
         import wandb
 
-        if summary:
+        if summary:  # the accuracies in percent, as summary.md prints them
             columns = list(summary[0])
-            rows = [[row.get(c) for c in columns] for row in summary]
+            rows = [[_percent(row.get(c)) if c in PERCENT_COLUMNS else row.get(c) for c in columns] for row in summary]
             self.run.log({"summary_table": wandb.Table(columns=columns, data=rows, allow_mixed_types=True)})
         if plot is not None and Path(plot).is_file():
             self.run.log({"summary_plot": wandb.Image(str(plot))})
@@ -150,6 +169,24 @@ class RunLoggers:
             self.run.finish()
             wandb.finish()
             self.run = None
+
+
+#: summary.csv's columns that hold accuracies (fractions there), logged in percent
+PERCENT_COLUMNS = ("acc_mean", "acc_std", "best_mean", "best_std")
+
+
+def _percent(value: Any) -> Any:
+    """A fraction as the percent every table prints (None, and anything not a number, as it is)."""
+    try:
+        return round(100.0 * float(value), 4) if value not in (None, "") else value
+    except (TypeError, ValueError):
+        return value
+
+
+def _number(value: Any) -> float | int:
+    """A plain Python number for W&B (numpy scalars included)."""
+    v = value.item() if hasattr(value, "item") else value
+    return v if isinstance(v, int) else float(v)
 
 
 def sweep_group(name: str, sweep_dir: Path) -> str:
@@ -191,17 +228,24 @@ def _own_arm(results: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None
 
 
 def headline_metrics(results: dict[str, Any]) -> dict[str, Any]:
-    """`acc`, `best_acc`, `beta` of the job's own arm at its first feasible budget (absent where it has none):
-    the same summary keys in every job, whatever the arm, so a sweep's table sorts by them."""
-    _, row, m = _own_arm(results)
-    if row is None:
-        return {}
-    values = {
-        "acc": m.get("acc_mean") if m else None,
-        "best_acc": m.get("best_mean") if m else None,
-        "beta": m.get("beta") if m else row.get("beta"),
-    }
-    return {k: v for k, v in values.items() if v is not None}
+    """The job's own arm, whatever it is, under the same keys in every job, so a sweep's table sorts by them: per
+    budget `acc/<b>` and `best_acc/<b>` (percent) and `beta/<b>`, and `acc`, `best_acc`, `beta` at its first
+    feasible budget (absent where it has none)."""
+    arm, _, _ = _own_arm(results)
+    out: dict[str, Any] = {}
+    for row in results.get("results") or []:
+        m = row.get("methods", {}).get(arm)
+        b = f"{row['budget']:g}"
+        values = {
+            "acc": _percent(m.get("acc_mean")) if m else None,
+            "best_acc": _percent(m.get("best_mean")) if m else None,
+            "beta": m.get("beta") if m else row.get("beta"),
+        }
+        for k, v in values.items():
+            if v is not None:
+                out[f"{k}/{b}"] = v
+                out.setdefault(k, v)
+    return out
 
 
 def result_columns(results: dict[str, Any]) -> dict[str, Any]:
@@ -218,23 +262,21 @@ def result_columns(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def summary_metrics(results: dict[str, Any]) -> dict[str, Any]:
-    """Flat run-summary metrics: acc/<arm>/budget=<b> (final checkpoint, mean over seeds), best_acc/... (best of
-    run, where tested), beta/budget=<b>, and the full-data reference; fractions in [0, 1]."""
+    """Flat run-summary metrics of every arm: acc/<arm>/<b> (final checkpoint, mean over seeds), acc_std/...,
+    best_acc/... (best of run, where tested), in percent; and the full-data reference as acc/full/1."""
     out: dict[str, Any] = {}
     for row in results["results"]:
-        b = f"budget={row['budget']:g}"
-        if row.get("beta") is not None:
-            out[f"beta/{b}"] = row["beta"]
+        b = f"{row['budget']:g}"
         for arm, m in row["methods"].items():
-            out[f"acc/{arm}/{b}"] = m["acc_mean"]
-            out[f"acc_std/{arm}/{b}"] = m["acc_std"]
+            out[f"acc/{arm}/{b}"] = _percent(m["acc_mean"])
+            out[f"acc_std/{arm}/{b}"] = _percent(m["acc_std"])
             if m.get("best_mean") is not None:
-                out[f"best_acc/{arm}/{b}"] = m["best_mean"]
+                out[f"best_acc/{arm}/{b}"] = _percent(m["best_mean"])
     full = results.get("full_data")
     if full:
-        out["acc/full/budget=1"] = full["acc_mean"]
+        out["acc/full/1"] = _percent(full["acc_mean"])
         if full.get("best_mean") is not None:
-            out["best_acc/full/budget=1"] = full["best_mean"]
+            out["best_acc/full/1"] = _percent(full["best_mean"])
     return out
 
 

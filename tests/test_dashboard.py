@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
-from test_paper_tables import _wandb_records
+from wandb_records import records as _wandb_records
 
 from elfs.aggregate import AggregateOnMultirunEnd, aggregate, failed_jobs
 from elfs.config import LoggerConfig
@@ -112,11 +112,22 @@ def _run_file(folder: Path) -> Path:
 
 def test_headline_keys_and_columns_are_the_jobs_own_arm_at_its_first_budget():
     res = _results("supervised_ccs")
-    assert headline_metrics(res) == {"acc": 0.8, "best_acc": pytest.approx(0.81), "beta": 0.2}
+    assert headline_metrics(res) == {
+        "acc": 80.0,  # percent, as every table prints it
+        "best_acc": pytest.approx(81.0),
+        "beta": 0.2,
+        "acc/0.3": 80.0,
+        "best_acc/0.3": pytest.approx(81.0),
+        "beta/0.3": 0.2,
+        "acc/0.5": 90.0,
+        "best_acc/0.5": pytest.approx(91.0),
+        "beta/0.5": 0.1,
+    }
     cols = result_columns(res)
     assert cols == {"method": "supervised_ccs", "score": "aum", "budget": 0.3, "encoder": "efficientnet_lite0"}
     unlabelled = {**res, "labelled": False, "results": [{"budget": 0.5, "beta": 0.1, "methods": {}}]}
-    assert headline_metrics(unlabelled) == {"beta": 0.1} and result_columns(unlabelled)["budget"] == 0.5
+    assert headline_metrics(unlabelled) == {"beta": 0.1, "beta/0.5": 0.1}
+    assert result_columns(unlabelled)["budget"] == 0.5
     assert headline_metrics({**res, "results": []}) == {}
 
 
@@ -139,8 +150,9 @@ def test_a_job_logs_headline_keys_config_columns_and_its_files(tmp_path, offline
     assert (c["method"], c["score"], c["budget"], c["encoder"]) == ("double_end", "aum", 0.3, "efficientnet_lite0")
     assert c["dataset"] == {"name": "toy", "max_train": None} and c["seed"] == 0
     s = rec["summary"]
-    assert s["acc"] == 0.8 and s["best_acc"] == pytest.approx(0.81) and s["beta"] == 0.2
-    assert s["acc/double_end/budget=0.3"] == 0.8 and s["acc/random/budget=0.5"] == pytest.approx(0.8)
+    assert s["acc"] == 80.0 and s["best_acc"] == pytest.approx(81.0) and s["beta"] == 0.2
+    assert s["acc/0.5"] == 90.0 and s["beta/0.5"] == 0.1
+    assert s["acc/double_end/0.3"] == 80.0 and s["acc/random/0.5"] == pytest.approx(80.0)
     arts = rec["artifacts"]
     assert set(arts) == {"coreset-toy-efficientnet_lite0-double_end", "coreset-toy-any-encoder-random"}
     for files in arts.values():

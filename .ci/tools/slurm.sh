@@ -17,7 +17,7 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
    || ! command -v munged >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+  apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null
 fi
 echo "slurm: packages ready in $(( $(date +%s) - t0 )) s ($(slurmctld -V))"
 

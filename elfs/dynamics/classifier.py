@@ -529,6 +529,26 @@ class _PeriodicEval(L.Callback):
                 trainer.logger.log_metrics({"test/acc": acc}, step=step)
 
 
+class _LossCurve(L.Callback):
+    """The training loss every ``every`` optimizer steps and at the last, kept as device tensors during training
+    (no host sync in the step) and read once after it: the curve a logger shows, stored with the training's result."""
+
+    def __init__(self, every: int) -> None:
+        self.every = max(1, int(every))
+        self.points: list[tuple[int, Any]] = []
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        step = int(trainer.global_step)  # counted on the host
+        if loss is not None and (step % self.every == 0 or step == trainer.max_steps):
+            self.points.append((step, loss.detach()))
+
+    def history(self) -> list[tuple[int, float]]:
+        return [(s, float(v)) for s, v in self.points]
+
+
 @dataclass(frozen=True)
 class ImageFacts:
     """What the augmentation and normalisation need to know about the images (label-free): the reflect-padding of
@@ -562,6 +582,7 @@ class TrainResult:
     best_test_acc: float | None
     steps: int
     test_history: list[tuple[int, float]] = field(default_factory=list)
+    loss_history: list[tuple[int, float]] = field(default_factory=list)  # (optimizer step, training loss)
 
 
 def _check_positive_int(name: str, value: Any) -> int:
@@ -732,6 +753,8 @@ def train_classifier(
     )
     # deterministic=True comes from TRAINER_DEFAULTS; log_every_n_steps is a default runtime.trainer_kwargs may change
     defaults = {"log_every_n_steps": max(1, min(50, len(loader)))}
+    curve = _LossCurve(runtime.trainer_kwargs.get("log_every_n_steps", defaults["log_every_n_steps"]))
+    callbacks.append(curve)
     trainer = build_trainer(runtime, callbacks=callbacks, defaults=defaults, **fixed)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=_resume_checkpoint(checkpoint_dir))
 
@@ -751,4 +774,5 @@ def train_classifier(
         best_test_acc=best_acc,
         steps=int(trainer.global_step),
         test_history=history,
+        loss_history=curve.history(),
     )

@@ -51,12 +51,22 @@ def evaluation_data(ctx: Context, e: EvaluateConfig, ds: Dataset, emb: Artifact 
 
 
 def train_and_test(data: EvaluationData, e: EvaluateConfig, kept: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """Train ``e.model`` from scratch on ``kept`` with the GROUND-TRUTH labels for ``e.steps``; test accuracies."""
+    """Train ``e.model`` from scratch on ``kept`` with the GROUND-TRUTH labels for ``e.steps``; test accuracies, and
+    the training's curves (loss by step, test accuracy by step), stored with the entry so that a run that finds it
+    in the cache still shows them."""
     from elfs.dynamics.classifier import TestSet
 
     res = fit(data, e, kept, seed, e.steps, TestSet(data.x_test, data.y_test, e.test_every))
     best = np.nan if res.best_test_acc is None else res.best_test_acc
-    return {"final_acc": np.asarray(res.final_test_acc), "best_acc": np.asarray(best)}
+    loss, test = np.asarray(res.loss_history, float).reshape(-1, 2), np.asarray(res.test_history, float).reshape(-1, 2)
+    return {
+        "final_acc": np.asarray(res.final_test_acc),
+        "best_acc": np.asarray(best),
+        "loss_steps": loss[:, 0].astype(np.int64),
+        "loss": loss[:, 1],
+        "test_steps": test[:, 0].astype(np.int64),
+        "test_acc": test[:, 1],
+    }
 
 
 def stage_evaluate(
