@@ -87,6 +87,8 @@ def cluster_groups(pseudo_labels: np.ndarray, order: np.ndarray) -> list[tuple[i
     return list(groups.items())
 
 
+#: The labelling config's start the report shows: Label Studio's tasks name their image ``$image``.
+LABELSTUDIO_CONFIG_HINT = '<View><Image name="image" value="$image"/>…</View>'
 #: A cluster holding fewer than this fraction of an even share (N / clusters) counts as tiny.
 TINY_SHARE = 0.2
 
@@ -199,7 +201,17 @@ def write_report_html(
         from elfs.exports import cvat_command
 
         first = budget_tag(next(iter(order)))
-        ls_steps = "".join(f"<li>{esc(line.split('. ', 1)[-1])}</li>" for line in setup.steps())
+        storages = " and ".join(f"<code>{esc(st)}</code>" for st in setup.storages) or "(none possible)"
+        ls_steps = (
+            f"<li>start it: <code>{esc(setup.start_command())}</code></li>"
+            "<li>create a project whose labelling config reads <code>$image</code>, e.g. "
+            f"<code>{esc(LABELSTUDIO_CONFIG_HINT)}</code></li>"
+            f"<li>Settings → Cloud Storage → Add Source Storage → Local files, absolute local path {storages}; "
+            "save it without syncing (a sync would import every image)</li>"
+            f"<li>Import → upload <code>labelstudio_{esc(first)}.json</code> (the tasks arrive in priority order)</li>"
+        )
+        if setup.unservable:
+            ls_steps += f"<li>{esc(setup.steps()[-1])}</li>"
         add(
             "<div class='howto'><b>Handing a list to a labelling tool</b> (commands run in this folder)<ul>"
             f"<li><b>Label Studio</b>:<ol>{ls_steps}</ol></li>"

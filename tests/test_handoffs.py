@@ -69,11 +69,16 @@ def _rows(run: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def user(tmp_path_factory):
+def home(tmp_path_factory) -> Path:
+    """The folder the user works in (the README's commands run there)."""
+    return tmp_path_factory.mktemp("user")
+
+
+@pytest.fixture(scope="module")
+def user(home):
     """The user's folder, with the three image layouts side by side and one elfs-select run on each."""
     from PIL import Image
 
-    home = tmp_path_factory.mktemp("user")
     env = {**os.environ, "PATH": f"{ELFS_BIN}{os.pathsep}{os.environ['PATH']}", "WANDB_MODE": "disabled"}
     env = {k: v for k, v in env.items() if not k.startswith("ELFS_") or k.startswith("ELFS_TOOLS")}
     _run(["python", "-m", "elfs.data.demo", "photos"], home, env)  # the README's: photos/part0|1/img*.png
@@ -103,6 +108,7 @@ def user(tmp_path_factory):
         t0 = time.monotonic()
         proc = _run(["elfs-select", *argv.split()], home, {**env, "OMP_NUM_THREADS": "1"}, timeout=900)
         runs[key] = (home / argv.split()[-1], proc.stderr, time.monotonic() - t0)
+        print(f"elfs-select {argv}: {runs[key][2]:.0f} s")
     return home, runs
 
 
@@ -153,10 +159,10 @@ class LabelStudio:
 
 
 @pytest.fixture(scope="module")
-def label_studio(user, tmp_path_factory):
+def label_studio(home, tmp_path_factory):
     """Label Studio started once, as the README says, from the user's folder (so its document root is the folder
-    above the three image folders), on a free loopback port with its data in tmp."""
-    home, _ = user
+    above the three image folders), on a free loopback port with its data in tmp. It boots (30-60 s) while the
+    elfs-select runs work (each on one thread); ``session()`` waits for it and signs in."""
     ls = tool("labelstudio")
     assert len(README_LS) == 1, README_LS
     port, email, pw = _free_port(), "elfs@example.com", "elfs-test-password"
@@ -165,12 +171,15 @@ def label_studio(user, tmp_path_factory):
     env.update(LABEL_STUDIO_BASE_DATA_DIR=str(data), HOME=str(data), DJANGO_DB="sqlite")
     # the README's line, plus what a test server needs: loopback only, a free port, a first user, no browser
     cmd = f"{README_LS[0]} --no-browser --internal-host 127.0.0.1 --port {port} --username {email} --password {pw}"
-    log = open(data / "server.log", "w")
+    log, t0 = open(data / "server.log", "w"), time.monotonic()
     proc = subprocess.Popen(
         ["bash", "-c", cmd], cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )  # its own process group: the teardown ends the server and whatever it started
-    url = f"http://127.0.0.1:{port}"
-    try:
+    url, signed_in = f"http://127.0.0.1:{port}", []
+
+    def session() -> LabelStudio:
+        if signed_in:
+            return signed_in[0]
         deadline, ok = time.monotonic() + 300, False
         while time.monotonic() < deadline and proc.poll() is None:
             with contextlib.suppress(OSError):
@@ -181,8 +190,12 @@ def label_studio(user, tmp_path_factory):
             time.sleep(2)
         tail = (data / "server.log").read_text()[-3000:]
         assert ok, f"Label Studio did not answer /health (exit {proc.poll()}):\n{tail}"
-        session = LabelStudio(url)
-        session.sign_in(email, pw)
+        print(f"Label Studio answered /health {time.monotonic() - t0:.0f} s after its start")
+        signed_in.append(LabelStudio(url))
+        signed_in[0].sign_in(email, pw)
+        return signed_in[0]
+
+    try:
         yield session
     finally:
         _end_group(proc)
@@ -190,11 +203,12 @@ def label_studio(user, tmp_path_factory):
 
 
 @pytest.mark.parametrize("layout", ["nested", "flat", "list"])
-def test_label_studio_serves_every_task_image_in_priority_order(user, label_studio, layout):
+def test_label_studio_serves_every_task_image_in_priority_order(label_studio, user, layout):
     """The printed setup, done through Label Studio's HTTP API: one Local Files storage, the task file imported,
     every task's image served (200, the file's bytes), the tasks in priority order."""
     home, runs = user
     run = runs[layout][0]
+    server = label_studio()
     summary = json.loads((run / "selection.json").read_text(encoding="utf-8"))
     setup = summary["labelstudio"]
     assert setup["document_root"] == str(home.resolve())  # what the README's "$(pwd -P)" gives the server
@@ -202,23 +216,23 @@ def test_label_studio_serves_every_task_image_in_priority_order(user, label_stud
     assert Path(storage).parent == home.resolve() and any(storage in line for line in setup["steps"])
     for budget in summary["budgets"]:
         tag = budget["tag"]
-        project = label_studio.json(
+        project = server.json(
             "POST", "/api/projects", {"title": f"elfs {layout} {tag}", "label_config": LABEL_CONFIG}, expect=201
         )
         pid = project["id"]
-        label_studio.json(
+        server.json(
             "POST", "/api/storages/localfiles", {"project": pid, "path": storage, "use_blob_urls": False}, expect=201
         )
         tasks = json.loads((run / f"labelstudio_{tag}.json").read_text(encoding="utf-8"))
-        imported = label_studio.json("POST", f"/api/projects/{pid}/import", tasks, expect=201)
+        imported = server.json("POST", f"/api/projects/{pid}/import", tasks, expect=201)
         assert imported["task_count"] == len(tasks) == budget["count"]
-        served = label_studio.json("GET", f"/api/tasks?project={pid}&page_size={len(tasks) + 10}")
+        served = server.json("GET", f"/api/tasks?project={pid}&page_size={len(tasks) + 10}")
         served = served["tasks"] if isinstance(served, dict) else served
         served.sort(key=lambda t: t["id"])  # Label Studio's order: as imported
         assert [t["data"]["priority"] for t in served] == list(range(1, len(tasks) + 1))
         assert [t["data"]["filepath"] for t in served] == budget["files"]
         for t in served:
-            status, raw = label_studio.request("GET", t["data"]["image"])
+            status, raw = server.request("GET", t["data"]["image"])
             assert status == 200, (t["data"]["image"], status, raw[:300])
             assert raw == Path(t["data"]["filepath"]).read_bytes(), t["data"]["image"]
 

@@ -8,9 +8,15 @@ PLAYWRIGHT=1.65.3
 mkdir -p "$DEST"
 if ! command -v chromium >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
-  # apt holds a lock: wait for another installer (e.g. another tool's script) rather than fail
-  apt-get -o DPkg::Lock::Timeout=600 update -q
-  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends chromium
+  # another tool's script may hold apt's locks at the same time in CI: wait and retry rather than fail
+  for try in 1 2 3 4 5 6 7 8 9 10; do
+    if apt-get -o DPkg::Lock::Timeout=120 update -q &&
+      apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends chromium; then
+      break
+    fi
+    [ "$try" -lt 10 ] || exit 1
+    sleep 10
+  done
 fi
 ln -sfn "$(command -v chromium)" "$DEST/chromium"
 "$DEST/chromium" --version
