@@ -270,11 +270,22 @@ class _Code(HTMLParser):
             self.codes[-1] += data
 
 
-def test_cvat_commands_parse_with_cvat_cli_in_priority_order(user, tmp_path):
+@pytest.fixture(scope="module")
+def cvat_tool() -> Path:
+    return tool("cvat")
+
+
+@pytest.fixture(scope="module")
+def chromium_tool() -> Path:
+    return tool("chromium")
+
+
+# Each test names its tool's fixture before `user`, so that a missing tool skips before the elfs-select runs.
+def test_cvat_commands_parse_with_cvat_cli_in_priority_order(cvat_tool, user, tmp_path):
     """The CVAT command of every report.html and of the README, run by POSIX sh (dash) with cvat-cli's own
     argument parser standing in for the network call: one task, every listed file, in priority order."""
     home, runs = user
-    cvat = tool("cvat")
+    cvat = cvat_tool
     shim_dir = tmp_path / "bin"
     shim_dir.mkdir()
     shim = shim_dir / "cvat-cli"
@@ -362,7 +373,7 @@ print(json.dumps(out))
 """
 
 
-def test_fiftyone_script_tags_a_real_dataset_also_through_a_symlink(user, fiftyone, tmp_path):
+def test_fiftyone_script_tags_a_real_dataset_also_through_a_symlink(fiftyone, user, tmp_path):
     """fiftyone_tag.py as the user runs it, on a dataset it builds from the run and on one the user built from a
     symlinked path to the same folder: the selected samples (and only they) carry the tag, every field holds the
     run's values."""
@@ -419,7 +430,7 @@ print(json.dumps({"errors": errors, "images": images, "note": note}))
 """
 
 
-def test_report_opens_in_chromium_every_image_loaded_no_console_error(user, tmp_path):
+def test_report_opens_in_chromium_every_image_loaded_no_console_error(chromium_tool, user, tmp_path):
     """report.html of the README's 300-photo run in headless Chromium: every <img> decoded (natural width > 0), no
     console error or failed load, a screenshot saved; the page and the run's log say which clusters came out empty
     or tiny, as selection.csv counts them."""
@@ -428,7 +439,7 @@ def test_report_opens_in_chromium_every_image_loaded_no_console_error(user, tmp_
     from elfs.report_html import cluster_size_note
 
     _, runs = user
-    chromium = tool("chromium")
+    chromium = chromium_tool
     run, log, _ = runs["nested"]
     shot = tmp_path / "report.png"
     proc = _run(
