@@ -5,10 +5,11 @@ Every list below is in PRIORITY order (:func:`elfs.selection_report.priority_ord
 still covered the clusters evenly.
 
 * ``selection.json`` - always. ``{"format": "elfs-selection/1", "method", "score_name", "nested", "n_images",
-  "paths": "absolute" | "ids", "labelstudio_document_root", "budgets": [{"budget", "tag", "beta", "count",
+  "paths": "absolute" | "ids", "labelstudio_document_root", "labelstudio": {"document_root", "storages",
+  "start", "steps"}, "budgets": [{"budget", "tag", "beta", "count",
   "files", "ids", "indices"}, ...]}``; ``files`` are absolute paths (or the ids ``#i`` of an in-memory dataset).
 * ``labelstudio_<budget>.json`` - Label Studio tasks (see :func:`labelstudio_tasks` for how to import them).
-* ``cvat_<budget>.txt`` - one absolute path per line, for ``cvat-cli`` (see :func:`write_exports`).
+* ``cvat_<budget>.txt`` - one absolute path per line, for ``cvat-cli`` (:func:`cvat_command` is the command).
 * ``fiftyone_tag.py`` - run it with FiftyOne installed to tag the selected samples (``elfs_<budget>``).
 * ``selected_<budget>/`` - symlinks ``<priority>_<basename>`` to the kept images (zero-padded, so a file browser
   sorts them in priority order; the prefix keeps colliding basenames apart).
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote
@@ -40,9 +43,65 @@ LABELSTUDIO_IMAGE_KEY = "image"
 LABELSTUDIO_PATH_KEY = "filepath"
 
 
+@dataclass(frozen=True)
+class LabelStudioSetup:
+    """Where Label Studio must look for the images: ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` and the Local Files
+    storage path(s) of the project. Label Studio refuses a storage whose path equals the document root, so the
+    root is one level above the images' common folder and that folder is the one storage. Only when the common
+    folder is ``/`` (a list spread over top-level folders) does it take one storage per top-level folder, and an
+    image lying directly in ``/`` cannot be served at all (``unservable``)."""
+
+    document_root: str
+    storages: tuple[str, ...]
+    unservable: tuple[str, ...] = ()
+
+    def start_command(self) -> str:
+        """The shell command that starts Label Studio serving these files."""
+        return (
+            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
+            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={shlex.quote(self.document_root)} label-studio start"
+        )
+
+    def steps(self, task_file: str = "labelstudio_<budget>.json") -> list[str]:
+        """The setup as numbered lines a person follows (printed at the end of a run, shown in report.html)."""
+        where = " and ".join(self.storages) if self.storages else "(none possible)"
+        lines = [
+            f"1. start it: {self.start_command()}",
+            "2. create a project whose labelling config reads $image, e.g. "
+            '<View><Image name="image" value="$image"/><Choices name="label" toName="image">'
+            '<Choice value="..."/></Choices></View>',
+            f"3. Settings > Cloud Storage > Add Source Storage > Local files, absolute local path {where}"
+            + (" (one storage each)" if len(self.storages) > 1 else "")
+            + "; save it without syncing (a sync would import every image)",
+            f"4. Import > upload {task_file} (the tasks in priority order)",
+        ]
+        if self.unservable:
+            lines.append(
+                f"note: {len(self.unservable)} image(s) lie directly in / (e.g. {self.unservable[0]}); Label Studio "
+                "serves local files only from a folder below its document root, so move them into a folder"
+            )
+        return lines
+
+
+def labelstudio_setup(filepaths: Sequence[str]) -> LabelStudioSetup:
+    """The :class:`LabelStudioSetup` for these absolute image paths (one storage unless they share only ``/``)."""
+    common = os.path.commonpath([os.path.dirname(p) for p in filepaths])
+    parent = os.path.dirname(common)
+    if parent != common:  # not the filesystem root: one storage, the common folder
+        return LabelStudioSetup(parent, (common,))
+    tops, loose = set(), []
+    for p in filepaths:
+        first = Path(p).parts[1:2]
+        if len(Path(p).parts) > 2:
+            tops.add(os.path.join(common, first[0]))
+        else:
+            loose.append(p)
+    return LabelStudioSetup(common, tuple(sorted(tops)), tuple(loose))
+
+
 def document_root(filepaths: Sequence[str]) -> str:
-    """The default ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``: the deepest folder holding every image."""
-    return os.path.commonpath([os.path.dirname(p) for p in filepaths])
+    """``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` for these images (:func:`labelstudio_setup`)."""
+    return labelstudio_setup(filepaths).document_root
 
 
 def labelstudio_url(filepath: str, root: str) -> str:
@@ -62,18 +121,12 @@ def labelstudio_tasks(
     """Label Studio tasks for the images ``order`` (indices, priority order): a JSON list, one task per image.
 
     Each task is ``{"data": {"image": "/data/local-files/?d=<path relative to root>", "filepath": <absolute path>,
-    "elfs_id": <id>, "priority": <1-based>, "pseudo_label": <cluster>}}``. Label Studio reads local files only when
-    it is started with serving enabled and a document root above the images, and only from a project with a
-    Local Files source storage whose path holds them:
-
-        LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \\
-        LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<root> label-studio start
-
-    then in the project: Settings -> Cloud Storage -> Add Source Storage -> Local files, absolute local path
-    ``<root>`` (or a folder below it that holds the images; do not sync it, which would add every image), and
-    Import -> upload ``labelstudio_<budget>.json``; the labelling config must read ``$image``. ``root`` is written
-    into selection.json as ``labelstudio_document_root``. Serving the files elsewhere (http, S3)? Rewrite
-    ``data.image`` from ``data.filepath``.
+    "elfs_id": <id>, "priority": <1-based>, "pseudo_label": <cluster>}}``. Label Studio serves local files only
+    when started with serving enabled and a document root above the images, and only from a project with a Local
+    Files source storage that holds them and is not the root itself; :func:`labelstudio_setup` gives both paths
+    (``root`` is its document root) and :meth:`LabelStudioSetup.steps` the steps, also in selection.json
+    (``labelstudio``) and report.html. Serving the files elsewhere (http, S3)? Rewrite ``data.image`` from
+    ``data.filepath``.
     """
     pl = np.asarray(pseudo_labels)
     return [
@@ -88,6 +141,23 @@ def labelstudio_tasks(
         }
         for p, i in enumerate((int(j) for j in order), start=1)
     ]
+
+
+#: The labels a printed CVAT command carries as a placeholder (the user puts theirs, or ``--project_id N``).
+CVAT_LABELS_PLACEHOLDER = '[{"name": "object"}]'
+
+
+def cvat_command(list_file: str, task_name: str, server: str = "http://localhost:8080") -> str:
+    """A POSIX ``sh`` command line that creates one CVAT task from ``list_file`` (one path a line), in its order.
+
+    The paths become the arguments with ``read`` (no GNU-only ``xargs -d``/``-a``, and no silent split of a long list
+    into several tasks, as xargs would do), and ``--sorting-method predefined`` keeps them in the list's order
+    (CVAT sorts by name otherwise). ``cvat-cli`` asks for the password (or reads ``PASS``)."""
+    return (
+        f'set --; while IFS= read -r f; do set -- "$@" "$f"; done < {shlex.quote(list_file)}; '
+        f'cvat-cli --server-host {shlex.quote(server)} --auth USER task create {shlex.quote(task_name)} local "$@" '
+        f"--labels {shlex.quote(CVAT_LABELS_PLACEHOLDER)} --sorting-method predefined"
+    )
 
 
 def symlink_name(priority: int, count: int, filepath: str) -> str:
@@ -153,21 +223,15 @@ def write_exports(
 ) -> list[Path]:
     """Write the exports listed in the module docstring; return their paths. Inputs are already checked.
 
-    ``order`` maps budget -> kept indices in priority order. CVAT: ``cvat_<budget>.txt`` has one absolute path per
-    line, what ``cvat-cli`` takes as the files of a task with resource type ``local`` (uploaded from this machine):
-
-        xargs -d '\\n' -a cvat_0.1.txt cvat-cli --server-host HOST --auth USER task create "elfs 0.1" \\
-            --labels '[{"name": "cat"}]' local        # older cvat-cli: `cvat-cli ... create NAME ... local`
-
-    Keep the priority order in CVAT with the task's sorting method "predefined" (``--sorting-method predefined``);
-    the default sorts by name. A very long list may exceed the command-line limit, making xargs split it into
-    several tasks; upload ``selected_<budget>/`` in the web UI instead, or use the ``share`` resource type with
-    paths relative to the server's share.
+    ``order`` maps budget -> kept indices in priority order. ``cvat_<budget>.txt`` has one absolute path per line,
+    the files of a CVAT task with resource type ``local`` (uploaded from this machine); :func:`cvat_command` is the
+    command that creates that task in the list's order.
     """
     run_dir = Path(run_dir)
     out: list[Path] = []
     shown = list(filepaths) if filepaths is not None else list(ids)
-    root = document_root(filepaths) if filepaths is not None else None
+    ls = labelstudio_setup(filepaths) if filepaths is not None else None
+    root = ls.document_root if ls is not None else None
     budgets = []
     for b, o in order.items():
         idx = [int(i) for i in o]
@@ -193,6 +257,14 @@ def write_exports(
         + ("easiest" if method == "easy" else "hardest")
         + " first within a cluster",
         "labelstudio_document_root": root,
+        "labelstudio": None
+        if ls is None
+        else {
+            "document_root": ls.document_root,
+            "storages": list(ls.storages),
+            "start": ls.start_command(),
+            "steps": ls.steps(),
+        },
         "budgets": budgets,
     }
     out.append(_write_json(run_dir / "selection.json", summary))
@@ -217,15 +289,18 @@ def write_exports(
 
 
 #: The text of ``fiftyone_tag.py`` (a standalone script: it imports nothing from elfs).
-FIFTYONE_SCRIPT = '''"""Tag the images elfs selected in a FiftyOne dataset: tag elfs_<budget>, field elfs_priority_<b>.
+FIFTYONE_SCRIPT = '''"""Tag the images elfs selected in a FiftyOne dataset; set each one's priority, cluster and score.
 
     pip install fiftyone
     python fiftyone_tag.py                    # dataset "elfs-<run folder>" from every image in selection.csv
-    python fiftyone_tag.py --dataset NAME     # an existing dataset whose samples have the same file paths
+    python fiftyone_tag.py --dataset NAME     # an existing dataset whose samples are the same files
     python fiftyone_tag.py --app              # then open the FiftyOne App
 
-It reads selection.json and selection.csv from the folder it is in (written by elfs). In the App, filter by the
-tag and sort by the priority field to see the images in the order elfs suggests annotating them.
+It reads selection.json and selection.csv from the folder it is in (written by elfs) and writes, on the samples
+that are images of the run: the tag elfs_<budget> and the field elfs_priority_<budget> (1 = label first) on the
+selected ones, and elfs_cluster (the pseudo-label) and elfs_score (the run's score, named in selection.json) on
+all of them. Samples match by the file they point to, so a dataset built through a symlinked folder matches too.
+In the App, filter by the tag and sort by the priority field to see the images in the order elfs suggests.
 """
 
 from __future__ import annotations
@@ -237,6 +312,8 @@ import os
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+CLUSTER_FIELD = "elfs_cluster"
+SCORE_FIELD = "elfs_score"
 
 
 def load_selection(folder=HERE):
@@ -245,10 +322,15 @@ def load_selection(folder=HERE):
         return json.load(f)
 
 
+def load_rows(folder=HERE):
+    """selection.csv's rows that have a file path (every readable image of the run)."""
+    with open(Path(folder) / "selection.csv", newline="", encoding="utf-8") as f:
+        return [row for row in csv.DictReader(f) if row["filepath"]]
+
+
 def all_filepaths(folder=HERE):
     """Every readable image of the run (selection.csv's filepath column)."""
-    with open(Path(folder) / "selection.csv", newline="", encoding="utf-8") as f:
-        return [row["filepath"] for row in csv.DictReader(f) if row["filepath"]]
+    return [row["filepath"] for row in load_rows(folder)]
 
 
 def tag_name(budget):
@@ -259,24 +341,43 @@ def field_name(budget):
     return "elfs_priority_" + budget["tag"].replace(".", "_")
 
 
+def _key(path):
+    """The file a path points to (symlinks resolved), so that the dataset's and elfs's spellings meet."""
+    return os.path.realpath(path)
+
+
 def plan_tags(sample_filepaths, selection):
-    """{tag: {filepath: priority}} for the samples found, and {tag: [selected files not among the samples]}."""
-    have = {os.path.abspath(p): p for p in sample_filepaths}
+    """{tag: {sample filepath: priority}} for the samples found, and {tag: [selected files not among them]}."""
+    have = {_key(p): p for p in sample_filepaths}
     plan, missing = {}, {}
     for budget in selection["budgets"]:
         found = {}
         for priority, path in enumerate(budget["files"], start=1):
-            if os.path.abspath(path) in have:
-                found[have[os.path.abspath(path)]] = priority
+            if _key(path) in have:
+                found[have[_key(path)]] = priority
             else:
                 missing.setdefault(tag_name(budget), []).append(path)
         plan[tag_name(budget)] = found
     return plan, missing
 
 
-def tag_dataset(dataset, selection):
-    """Tag the selected samples of ``dataset`` and set their priority; return {tag: samples tagged}."""
-    plan, missing = plan_tags(dataset.values("filepath"), selection)
+def plan_fields(sample_filepaths, rows):
+    """({sample filepath: cluster}, {sample filepath: score}) for the samples that are images of the run."""
+    have = {_key(p): p for p in sample_filepaths}
+    cluster, score = {}, {}
+    for row in rows:
+        p = have.get(_key(row["filepath"]))
+        if p is not None:
+            cluster[p] = int(row["pseudo_label"])
+            score[p] = float(row["score"])
+    return cluster, score
+
+
+def tag_dataset(dataset, selection, rows=None):
+    """Tag the selected samples of ``dataset``, set their priority, and every matched sample's cluster and score;
+    return {tag: samples tagged}."""
+    sample_paths = dataset.values("filepath")
+    plan, missing = plan_tags(sample_paths, selection)
     fields = {tag_name(b): field_name(b) for b in selection["budgets"]}
     for tag, found in plan.items():
         if not found:
@@ -284,8 +385,14 @@ def tag_dataset(dataset, selection):
         view = dataset.select_by("filepath", list(found))
         view.tag_samples(tag)
         dataset.set_values(fields[tag], found, key_field="filepath")
+    cluster, score = plan_fields(sample_paths, load_rows() if rows is None else rows)
+    if cluster:
+        dataset.set_values(CLUSTER_FIELD, cluster, key_field="filepath")
+        dataset.set_values(SCORE_FIELD, score, key_field="filepath")
     for tag, paths in missing.items():
         print(f"{tag}: {len(paths)} selected file(s) not in the dataset, e.g. {paths[0]}")
+    score_name = selection.get("score_name")
+    print(f"{dataset.name}: {CLUSTER_FIELD}, {SCORE_FIELD} ({score_name}) set on {len(cluster)} sample(s)")
     return {tag: len(found) for tag, found in plan.items()}
 
 
@@ -318,10 +425,14 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "CVAT_LABELS_PLACEHOLDER",
     "FIFTYONE_SCRIPT",
     "LABELSTUDIO_IMAGE_KEY",
     "LABELSTUDIO_PATH_KEY",
+    "LabelStudioSetup",
+    "cvat_command",
     "document_root",
+    "labelstudio_setup",
     "labelstudio_tasks",
     "labelstudio_url",
     "symlink_name",

@@ -58,6 +58,7 @@ figure img{width:80px;height:80px;background:#fff;border:1px solid #e1e4e8;displ
 figcaption{font-size:11px;line-height:1.25;color:#5b6570;overflow-wrap:anywhere;margin-top:2px}
 figcaption b{color:#1d232a}
 ol.names{margin:2px 0;padding-left:26px;font-size:12px;columns:2}
+.warn{background:#fff8e1;border:1px solid #e0c060;border-radius:6px;padding:8px 12px}
 code{background:#eef0f3;padding:1px 4px;border-radius:3px;font-size:12px}
 """
 
@@ -84,6 +85,37 @@ def cluster_groups(pseudo_labels: np.ndarray, order: np.ndarray) -> list[tuple[i
     for i in np.asarray(order, dtype=np.int64).tolist():
         groups.setdefault(int(pl[i]), []).append(i)  # first appearance = visit order
     return list(groups.items())
+
+
+#: The labelling config's start the report shows: Label Studio's tasks name their image ``$image``.
+LABELSTUDIO_CONFIG_HINT = '<View><Image name="image" value="$image"/>…</View>'
+#: A cluster holding fewer than this fraction of an even share (N / clusters) counts as tiny.
+TINY_SHARE = 0.2
+
+
+def cluster_size_note(pseudo_labels: np.ndarray, num_clusters: int) -> str | None:
+    """One sentence saying how many of the ``num_clusters`` requested clusters came out empty or tiny (under
+    :data:`TINY_SHARE` of an even share, at least 2 images), and what to try; None when none did."""
+    sizes = np.bincount(np.asarray(pseudo_labels, dtype=np.int64), minlength=num_clusters)
+    n = int(sizes.sum())
+    tiny_below = max(2, int(np.ceil(TINY_SHARE * n / num_clusters)))
+    empty = int((sizes == 0).sum())
+    tiny = int(((sizes > 0) & (sizes < tiny_below)).sum())
+    if not empty and not tiny:
+        return None
+    found = []
+    if empty:
+        found.append(f"{empty} came out empty")
+    if tiny:
+        found.append(f"{tiny} hold fewer than {tiny_below} images")
+    real = num_clusters - empty - tiny
+    return (
+        f"Of the {num_clusters} clusters requested for {n:,} images, {' and '.join(found)}: the encoder tells "
+        f"about {real} kinds of images apart here. The lists stay valid (they go round the clusters that have "
+        f"images). To try: --clusters {max(real, 1)} (cluster.num_clusters) if that matches the kinds you expect; "
+        "if you expect more kinds, a stronger encoder (backbone=dino_vits16 or backbone=timm, see docs/usage.md); "
+        "contact_sheet.png shows what each cluster holds."
+    )
 
 
 def _link_if(run_dir: Path, rel: str, text: str | None = None) -> str:
@@ -115,11 +147,11 @@ def write_report_html(
     totals = np.bincount(pl, minlength=num_clusters)
     esc = html.escape
     easy = method == "easy"
-    root = None
+    setup = None
     if filepaths is not None:
-        from elfs.exports import document_root
+        from elfs.exports import labelstudio_setup
 
-        root = document_root(filepaths)
+        setup = labelstudio_setup(filepaths)
     parts: list[str] = []
     add = parts.append
 
@@ -133,6 +165,9 @@ def write_report_html(
         f"{n_skipped} unreadable file(s) skipped ({_link_if(run_dir, 'skipped.csv')}). No label was used.</p>"
     )
 
+    note = cluster_size_note(pl, num_clusters)
+    if note is not None:
+        add(f"<p class='warn' id='cluster-note'><b>Clusters:</b> {esc(note)}</p>")
     add("<h2>Budgets</h2>")
     add(
         "<p class='note'>Each list is in <b>priority order</b>: round robin over the clusters (most kept images "
@@ -162,18 +197,29 @@ def write_report_html(
     ]
     items = [f"<li>{_link_if(run_dir, name)}: {esc(what)}</li>" for name, what in others if (run_dir / name).exists()]
     add("<p class='note'>Also in this folder:</p><ul class='note'>" + "".join(items) + "</ul>")
-    if filepaths is not None:
+    if setup is not None:
+        from elfs.exports import cvat_command
+
+        first = budget_tag(next(iter(order)))
+        storages = " and ".join(f"<code>{esc(st)}</code>" for st in setup.storages) or "(none possible)"
+        ls_steps = (
+            f"<li>start it: <code>{esc(setup.start_command())}</code></li>"
+            "<li>create a project whose labelling config reads <code>$image</code>, e.g. "
+            f"<code>{esc(LABELSTUDIO_CONFIG_HINT)}</code></li>"
+            f"<li>Settings → Cloud Storage → Add Source Storage → Local files, absolute local path {storages}; "
+            "save it without syncing (a sync would import every image)</li>"
+            f"<li>Import → upload <code>labelstudio_{esc(first)}.json</code> (the tasks arrive in priority order)</li>"
+        )
+        if setup.unservable:
+            ls_steps += f"<li>{esc(setup.steps()[-1])}</li>"
         add(
-            "<div class='howto'><b>Handing a list to a labelling tool</b><ul>"
-            "<li><b>Label Studio</b>: start it with <code>LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true</code> and "
-            f"<code>LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={esc(root or '')}</code>, add a Local files source "
-            "storage with that path (no sync), then import <code>labelstudio_&lt;budget&gt;.json</code> "
-            "(the labelling config reads <code>$image</code>).</li>"
-            "<li><b>CVAT</b>: <code>xargs -d '\\n' -a cvat_&lt;budget&gt;.txt cvat-cli ... task create NAME "
-            "--labels ... --sorting-method predefined local</code>, or upload the files of "
-            "<code>selected_&lt;budget&gt;/</code> in the web UI.</li>"
+            "<div class='howto'><b>Handing a list to a labelling tool</b> (commands run in this folder)<ul>"
+            f"<li><b>Label Studio</b>:<ol>{ls_steps}</ol></li>"
+            f"<li><b>CVAT</b> (POSIX sh; put your server, user and labels or <code>--project_id N</code>): "
+            f"<code>{esc(cvat_command(f'cvat_{first}.txt', f'elfs {first}'))}</code>; or upload the files of "
+            "<code>selected_&lt;budget&gt;/</code> in the web UI with sorting method <i>predefined</i>.</li>"
             "<li><b>FiftyOne</b>: <code>python fiftyone_tag.py --app</code> tags the samples "
-            "<code>elfs_&lt;budget&gt;</code>.</li>"
+            "<code>elfs_&lt;budget&gt;</code> and sets their priority, cluster and score.</li>"
             "<li><b>Anything else</b>: <code>annotate_&lt;budget&gt;.txt</code> has one absolute path per line.</li>"
             "</ul></div>"
         )
@@ -241,4 +287,12 @@ def write_report_html(
     return _write_text(run_dir / "report.html", lambda f: f.write(text))
 
 
-__all__ = ["CLUSTERS_SHOWN", "MAX_THUMBS", "THUMBS_PER_CLUSTER", "cluster_groups", "write_report_html"]
+__all__ = [
+    "CLUSTERS_SHOWN",
+    "MAX_THUMBS",
+    "THUMBS_PER_CLUSTER",
+    "TINY_SHARE",
+    "cluster_groups",
+    "cluster_size_note",
+    "write_report_html",
+]

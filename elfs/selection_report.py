@@ -23,6 +23,7 @@ Rank 1 is the hardest image. Ranks follow the selectors' total order (ascending 
 from __future__ import annotations
 
 import csv
+import logging
 import numbers
 import os
 from collections import Counter
@@ -35,6 +36,8 @@ import numpy as np
 from elfs.output_files import atomic_write, budget_tag, thumbnail
 from elfs.output_files import write_text as _write_text
 from elfs.select.validate import check_hardness, easy_to_hard_order, validate_budget_beta
+
+log = logging.getLogger(__name__)
 
 #: Thumbnail edge in pixels on the contact sheet.
 THUMB = 64
@@ -447,7 +450,7 @@ def write_selection_outputs(
     is written atomically.
     """
     from elfs.exports import write_exports
-    from elfs.report_html import write_report_html
+    from elfs.report_html import cluster_size_note, write_report_html
 
     ids, pl, h, sc, kept_s, beta_s = _check_inputs(
         ids, pseudo_labels, hardness, score_name, score, kept, beta, num_clusters, skipped
@@ -458,6 +461,9 @@ def write_selection_outputs(
     if method is not None and (not isinstance(method, str) or not method):
         raise ValueError(f"method={method!r} must be a non-empty string or None")
     num_clusters = int(num_clusters)
+    note = cluster_size_note(pl, num_clusters)
+    if note is not None:  # also at the top of report.html
+        log.warning("%s", note)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rank = hardness_ranks(h)

@@ -25,7 +25,10 @@ def tool(name: str, *, wait_s: float = 900.0) -> Path:
     assert script.is_file(), f"no build script {script} for tool {name!r}"
     base = os.environ.get("ELFS_TOOLS_DIR")
     required = os.environ.get("ELFS_REQUIRE_TOOLS") == "1"
-    hint = f"build it with: bash .ci/tools/{name}.sh /tmp/elfs-tools/{name} && export ELFS_TOOLS_DIR=/tmp/elfs-tools"
+    hint = (
+        f"build it with: bash .ci/tools/{name}.sh /tmp/elfs-tools/{name}; echo $? >/tmp/elfs-tools/{name}.rc; "
+        "export ELFS_TOOLS_DIR=/tmp/elfs-tools"
+    )  # the .rc file says the build has ended (.ci/run writes it)
     if not base:
         if required:
             pytest.fail(f"ELFS_REQUIRE_TOOLS=1 but ELFS_TOOLS_DIR is unset; {hint}")

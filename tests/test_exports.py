@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import py_compile
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -136,7 +137,9 @@ def test_selection_json_labelstudio_and_cvat(run, folder):
     assert summary["method"] == "double_end" and summary["score_name"] == "forgetting" and summary["nested"] is True
     assert summary["paths"] == "absolute"
     root = summary["labelstudio_document_root"]
-    assert root == str(folder.resolve())  # the deepest folder above every image
+    # Label Studio refuses a storage equal to its document root: the root is the folder above the images' folder
+    assert root == summary["labelstudio"]["document_root"] == str(folder.resolve().parent)
+    assert summary["labelstudio"]["storages"] == [str(folder.resolve())]
     assert [e["budget"] for e in summary["budgets"]] == list(BUDGETS)
     for entry in summary["budgets"]:
         b = entry["budget"]
@@ -229,7 +232,9 @@ def test_report_html_in_memory_and_capped(tmp_path, monkeypatch):
     assert "8 more not shown" in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
-def test_fiftyone_script_compiles_and_tags(run):
+def test_fiftyone_script_matches_through_symlinks(run, folder, tmp_path):
+    """The script's pure planning (the real run is tests/test_handoffs.py): a sample path spelled through a
+    symlinked folder finds its image, and every image of the run gets its cluster and score."""
     out, args, _ = run
     script = out / "fiftyone_tag.py"
     py_compile.compile(str(script), cfile=str(out.parent / "fo.pyc"), doraise=True)
@@ -237,40 +242,19 @@ def test_fiftyone_script_compiles_and_tags(run):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # fiftyone is imported only by main()
     assert mod.all_filepaths(out) == args["filepaths"]
-
-    class FakeView:
-        def __init__(self, ds, paths):
-            self.ds, self.paths = ds, paths
-
-        def tag_samples(self, tag):
-            for p in self.paths:
-                self.ds.tags.setdefault(p, set()).add(tag)
-
-    class FakeDataset:  # the few FiftyOne calls tag_dataset makes
-        def __init__(self, paths):
-            self.paths, self.tags, self.fields = paths, {}, {}
-
-        def values(self, field):
-            assert field == "filepath"
-            return list(self.paths)
-
-        def select_by(self, field, values):
-            assert field == "filepath" and set(values) <= set(self.paths)
-            return FakeView(self, values)
-
-        def set_values(self, field, values, key_field):
-            assert key_field == "filepath"
-            self.fields[field] = dict(values)
-
-    samples = args["filepaths"][:-1]  # one image is not in the dataset
-    ds = FakeDataset(samples)
-    counts = mod.tag_dataset(ds, mod.load_selection(out))
+    link = tmp_path / "link"
+    link.symlink_to(folder, target_is_directory=True)
+    real = str(folder.resolve())
+    samples = [str(link) + p[len(real) :] for p in args["filepaths"][:-1]]  # one image is not in the dataset
+    plan, missing = mod.plan_tags(samples, mod.load_selection(out))
     for b in BUDGETS:
         order = [i for i in _order(args, b) if i != N - 1]
-        assert counts[f"elfs_{b:g}"] == len(order)
-        assert {p for p, t in ds.tags.items() if f"elfs_{b:g}" in t} == {args["filepaths"][i] for i in order}
-        field = ds.fields[f"elfs_priority_{b:g}".replace(".", "_")]
-        assert sorted(field, key=field.get) == [args["filepaths"][i] for i in order]
+        found = plan[f"elfs_{b:g}"]
+        assert sorted(found, key=found.get) == [samples[i] for i in order]  # the dataset's spelling, by priority
+        assert missing.get(f"elfs_{b:g}", []) == [args["filepaths"][N - 1]] * (N - 1 in _order(args, b))
+    cluster, score = mod.plan_fields(samples, mod.load_rows(out))
+    assert cluster == {samples[i]: int(args["pseudo_labels"][i]) for i in range(N - 1)}
+    assert score == {samples[i]: float(args["hardness"][i] * 2) for i in range(N - 1)}
 
 
 def test_embeddings_rows_match_ids(run):
@@ -290,3 +274,61 @@ def test_load_selection_gives_absolute_paths(run):
         assert sel.paths(b) == [args["filepaths"][i] for i in args["kept"][b]]  # folder order
         assert sel.paths(b, by_priority=True) == [args["filepaths"][i] for i in _order(args, b)]
         assert all(os.path.isabs(p) and Path(p).is_file() for p in sel.paths(b))
+
+
+@pytest.mark.parametrize(
+    ("paths", "root", "storages", "unservable"),
+    [
+        (["/d/photos/a.png", "/d/photos/b.png"], "/d", ["/d/photos"], []),  # flat
+        (["/d/photos/x/a.png", "/d/photos/y/z/b.png"], "/d", ["/d/photos"], []),  # nested
+        (["/d/l/one/a.png", "/d/l/two/sub/b.png"], "/d", ["/d/l"], []),  # a list over several folders
+        (["/photos/a.png"], "/", ["/photos"], []),  # one level below /: the root is / itself
+        (["/data/a.png", "/home/u/b.png", "/c.png"], "/", ["/data", "/home"], ["/c.png"]),  # they share only /
+    ],
+)
+def test_labelstudio_setup_never_makes_the_storage_the_root(paths, root, storages, unservable):
+    from elfs.exports import labelstudio_setup, labelstudio_url
+
+    s = labelstudio_setup(paths)
+    assert (s.document_root, list(s.storages), list(s.unservable)) == (root, storages, unservable)
+    for st in s.storages:  # Label Studio: a storage lies strictly below the document root
+        assert st != s.document_root and os.path.dirname(st) == s.document_root
+    for p in paths:
+        if p not in unservable:
+            assert any(p.startswith(st + "/") for st in s.storages)
+            assert labelstudio_url(p, s.document_root) == "/data/local-files/?d=" + os.path.relpath(p, root)
+    assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root} label-studio start" in s.start_command()
+    assert all(st in s.steps()[2] for st in storages) and ("directly in /" in s.steps()[-1]) == bool(unservable)
+
+
+def test_cvat_command_is_posix_and_keeps_the_order():
+    import shlex
+
+    from elfs.exports import cvat_command
+
+    cmd = cvat_command("cvat_0.1.txt", "elfs 0.1")
+    words = shlex.split(cmd.split("; ")[-1])
+    assert words[:2] == ["cvat-cli", "--server-host"] and "xargs" not in cmd
+    assert words[words.index("--sorting-method") + 1] == "predefined"
+    assert words[words.index("create") + 1 : words.index("create") + 4] == ["elfs 0.1", "local", "$@"]
+    assert subprocess.run(["/bin/sh", "-n", "-c", cmd]).returncode == 0  # dash parses it
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected", "kinds"),
+    [
+        ([30] * 10, None, 10),
+        ([60, 60, 60, 60, 60, 0, 0, 0, 0, 0], "5 came out empty", 5),  # 300 images: tiny is under 6
+        ([57, 1, 2, 60, 60, 60, 60, 0, 0, 0], "3 came out empty and 2 hold fewer than 6 images", 5),
+        ([5, 95], "1 hold fewer than 10 images", 1),  # 100 images in 2 clusters: under a fifth of 50
+        ([10, 90], None, 2),
+    ],
+)
+def test_cluster_size_note_counts_empty_and_tiny_clusters(sizes, expected, kinds):
+    from elfs.report_html import cluster_size_note
+
+    note = cluster_size_note(np.repeat(np.arange(len(sizes)), sizes), len(sizes))
+    if expected is None:
+        assert note is None
+    else:
+        assert expected in note and f"about {kinds} kinds" in note and f"--clusters {kinds} " in note
