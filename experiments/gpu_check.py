@@ -108,6 +108,10 @@ class Partial(dict):
         super().__setitem__(key, value)
         write_json(self.path, dict(self))
 
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().update(*args, **kwargs)
+        write_json(self.path, dict(self))
+
 
 def quiet_lightning() -> None:
     """Lightning's info banners (GPU available, LOCAL_RANK, ...) and its advice warnings off: they would bury the
@@ -785,7 +789,10 @@ def summary_line(name: str, res: dict) -> str:
     if status == "ok":
         extra = ""
         if "passed" in res:
-            number = next((f"{k}={res[k]}" for k in ("agreement", "recall_at_k", "inertia_ratio") if k in res), "")
+            number = next(
+                (f"{k}={res[k]}" for k in ("agreement", "recall_at_k", "inertia_ratio", "scores_finite") if k in res),
+                "",
+            )
             extra = f" {'PASS' if res['passed'] else 'FAIL'} {number}".rstrip()
         return f"SUMMARY {name}: ok ({res.get('wall_s', '?')} s){extra}"
     return f"SUMMARY {name}: {status}: {res.get('reason', '')}"
@@ -794,7 +801,7 @@ def summary_line(name: str, res: dict) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
-    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script itself (CPU: ~3 minutes)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script itself on a CPU (minutes)")
     p.add_argument("--compile", action="store_true", help="also torch.compile the fast path's network")
     p.add_argument("--skip", default="", help="comma list of sections to skip (names as in the summary's order)")
     p.add_argument("--npz", type=Path, help="run the ELFS section on this npz (x_train, y_train, x_test, y_test)")
@@ -858,10 +865,9 @@ def main() -> int:
                     res.update(status="failed", reason=f"{last_error_line(log)} (exit {rc}; log: {log.name})")
                 res["wall_s"] = round(wall, 1)
             results[name] = res
-            if name == "header":
-                status = res.pop("status")
-                report.update({k: v for k, v in res.items() if k not in ("wall_s",)})
-                report["header_status"] = status if status == "ok" else f"{status}: {res.get('reason', '')}"
+            if name == "header":  # the machine's facts go to the top of the report
+                report.update({k: v for k, v in res.items() if k not in ("wall_s", "status", "reason")})
+                report["header_status"] = res["status"] + (f": {res['reason']}" if "reason" in res else "")
             else:
                 report[section.key] = res
             report["running"] = None
