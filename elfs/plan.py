@@ -248,37 +248,54 @@ def _upstream(needs: str, ground_truth: bool, digests: dict[str, str]) -> str:
 
 
 def image_training_flops(conf: ElfsConfig, training: Any) -> float:
-    """FLOPs of one training image (forward and backward) of ``training.model`` at the dataset's image size,
-    counted by torch's FlopCounterMode on the meta device (no memory, no data): matmuls and convolutions only, so
-    a floor. nan where the size is not known here (synthetic data, an MLP on embeddings)."""
+    """FLOPs of one training image (forward and backward: 3 x the forward's) of ``training.model`` at the
+    dataset's image size, from the layer shapes (:func:`forward_macs`; no torch: a plan loads nothing). nan where
+    the size is not known here (synthetic data, an MLP on embeddings)."""
     from elfs.names import uses_embeddings
 
     d = conf.dataset
     if uses_embeddings(training.model) or d.synthetic is not None:
         return math.nan
     size, channels = KNOWN_IMAGES.get(d.name, (getattr(training, "image_size", None) or 224, 3))
-    return _flops_per_image(training.model, int(size), channels, KNOWN_CLASSES.get(d.name, 10), int(training.width))
+    macs = forward_macs(training.model, int(size), channels, KNOWN_CLASSES.get(d.name, 10), int(training.width))
+    return 3.0 * 2.0 * macs
 
 
-_FLOPS: dict[tuple, float] = {}
+def _conv(h: int, cin: int, cout: int, k: int, stride: int, pad: int) -> tuple[float, int]:
+    """(multiply-adds of a square conv on an h x h input, output side)."""
+    out = (h + 2 * pad - k) // stride + 1
+    return float(out * out * cout * cin * k * k), out
 
 
-def _flops_per_image(model: str, size: int, channels: int, classes: int, width: int) -> float:
-    key = (model, size, channels, classes, width)
-    if key not in _FLOPS:
-        import torch
-        from torch.utils.flop_counter import FlopCounterMode
-
-        from elfs.models import build_model
-
-        with torch.device("meta"):
-            net = build_model(model, num_classes=classes, in_channels=channels, width=width)
-            x = torch.empty(2, channels, size, size)
-        counter = FlopCounterMode(display=False)
-        with counter:
-            net(x).sum().backward()
-        _FLOPS[key] = counter.get_total_flops() / 2.0
-    return _FLOPS[key]
+def forward_macs(model: str, size: int, channels: int, classes: int, width: int = 32) -> float:
+    """Multiply-adds of one image's forward pass through the convolutions and linear layers of elfs's image
+    networks (elfs/models): what a tensor core computes; the rest (norms, activations) is memory-bound."""
+    total = 0.0
+    if model == "small_cnn":
+        h, cin = size, channels
+        for cout, stride in ((width, 1), (2 * width, 2), (4 * width, 2)):
+            macs, h = _conv(h, cin, cout, 3, stride, 1)
+            total, cin = total + macs, cout
+        return total + 4 * width * classes
+    if model == "resnet18_cifar":
+        (macs, h), blocks = _conv(size, channels, 64, 3, 1, 1), (2, 2, 2, 2)
+    elif model == "resnet34":
+        macs, h = _conv(size, channels, 64, 7, 2, 3)
+        h = (h + 2 - 3) // 2 + 1  # the 3x3 stride-2 max-pool
+        blocks = (3, 4, 6, 3)
+    else:
+        raise ValueError(f"no FLOP count for model {model!r}")
+    total, cin = macs, 64
+    for stage, (planes, n) in enumerate(zip((64, 128, 256, 512), blocks, strict=True)):
+        for b in range(n):
+            stride = 2 if stage > 0 and b == 0 else 1
+            m1, h_out = _conv(h, cin, planes, 3, stride, 1)
+            m2, _ = _conv(h_out, planes, planes, 3, 1, 1)
+            total += m1 + m2
+            if stride != 1 or cin != planes:  # the 1x1 projection shortcut
+                total += _conv(h, cin, planes, 1, stride, 0)[0]
+            h, cin = h_out, planes
+    return total + 512 * classes
 
 
 def count_new(plans: Sequence[JobPlan]) -> list[dict[str, tuple[int, float, float]]]:

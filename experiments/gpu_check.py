@@ -179,7 +179,8 @@ def step_timer(start: int, stop: int, expect: dict[str, Any] | None = None) -> A
 
     On a GPU the timed steps also run under ``torch.cuda.set_sync_debug_mode("error")``: any blocking host sync
     in them raises; ``sync_debug`` says whether they passed (None without CUDA). ``expect`` (precision,
-    deterministic) is checked against the trainer when the timing starts: the numbers are of those settings."""
+    deterministic, channels_last) is checked against the trainer and the network when the timing starts: the numbers
+    are of those settings."""
     import lightning as L
     import torch
 
@@ -191,7 +192,7 @@ def step_timer(start: int, stop: int, expect: dict[str, Any] | None = None) -> A
             self.sync_debug: dict | None = None
             self._debugging = False
 
-        def on_train_batch_end(self, trainer: Any, *_: Any) -> None:
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, *_: Any) -> None:
             if trainer.global_step == start:
                 if expect is not None:
                     got = trainer.precision
@@ -199,6 +200,11 @@ def step_timer(start: int, stop: int, expect: dict[str, Any] | None = None) -> A
                         raise RuntimeError(f"the trainer runs in {got}, the pipeline in {expect['precision']}")
                     if torch.are_deterministic_algorithms_enabled() != expect["deterministic"]:
                         raise RuntimeError("deterministic algorithms differ from the pipeline's setting")
+                    conv = next(p for p in pl_module.parameters() if p.ndim == 4)
+                    if conv.is_contiguous(memory_format=torch.channels_last) != expect["channels_last"]:
+                        raise RuntimeError(
+                            f"the network's memory format is not channels_last={expect['channels_last']}"
+                        )
                 _sync()
                 self.t0, self.epoch = time.perf_counter(), trainer.current_epoch
                 self._debugging = _sync_debug(True)
@@ -278,7 +284,8 @@ def bench_resnet(out: Partial, batch: int, start: int, stop: int, compile_: bool
     out.update(batch_size=batch, timed_steps=stop - start, first_timed_step=start + 1)
     out["settings"] = {"fast": {**variants["fast"][1], "channels_last": True}, "plain": variants["plain"][1]}
     for name, (cfg, tk, tf32) in variants.items():
-        timer = step_timer(start, stop, {"precision": tk["precision"], "deterministic": False})
+        expect = {"precision": tk["precision"], "deterministic": False, "channels_last": cfg.channels_last}
+        timer = step_timer(start, stop, expect)
         kw = dict(accelerator="auto", devices=1, callbacks=[timer], **tk)
         try:
             runtime = Runtime(trainer_kwargs=kw, matmul_precision=tf32)

@@ -13,6 +13,7 @@ from collections import Counter
 
 import lightning as L
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -164,6 +165,7 @@ def _worker(rank: int, port: int, out) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_a_ddp_step_sends_the_gradients_and_the_batch_norm_sums_only() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
