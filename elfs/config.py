@@ -484,6 +484,9 @@ class ElfsConfig:
     # debug=smoke: conf/debug/<name>.yaml, last in the defaults list so it shrinks any experiment; it sets this name
     debug: str | None = None
     plan: bool = False  # compose and validate every job, print its stages, trainings and cost, exit before any data
+    # plan=true: price the trainings at the rates of this gpu_check.json (experiments/gpu_check.py); default: the
+    # one in <root>/outputs/ when present. Read by the plan only: no stage sees it, so no cache key holds it
+    plan_rates: str | None = None
     # what the Hydra task returns to a sweeper (Optuna, Ax): a label-free quantity, see elfs/train.py OBJECTIVES
     optimized_metric: str = "beta_search/val_acc"
     # stages computed afresh (once per run) even when the cache holds their entry, e.g. [evaluate]; later stages
@@ -501,6 +504,10 @@ class ElfsConfig:
         check_choice("optimized_metric", self.optimized_metric, OBJECTIVES)
         for stage in self.recompute:
             check_choice("recompute[]", stage, STAGES)
+        if self.plan_rates is not None and not os.path.isfile(os.path.expanduser(str(self.plan_rates))):
+            raise ConfigError(
+                f"plan_rates={self.plan_rates!r} is not a file; give the gpu_check.json of experiments/gpu_check.py"
+            )
         if self.cluster.knn_k > self.knn.k:
             raise ConfigError(f"cluster.knn_k={self.cluster.knn_k} exceeds knn.k={self.knn.k}; it must be <= knn.k")
         devices = self.trainer.devices

@@ -124,14 +124,17 @@ def _knn_faiss_ivf(
 
 
 def _knn_torch(x: np.ndarray, k: int, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Chunked matmul + top-k in full fp32 (elfs/fp32.py): TF32's rounding would swap close neighbours."""
     import torch
+
+    from elfs.fp32 import full_fp32
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     n = x.shape[0]
     xt = torch.from_numpy(x).to(dev)
     ids = np.empty((n, k), dtype=np.int64)
     sims = np.empty((n, k), dtype=np.float32)
-    with torch.no_grad():
+    with torch.no_grad(), full_fp32():
         for start in range(0, n, chunk_size):
             stop = min(start + chunk_size, n)
             s = xt[start:stop] @ xt.T  # [c, N]

@@ -36,6 +36,20 @@ KNOWN_TRAIN_SIZES = {
 }
 LEDGER = "ledger.jsonl"
 GPU_CHECK = "gpu_check.json"  # experiments/gpu_check.py's output, copied to <root>/outputs/ to plan at its rate
+#: (image side, channels) of the datasets with fixed images; a folder trains at dynamics/evaluate.image_size or 224
+KNOWN_IMAGES = {"cifar10": (32, 3), "cifar100": (32, 3), "stl10": (96, 3), "mnist5k": (28, 1), "digits": (8, 1)}
+KNOWN_CLASSES = {"cifar100": 100, "imagefolder": 1000}
+#: dense bf16 tensor-core peaks (TFLOP/s, vendors' data sheets), first matching name fragment wins
+PEAK_BF16_TFLOPS = (
+    ("H200", 989.0),
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),  # SXM
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+)
+ASSUMED_DEVICE = "H100"
 
 
 @dataclass
@@ -48,7 +62,9 @@ class JobPlan:
     n_train: int | None
     n_source: str
     stages: dict[str, bool] = field(default_factory=dict)  # stage -> found in the cache
-    units: dict[str, tuple[str, float]] = field(default_factory=dict)  # unit id -> (kind, images it trains on)
+    # unit id -> (kind, images it trains on, training FLOPs, nan where the network's cost is not known here)
+    units: dict[str, tuple[str, float, float]] = field(default_factory=dict)
+    concurrent: int = 1  # evaluate.concurrent: evaluations and beta-search candidates this many at a time
 
 
 # ------------------------------------------------------------------------------------------------ digests
@@ -183,9 +199,13 @@ def plan_job(conf: ElfsConfig, overrides: Sequence[str], seen: dict[Any, Any] | 
     plan.stages = {st: _cached(ledger, conf.paths.cache_dir, digests[st]) for st in dict.fromkeys(stages)}
     job_done = _cached(ledger, conf.paths.cache_dir, digests["job"])
 
+    plan.concurrent = int(e.concurrent)
+    flops = {"proxy": image_training_flops(conf, d), "evaluations": image_training_flops(conf, e)}
+    flops["beta_candidates"] = flops["evaluations"]
+
     def add(kind: str, count: int, images_each: float, *unit: Any) -> None:
         for i in range(count):
-            plan.units[stable_hash([kind, i, *unit])] = (kind, images_each)
+            plan.units[stable_hash([kind, i, *unit])] = (kind, images_each, images_each * flops.get(kind, math.nan))
 
     if conf.cluster.method == "temi" and not plan.stages.get("cluster", True):
         add("temi", 1, 0.0, digests["cluster"])  # over embeddings: minutes next to the image trainings, not counted
@@ -227,18 +247,72 @@ def _upstream(needs: str, ground_truth: bool, digests: dict[str, str]) -> str:
     return digests["data"]
 
 
-def count_new(plans: Sequence[JobPlan]) -> list[dict[str, tuple[int, float]]]:
-    """Per job, its trainings that no earlier job of the command already runs: kind -> (count, images)."""
+def image_training_flops(conf: ElfsConfig, training: Any) -> float:
+    """FLOPs of one training image (forward and backward: 3 x the forward's) of ``training.model`` at the
+    dataset's image size, from the layer shapes (:func:`forward_macs`; no torch: a plan loads nothing). nan where
+    the size is not known here (synthetic data, an MLP on embeddings)."""
+    from elfs.names import uses_embeddings
+
+    d = conf.dataset
+    if uses_embeddings(training.model) or d.synthetic is not None:
+        return math.nan
+    size, channels = KNOWN_IMAGES.get(d.name, (getattr(training, "image_size", None) or 224, 3))
+    macs = forward_macs(training.model, int(size), channels, KNOWN_CLASSES.get(d.name, 10), int(training.width))
+    return 3.0 * 2.0 * macs
+
+
+def _conv(h: int, cin: int, cout: int, k: int, stride: int, pad: int) -> tuple[float, int]:
+    """(multiply-adds of a square conv on an h x h input, output side)."""
+    out = (h + 2 * pad - k) // stride + 1
+    return float(out * out * cout * cin * k * k), out
+
+
+def forward_macs(model: str, size: int, channels: int, classes: int, width: int = 32) -> float:
+    """Multiply-adds of one image's forward pass through the convolutions and linear layers of elfs's image
+    networks (elfs/models): what a tensor core computes; the rest (norms, activations) is memory-bound."""
+    total = 0.0
+    if model == "small_cnn":
+        h, cin = size, channels
+        for cout, stride in ((width, 1), (2 * width, 2), (4 * width, 2)):
+            macs, h = _conv(h, cin, cout, 3, stride, 1)
+            total, cin = total + macs, cout
+        return total + 4 * width * classes
+    if model == "resnet18_cifar":
+        (macs, h), blocks = _conv(size, channels, 64, 3, 1, 1), (2, 2, 2, 2)
+    elif model == "resnet34":
+        macs, h = _conv(size, channels, 64, 7, 2, 3)
+        h = (h + 2 - 3) // 2 + 1  # the 3x3 stride-2 max-pool
+        blocks = (3, 4, 6, 3)
+    else:
+        raise ValueError(f"no FLOP count for model {model!r}")
+    total, cin = macs, 64
+    for stage, (planes, n) in enumerate(zip((64, 128, 256, 512), blocks, strict=True)):
+        for b in range(n):
+            stride = 2 if stage > 0 and b == 0 else 1
+            m1, h_out = _conv(h, cin, planes, 3, stride, 1)
+            m2, _ = _conv(h_out, planes, planes, 3, 1, 1)
+            total += m1 + m2
+            if stride != 1 or cin != planes:  # the 1x1 projection shortcut
+                total += _conv(h, cin, planes, 1, stride, 0)[0]
+            h, cin = h_out, planes
+    return total + 512 * classes
+
+
+def count_new(plans: Sequence[JobPlan]) -> list[dict[str, tuple[int, float, float]]]:
+    """Per job, its trainings that no earlier job of the command already runs: kind -> (count, images, FLOPs);
+    evaluations and beta-search candidates of a job with evaluate.concurrent = K > 1 come under "<kind>@K"."""
     seen: set[str] = set()
     out = []
     for p in plans:
-        mine: dict[str, tuple[int, float]] = {}
-        for unit, (kind, images) in p.units.items():
+        mine: dict[str, tuple[int, float, float]] = {}
+        for unit, (kind, images, flops) in p.units.items():
             if unit in seen:
                 continue
             seen.add(unit)
-            count, total = mine.get(kind, (0, 0.0))
-            mine[kind] = (count + 1, total + images)
+            if p.concurrent > 1 and kind in ("evaluations", "beta_candidates"):
+                kind = f"{kind}@{p.concurrent}"
+            count, total, work = mine.get(kind, (0, 0.0, 0.0))
+            mine[kind] = (count + 1, total + images, work + flops)
         out.append(mine)
     return out
 
@@ -247,8 +321,8 @@ def format_job(i: int, plan: JobPlan, new: dict[str, tuple[int, float]]) -> str:
     """`job <i>: <overrides> | N=... | stages: embed (cached), knn (compute) ... | trainings: ...`; trainings that
     an earlier job of the same command runs are counted there and shown here as shared."""
     stages = ", ".join(f"{st} ({'cached' if hit else 'compute'})" for st, hit in plan.stages.items()) or "none"
-    trainings = ", ".join(f"{k} {c}" for k, (c, _) in new.items()) or "none"
-    shared = len(plan.units) - sum(c for c, _ in new.values())
+    trainings = ", ".join(f"{k} {c}" for k, (c, *_) in new.items()) or "none"
+    shared = len(plan.units) - sum(c for c, *_ in new.values())
     n = f"{plan.n_train:,}" if plan.n_train is not None else "?"
     return (
         f"job {i}: {' '.join(plan.overrides) or '(defaults)'} | N={n} ({plan.n_source}) | stages: {stages} "
@@ -256,26 +330,81 @@ def format_job(i: int, plan: JobPlan, new: dict[str, tuple[int, float]]) -> str:
     )
 
 
+@dataclass
+class Rates:
+    """What a plan prices trainings at: ResNet-18 images/s, the gain of K trainings at once on one device, the
+    device (for its peak), and where they come from."""
+
+    images_per_s: float = ASSUMED_IMAGES_PER_S
+    concurrent_gain: float | None = None  # one-by-one time / concurrent time, per GPU; None = not measured
+    device: str | None = None
+    source: str | None = None  # the gpu_check.json read, None = assumed
+
+
+def read_rates(path: Path) -> Rates | None:
+    """The measured rates of experiments/gpu_check.py's JSON at ``path``; None when it holds no ResNet rate."""
+    try:
+        report = json.loads(Path(path).read_text())
+        r = report["resnet18_32px_batch256"]
+        rate = float(r.get("fast", r.get("plain", {})).get("images_per_s") or r["plain"]["images_per_s"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not (rate > 0 and math.isfinite(rate)):
+        return None
+    gain = None
+    c = report.get("concurrent_evaluations") or {}
+    if isinstance(c.get("speedup_warm_workers"), (int, float)) and c["speedup_warm_workers"] > 0:
+        gain = float(c["speedup_warm_workers"]) / max(1, int(c.get("gpus") or 1))
+    device = report.get("device") if isinstance(report.get("device"), str) else None
+    return Rates(rate, gain, device, str(path))
+
+
 def measured_rate(root_dir: str) -> float | None:
     """ResNet-18 images/s from a gpu_check.json in <root>/outputs/ (the fast path, else the plain one)."""
-    path = Path(root_dir) / "outputs" / GPU_CHECK
-    try:
-        r = json.loads(path.read_text())["resnet18_32px_batch256"]
-        rate = float(r.get("fast", r.get("plain", {}))["images_per_s"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return rate if rate > 0 and math.isfinite(rate) else None
+    rates = read_rates(Path(root_dir) / "outputs" / GPU_CHECK)
+    return rates.images_per_s if rates else None
 
 
-def format_total(new: Sequence[dict[str, tuple[int, float]]], rate: float, measured: bool) -> str:
-    """The last line: jobs, distinct trainings and device-hours of the whole command."""
-    trainings = sum(c for job in new for c, _ in job.values())
-    hours = sum(images for job in new for _, images in job.values()) / rate / 3600.0
-    shown = f"{hours:.1f}" if hours >= 0.1 else f"{hours:.3f}"
-    return (
-        f"plan: {len(new)} jobs, {trainings} trainings, ~{shown} device-hours at {rate:,.0f} img/s "
+def peak_tflops(device: str | None) -> tuple[float, str]:
+    """(dense bf16 peak TFLOP/s, the device it is of): the named device's, else an H100's (assumed)."""
+    for fragment, peak in PEAK_BF16_TFLOPS:
+        if device and fragment.lower() in device.lower():
+            return peak, device
+    return dict(PEAK_BF16_TFLOPS)[ASSUMED_DEVICE], f"{ASSUMED_DEVICE}, assumed"
+
+
+def _hours(h: float) -> str:
+    return f"{h:.1f}" if h >= 0.1 else f"{h:.3f}"
+
+
+def format_total(new: Sequence[dict[str, tuple]], rate: float, measured: bool, rates: Rates | None = None) -> str:
+    """The last line: jobs, distinct trainings and device-hours of the whole command; evaluations run K at a time
+    (evaluate.concurrent) count at the measured concurrent gain (none assumed without one); then the physical floor,
+    the trainings' FLOPs over the device's bf16 peak, and how far the estimate is above it."""
+    rates = rates or Rates(rate, None, None, "measured" if measured else None)
+    trainings = sum(v[0] for job in new for v in job.values())
+    seconds, flops, known = 0.0, 0.0, True
+    for job in new:
+        for kind, (_, images, *work) in job.items():
+            gain = (rates.concurrent_gain or 1.0) if "@" in kind else 1.0
+            seconds += images / rate / gain
+            if work and images:
+                known &= math.isfinite(work[0])
+                flops += work[0] if math.isfinite(work[0]) else 0.0
+    hours = seconds / 3600.0
+    line = (
+        f"plan: {len(new)} jobs, {trainings} trainings, ~{_hours(hours)} device-hours at {rate:,.0f} img/s "
         f"({'measured' if measured else 'assumed'})"
     )
+    if any("@" in kind for job in new for kind in job):
+        gain = rates.concurrent_gain
+        line += f", concurrent evaluations x{gain:.2f} (measured)" if gain else ", no gain assumed for concurrency"
+    if flops > 0 and known:
+        peak, device = peak_tflops(rates.device)
+        floor = flops / (peak * 1e12) / 3600.0
+        line += f" | floor ~{_hours(floor)} h: {flops:.3g} training FLOPs at {peak:g} TFLOP/s bf16 ({device})"
+        line += f", estimate {hours / floor:.0f}x the floor" if floor > 0 else ""
+    return line
 
 
 # -------------------------------------------------------------------------------------------- the command
@@ -370,20 +499,37 @@ def check_job(cfg: Any) -> ElfsConfig:
     return conf
 
 
-def print_plan(plans: Sequence[JobPlan], root_dir: str) -> None:
+def plan_rates(root_dir: str, rates_file: str | None) -> Rates | None:
+    """The measured rates: ``plan_rates`` (a gpu_check.json; one that holds none is refused), else
+    <root>/outputs/gpu_check.json when there is one, else None (assumed)."""
+    if rates_file:
+        rates = read_rates(Path(rates_file).expanduser())
+        if rates is None:
+            from elfs.errors import ConfigError
+
+            raise ConfigError(
+                f"plan_rates={rates_file!r} is not a gpu_check.json with a measured ResNet-18 rate "
+                "(experiments/gpu_check.py writes one)"
+            )
+        return rates
+    return read_rates(Path(root_dir) / "outputs" / GPU_CHECK)
+
+
+def print_plan(plans: Sequence[JobPlan], root_dir: str, rates_file: str | None = None) -> None:
     """One line per job, then the total."""
     new = count_new(plans)
     for i, (p, mine) in enumerate(zip(plans, new, strict=True)):
         print(format_job(i, p, mine), flush=True)
-    rate = measured_rate(root_dir)
-    print(format_total(new, rate or ASSUMED_IMAGES_PER_S, rate is not None), flush=True)
+    rates = plan_rates(root_dir, rates_file)
+    rate = rates.images_per_s if rates else ASSUMED_IMAGES_PER_S
+    print(format_total(new, rate, rates is not None, rates), flush=True)
 
 
 def plan_command(args: Sequence[str]) -> None:
     """`elfs [-m] ... plan=true`: compose and validate every job, print its plan line and the total; exit 0."""
-    plans, root, seen = [], ".", {}
+    plans, root, seen, rates_file = [], ".", {}, None
     for overrides, cfg in job_configs(args):
         conf = check_job(cfg)
-        root = conf.paths.root_dir
+        root, rates_file = conf.paths.root_dir, conf.plan_rates
         plans.append(plan_job(conf, overrides, seen))
-    print_plan(plans, root)
+    print_plan(plans, root, rates_file)

@@ -91,7 +91,49 @@ def build_trainer(
     # to prepend srun, printed wherever srun exists (every cluster login node), is noise here
     warnings.filterwarnings("ignore", message=SRUN_HINT)
     torch.set_float32_matmul_precision(runtime.matmul_precision)
-    return L.Trainer(**trainer_settings(runtime, callbacks=callbacks, defaults=defaults, **fixed))
+    kwargs = trainer_settings(runtime, callbacks=callbacks, defaults=defaults, **fixed)
+    kwargs["strategy"] = ddp_strategy(kwargs)
+    trainer = L.Trainer(**kwargs)
+    local_sigterm_check(trainer)
+    return trainer
+
+
+def batchnorm_synced(kwargs: Mapping[str, Any]) -> bool:
+    """Whether BatchNorm uses the global batch's statistics under these Trainer settings: Lightning's
+    sync_batchnorm (torch's SyncBatchNorm) or elfs's GlobalBatchNormSync plugin."""
+    if kwargs.get("sync_batchnorm"):
+        return True
+    plugins = kwargs.get("plugins") or []
+    return any(type(p).__name__ == "GlobalBatchNormSync" for p in (plugins if isinstance(plugins, list) else [plugins]))
+
+
+def ddp_strategy(kwargs: Mapping[str, Any]) -> Any:
+    """``strategy="ddp"`` as a DDPStrategy that does not sync the module buffers before every forward when
+    BatchNorm is synced (its running statistics come from the same global batch on every rank, so they agree
+    without DDP's per-step all-reduce and broadcast); any other strategy as given."""
+    strategy = kwargs.get("strategy", "auto")
+    if strategy != "ddp" or not batchnorm_synced(kwargs):
+        return strategy
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return DDPStrategy(forward_sync_buffers=False)
+
+
+def local_sigterm_check(trainer: L.Trainer) -> None:
+    """Lightning 2.6 broadcasts a SIGTERM flag from rank 0 and reads it back on every training step under DDP (a
+    collective and a host sync per step). Here a rank checks its own flag instead: a scheduler's SIGTERM reaches
+    every task itself, and elfs's launcher stops the other ranks when one ends (elfs/launch). Left alone in a
+    Lightning without that hook."""
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    if loop is None or not hasattr(loop, "_broadcast_sigterm_tensor"):
+        return
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    def check() -> None:
+        if getattr(trainer, "received_sigterm", False):
+            raise SIGTERMException()
+
+    loop._broadcast_sigterm_tensor = check
 
 
 def native_bf16(accelerator: str) -> bool:
@@ -124,7 +166,10 @@ __all__ = [
     "DEFAULT_RUNTIME",
     "TRAINER_DEFAULTS",
     "Runtime",
+    "batchnorm_synced",
     "build_trainer",
+    "ddp_strategy",
+    "local_sigterm_check",
     "native_bf16",
     "resolve_precision",
     "trainer_settings",

@@ -119,7 +119,7 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
             from elfs.plan import check_job, plan_job, print_plan
 
             check_job(cfg)
-            print_plan([plan_job(conf, list(_overrides()))], conf.paths.root_dir)
+            print_plan([plan_job(conf, list(_overrides()))], conf.paths.root_dir, conf.plan_rates)
             _discard_run_dir(run_dir)
             return {"plan": True}
         check_config(conf)

@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "elfs.models.*",
             "elfs.backbones",
             "elfs.embed",
+            "elfs.fp32",
             "elfs.knn",
             "elfs.kmeans",
             "elfs.cluster",

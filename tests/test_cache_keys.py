@@ -208,3 +208,14 @@ def test_recompute_forces_one_stage_once_per_run(tmp_path):
     assert first.key == again.key and (again["x"] == np.arange(3) + 2).all()
     other = ArtifactCache(tmp_path, recompute=frozenset({"evaluate"})).run("knn", {"a": 1}, {}, compute)
     assert not other.cached and len(calls) == 3
+
+
+def test_every_run_field_is_keyed_or_says_why_not():
+    """ElfsConfig's own fields (outside the groups): ``seed`` enters every key, the rest say why none holds them."""
+    import dataclasses
+
+    from elfs.config import GROUPS, ElfsConfig
+    from elfs.stages.keys import RUN_NOT_IN_KEY
+
+    own = {f.name for f in dataclasses.fields(ElfsConfig)} - set(GROUPS)
+    assert own - {"seed"} == set(RUN_NOT_IN_KEY), own ^ set(RUN_NOT_IN_KEY)

@@ -50,6 +50,61 @@ def test_plan_total_line_format():
     assert line == "plan: 2 jobs, 3 trainings, ~1.0 device-hours at 10,000 img/s (assumed)"
 
 
+def test_plan_counts_concurrency_and_prints_the_floor():
+    """Hand-computed: 3.6e7 proxy images at 10,000 img/s = 1 h; 7.2e7 evaluation images run 2 at a time with a
+    measured gain of 2 = 1 h more; 3.6e18 FLOPs at an A100's 312 TFLOP/s = 3.2 h of floor."""
+    from elfs.plan import Rates
+
+    new = [{"proxy": (1, 3.6e7, 1.8e18), "evaluations@2": (4, 7.2e7, 1.8e18)}]
+    rates = Rates(10_000.0, 2.0, "NVIDIA A100-SXM4-80GB", "gpu_check.json")
+    line = format_total(new, 10_000.0, True, rates)
+    assert line == (
+        "plan: 1 jobs, 5 trainings, ~2.0 device-hours at 10,000 img/s (measured), concurrent evaluations x2.00 "
+        "(measured) | floor ~3.2 h: 3.6e+18 training FLOPs at 312 TFLOP/s bf16 (NVIDIA A100-SXM4-80GB), estimate "
+        "1x the floor"
+    )
+    assert "no gain assumed for concurrency" in format_total(new, 10_000.0, False)
+
+
+@pytest.mark.parametrize(
+    "model, size, channels, classes",
+    [("resnet18_cifar", 32, 3, 10), ("resnet34", 224, 3, 1000), ("small_cnn", 28, 1, 10)],
+)
+def test_the_plans_flop_count_is_torchs(model, size, channels, classes):
+    """The plan's count from the layer shapes (no torch) against torch's FLOP counter on the built network (meta
+    device), forward only; ResNet-18 at 32 px is the known 0.56 GMAC."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from elfs.models import build_model
+    from elfs.plan import forward_macs
+
+    with torch.device("meta"):
+        net = build_model(model, num_classes=classes, in_channels=channels, width=32)
+        x = torch.empty(1, channels, size, size)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(x)
+    assert forward_macs(model, size, channels, classes, 32) == counter.get_total_flops() / 2
+    if model == "resnet18_cifar":
+        assert 0.55e9 < forward_macs(model, size, channels, classes) < 0.57e9
+
+
+def test_plan_prices_at_the_rates_file_given(tmp_path):
+    rates = tmp_path / "gpu_check.json"
+    rates.write_text(json.dumps({
+        "device": "NVIDIA H100 80GB HBM3",
+        "resnet18_32px_batch256": {"status": "ok", "fast": {"images_per_s": 30000.0}, "plain": {"images_per_s": 1.0}},
+        "concurrent_evaluations": {"status": "ok", "gpus": 1, "speedup_warm_workers": 1.5},
+    }))  # fmt: skip
+    p = elfs(["experiment=paper_cifar10", "plan=true", f"plan_rates={rates}"], tmp_path)
+    last = p.stdout.strip().splitlines()[-1]
+    assert p.returncode == 0 and "at 30,000 img/s (measured), concurrent evaluations x1.50 (measured)" in last, last
+    assert "at 989 TFLOP/s bf16 (NVIDIA H100 80GB HBM3)" in last and "x the floor" in last
+    p = elfs(["experiment=paper_cifar10", "plan=true", f"plan_rates={tmp_path / 'none.json'}"], tmp_path)
+    assert p.returncode == 2 and p.stderr.startswith("elfs: error: plan_rates=") and p.stdout == "", p.stderr
+
+
 def test_version_and_help(tmp_path):
     from elfs.version import package_version
 
@@ -85,7 +140,11 @@ def test_every_paper_table_plans_without_data(table, tmp_path, capsys, monkeypat
     plan_command(["-m", f"experiment={table}"])
     lines = capsys.readouterr().out.strip().splitlines()
     jobs = [ln for ln in lines if ln.startswith("job ")]
-    assert lines[-1].startswith(f"plan: {len(jobs)} jobs, ") and lines[-1].endswith("img/s (assumed)")
+    assert (
+        lines[-1].startswith(f"plan: {len(jobs)} jobs, ")
+        and "img/s (assumed)" in lines[-1]
+        and "x the floor" in lines[-1]
+    )
     if PAPER_TABLES[table]:
         assert len(jobs) == PAPER_TABLES[table]
     assert all("stages: " in ln and "N=" in ln for ln in jobs)

@@ -311,6 +311,7 @@ def test_tiny_sweep_over_two_methods_and_two_scores(tmp_path, elfs_cli):
             "progress_every_s",
             "debug",
             "plan",
+            "plan_rates",
             "optimized_metric",
             "recompute",
             "method",

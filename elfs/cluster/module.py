@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from elfs.cluster.loss import temi_loss
 from elfs.config import ClusterConfig, to_dict
@@ -222,6 +222,28 @@ def check_temi_inputs(
         raise ValueError(f"cluster.knn_k={cfg.knn_k} exceeds the {knn_shape[1]} neighbours in knn_idx")
 
 
+class _Positions(Dataset):
+    """The positions 0..n-1; a batch is one tensor of the sampler's positions (``__getitems__``), not 1,024 scalar
+    tensors collated one by one: the TEMI step is a few kernels, and per-item collation made it CPU-bound."""
+
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Tensor:
+        return torch.tensor(i, dtype=torch.int64)
+
+    def __getitems__(self, ids: list[int]) -> Tensor:
+        return torch.tensor(ids, dtype=torch.int64)
+
+
+def _as_batch(batch: Tensor) -> Tensor:
+    """Collate for `_Positions.__getitems__`: the batch is already one tensor."""
+    return batch
+
+
 def _as_tensor(x, dtype: torch.dtype) -> Tensor:
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
@@ -305,7 +327,7 @@ class TEMIModule(L.LightningModule):
         bs = self.device_batch_size(world)
         drop = n >= bs * world  # whole global batches only, on every rank alike
         sampler = EpochSeededSampler(n, self.seed, batch_size=bs * world, drop_last=drop)
-        return DataLoader(TensorDataset(torch.arange(n)), batch_size=bs, sampler=sampler, drop_last=drop)
+        return DataLoader(_Positions(n), batch_size=bs, sampler=sampler, drop_last=drop, collate_fn=_as_batch)
 
     def sample_neighbours(self, idx: Tensor, epoch: int = 0) -> Tensor:
         """For each anchor index, one neighbour drawn uniformly from its first ``knn_k`` kNN columns, as a function

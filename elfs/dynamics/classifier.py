@@ -126,6 +126,10 @@ class ClassifierModule(L.LightningModule):
         self.recorder: TrainingDynamicsRecorder | None = None
         if record_num_examples is not None:
             self.recorder = TrainingDynamicsRecorder(record_num_examples, num_classes, el2n_epochs=cfg.el2n_epochs)
+            # DDP syncs a module's buffers from rank 0 (at the start, and before every forward unless BatchNorm is
+            # synced): the recorder's per-example state (N x 10 slots, 3 MB on CIFAR) stays out. Every rank's
+            # recorder sees every example (the gather in `_record`), so the ranks agree without it.
+            self._ddp_params_and_buffers_to_ignore = [f"recorder.{name}" for name, _ in self.recorder.named_buffers()]
         # device_data: the uint8 training images, moved to the training device in `setup`. A plain attribute, not a
         # buffer: DDP would broadcast a buffer from rank 0 on every step, and a checkpoint would store it.
         self.resident: torch.Tensor | None = None
@@ -740,14 +744,16 @@ def train_classifier(
     sampler: torch.utils.data.Sampler = EpochSeededSampler(len(dataset), int(seed), batch_size=cfg.batch_size)
     if in_worker:
         sampler = _EpochTaggedSampler(sampler)
+    # with the images on the device a batch is a slice of positions: worker processes would only pass indices
+    workers = 0 if cfg.device_data and kind == "images" and not streamed else int(num_workers)
     loader = DataLoader(
         dataset,
         batch_size=cfg.batch_size // world,  # per device: the global batch (and so the lr) means the same on any W
         sampler=sampler,
         drop_last=False,
-        num_workers=int(num_workers),
+        num_workers=workers,
         collate_fn=_batched_collate,
-        persistent_workers=int(num_workers) > 0,
+        persistent_workers=workers > 0,
         # page-locked batches when they feed a GPU: the copy to the device runs beside the step
         pin_memory=on_cuda({**TRAINER_DEFAULTS, **runtime.trainer_kwargs}["accelerator"]),
     )

@@ -48,12 +48,16 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         self._check_input_dim(x)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        count = torch.tensor(float(x.numel() // x.shape[1]), dtype=torch.float64, device=x.device)
-        dist.all_reduce(count)
-        n = float(count)
-        mean = _AllReduceSum.apply(x.sum(dims)) / n
+        # the example count travels with the sums (one all-reduce) and stays a tensor: no host sync per layer
+        wide = torch.promote_types(x.dtype, torch.float32)  # counts are exact in it
+        count = torch.full((1,), float(x.numel() // x.shape[1]), dtype=wide, device=x.device)
+        sums = _AllReduceSum.apply(torch.cat([x.sum(dims).to(wide), count]))
+        n = sums[-1].detach()
+        mean = (sums[:-1] / n).to(x.dtype)
         centred = x - mean.view(shape)
-        var = _AllReduceSum.apply((centred * centred).sum(dims)) / n  # biased, as batch norm normalises with
+        var = (_AllReduceSum.apply((centred * centred).sum(dims)) / n).to(
+            x.dtype
+        )  # biased, as batch norm normalises with
         out = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
@@ -62,7 +66,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
                 self.num_batches_tracked += 1
                 m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var.detach() * (n / max(n - 1.0, 1.0)), alpha=m)  # unbiased
+                self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1.0).clamp_min(1.0)), alpha=m)  # unbiased
         return out
 
 

@@ -27,6 +27,19 @@ _TRAINING_NOT_IN_KEY: dict[str, str] = {
     "concurrent": "how many trainings run at once; each is seeded on its own",
 }
 
+#: the run's own fields (ElfsConfig outside the groups) that no stage receives, so no key holds; ``seed`` alone is
+#: keyed (the Context hands it to every stage)
+RUN_NOT_IN_KEY: dict[str, str] = {
+    "name": "the run's name: where its folder and W&B run are",
+    "progress": "display only",
+    "progress_every_s": "display only",
+    "debug": "a mode that rewrites the groups before they are read; the groups are keyed",
+    "plan": "plan=true exits before any stage",
+    "plan_rates": "the rates a plan prices trainings at: read by the plan, never by a stage",
+    "optimized_metric": "which result a sweeper reads",
+    "recompute": "computes a stage afresh under the same key",
+}
+
 #: stage -> {config group -> {field left out of the key: why it cannot change the artifact}}
 NOT_IN_KEY: dict[str, dict[str, dict[str, str]]] = {
     "embed": {
