@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from elfs.paper import paper_full_data, paper_reference, paper_source
+from elfs.paper import paper_encoder, paper_full_data, paper_reference, paper_source
 
 #: the columns every summary row has (beside n and the accuracies); the arm identity
 KEY_COLUMNS = ("dataset", "budget", "arm", "score", "labels", "cluster", "backbone", "beta")
@@ -190,6 +190,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "delta_vs_paper": None if paper is None or best_mean is None else round(100 * best_mean - paper, 2),
             }
         )
+    _paper_once(out)
     out.sort(
         key=lambda s: (
             s["dataset"],
@@ -204,6 +205,27 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
     )
     return out
+
+
+def _paper_once(summary: list[dict[str, Any]]) -> None:
+    """A paper number belongs beside the rows of its own encoder; where the source states none, beside one row of
+    each cell only (the first encoder in name order), marked ``paper_encoder_unstated``, the others cleared."""
+    stated = paper_encoder()
+    seen: set[tuple] = set()
+    for s in sorted(summary, key=lambda s: (str(s["backbone"]), str(s["varied"]))):
+        s["paper_encoder_unstated"] = False
+        if s["paper"] is None or s["arm"] == "full":
+            continue
+        if stated is not None:
+            if s["backbone"] not in (None, stated):
+                s["paper"] = s["delta_vs_paper"] = None
+            continue
+        cell = (s["dataset"], s["pruning_rate"], s["arm"])
+        if cell in seen:
+            s["paper"] = s["delta_vs_paper"] = None
+        else:
+            seen.add(cell)
+            s["paper_encoder_unstated"] = True
 
 
 # ------------------------------------------------------------------------------------------------ formatting
@@ -226,6 +248,10 @@ def _arm_label(s: dict[str, Any]) -> str:
     return f"{s['arm']} (uses labels)" if s["uses_ground_truth"] or s["arm"] == "full" else s["arm"]
 
 
+def _unstated(s: dict[str, Any]) -> str:
+    return " (encoder unstated)" if s.get("paper_encoder_unstated") else ""
+
+
 def _columns(summary: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     """(header, cell function) of the columns worth showing: constant identity columns are left out."""
     cols: list[tuple[str, Any]] = []
@@ -244,7 +270,7 @@ def _columns(summary: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         ("n", lambda s: str(s["n"])),
         ("final acc (%)", lambda s: _pm(s["acc_mean"], s["acc_std"])),
         ("best-of-run (%)", lambda s: _pm(s["best_mean"], s["best_std"])),
-        ("paper (%)", lambda s: "-" if s["paper"] is None else f"{s['paper']:.1f}"),
+        ("paper (%)", lambda s: "-" if s["paper"] is None else f"{s['paper']:.1f}" + _unstated(s)),
         ("Δ best − paper", lambda s: "-" if s["delta_vs_paper"] is None else f"{s['delta_vs_paper']:+.1f}"),
     ]
     return cols
@@ -317,8 +343,6 @@ def plot_summary(summary: list[dict[str, Any]], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from elfs.paper import paper_reference as ref
-
     datasets = sorted({s["dataset"] for s in summary})
     if not datasets:
         return None
@@ -347,11 +371,8 @@ def plot_summary(summary: list[dict[str, Any]], path: Path) -> Path | None:
                 color=colour,
                 label=name,
             )
-            key = PAPER_ROW.get(pts[0]["arm"])
-            paper_pts = (
-                [(100 * s["pruning_rate"], ref(dataset, s["pruning_rate"]).get(key)) for s in pts] if key else []
-            )
-            paper_pts = [(x, y) for x, y in paper_pts if y is not None]
+            # the summary's own paper cells: an unstated encoder's number stands beside one line only
+            paper_pts = [(100 * s["pruning_rate"], s["paper"]) for s in pts if s["paper"] is not None]
             if paper_pts:
                 ax.scatter(*zip(*paper_pts, strict=True), marker="s", facecolors="none", edgecolors=colour)
         for s in rows:

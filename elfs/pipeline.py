@@ -37,6 +37,7 @@ from elfs.stages.inputs import Labels, uses_embeddings
 from elfs.stages.knn import stage_knn
 from elfs.stages.prototypes import stage_prototypes
 from elfs.stages.select import hardness_of, select_coreset
+from elfs.stages.zcore import stage_zcore
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,13 @@ __all__ = ["Context", "Signals", "load_data", "prepare_data", "run_pipeline"]
 
 class Signals:
     """The inputs the selectors read, each computed (through the cache) the first time a method asks for it, so a
-    run only pays for what its methods need: random needs nothing, prototypicality and D2 the embeddings, ELFS and
-    CCS the kNN graph, the clustering and the proxy's dynamics, the supervised reference a proxy on ground truth."""
+    run only pays for what its methods need: random needs nothing, prototypicality, D2 and ZCore the embeddings, ELFS
+    and CCS the kNN graph, the clustering and the proxy's dynamics, the supervised reference a proxy on ground truth."""
 
     def __init__(self, ctx: Context, ds: Dataset, num_clusters: int, emb: Artifact | None = None) -> None:
         self.ctx, self.ds, self.num_clusters = ctx, ds, num_clusters
         self.free = ds.unlabelled()  # the label-free stages get this view: it has no targets at all
-        self._emb, self._nn, self._clus, self._proto = emb, None, None, None
+        self._emb, self._nn, self._clus, self._proto, self._zcore = emb, None, None, None, None
         self._labels: Labels | None = None
         self._dyn: dict[str, Artifact] = {}
         self._search: dict[tuple[str, float, tuple[float, ...]], Artifact] = {}
@@ -86,9 +87,16 @@ class Signals:
             self._proto = stage_prototypes(self.ctx, self.emb, self.num_clusters)
         return self._proto
 
+    @property
+    def zcore(self) -> Artifact:
+        if self._zcore is None:
+            self._zcore = stage_zcore(self.ctx, self.ctx.cfg.selection, self.emb)
+        return self._zcore
+
     def computed(self) -> dict[str, Artifact]:
         """The artifacts this run has computed (or read from the cache) so far, by stage name."""
         out = {"embed": self._emb, "knn": self._nn, "cluster": self._clus, "prototypes": self._proto}
+        out["zcore"] = self._zcore
         out.update({"dynamics" if k == "pseudo" else "dynamics_gt": v for k, v in self._dyn.items()})
         return {k: v for k, v in out.items() if v is not None}
 
@@ -127,14 +135,19 @@ class Signals:
         if need in ("prototypes", "graph"):
             dist = self.proto["distance"]
             return "prototype_distance", dist, dist
+        if need == "zcore":  # higher = kept first, as the hardest are for the selectors
+            return "zcore", self.zcore["score"], self.zcore["score"]
         score = self.ctx.cfg.selection.score
         return score, self.dyn()[score], hardness_of(self.dyn(), score)
 
     def groups(self, method: str) -> tuple[np.ndarray, int]:
         """The clusters ``method``'s answer files go round (labels, count): prototypicality's k-means for the
-        embedding baselines, the classes for the supervised reference, else the pseudo-labels."""
+        embedding baselines, one group for ZCore (it clusters nothing), the classes for the supervised reference,
+        else the pseudo-labels."""
         from elfs.select import METHOD_INPUTS
 
+        if METHOD_INPUTS[method] == "zcore":
+            return np.zeros(len(self.ds.train), dtype=np.int64), 1
         if METHOD_INPUTS[method] in ("prototypes", "graph"):
             return self.proto["labels"], int(self.proto.meta["num_clusters"])
         if self.ctx.cfg.selection.uses_ground_truth:
@@ -219,9 +232,10 @@ def choose_beta(sig: Signals, budget: float, prev: BudgetPlan | None = None) -> 
 
     s = sig.ctx.cfg.selection
     if s.method not in METHODS_USING_BETA:
-        return {"beta": s.d2_beta if s.method == "d2" else None, "beta_source": "fixed" if s.method == "d2" else "n/a"}
-    if s.fixed_beta is not None:
-        return {"beta": s.fixed_beta, "beta_source": "fixed"}
+        d2 = s.method == "d2"
+        return {"beta": s.d2_beta_at(budget) if d2 else None, "beta_source": _d2_source(s) if d2 else "n/a"}
+    if not s.searched:
+        return {"beta": s.beta_at(budget), "beta_source": "reference" if s.fixed_beta is None else "fixed"}
     betas = beta_grid_for(budget, s.beta_grid)
     window = {}
     if prev is not None:
@@ -236,6 +250,10 @@ def choose_beta(sig: Signals, budget: float, prev: BudgetPlan | None = None) -> 
         "beta_at_edge": bool(search.meta["at_edge"]),
         "beta_curve": {"betas": search["betas"].tolist(), "val_acc": search["val_acc"].tolist()},
     }
+
+
+def _d2_source(s: Any) -> str:
+    return "reference" if isinstance(s.d2_beta, str) else "fixed"
 
 
 def plan_budget(sig: Signals, budget: float, methods: list[str], prev: BudgetPlan | None = None) -> BudgetPlan:
@@ -257,9 +275,9 @@ def plan_budget(sig: Signals, budget: float, methods: list[str], prev: BudgetPla
         return plan
     # a score baseline with a hard cut (ccs beside double_end) uses the method's beta; beside a method without one
     # (random, d2, ...) it takes a fixed selection.beta, else none
-    cut = beta if s.method in METHODS_USING_BETA else (s.fixed_beta or 0.0)
+    cut = beta if s.method in METHODS_USING_BETA else ((None if s.searched else s.beta_at(budget)) or 0.0)
     for method in methods:
-        arm_beta = s.d2_beta if method == "d2" else (cut if method in METHODS_USING_BETA else None)
+        arm_beta = s.d2_beta_at(budget) if method == "d2" else (cut if method in METHODS_USING_BETA else None)
         plan.arms[arm_of(cfg, method)["arm"]] = plan_arm(sig, method, budget, arm_beta)
     return plan
 
@@ -320,6 +338,8 @@ def _score_arrays(done: Mapping[str, Artifact]) -> dict[str, np.ndarray]:
             out.update({f"{k}{suffix}": v for k, v in done[stage].arrays.items()})
     if "prototypes" in done:
         out["prototype_distance"] = done["prototypes"]["distance"]
+    if "zcore" in done:
+        out["zcore"] = done["zcore"]["score"]
     return out
 
 

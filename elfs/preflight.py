@@ -259,7 +259,7 @@ def check_data(conf: ElfsConfig, ds) -> int:
                 f"selection.budget={budget} keeps round({budget} * {n}) = 0 images; "
                 f"the smallest useful budget for N={n} is {1 / n:.3g}"
             )
-    if sel.fixed_beta is None and sel.method in METHODS_USING_BETA:
+    if sel.searched and sel.method in METHODS_USING_BETA:
         n_val = int(round(sel.val_fraction * n))
         if not 1 <= n_val <= n - 2:
             raise ConfigError(

@@ -91,7 +91,7 @@ def _select(s, method, hardness, embeddings, n, budget, beta, seed, contains) ->
             hardness,
             embeddings,
             budget,
-            s.d2_beta,
+            s.d2_beta_at(budget),
             mode=s.d2_mode,
             strata=s.d2_strata,
             gamma=s.d2_gamma,
