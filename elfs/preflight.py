@@ -115,15 +115,22 @@ def check_config(conf: ElfsConfig, *, weights: bool = True, devices: bool = True
     if conf.dataset.name == "npz":
         p = conf.dataset.path
         if not p or not Path(p).expanduser().is_file():
-            raise ConfigError(
-                f"dataset.path={p!r} does not exist; dataset=npz needs an .npz file with "
-                f"x_train, y_train, x_test, y_test"
-            )
+            raise ConfigError(f"dataset.path={p!r} {_not_a_file(p)}; {_NPZ_NEEDS}")
     if weights and conf.backbone.pretrained:
         from elfs.backbones import check_weights_available
 
         b = conf.backbone
         check_weights_available(b.name, model=b.model, weights=b.weights)
+
+
+_NPZ_NEEDS = "dataset=npz needs an .npz file with x_train, y_train, x_test, y_test (a folder of images: dataset=folder)"
+
+
+def _not_a_file(path: str | None) -> str:
+    """Why ``path`` is not a file, in words: empty, a folder, or nothing there."""
+    if not path:
+        return "is empty"
+    return "is a folder, not a file" if Path(path).expanduser().is_dir() else "does not exist"
 
 
 def check_paths(conf: ElfsConfig) -> None:
