@@ -94,6 +94,12 @@ def test_the_batched_form_equals_the_per_sample_loop_on_the_same_draws():
         want = _loop(x.astype(np.float64), dims, points.astype(np.float32).astype(np.float64), nn, ex)
         got = sum(block_scores(xt, dims[i : i + 64], points[i : i + 64], nn, ex) for i in range(0, 500, 64))
         np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+    # wide: 10,000 examples
+    wide = rng.normal(size=(10000, 6)).astype(np.float32)
+    dims, points = distinct_dims(rng, 40, 6, 2), rng.normal(size=(40, 2))
+    want = _loop(wide.astype(np.float64), dims, points.astype(np.float32).astype(np.float64), 300, 4.0)
+    got = block_scores(torch.as_tensor(wide.T.copy()), dims, points, 300, 4.0)
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
 
 
 def test_the_compute_batch_changes_no_score():

@@ -88,15 +88,25 @@ def _first_of_ties(values, ids, salt):
     that no example wins every tie by its index (sparse embeddings tie often: many exact zeros)."""
     import torch
 
-    best = values.min(1, keepdim=True).values
-    tied = values == best
-    pick = tied.to(torch.uint8).argmax(1)  # the first tied column
-    rows = torch.nonzero(tied.sum(1) > 1).flatten()
+    if values.shape[1] == 1:
+        return torch.zeros(len(values), dtype=torch.int64, device=values.device)
+    two = torch.topk(values, 2, dim=1, largest=False, sorted=True)  # one pass: the best and the runner-up
+    pick = two.indices[:, 0].clone()
+    rows = torch.nonzero(two.values[:, 0] == two.values[:, 1]).flatten()
     if len(rows):
+        tied = values[rows] == two.values[rows, :1]
         h = _mix(ids[rows] ^ salt[rows, None])
-        h = torch.where(tied[rows], h, torch.full_like(h, 1 << 40))
+        h = torch.where(tied, h, torch.full_like(h, 1 << 40))
         pick[rows] = h.argmin(1)
     return pick
+
+
+def _l1(rows: list, centre):
+    """[B, N] L1 distances in the subspace from ``rows`` (per subspace dimension, [B, N] each) to ``centre``."""
+    out = (rows[0] - centre[:, :1]).abs_()
+    for j in range(1, len(rows)):
+        out += (rows[j] - centre[:, j : j + 1]).abs_()
+    return out
 
 
 def block_scores(xt, dims: np.ndarray, points: np.ndarray, neighbours: int, exponent: float, salt=None):
@@ -110,12 +120,12 @@ def block_scores(xt, dims: np.ndarray, points: np.ndarray, neighbours: int, expo
     p = torch.as_tensor(points, device=xt.device, dtype=xt.dtype)
     salt = torch.zeros((len(d), 2), dtype=torch.int64) if salt is None else torch.as_tensor(salt)
     salt = salt.to(xt.device)
-    sub = xt[d]  # [B, dim, N]: each sample's subspace of every example
+    rows = [xt[d[:, j]] for j in range(d.shape[1])]  # [B, N] per subspace dimension: contiguous rows of xt
     everyone = torch.arange(n, device=xt.device).expand(len(d), n)
-    covered = _first_of_ties((sub - p[:, :, None]).abs().sum(1), everyone, salt[:, 0])  # [B] nearest example
-    centre = sub.gather(2, covered[:, None, None].expand(-1, sub.shape[1], 1))  # [B, dim, 1]
-    nn_dist = (sub - centre).abs().sum(1)  # [B, N]
-    del sub
+    covered = _first_of_ties(_l1(rows, p), everyone, salt[:, 0])  # [B] the example nearest each sample point
+    centre = torch.cat([r.gather(1, covered[:, None]) for r in rows], dim=1)  # [B, dim]
+    nn_dist = _l1(rows, centre)  # [B, N]
+    del rows
     # its neighbours are the others: the reference drops the first of its sort, which is the covered example or,
     # for an exact twin, either of the two
     nn_dist.scatter_(1, covered[:, None], float("inf"))
@@ -153,7 +163,7 @@ def zcore_scores(
     device: str = "cpu",
 ) -> np.ndarray:
     """ZCore's float64 [N] scores in [0, 1] (higher = keep first), scored a block of samples at a time on
-    ``device``; ``batch_size`` samples per matrix (default: about 64 MiB of distances), which changes no result."""
+    ``device``; ``batch_size`` samples per matrix (default: by the device), which changes no result."""
     import torch
 
     x = _check_embeddings(embeddings)
@@ -163,7 +173,8 @@ def zcore_scores(
     lo, med, hi = embedding_stats(x)
     scores = rng.uniform(0.0, 1.0, n) if rand_init else np.zeros(n)
     xt = torch.as_tensor(x.T.astype(np.float32)).contiguous().to(device)
-    per = batch_size or max(1, (1 << 24) // (n * (dim + 2)))
+    # rows of about 16 MiB on a CPU (they stay in cache), 1 GiB on a GPU
+    per = batch_size or max(1, (1 << (28 if xt.device.type == "cuda" else 22)) // (n * dim))
     total = torch.zeros(n, dtype=torch.float64, device=xt.device)
     for start in range(0, samples, DRAW_BLOCK):
         count = min(DRAW_BLOCK, samples - start)
