@@ -286,9 +286,12 @@ class SelectionConfig:
 
     method: str = "double_end"  # double_end | ccs | random | easy | hard | prototypicality | d2 | zcore
     score: str = "aum"  # aum | aum_prob_sum (the reference code's) | forgetting | el2n
-    # whose labels the proxy's training dynamics (and the beta search) use: "pseudo" (label-free, the default) or
-    # "ground_truth", the supervised reference (method.md §8.5); ground truth is only ever read with this opt-in
+    # whose labels the proxy's training dynamics (and the beta search) use: "pseudo" (label-free, the default),
+    # "ground_truth", the supervised reference (method.md §8.5), or "mixed", the diagnostic "when does ELFS help":
+    # ground truth with mixed_replaced of it replaced by the clusters' labels (aligned to the classes), so labels of
+    # a controlled accuracy; ground truth is only ever read with one of these opt-ins
     labels: str = "pseudo"
+    mixed_replaced: float = 1.0
     budget: Any = field(default_factory=lambda: [0.1, 0.3, 0.5])  # a fraction or a list of fractions
     # "auto" = the label-free 90/10 search over beta_grid, a fixed fraction, or "reference" = reference_beta's value
     # at each budget's pruning rate (a method's authors' own settings: conf/selection/supervised_ccs.yaml)
@@ -358,6 +361,11 @@ class SelectionConfig:
         """True only with the explicit opt-in selection.labels=ground_truth (the supervised reference)."""
         return self.labels == "ground_truth"
 
+    @property
+    def reads_ground_truth(self) -> bool:
+        """True for the supervised reference and for the mixed-labels diagnostic: either selects with labels."""
+        return self.labels in ("ground_truth", "mixed")
+
     def feasible_budgets(self) -> list[float]:
         """The budgets a fixed beta leaves room for (beta + budget <= 1); every budget when beta is searched."""
         return [b for b in self.budgets if self.searched or self.beta_at(b) + b <= 1.0 + 1e-9]
@@ -367,7 +375,8 @@ class SelectionConfig:
         beta = as_beta(self.beta)
         if not self.searched and beta is None:  # beta=reference: a value for every budget's pruning rate
             _check_reference_beta(key, self.reference_beta, budgets)
-        check_choice(f"{key}.labels", self.labels, {"pseudo", "ground_truth"})
+        check_choice(f"{key}.labels", self.labels, {"pseudo", "ground_truth", "mixed"})
+        _number_in(f"{key}.mixed_replaced", self.mixed_replaced, 0.0, 1.0)
         _number_in(f"{key}.val_fraction", self.val_fraction, 0.0, 0.5, low_open=True, high_open=True)
         _int_at_least(f"{key}.strata", self.strata, 1)
         check_choice(f"{key}.d2_mode", self.d2_mode, {"stratified", "global"})

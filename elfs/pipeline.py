@@ -97,15 +97,20 @@ class Signals:
         """The artifacts this run has computed (or read from the cache) so far, by stage name."""
         out = {"embed": self._emb, "knn": self._nn, "cluster": self._clus, "prototypes": self._proto}
         out["zcore"] = self._zcore
-        out.update({"dynamics" if k == "pseudo" else "dynamics_gt": v for k, v in self._dyn.items()})
+        stage = {"pseudo": "dynamics", "ground_truth": "dynamics_gt", "mixed": "dynamics_mixed"}
+        out.update({stage[k]: v for k, v in self._dyn.items()})
         return {k: v for k, v in out.items() if v is not None}
 
     def labels(self) -> Labels:
         """Whose labels the score methods' proxy and beta search use: pseudo-labels unless the opt-in says so
         (built once: the ground-truth key hashes every training label)."""
         if self._labels is None:
-            gt = self.ctx.cfg.selection.uses_ground_truth
-            self._labels = Labels.ground_truth(self.ds) if gt else Labels.pseudo(self.clus)
+            s = self.ctx.cfg.selection
+            if s.labels == "mixed":  # the diagnostic: labels of a controlled accuracy
+                self._labels = Labels.mixed(self.ds, self.clus, s.mixed_replaced, self.ctx.seed)
+                log.info("mixed labels: %.0f %% replaced, accuracy %.4f", 100 * s.mixed_replaced, self._labels.accuracy)
+            else:
+                self._labels = Labels.ground_truth(self.ds) if s.uses_ground_truth else Labels.pseudo(self.clus)
         return self._labels
 
     def dyn(self) -> Artifact:
@@ -333,7 +338,7 @@ def _score_arrays(done: Mapping[str, Artifact]) -> dict[str, np.ndarray]:
     out = {}
     if "cluster" in done:
         out["pseudo_labels"] = done["cluster"]["pseudo_labels"]
-    for stage, suffix in (("dynamics", ""), ("dynamics_gt", "_gt")):
+    for stage, suffix in (("dynamics", ""), ("dynamics_gt", "_gt"), ("dynamics_mixed", "_mixed")):
         if stage in done:
             out.update({f"{k}{suffix}": v for k, v in done[stage].arrays.items()})
     if "prototypes" in done:
@@ -380,6 +385,9 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
             coresets[f"{s.method}_budget{p.row['budget']:g}"] = p.kept
         rows.append({**p.row, "methods": {name: evaluate_arm(sig, arm, coresets) for name, arm in p.arms.items()}})
     full_entry = evaluate_arm(sig, full, coresets) if full is not None else None
+    if s.labels == "mixed" and any(METHOD_INPUTS[m] == "score" for m in methods):
+        labels = sig.labels()
+        diag["mixed_labels"] = {"replaced": float(s.mixed_replaced), "accuracy": labels.accuracy}
 
     done = sig.computed()
     selection_files = []

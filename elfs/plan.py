@@ -81,7 +81,8 @@ def stage_digests(conf: ElfsConfig) -> dict[str, str]:
     zcore = {k: v for k, v in _fields(conf.selection).items() if k.startswith("zcore_")}
     out["zcore"] = stable_hash({"up": out["embed"], **zcore, "seed": conf.seed, "code": code("zcore")})
     dyn = {"dynamics": _fields(conf.dynamics), **run, "code": code("dynamics")}
-    out["dynamics"] = stable_hash({"up": out["cluster"], **dyn})
+    mixed = {"mixed_replaced": conf.selection.mixed_replaced} if conf.selection.labels == "mixed" else {}
+    out["dynamics"] = stable_hash({"up": out["cluster"], **dyn, **mixed})
     # a proxy on ground truth reads the encoder only when it trains on the embeddings (an MLP): an image model's
     # is one training for every encoder, as its cache key says
     from elfs.names import uses_embeddings

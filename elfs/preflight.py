@@ -199,7 +199,7 @@ def check_data(conf: ElfsConfig, ds) -> int:
                 f"dataset {ds.name!r}: every training label is {int(classes[0])} (a single class); "
                 f"selection needs at least 2 classes"
             )
-    if ds.truth is None and conf.selection.uses_ground_truth:
+    if ds.truth is None and conf.selection.reads_ground_truth:
         raise ConfigError(
             f"selection.labels=ground_truth (the supervised reference) needs labels, and dataset {ds.name!r} has "
             f"none; use selection.labels=pseudo"

@@ -45,6 +45,7 @@ def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:
     s, need = cfg.selection, METHOD_INPUTS[method]
     scored = need == "score"
     gt = scored and s.uses_ground_truth
+    mixed = scored and s.labels == "mixed"  # the diagnostic: labels of a controlled accuracy
     groups: list[str] = []
     if need in ("prototypes", "graph", "zcore"):
         groups = ["backbone"]  # D2 builds its own graphs over the embeddings (elfs/select/d2.py)
@@ -64,17 +65,19 @@ def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:
         "zcore": ("zcore_samples", "zcore_dim", "zcore_neighbours", "zcore_exponent", "zcore_rand_init"),
         "none": (),
     }[need]
+    if mixed:
+        sel_keys = sel_keys + ("mixed_replaced",)
     if method in METHODS_USING_BETA and s.searched:
         sel_keys = sel_keys + ("search_steps",)
     settings.update({f"selection.{k}": getattr(s, k) for k in sel_keys})
     settings = {k: v for k, v in settings.items() if k.rsplit(".", 1)[-1] not in _NOT_RESULT}
     uses_encoder = need in ("prototypes", "graph", "zcore") or (scored and not gt) or "backbone.name" in settings
     return {
-        "arm": f"supervised_{method}" if gt else method,
+        "arm": f"supervised_{method}" if gt else (f"diagnostic_{method}" if mixed else method),
         "method": method,
         "score": s.score if scored else {"none": None, "zcore": "zcore"}.get(need, "prototype_distance"),
-        "labels": ("ground_truth" if gt else "pseudo") if scored else None,
-        "uses_ground_truth": bool(gt),
+        "labels": ("ground_truth" if gt else s.labels) if scored else None,
+        "uses_ground_truth": bool(gt or mixed),
         "cluster": cfg.cluster.method if scored and not gt else None,
         "backbone": encoder_name(cfg) if uses_encoder else None,
         "settings": settings,

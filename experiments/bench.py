@@ -84,12 +84,11 @@ def bench_heads(heads: int, dim: int, batch: int, device: str) -> None:
 
 def bench_zcore(n: int, dim: int, samples: int, device: str) -> None:
     """Per-sample vs batched ZCore on ``samples`` samples over ``n`` embeddings; the million extrapolated."""
-    from scipy.stats import spearmanr
-
     from elfs.select.zcore import zcore_scores, zcore_scores_per_sample
 
     x = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
     kw = {"dim": 2, "neighbours": 1000, "exponent": 4.0, "rand_init": False}
+    threads = torch.get_num_threads()
     t0 = time.perf_counter()
     slow = zcore_scores_per_sample(x, samples=samples, seed=0, **kw)
     per_sample = time.perf_counter() - t0
@@ -100,11 +99,12 @@ def bench_zcore(n: int, dim: int, samples: int, device: str) -> None:
         torch.cuda.synchronize()
     batched = time.perf_counter() - t0
     scale = 1_000_000 / samples
-    rho = spearmanr(slow, fast).statistic
+    both = (slow > 0) | (fast > 0)  # a few samples over many examples leave most scores at 0
     print(
-        f"ZCore N={n} d={dim} {samples} samples on {device}: per-sample {per_sample:.1f} s  batched {batched:.2f} s  "
-        f"per-sample/batched = {per_sample / batched:.1f}x  (Spearman of the two {rho:.3f}); 1M samples extrapolated "
-        f"x{scale:.0f}: per-sample {per_sample * scale / 60:.1f} min, batched {batched * scale / 60:.2f} min"
+        f"ZCore N={n} d={dim} {samples} samples on {device} ({threads} torch threads): per-sample {per_sample:.1f} s"
+        f"  batched {batched:.2f} s  per-sample/batched = {per_sample / batched:.1f}x; 1M samples extrapolated "
+        f"x{scale:.0f}: per-sample {per_sample * scale / 60:.1f} min, batched {batched * scale / 60:.2f} min "
+        f"(examples scored by either: {int(both.sum())})"
     )
 
 

@@ -32,9 +32,9 @@ _ZCORE = ("zcore_samples", "zcore_dim", "zcore_neighbours", "zcore_exponent", "z
 _NOT_ZCORE: dict[str, str] = {
     f: "a selection setting other than ZCore's own: it picks among the scores, never computes them"
     for f in (
-        "method", "score", "labels", "budget", "beta", "reference_beta", "beta_grid", "val_fraction", "strata",
-        "baselines", "search_steps", "d2_mode", "d2_k", "d2_gamma", "d2_beta", "d2_reference_beta", "d2_strata",
-        "nested", "exclude",
+        "method", "score", "labels", "mixed_replaced", "budget", "beta", "reference_beta", "beta_grid",
+        "val_fraction", "strata", "baselines", "search_steps", "d2_mode", "d2_k", "d2_gamma", "d2_beta",
+        "d2_reference_beta", "d2_strata", "nested", "exclude",
     )
 }  # fmt: skip
 
@@ -61,6 +61,7 @@ NOT_IN_KEY: dict[str, dict[str, dict[str, str]]] = {
     "beta_search": {
         "selection": {
             "labels": "the labels enter as an input key (pseudo-labels or ground truth)",
+            "mixed_replaced": "the mixed labels enter as an input key, which holds it",
             "budget": "the one budget searched is keyed as `budget`",
             "beta": "the search runs only for beta=auto",
             "reference_beta": "read only with beta=reference, where no search runs",
