@@ -333,6 +333,29 @@ def _signals(ctx: Context, ds: Dataset, num_clusters: int) -> tuple[Signals, Dat
     return Signals(ctx, ds, num_clusters, emb), ds, num_clusters, skipped
 
 
+def warn_weak_labels(sig: Signals, plans: list[BudgetPlan]) -> list[str]:
+    """Log the label-free signs of weak pseudo-labels this run shows (empty or tiny clusters, heads that disagree,
+    a beta curve still rising at the grid's edge), then one line of what to try; return the signs."""
+    from elfs.cluster.signals import WHAT_TO_TRY, weak_label_signals
+
+    done = sig.computed()
+    signs = []
+    if "cluster" in done and not sig.ctx.cfg.selection.reads_ground_truth:
+        clus = done["cluster"]
+        heads = clus["head_assignments"] if "head_assignments" in clus.arrays else None
+        signs += weak_label_signals(
+            clus["pseudo_labels"], int(clus.meta["num_clusters"]), heads, clus.meta.get("best_head")
+        )
+    edge = [p.row["budget"] for p in plans if p.row.get("beta_at_edge")]
+    if edge:
+        signs.append(f"the beta search's validation accuracy still rises at the grid's edge (budget {edge})")
+    for sign in signs:
+        log.warning("weak pseudo-labels? %s", sign)
+    if signs:
+        log.warning(WHAT_TO_TRY)
+    return signs
+
+
 def _score_arrays(done: Mapping[str, Artifact]) -> dict[str, np.ndarray]:
     """scores.npz: the pseudo-labels and every score the run computed (ground-truth proxy's with a _gt suffix)."""
     out = {}
@@ -385,6 +408,7 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
             coresets[f"{s.method}_budget{p.row['budget']:g}"] = p.kept
         rows.append({**p.row, "methods": {name: evaluate_arm(sig, arm, coresets) for name, arm in p.arms.items()}})
     full_entry = evaluate_arm(sig, full, coresets) if full is not None else None
+    warn_weak_labels(sig, plans)
     if s.labels == "mixed" and any(METHOD_INPUTS[m] == "score" for m in methods):
         labels = sig.labels()
         diag["mixed_labels"] = {"replaced": float(s.mixed_replaced), "accuracy": labels.accuracy}
