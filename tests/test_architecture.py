@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "elfs.embed",
             "elfs.knn",
             "elfs.kmeans",
+            "elfs.mixed_labels",
             "elfs.cluster",
             "elfs.cluster.*",
             "elfs.dynamics",

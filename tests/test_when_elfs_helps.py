@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from elfs.aggregate import crossing
-from elfs.cluster.metrics import aligned_to_classes, mixed_labels
+from elfs.mixed_labels import aligned_to_classes, mixed_labels
 
 BIN = Path(sys.executable).parent
 

@@ -10,7 +10,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-__all__ = ["contingency", "hungarian_accuracy", "cluster_metrics", "aligned_to_classes", "mixed_labels"]
+__all__ = ["contingency", "hungarian_accuracy", "cluster_metrics"]
 
 
 def _as_labels(x, name: str) -> np.ndarray:
@@ -60,29 +60,3 @@ def cluster_metrics(pred, truth) -> dict[str, float]:
         "nmi": float(normalized_mutual_info_score(t, p)),
         "ari": float(adjusted_rand_score(t, p)),
     }
-
-
-def aligned_to_classes(pred, truth) -> np.ndarray:
-    """The clusters renamed as classes: the Hungarian matching, and each unmatched cluster (more clusters than
-    classes) as its majority class. Reads ground truth: for diagnostics only."""
-    p, t = _check_pair(pred, truth)
-    clusters, pi = np.unique(p, return_inverse=True)
-    classes, ti = np.unique(t, return_inverse=True)
-    m = np.zeros((len(clusters), len(classes)), dtype=np.int64)
-    np.add.at(m, (pi, ti), 1)
-    to_class = m.argmax(1)
-    rows, cols = linear_sum_assignment(m, maximize=True)
-    to_class[rows] = cols
-    return classes[to_class[pi]].astype(np.int64)
-
-
-def mixed_labels(pred, truth, true_fraction: float, seed: int) -> tuple[np.ndarray, float]:
-    """Ground truth with a random (1 - ``true_fraction``) of it replaced by the clusters' labels (aligned to the
-    classes); also the result's accuracy. The diagnostic "when does ELFS help": labels of a controlled accuracy."""
-    if not 0.0 <= float(true_fraction) <= 1.0:
-        raise ValueError(f"true_fraction={true_fraction!r} must be in [0, 1]")
-    p, t = _check_pair(pred, truth)
-    out = aligned_to_classes(p, t)
-    keep = np.random.default_rng(seed).permutation(len(t))[: round(float(true_fraction) * len(t))]
-    out[keep] = t[keep]
-    return out, float(np.mean(out == t))
