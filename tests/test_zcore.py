@@ -151,3 +151,36 @@ def test_bad_arguments_are_refused(kw, match):
     args = {"samples": 10, "dim": 2, "neighbours": 3, "exponent": 4.0, **kw}
     with pytest.raises(ValueError, match=match):
         zcore_scores(x, **args)
+
+
+@pytest.mark.slow
+def test_elfs_select_method_zcore_as_typed(tmp_path):
+    """`elfs-select photos --method zcore`: ZCore's scores in selection.csv, no clustering and no proxy trained."""
+    import csv
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELFS_")}
+    env.update(WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+
+    def run(*cmd: str) -> subprocess.CompletedProcess:
+        p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-3000:])
+        return p
+
+    run(sys.executable, "-m", "elfs.data.demo", "photos")
+    p = run(str(bin_dir / "elfs-select"), "photos", "--budget", "0.2", "--method", "zcore", "--out", "picks",
+            "selection.zcore_samples=20000")  # fmt: skip
+    log = p.stdout + p.stderr
+    assert "stage zcore" in log and "stage cluster" not in log and "stage dynamics" not in log, log[-3000:]
+    with open(tmp_path / "picks" / "selection.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 300 and {r["score_name"] for r in rows} == {"zcore"}
+    kept = [r for r in rows if r["kept_0.2"] == "1"]
+    assert len(kept) == 60
+    assert min(float(r["score"]) for r in kept) >= max(float(r["score"]) for r in rows if r["kept_0.2"] == "0")
+    listed = (tmp_path / "picks" / "annotate_0.2.txt").read_text().split()
+    assert len(listed) == 60
