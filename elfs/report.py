@@ -59,6 +59,10 @@ def format_selection(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _split_labels(sel: dict) -> str:
+    return {"mixed": "mixed-label", "ground_truth": "ground-truth"}.get(str(sel.get("labels")), "pseudo-label")
+
+
 def format_table(results: dict[str, Any]) -> str:
     """A plain-text summary: pseudo-label quality, chosen beta and accuracy per budget and method."""
     if not results.get("labelled", True):
@@ -115,14 +119,18 @@ def format_table(results: dict[str, Any]) -> str:
             + (f" ± {100 * full['acc_std']:.1f}" if seeds > 1 else "")
             + ("" if full.get("best_mean") is None else f"; best of run {100 * full['best_mean']:.1f}")
         )
-    if sel.get("uses_ground_truth"):
+    if sel.get("labels") == "mixed":
+        lines.append(
+            f"* {sel.get('arm')}: a DIAGNOSTIC; it selects with ground truth partly replaced by the clustering's labels"
+        )
+    elif sel.get("uses_ground_truth"):
         lines.append(f"* {sel.get('arm')}: a supervised reference; it selects with the ground-truth labels")
     lines.append(
         f"test accuracy (%) after {results['evaluate']['steps']} steps of {results['evaluate']['model']}"
         + (f" ({results['evaluate']['precision']})" if results["evaluate"].get("precision") else "")
         + f", final checkpoint, {seeds} seed(s)"
         + (
-            f"; beta chosen on a 90/10 {'ground-truth' if sel.get('uses_ground_truth') else 'pseudo-label'} split"
+            f"; beta chosen on a 90/10 {_split_labels(sel)} split"
             if any(r.get("beta_source") == "search" for r in results["results"])
             else ""
         )
