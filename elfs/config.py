@@ -347,13 +347,13 @@ class SelectionConfig:
         if self.searched:
             return None
         if isinstance(self.beta, str) and self.beta.lower() == "reference":
-            return float(self.reference_beta[pruning_percent(budget)])
+            return float(at_rate(self.reference_beta, budget))
         return self.fixed_beta
 
     def d2_beta_at(self, budget: float) -> float:
         """D2's hard cut at ``budget``: selection.d2_beta, or d2_reference_beta at its pruning rate."""
         if isinstance(self.d2_beta, str) and self.d2_beta.lower() == "reference":
-            return float(self.d2_reference_beta[pruning_percent(budget)])
+            return float(at_rate(self.d2_reference_beta, budget))
         return float(self.d2_beta)
 
     @property
@@ -699,17 +699,27 @@ def pruning_percent(budget: float) -> int:
     return int(round(100 * (1.0 - float(budget))))
 
 
+def at_rate(table: Any, budget: float) -> Any:
+    """A per-rate table's value at ``budget``'s pruning rate (keys: whole percents, as numbers or as text, since a
+    config read back from JSON has text keys); None where the table has no such rate."""
+    rate = pruning_percent(budget)
+    for key in (rate, str(rate)):
+        if key in table:
+            return table[key]
+    return None
+
+
 def _check_reference_beta(key: str, table: Any, budgets: list[float], name: str = "beta") -> None:
     """{name}=reference: its table must give a fraction for the pruning rate of every budget."""
     ref = name.replace("beta", "reference_beta")
     for budget in budgets:
         rate = pruning_percent(budget)
-        if rate not in table:
+        if at_rate(table, budget) is None:
             raise ConfigError(
                 f"{key}.{name}=reference has no {key}.{ref} for pruning rate {rate} % (budget={budget}); it gives "
                 f"rates {sorted(table)}: add '{key}.{ref}.{rate}=<fraction>' or give a fixed {key}.{name}"
             )
-        _number_in(f"{key}.{ref}.{rate}", table[rate], 0.0, 1.0 - budget)
+        _number_in(f"{key}.{ref}.{rate}", at_rate(table, budget), 0.0, 1.0 - budget)
 
 
 __all__ = [

@@ -63,3 +63,18 @@ def test_reference_betas_reach_the_selection_per_budget(compose_cfg):
     assert [d2.d2_beta_at(b) for b in (0.1, 0.3)] == [0.4, 0.2]
     searched = to_typed(compose_cfg(["selection=supervised_ccs", "selection.beta=auto"], sub="c")).selection
     assert searched.searched and searched.beta_at(0.1) is None
+
+
+def test_a_rate_the_reference_table_lacks_is_refused_naming_it(compose_cfg):
+    import pytest as _pytest
+
+    from elfs.config import ConfigError, to_typed
+
+    cfg = to_typed(compose_cfg(["selection=supervised_ccs", "selection.budget=0.15"], sub="d"))
+    with _pytest.raises(ConfigError, match=r"no selection.reference_beta for pruning rate 85 %"):
+        cfg.selection.validate()
+    ok = to_typed(
+        compose_cfg(["selection=supervised_ccs", "selection.budget=0.15", "+selection.reference_beta.85=0.25"], sub="e")
+    )
+    ok.selection.validate()
+    assert ok.selection.beta_at(0.15) == 0.25
