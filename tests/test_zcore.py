@@ -9,6 +9,7 @@ import torch
 from scipy import stats
 
 from elfs.select.zcore import (
+    SortedIndex,
     block_scores,
     distinct_dims,
     triangular,
@@ -98,8 +99,20 @@ def test_the_batched_form_equals_the_per_sample_loop_on_the_same_draws():
     wide = rng.normal(size=(10000, 6)).astype(np.float32)
     dims, points = distinct_dims(rng, 40, 6, 2), rng.normal(size=(40, 2))
     want = _loop(wide.astype(np.float64), dims, points.astype(np.float32).astype(np.float64), 300, 4.0)
-    got = block_scores(torch.as_tensor(wide.T.copy()), dims, points, 300, 4.0)
+    xt = torch.as_tensor(wide.T.copy())
+    np.testing.assert_allclose(block_scores(xt, dims, points, 300, 4.0).numpy(), want, atol=1e-6)
+    # the windowed search (ranks around the point in one dimension, checked against the window's edge)
+    got = block_scores(xt, dims, points, 300, 4.0, index=SortedIndex(xt))
     np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+
+
+def test_a_window_of_ranks_guards_everything_outside_it():
+    x = torch.tensor([[0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 20.0, 30.0]])
+    ex, vals, guard = SortedIndex(x).window(torch.tensor([0]), torch.tensor([10.4]), 3)
+    assert ex[0].tolist() == [4, 5, 6] and vals[0].tolist() == [10.0, 11.0, 20.0]  # ranks around 10.4's place
+    assert guard.item() == pytest.approx(0.4)  # anything left of the window is at least 10.4 - 10 away
+    ex, vals, guard = SortedIndex(x).window(torch.tensor([0]), torch.tensor([-5.0]), 3)
+    assert ex[0].tolist() == [0, 1, 2] and guard.item() == pytest.approx(7.0)  # nothing to the left: its right edge
 
 
 def test_the_compute_batch_changes_no_score():
