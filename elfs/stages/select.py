@@ -98,7 +98,7 @@ def _select(s, method, hardness, embeddings, n, budget, beta, seed, contains) ->
             k=s.d2_k,
             seed=seed,
         )
-    elif method == "prototypicality":  # keep the farthest from their centroid (the hardest), as the reference does
+    elif method in ("prototypicality", "zcore"):  # the farthest from their centroid; ZCore's highest scores
         kept = select("hard", hardness, n=n, budget=budget, seed=seed)
     else:
         kept = select(method, hardness, n=n, budget=budget, beta=beta, seed=seed, strata=s.strata)
