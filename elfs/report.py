@@ -33,9 +33,10 @@ def _timing_line(results: dict[str, Any]) -> str:
 
 def format_selection(results: dict[str, Any]) -> str:
     """The summary of a run without labels: what was kept per budget and where the lists are."""
+    clusters = "" if results["selection"]["method"] == "zcore" else f", {results['num_clusters']} clusters"
     lines = [
-        f"elfs on {results['dataset']} (N={results['n_train']} readable images, no labels, "
-        f"{results['num_clusters']} clusters), backbone {results['backbone']}"
+        f"elfs on {results['dataset']} (N={results['n_train']} readable images, no labels{clusters}), "
+        f"backbone {results['backbone']}"
         f"{'' if results['pretrained'] else ' (random weights)'}"
     ]
     body = [["budget", "prune", "beta", "kept", "images to annotate"]]
@@ -51,12 +52,27 @@ def format_selection(results: dict[str, Any]) -> str:
         )
     lines += _aligned(body)
     sel = results["selection"]
+    how = _how_scored(sel)
     lines.append(
-        f"{sel['method']} on {sel['score']} from the proxy's training dynamics on pseudo-labels; "
-        f"one row per image in selection.csv; {results['n_skipped']} file(s) skipped (skipped.csv)"
+        f"{sel['method']} {how}; one row per image in selection.csv; {results['n_skipped']} file(s) skipped "
+        "(skipped.csv)"
     )
     lines.append(_timing_line(results))
     return "\n".join(lines)
+
+
+def _how_scored(sel: dict) -> str:
+    """What the selection ranked by, in words."""
+    from elfs.select import METHOD_INPUTS
+
+    need = METHOD_INPUTS.get(str(sel.get("method")))
+    if need == "zcore":
+        return "on ZCore's coverage and redundancy scores of the embeddings (no clustering, no training)"
+    if need in ("prototypes", "graph"):
+        return "on each image's distance to its k-means centroid of the embeddings"
+    if need == "none":
+        return "at random"
+    return f"on {sel['score']} from the proxy's training dynamics on pseudo-labels"
 
 
 def _split_labels(sel: dict) -> str:
