@@ -178,8 +178,10 @@ def _neighbours(xt, d, covered, k: int):
     more than its L1 ball, most of all around the outlying examples that coverage favours; measured)."""
     import torch
 
-    rows = [xt[d[:, j]] for j in range(d.shape[1])]  # [B, N] per subspace dimension: contiguous rows of xt
-    nn_dist = _l1(rows, xt[d, covered[:, None]])
+    centre = xt[d, covered[:, None]]  # [B, dim]
+    nn_dist = xt[d[:, 0]].sub_(centre[:, :1]).abs_()  # [B, N], in place: one fresh matrix per dimension
+    for j in range(1, d.shape[1]):
+        nn_dist.add_(xt[d[:, j]].sub_(centre[:, j : j + 1]).abs_())
     nn_dist.scatter_(1, covered[:, None], float("inf"))
     return torch.topk(nn_dist, k, dim=1, largest=False, sorted=True)
 
