@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from elfs.paper import paper_full_data, paper_reference, paper_source
+from elfs.paper import paper_encoder, paper_full_data, paper_reference, paper_source
 
 #: the columns every summary row has (beside n and the accuracies); the arm identity
 KEY_COLUMNS = ("dataset", "budget", "arm", "score", "labels", "cluster", "backbone", "beta")
@@ -86,6 +86,7 @@ def _records_of(res: dict[str, Any], job: str) -> list[dict[str, Any]]:
                     "eval_key": key,
                     "acc": acc,
                     "best": best,
+                    "labels_accuracy": (res.get("clustering") or {}).get("mixed_labels", {}).get("accuracy"),
                 }
             )
     return out
@@ -190,6 +191,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "delta_vs_paper": None if paper is None or best_mean is None else round(100 * best_mean - paper, 2),
             }
         )
+    _paper_once(out)
     out.sort(
         key=lambda s: (
             s["dataset"],
@@ -204,6 +206,116 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
     )
     return out
+
+
+def diagnostic_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The mixed-labels diagnostic: per regime (evaluation model), budget and replaced fraction, the labels'
+    accuracy and the diagnostic arm's final accuracy minus random's (means over seeds; std of the arm's)."""
+    rand: dict[tuple, list[float]] = defaultdict(list)
+    diag: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["arm"] == "random":
+            rand[(r["dataset"], r["model"], r["budget"])].append(r["acc"])
+        elif str(r["arm"]).startswith("diagnostic_") and r["labels_accuracy"] is not None:
+            replaced = r["settings"].get("selection.mixed_replaced")
+            diag[(r["dataset"], r["model"], r["budget"], replaced, r["arm"])].append(r)
+    out = []
+    for (dataset, model, budget, replaced, arm), rs in sorted(diag.items(), key=lambda kv: str(kv[0])):
+        if (dataset, model, budget) not in rand:
+            continue
+        mean, std = _mean_std([r["acc"] for r in rs])
+        base, base_std = _mean_std(rand[(dataset, model, budget)])
+        out.append(
+            {
+                "dataset": dataset,
+                "regime": model,
+                "arm": arm,
+                "budget": budget,
+                "replaced": replaced,
+                "labels_accuracy": float(np.mean([r["labels_accuracy"] for r in rs])),
+                "n": len(rs),
+                "acc_mean": mean,
+                "acc_std": std,
+                "random_mean": base,
+                "random_std": base_std,
+                "diff": mean - base,
+            }
+        )
+    return out
+
+
+def crossing(points: list[tuple[float, float]]) -> float | None:
+    """The labels' accuracy where ELFS − random crosses 0 going up (linear between the measured points), or None."""
+    pts = sorted(points)
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
+        if y0 < 0 <= y1:
+            return x0 + (x1 - x0) * (-y0) / (y1 - y0)
+    return None
+
+
+def write_diagnostic(diag: list[dict[str, Any]], out: Path) -> None:
+    """when_elfs_helps.md (the table and the crossing per regime and budget) and .png (the curves)."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [
+        "DIAGNOSTIC (reads ground truth): the proxy and the beta search trained on labels of a controlled accuracy.",
+        "",
+        "| regime | budget | replaced | labels acc (%) | arm (%) | random (%) | arm − random |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {d['regime']} | {d['budget']:g} | {d['replaced']} | {100 * d['labels_accuracy']:.1f} | "
+        f"{_pm(d['acc_mean'], d['acc_std'])} | {_pm(d['random_mean'], d['random_std'])} | {100 * d['diff']:+.2f} |"
+        for d in diag
+    ]
+    regimes = sorted({d["regime"] for d in diag})
+    fig, axes = plt.subplots(1, len(regimes), figsize=(6 * len(regimes), 4.5), squeeze=False)
+    lines += ["", "Crossing (labels' accuracy above which the arm beats random):", ""]
+    for ax, regime in zip(axes[0], regimes, strict=True):
+        for i, budget in enumerate(sorted({d["budget"] for d in diag if d["regime"] == regime})):
+            pts = [d for d in diag if d["regime"] == regime and d["budget"] == budget]
+            pts.sort(key=lambda d: d["labels_accuracy"])
+            xs, ys = [100 * d["labels_accuracy"] for d in pts], [100 * d["diff"] for d in pts]
+            ax.errorbar(xs, ys, yerr=[100 * d["acc_std"] for d in pts], marker="o", capsize=3, color=f"C{i}",
+                        label=f"budget {budget:g}")  # fmt: skip
+            cross = crossing(list(zip(xs, ys, strict=True)))
+            where = "none in the measured range" if cross is None else f"{cross:.1f} %"
+            lines.append(f"- {regime}, budget {budget:g}: {where}")
+        ax.axhline(0, color="k", linewidth=1)
+        ax.set_xlabel("pseudo-label accuracy (%)")
+        ax.set_ylabel("ELFS − random, test accuracy (points)")
+        ax.set_title(f"{regime} (diagnostic: reads ground truth)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "when_elfs_helps.png", dpi=120)
+    plt.close(fig)
+    (out / "when_elfs_helps.md").write_text("\n".join(lines) + "\n")
+
+
+def _paper_once(summary: list[dict[str, Any]]) -> None:
+    """A paper number belongs beside the rows of its own encoder; where the source states none, beside one row of
+    each cell only (the first encoder in name order), marked ``paper_encoder_unstated``, the others cleared."""
+    stated = paper_encoder()
+    seen: set[tuple] = set()
+    for s in sorted(summary, key=lambda s: (str(s["backbone"]), str(s["varied"]))):
+        s["paper_encoder_unstated"] = False
+        if s["paper"] is None or s["arm"] == "full":
+            continue
+        if stated is not None:
+            if s["backbone"] not in (None, stated):
+                s["paper"] = s["delta_vs_paper"] = None
+            continue
+        cell = (s["dataset"], s["pruning_rate"], s["arm"])
+        if cell in seen:
+            s["paper"] = s["delta_vs_paper"] = None
+        else:
+            seen.add(cell)
+            s["paper_encoder_unstated"] = True
 
 
 # ------------------------------------------------------------------------------------------------ formatting
@@ -226,6 +338,10 @@ def _arm_label(s: dict[str, Any]) -> str:
     return f"{s['arm']} (uses labels)" if s["uses_ground_truth"] or s["arm"] == "full" else s["arm"]
 
 
+def _unstated(s: dict[str, Any]) -> str:
+    return " (encoder unstated)" if s.get("paper_encoder_unstated") else ""
+
+
 def _columns(summary: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     """(header, cell function) of the columns worth showing: constant identity columns are left out."""
     cols: list[tuple[str, Any]] = []
@@ -244,7 +360,7 @@ def _columns(summary: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         ("n", lambda s: str(s["n"])),
         ("final acc (%)", lambda s: _pm(s["acc_mean"], s["acc_std"])),
         ("best-of-run (%)", lambda s: _pm(s["best_mean"], s["best_std"])),
-        ("paper (%)", lambda s: "-" if s["paper"] is None else f"{s['paper']:.1f}"),
+        ("paper (%)", lambda s: "-" if s["paper"] is None else f"{s['paper']:.1f}" + _unstated(s)),
         ("Δ best − paper", lambda s: "-" if s["delta_vs_paper"] is None else f"{s['delta_vs_paper']:+.1f}"),
     ]
     return cols
@@ -317,8 +433,6 @@ def plot_summary(summary: list[dict[str, Any]], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from elfs.paper import paper_reference as ref
-
     datasets = sorted({s["dataset"] for s in summary})
     if not datasets:
         return None
@@ -347,11 +461,8 @@ def plot_summary(summary: list[dict[str, Any]], path: Path) -> Path | None:
                 color=colour,
                 label=name,
             )
-            key = PAPER_ROW.get(pts[0]["arm"])
-            paper_pts = (
-                [(100 * s["pruning_rate"], ref(dataset, s["pruning_rate"]).get(key)) for s in pts] if key else []
-            )
-            paper_pts = [(x, y) for x, y in paper_pts if y is not None]
+            # the summary's own paper cells: an unstated encoder's number stands beside one line only
+            paper_pts = [(100 * s["pruning_rate"], s["paper"]) for s in pts if s["paper"] is not None]
             if paper_pts:
                 ax.scatter(*zip(*paper_pts, strict=True), marker="s", facecolors="none", edgecolors=colour)
         for s in rows:
@@ -394,6 +505,9 @@ def aggregate(dirs: list[Path] | Path, out: Path | None = None) -> list[dict[str
         f"{len(rows)} evaluation(s) from {len({r['job'] for r in rows})} job(s); {dropped} shared evaluation(s) "
         f"counted once. Paper columns: {paper_source()}, best-of-run accuracy, compared with our best-of-run column."
     )
+    diag = diagnostic_summary(rows)
+    if diag:
+        write_diagnostic(diag, out)
     md_failed, txt_failed = format_failed(failed, out, markdown=True), format_failed(failed, out)
     (out / "summary.md").write_text(format_markdown(summary) + "\n\n" + note + "\n" + md_failed)
     (out / "summary.tex").write_text(format_latex(summary) + "\n")

@@ -96,10 +96,20 @@ def _default_out() -> Path:
     return Path("outputs") / "select" / time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
+#: what elfs-select --method names -> the selection config it runs (conf/selection/)
+METHODS = {"elfs": [], "zcore": ["selection=zcore"]}
+
+
 def compose_selection(
-    images, *, budget: float | Sequence[float], num_clusters: int, out: Path, overrides: Sequence[str] = ()
+    images,
+    *,
+    budget: float | Sequence[float],
+    num_clusters: int,
+    out: Path,
+    overrides: Sequence[str] = (),
+    method: str = "elfs",
 ) -> object:
-    """The composed config of a label-free selection run writing into ``out``."""
+    """The composed config of a label-free selection run by ``method`` (elfs or zcore) writing into ``out``."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
@@ -108,7 +118,10 @@ def compose_selection(
 
     budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
     register_configs()
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is not valid; choose one of {sorted(METHODS)}")
     base = [
+        *METHODS[method],
         "experiment=folder_select",
         f"selection.budget=[{','.join(repr(b) for b in budgets)}]",  # full precision: a count / N stays exact
         f"cluster.num_clusters={int(num_clusters)}",
@@ -153,6 +166,7 @@ def select_images(
     progress: bool = False,
     nested: bool = False,
     exclude: str | os.PathLike | None = None,
+    method: str = "elfs",
 ) -> Selection:
     """Choose which images to annotate, without any label.
 
@@ -160,7 +174,9 @@ def select_images(
     uint8 array N x H x W (x C). ``budget`` is the fraction kept or a whole number of images >= 2 (one or several;
     a count becomes count / number of images); ``num_clusters`` sizes the pseudo-labels (roughly the number of
     kinds of images you expect). ``nested``: each larger budget's images include the smaller one's. ``exclude``: a
-    file of images already labelled (one path a line), never proposed again. ``overrides`` are any `elfs` config
+    file of images already labelled (one path a line), never proposed again. ``method``: "elfs" (pseudo-labels and
+    a proxy's training dynamics) or "zcore" (ZCore's scores of the embeddings alone: no training, ``num_clusters``
+    unused). ``overrides`` are any `elfs` config
     overrides, e.g.
     ``["backbone=dino_vits16", "paths.cache_dir=/scratch/elfs"]``. Bad input raises a
     :class:`~elfs.errors.UserError` naming the setting, before any work.
@@ -177,6 +193,7 @@ def select_images(
         num_clusters=num_clusters,
         out=out.resolve(),
         overrides=[*overrides, *_growth_overrides(nested, exclude), f"progress={str(progress).lower()}"],
+        method=method,
     )
     run(cfg)
     return load_selection(out)
@@ -236,6 +253,7 @@ config overrides (key=value, +key=value, ++key=value, ~key, group=option) may st
 examples:
   elfs-select /data/photos --budget 0.1 0.2 --clusters 20 --out picks
   elfs-select /data/photos --budget 0.05,0.1 --budget 500      # fractions kept, or image counts
+  elfs-select /data/photos --budget 0.1 --method zcore         # ZCore: embeddings only, no training
   elfs-select list.txt --budget 0.1 backbone=dino_vits16 paths.cache_dir=/scratch/elfs
   elfs-select backbone=dino_vits16 /data/photos --budget 0.1   # an override before the folder
 """
@@ -433,7 +451,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _Parser(
         prog="elfs-select",
-        usage="%(prog)s IMAGES [--budget B [B ...]] [--clusters K] [--nested] [--exclude FILE] [--out DIR] "
+        usage="%(prog)s IMAGES [--budget B [B ...]] [--clusters K] [--method {elfs,zcore}] [--nested] "
+        "[--exclude FILE] [--out DIR] "
         "[key=value ...]",
         description="Choose which images of a folder to annotate, without any label (ELFS).\n"
         "Writes selection.csv, annotate_<budget>.txt, a contact sheet and plots into the output folder.",
@@ -451,6 +470,13 @@ def _parser() -> argparse.ArgumentParser:
         "--budget 0.1,0.3 or --budget 0.1 --budget 0.3 (default 0.1)",
     )
     p.add_argument("--clusters", metavar="K", type=_clusters_arg, default=10, help="pseudo-label clusters (default 10)")
+    p.add_argument(
+        "--method",
+        choices=sorted(METHODS),
+        default="elfs",
+        help="elfs: pseudo-labels and a proxy's training dynamics (default); zcore: ZCore's coverage and redundancy "
+        "scores of the embeddings alone, no training (--clusters unused)",
+    )
     p.add_argument(
         "--nested", action="store_true", help="sets that grow: each larger budget's images include the smaller one's"
     )
@@ -502,6 +528,7 @@ def cli(argv: Sequence[str] | None = None) -> None:
             num_clusters=args.clusters,
             out=out.resolve(),
             overrides=args.overrides + extra,
+            method=args.method,
         )
         run(cfg)
 

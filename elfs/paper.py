@@ -31,6 +31,11 @@ def paper_reference(dataset: str, pruning_rate: float, path: Path = PAPER_RESULT
     return {m: float(v[i]) for m, v in block["methods"].items() if v[i] is not None}
 
 
+def paper_encoder(path: Path = PAPER_RESULTS) -> str | None:
+    """The encoder the paper's numbers were made with, or None where the source does not state it."""
+    return _load(str(path)).get("encoder")
+
+
 def paper_source(path: Path = PAPER_RESULTS) -> str:
     return str(_load(str(path)).get("source", ""))
 

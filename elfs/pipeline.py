@@ -37,6 +37,7 @@ from elfs.stages.inputs import Labels, uses_embeddings
 from elfs.stages.knn import stage_knn
 from elfs.stages.prototypes import stage_prototypes
 from elfs.stages.select import hardness_of, select_coreset
+from elfs.stages.zcore import stage_zcore
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,13 @@ __all__ = ["Context", "Signals", "load_data", "prepare_data", "run_pipeline"]
 
 class Signals:
     """The inputs the selectors read, each computed (through the cache) the first time a method asks for it, so a
-    run only pays for what its methods need: random needs nothing, prototypicality and D2 the embeddings, ELFS and
-    CCS the kNN graph, the clustering and the proxy's dynamics, the supervised reference a proxy on ground truth."""
+    run only pays for what its methods need: random needs nothing, prototypicality, D2 and ZCore the embeddings, ELFS
+    and CCS the kNN graph, the clustering and the proxy's dynamics, the supervised reference a proxy on ground truth."""
 
     def __init__(self, ctx: Context, ds: Dataset, num_clusters: int, emb: Artifact | None = None) -> None:
         self.ctx, self.ds, self.num_clusters = ctx, ds, num_clusters
         self.free = ds.unlabelled()  # the label-free stages get this view: it has no targets at all
-        self._emb, self._nn, self._clus, self._proto = emb, None, None, None
+        self._emb, self._nn, self._clus, self._proto, self._zcore = emb, None, None, None, None
         self._labels: Labels | None = None
         self._dyn: dict[str, Artifact] = {}
         self._search: dict[tuple[str, float, tuple[float, ...]], Artifact] = {}
@@ -86,18 +87,30 @@ class Signals:
             self._proto = stage_prototypes(self.ctx, self.emb, self.num_clusters)
         return self._proto
 
+    @property
+    def zcore(self) -> Artifact:
+        if self._zcore is None:
+            self._zcore = stage_zcore(self.ctx, self.ctx.cfg.selection, self.emb)
+        return self._zcore
+
     def computed(self) -> dict[str, Artifact]:
         """The artifacts this run has computed (or read from the cache) so far, by stage name."""
         out = {"embed": self._emb, "knn": self._nn, "cluster": self._clus, "prototypes": self._proto}
-        out.update({"dynamics" if k == "pseudo" else "dynamics_gt": v for k, v in self._dyn.items()})
+        out["zcore"] = self._zcore
+        stage = {"pseudo": "dynamics", "ground_truth": "dynamics_gt", "mixed": "dynamics_mixed"}
+        out.update({stage[k]: v for k, v in self._dyn.items()})
         return {k: v for k, v in out.items() if v is not None}
 
     def labels(self) -> Labels:
         """Whose labels the score methods' proxy and beta search use: pseudo-labels unless the opt-in says so
         (built once: the ground-truth key hashes every training label)."""
         if self._labels is None:
-            gt = self.ctx.cfg.selection.uses_ground_truth
-            self._labels = Labels.ground_truth(self.ds) if gt else Labels.pseudo(self.clus)
+            s = self.ctx.cfg.selection
+            if s.labels == "mixed":  # the diagnostic: labels of a controlled accuracy
+                self._labels = Labels.mixed(self.ds, self.clus, s.mixed_replaced, self.ctx.seed)
+                log.info("mixed labels: %.0f %% replaced, accuracy %.4f", 100 * s.mixed_replaced, self._labels.accuracy)
+            else:
+                self._labels = Labels.ground_truth(self.ds) if s.uses_ground_truth else Labels.pseudo(self.clus)
         return self._labels
 
     def dyn(self) -> Artifact:
@@ -127,14 +140,19 @@ class Signals:
         if need in ("prototypes", "graph"):
             dist = self.proto["distance"]
             return "prototype_distance", dist, dist
+        if need == "zcore":  # higher = kept first, as the hardest are for the selectors
+            return "zcore", self.zcore["score"], self.zcore["score"]
         score = self.ctx.cfg.selection.score
         return score, self.dyn()[score], hardness_of(self.dyn(), score)
 
     def groups(self, method: str) -> tuple[np.ndarray, int]:
         """The clusters ``method``'s answer files go round (labels, count): prototypicality's k-means for the
-        embedding baselines, the classes for the supervised reference, else the pseudo-labels."""
+        embedding baselines, one group for ZCore (it clusters nothing), the classes for the supervised reference,
+        else the pseudo-labels."""
         from elfs.select import METHOD_INPUTS
 
+        if METHOD_INPUTS[method] == "zcore":
+            return np.zeros(len(self.ds.train), dtype=np.int64), 1
         if METHOD_INPUTS[method] in ("prototypes", "graph"):
             return self.proto["labels"], int(self.proto.meta["num_clusters"])
         if self.ctx.cfg.selection.uses_ground_truth:
@@ -219,9 +237,10 @@ def choose_beta(sig: Signals, budget: float, prev: BudgetPlan | None = None) -> 
 
     s = sig.ctx.cfg.selection
     if s.method not in METHODS_USING_BETA:
-        return {"beta": s.d2_beta if s.method == "d2" else None, "beta_source": "fixed" if s.method == "d2" else "n/a"}
-    if s.fixed_beta is not None:
-        return {"beta": s.fixed_beta, "beta_source": "fixed"}
+        d2 = s.method == "d2"
+        return {"beta": s.d2_beta_at(budget) if d2 else None, "beta_source": _d2_source(s) if d2 else "n/a"}
+    if not s.searched:
+        return {"beta": s.beta_at(budget), "beta_source": "reference" if s.fixed_beta is None else "fixed"}
     betas = beta_grid_for(budget, s.beta_grid)
     window = {}
     if prev is not None:
@@ -238,6 +257,10 @@ def choose_beta(sig: Signals, budget: float, prev: BudgetPlan | None = None) -> 
         "beta_at_edge": bool(search.meta["at_edge"]),
         "beta_curve": {"betas": search["betas"].tolist(), "val_acc": search["val_acc"].tolist()},
     }
+
+
+def _d2_source(s: Any) -> str:
+    return "reference" if isinstance(s.d2_beta, str) else "fixed"
 
 
 def plan_budget(sig: Signals, budget: float, methods: list[str], prev: BudgetPlan | None = None) -> BudgetPlan:
@@ -259,9 +282,9 @@ def plan_budget(sig: Signals, budget: float, methods: list[str], prev: BudgetPla
         return plan
     # a score baseline with a hard cut (ccs beside double_end) uses the method's beta; beside a method without one
     # (random, d2, ...) it takes a fixed selection.beta, else none
-    cut = beta if s.method in METHODS_USING_BETA else (s.fixed_beta or 0.0)
+    cut = beta if s.method in METHODS_USING_BETA else ((None if s.searched else s.beta_at(budget)) or 0.0)
     for method in methods:
-        arm_beta = s.d2_beta if method == "d2" else (cut if method in METHODS_USING_BETA else None)
+        arm_beta = s.d2_beta_at(budget) if method == "d2" else (cut if method in METHODS_USING_BETA else None)
         plan.arms[arm_of(cfg, method)["arm"]] = plan_arm(sig, method, budget, arm_beta)
     return plan
 
@@ -329,16 +352,41 @@ def _signals(ctx: Context, ds: Dataset, num_clusters: int) -> tuple[Signals, Dat
     return Signals(ctx, ds, num_clusters, emb), ds, num_clusters, skipped
 
 
+def warn_weak_labels(sig: Signals, plans: list[BudgetPlan]) -> list[str]:
+    """Log the label-free signs of weak pseudo-labels this run shows (empty or tiny clusters, heads that disagree,
+    a beta curve still rising at the grid's edge), then one line of what to try; return the signs."""
+    from elfs.cluster.signals import WHAT_TO_TRY, weak_label_signals
+
+    done = sig.computed()
+    signs = []
+    if "cluster" in done and not sig.ctx.cfg.selection.reads_ground_truth:
+        clus = done["cluster"]
+        heads = clus["head_assignments"] if "head_assignments" in clus.arrays else None
+        signs += weak_label_signals(
+            clus["pseudo_labels"], int(clus.meta["num_clusters"]), heads, clus.meta.get("best_head")
+        )
+    edge = [p.row["budget"] for p in plans if p.row.get("beta_at_edge")]
+    if edge:
+        signs.append(f"the beta search's validation accuracy still rises at the grid's edge (budget {edge})")
+    for sign in signs:
+        log.warning("weak pseudo-labels? %s", sign)
+    if signs:
+        log.warning(WHAT_TO_TRY)
+    return signs
+
+
 def _score_arrays(done: Mapping[str, Artifact]) -> dict[str, np.ndarray]:
     """scores.npz: the pseudo-labels and every score the run computed (ground-truth proxy's with a _gt suffix)."""
     out = {}
     if "cluster" in done:
         out["pseudo_labels"] = done["cluster"]["pseudo_labels"]
-    for stage, suffix in (("dynamics", ""), ("dynamics_gt", "_gt")):
+    for stage, suffix in (("dynamics", ""), ("dynamics_gt", "_gt"), ("dynamics_mixed", "_mixed")):
         if stage in done:
             out.update({f"{k}{suffix}": v for k, v in done[stage].arrays.items()})
     if "prototypes" in done:
         out["prototype_distance"] = done["prototypes"]["distance"]
+    if "zcore" in done:
+        out["zcore"] = done["zcore"]["score"]
     return out
 
 
@@ -379,6 +427,10 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
             coresets[f"{s.method}_budget{p.row['budget']:g}"] = p.kept
         rows.append({**p.row, "methods": {name: evaluate_arm(sig, arm, coresets) for name, arm in p.arms.items()}})
     full_entry = evaluate_arm(sig, full, coresets) if full is not None else None
+    warn_weak_labels(sig, plans)
+    if s.labels == "mixed" and any(METHOD_INPUTS[m] == "score" for m in methods):
+        labels = sig.labels()
+        diag["mixed_labels"] = {"replaced": float(s.mixed_replaced), "accuracy": labels.accuracy}
 
     done = sig.computed()
     selection_files = []

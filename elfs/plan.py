@@ -94,8 +94,11 @@ def stage_digests(conf: ElfsConfig) -> dict[str, str]:
     out["cluster"] = stable_hash(clus)
     proto = {"up": out["embed"], "k": conf.cluster.num_clusters, **run, "code": code("prototypes")}
     out["prototypes"] = stable_hash(proto)
+    zcore = {k: v for k, v in _fields(conf.selection).items() if k.startswith("zcore_")}
+    out["zcore"] = stable_hash({"up": out["embed"], **zcore, "seed": conf.seed, "code": code("zcore")})
     dyn = {"dynamics": _fields(conf.dynamics), **run, "code": code("dynamics")}
-    out["dynamics"] = stable_hash({"up": out["cluster"], **dyn})
+    mixed = {"mixed_replaced": conf.selection.mixed_replaced} if conf.selection.labels == "mixed" else {}
+    out["dynamics"] = stable_hash({"up": out["cluster"], **dyn, **mixed})
     # a proxy on ground truth reads the encoder only when it trains on the embeddings (an MLP): an image model's
     # is one training for every encoder, as its cache key says
     from elfs.names import uses_embeddings
@@ -188,7 +191,7 @@ def plan_job(conf: ElfsConfig, overrides: Sequence[str], seen: dict[Any, Any] | 
     methods = [m for m in dict.fromkeys([s.method, *s.baselines]) if m != "full"]
     needs = {METHOD_INPUTS[m] for m in methods}
     stages: list[str] = []
-    if needs & {"score", "prototypes", "graph"} or e.model == "mlp" or d.model == "mlp":
+    if needs & {"score", "prototypes", "graph", "zcore"} or e.model == "mlp" or d.model == "mlp":
         stages.append("embed")
     if "score" in needs and not s.uses_ground_truth:  # D2 builds its own graphs (elfs/select/d2.py)
         stages.append("knn")
@@ -196,6 +199,8 @@ def plan_job(conf: ElfsConfig, overrides: Sequence[str], seen: dict[Any, Any] | 
         stages += ["dynamics_gt"] if s.uses_ground_truth else ["cluster", "dynamics"]
     if "prototypes" in needs or "graph" in needs:
         stages.append("prototypes")
+    if "zcore" in needs:
+        stages.append("zcore")
     plan.stages = {st: _cached(ledger, conf.paths.cache_dir, digests[st]) for st in dict.fromkeys(stages)}
     job_done = _cached(ledger, conf.paths.cache_dir, digests["job"])
 
@@ -217,8 +222,8 @@ def plan_job(conf: ElfsConfig, overrides: Sequence[str], seen: dict[Any, Any] | 
     upstream = {m: _upstream(METHOD_INPUTS[m], s.uses_ground_truth, digests) for m in [*methods, "full"]}
     budgets = [] if s.method == "full" else s.feasible_budgets()
     train = _fields(e, ("seeds", "concurrent"))
-    searched = s.method in METHODS_USING_BETA and s.fixed_beta is None
-    search = _fields(s, ("baselines", "budget", "beta", "d2_beta", "d2_k", "d2_gamma"))
+    searched = s.method in METHODS_USING_BETA and s.searched
+    search = _fields(s, ("baselines", "budget", "beta", "d2_beta", "d2_reference_beta", "d2_k", "d2_gamma"))
     if searched:
         steps = int(s.search_steps or e.steps)
         for b in budgets:
@@ -226,7 +231,8 @@ def plan_job(conf: ElfsConfig, overrides: Sequence[str], seen: dict[Any, Any] | 
                 search, b, _fields(e, ("seeds", "concurrent", "steps", "test_every")))  # fmt: skip
     if labelled:
         for m in methods:
-            beta = (search, "searched") if searched and m in METHODS_USING_BETA else (s.beta, s.d2_beta)
+            fixed = (s.beta, s.reference_beta, s.d2_beta, s.d2_reference_beta)
+            beta = (search, "searched") if searched and m in METHODS_USING_BETA else fixed
             for b in budgets:
                 for seed in e.seeds:
                     add("evaluations", 1, e.steps * e.batch_size, m, upstream[m], beta, b, seed, train)
@@ -242,8 +248,8 @@ def _upstream(needs: str, ground_truth: bool, digests: dict[str, str]) -> str:
         return digests["dynamics_gt" if ground_truth else "dynamics"]
     if needs == "graph":  # D2: the prototype score and its own graphs over the embeddings
         return stable_hash([digests["embed"], digests["prototypes"]])
-    if needs == "prototypes":
-        return digests["prototypes"]
+    if needs in ("prototypes", "zcore"):
+        return digests[needs]
     return digests["data"]
 
 

@@ -141,15 +141,22 @@ def check_config(conf: ElfsConfig, *, weights: bool = True, devices: bool = True
     if conf.dataset.name == "npz":
         p = conf.dataset.path
         if not p or not Path(p).expanduser().is_file():
-            raise ConfigError(
-                f"dataset.path={p!r} does not exist; dataset=npz needs an .npz file with "
-                f"x_train, y_train, x_test, y_test"
-            )
+            raise ConfigError(f"dataset.path={p!r} {_not_a_file(p)}; {_NPZ_NEEDS}")
     if weights and conf.backbone.pretrained:
         from elfs.backbones import check_weights_available
 
         b = conf.backbone
         check_weights_available(b.name, model=b.model, weights=b.weights)
+
+
+_NPZ_NEEDS = "dataset=npz needs an .npz file with x_train, y_train, x_test, y_test (a folder of images: dataset=folder)"
+
+
+def _not_a_file(path: str | None) -> str:
+    """Why ``path`` is not a file, in words: empty, a folder, or nothing there."""
+    if not path:
+        return "is empty"
+    return "is a folder, not a file" if Path(path).expanduser().is_dir() else "does not exist"
 
 
 def check_paths(conf: ElfsConfig) -> None:
@@ -218,7 +225,7 @@ def check_data(conf: ElfsConfig, ds) -> int:
                 f"dataset {ds.name!r}: every training label is {int(classes[0])} (a single class); "
                 f"selection needs at least 2 classes"
             )
-    if ds.truth is None and conf.selection.uses_ground_truth:
+    if ds.truth is None and conf.selection.reads_ground_truth:
         raise ConfigError(
             f"selection.labels=ground_truth (the supervised reference) needs labels, and dataset {ds.name!r} has "
             f"none; use selection.labels=pseudo"
@@ -285,7 +292,7 @@ def check_data(conf: ElfsConfig, ds) -> int:
                 f"selection.budget={budget} keeps round({budget} * {n}) = 0 images; "
                 f"the smallest useful budget for N={n} is {1 / n:.3g}"
             )
-    if sel.fixed_beta is None and sel.method in METHODS_USING_BETA:
+    if sel.searched and sel.method in METHODS_USING_BETA:
         n_val = int(round(sel.val_fraction * n))
         if not 1 <= n_val <= n - 2:
             raise ConfigError(

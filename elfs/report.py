@@ -33,9 +33,10 @@ def _timing_line(results: dict[str, Any]) -> str:
 
 def format_selection(results: dict[str, Any]) -> str:
     """The summary of a run without labels: what was kept per budget and where the lists are."""
+    clusters = "" if results["selection"]["method"] == "zcore" else f", {results['num_clusters']} clusters"
     lines = [
-        f"elfs on {results['dataset']} (N={results['n_train']} readable images, no labels, "
-        f"{results['num_clusters']} clusters), backbone {results['backbone']}"
+        f"elfs on {results['dataset']} (N={results['n_train']} readable images, no labels{clusters}), "
+        f"backbone {results['backbone']}"
         f"{'' if results['pretrained'] else ' (random weights)'}"
     ]
     body = [["budget", "prune", "beta", "kept", "images to annotate"]]
@@ -51,12 +52,31 @@ def format_selection(results: dict[str, Any]) -> str:
         )
     lines += _aligned(body)
     sel = results["selection"]
+    how = _how_scored(sel)
     lines.append(
-        f"{sel['method']} on {sel['score']} from the proxy's training dynamics on pseudo-labels; "
-        f"one row per image in selection.csv; {results['n_skipped']} file(s) skipped (skipped.csv)"
+        f"{sel['method']} {how}; one row per image in selection.csv; {results['n_skipped']} file(s) skipped "
+        "(skipped.csv)"
     )
     lines.append(_timing_line(results))
     return "\n".join(lines)
+
+
+def _how_scored(sel: dict) -> str:
+    """What the selection ranked by, in words."""
+    from elfs.select import METHOD_INPUTS
+
+    need = METHOD_INPUTS.get(str(sel.get("method")))
+    if need == "zcore":
+        return "on ZCore's coverage and redundancy scores of the embeddings (no clustering, no training)"
+    if need in ("prototypes", "graph"):
+        return "on each image's distance to its k-means centroid of the embeddings"
+    if need == "none":
+        return "at random"
+    return f"on {sel['score']} from the proxy's training dynamics on pseudo-labels"
+
+
+def _split_labels(sel: dict) -> str:
+    return {"mixed": "mixed-label", "ground_truth": "ground-truth"}.get(str(sel.get("labels")), "pseudo-label")
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -115,14 +135,18 @@ def format_table(results: dict[str, Any]) -> str:
             + (f" ± {100 * full['acc_std']:.1f}" if seeds > 1 else "")
             + ("" if full.get("best_mean") is None else f"; best of run {100 * full['best_mean']:.1f}")
         )
-    if sel.get("uses_ground_truth"):
+    if sel.get("labels") == "mixed":
+        lines.append(
+            f"* {sel.get('arm')}: a DIAGNOSTIC; it selects with ground truth partly replaced by the clustering's labels"
+        )
+    elif sel.get("uses_ground_truth"):
         lines.append(f"* {sel.get('arm')}: a supervised reference; it selects with the ground-truth labels")
     lines.append(
         f"test accuracy (%) after {results['evaluate']['steps']} steps of {results['evaluate']['model']}"
         + (f" ({results['evaluate']['precision']})" if results["evaluate"].get("precision") else "")
         + f", final checkpoint, {seeds} seed(s)"
         + (
-            f"; beta chosen on a 90/10 {'ground-truth' if sel.get('uses_ground_truth') else 'pseudo-label'} split"
+            f"; beta chosen on a 90/10 {_split_labels(sel)} split"
             if any(r.get("beta_source") == "search" for r in results["results"])
             else ""
         )

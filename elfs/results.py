@@ -45,8 +45,9 @@ def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:
     s, need = cfg.selection, METHOD_INPUTS[method]
     scored = need == "score"
     gt = scored and s.uses_ground_truth
+    mixed = scored and s.labels == "mixed"  # the diagnostic: labels of a controlled accuracy
     groups: list[str] = []
-    if need in ("prototypes", "graph"):
+    if need in ("prototypes", "graph", "zcore"):
         groups = ["backbone"]  # D2 builds its own graphs over the embeddings (elfs/select/d2.py)
     elif scored:
         groups = ["dynamics"] + ([] if gt else ["backbone", "knn", "cluster"])
@@ -55,25 +56,28 @@ def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for g in groups:
         settings.update(_flat(f"{g}.", getattr(cfg, g)))
-    if scored or need in ("prototypes", "graph"):
+    if scored or need in ("prototypes", "graph", "zcore"):
         settings["seed"] = cfg.seed
     sel_keys = {
-        "score": ("score", "labels", "strata", "beta", "beta_grid", "val_fraction"),
+        "score": ("score", "labels", "strata", "beta", "beta_grid", "val_fraction", "reference_beta"),
         "prototypes": (),
-        "graph": ("d2_mode", "d2_k", "d2_gamma", "d2_beta", "d2_strata"),
+        "graph": ("d2_mode", "d2_k", "d2_gamma", "d2_beta", "d2_reference_beta", "d2_strata"),
+        "zcore": ("zcore_samples", "zcore_dim", "zcore_neighbours", "zcore_exponent", "zcore_rand_init"),
         "none": (),
     }[need]
-    if method in METHODS_USING_BETA and s.fixed_beta is None:
+    if mixed:
+        sel_keys = sel_keys + ("mixed_replaced",)
+    if method in METHODS_USING_BETA and s.searched:
         sel_keys = sel_keys + ("search_steps",)
     settings.update({f"selection.{k}": getattr(s, k) for k in sel_keys})
     settings = {k: v for k, v in settings.items() if k.rsplit(".", 1)[-1] not in _NOT_RESULT}
-    uses_encoder = need in ("prototypes", "graph") or (scored and not gt) or "backbone.name" in settings
+    uses_encoder = need in ("prototypes", "graph", "zcore") or (scored and not gt) or "backbone.name" in settings
     return {
-        "arm": f"supervised_{method}" if gt else method,
+        "arm": f"supervised_{method}" if gt else (f"diagnostic_{method}" if mixed else method),
         "method": method,
-        "score": s.score if scored else ("prototype_distance" if need != "none" else None),
-        "labels": ("ground_truth" if gt else "pseudo") if scored else None,
-        "uses_ground_truth": bool(gt),
+        "score": s.score if scored else {"none": None, "zcore": "zcore"}.get(need, "prototype_distance"),
+        "labels": ("ground_truth" if gt else s.labels) if scored else None,
+        "uses_ground_truth": bool(gt or mixed),
         "cluster": cfg.cluster.method if scored and not gt else None,
         "backbone": encoder_name(cfg) if uses_encoder else None,
         "settings": settings,

@@ -1,6 +1,6 @@
 """Speed benchmarks that print ratios (never run in the test suite).
 
-    python experiments/bench.py [--n 20000] [--dim 384] [--heads 50] [--device auto]
+    python experiments/bench.py [--n 20000] [--dim 384] [--heads 50] [--device auto] [--only zcore]
 
 1. kNN: faiss IndexFlatIP vs the chunked torch fallback (same neighbours, checked).
 2. TEMI heads: a Python loop over H heads vs the batched (bmm) form, forward + backward per step.
@@ -9,7 +9,11 @@
 4. Coreset evaluations (ResNet-18, 32 px): K one by one vs K at once in worker processes (evaluate.concurrent).
 5. Lockstep: K small CNNs trained one by one vs together in one process (torch.func vmap over stacked models),
    wall time and both forms' test accuracies (experiments/lockstep.py).
-On the 2-core build CPU the loop is expected to win; on a GPU the batched form should.
+6. ZCore: the per-sample form (one sample a loop, as the reference code) vs the batched form, both on the same N
+   embeddings and the same number of samples (a fraction of the reference's million), then the million samples
+   over 50,000 images extrapolated from each (the cost is linear in samples at a fixed N). Both forms' scores are
+   compared by rank correlation.
+On the 2-core build CPU the loop is expected to win (heads); on a GPU the batched form should.
 """
 
 from __future__ import annotations
@@ -78,6 +82,32 @@ def bench_heads(heads: int, dim: int, batch: int, device: str) -> None:
     )
 
 
+def bench_zcore(n: int, dim: int, samples: int, device: str) -> None:
+    """Per-sample vs batched ZCore on ``samples`` samples over ``n`` embeddings; the million extrapolated."""
+    from elfs.select.zcore import zcore_scores, zcore_scores_per_sample
+
+    x = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
+    kw = {"dim": 2, "neighbours": 1000, "exponent": 4.0, "rand_init": False}
+    threads = torch.get_num_threads()
+    t0 = time.perf_counter()
+    slow = zcore_scores_per_sample(x, samples=samples, seed=0, **kw)
+    per_sample = time.perf_counter() - t0
+    zcore_scores(x, samples=min(samples, 4096), seed=1, device=device, **kw)  # warm-up (CUDA context, kernels)
+    t0 = time.perf_counter()
+    fast = zcore_scores(x, samples=samples, seed=2, device=device, **kw)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    batched = time.perf_counter() - t0
+    scale = 1_000_000 / samples
+    both = (slow > 0) | (fast > 0)  # a few samples over many examples leave most scores at 0
+    print(
+        f"ZCore N={n} d={dim} {samples} samples on {device} ({threads} torch threads): per-sample {per_sample:.1f} s"
+        f"  batched {batched:.2f} s  per-sample/batched = {per_sample / batched:.1f}x; 1M samples extrapolated "
+        f"x{scale:.0f}: per-sample {per_sample * scale / 60:.1f} min, batched {batched * scale / 60:.2f} min "
+        f"(examples scored by either: {int(both.sum())})"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=20000)
@@ -90,8 +120,14 @@ def main() -> None:
     p.add_argument("--concurrent", type=int, default=2, help="evaluations trained at once (evaluate.concurrent)")
     p.add_argument("--lockstep-k", type=int, default=3, help="models trained in lockstep (experiments/lockstep.py)")
     p.add_argument("--lockstep-steps", type=int, default=300)
+    p.add_argument("--zcore-n", type=int, default=50000, help="embeddings for the ZCore comparison")
+    p.add_argument("--zcore-samples", type=int, default=4096, help="samples timed in both ZCore forms")
+    p.add_argument("--only", choices=["zcore"], default=None, help="run one section only")
     a = p.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
+    bench_zcore(a.zcore_n, a.dim, a.zcore_samples, device)
+    if a.only == "zcore":
+        return
     bench_knn(a.n, a.dim)
     bench_heads(a.heads, a.dim, a.batch, device)
     import sys

@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "elfs.fp32",
             "elfs.knn",
             "elfs.kmeans",
+            "elfs.mixed_labels",
             "elfs.cluster",
             "elfs.cluster.*",
             "elfs.dynamics",

@@ -17,7 +17,7 @@ from elfs.plan import format_total, plan_command
 from elfs.train import objective
 
 BIN = Path(sys.executable).parent
-PAPER_TABLES = {"paper_cifar10": 180, "paper_cifar100": 180, "paper_beta_ablation": None,
+PAPER_TABLES = {"paper_cifar10": 210, "paper_cifar100": 210, "paper_beta_ablation": None,
                 "paper_encoder_ablation": None, "paper_temi_vs_kmeans": None}  # fmt: skip
 
 

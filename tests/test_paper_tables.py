@@ -53,7 +53,7 @@ def test_every_paper_table_declares_its_sweep(exp, tmp_path):
     GlobalHydra.instance().clear()
     if exp in ("paper_cifar10", "paper_cifar100"):
         methods = set(params["selection"].split(","))
-        assert methods == {"elfs", "ccs", "random", "prototypicality", "d2", "supervised_ccs"}
+        assert methods == {"elfs", "zcore", "ccs", "random", "prototypicality", "d2", "supervised_ccs"}
         assert set(str(params["selection.budget"]).split(",")) == {"0.7", "0.5", "0.3", "0.2", "0.1"}
 
 

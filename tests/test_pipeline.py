@@ -49,7 +49,8 @@ def test_label_firewall_and_determinism(compose_cfg, tmp_path):
     shuffled = _digits_npz(tmp_path / "shuffled.npz", permute_labels=True)
     runs = {}
     for name, path in [("a", real), ("b", real), ("shuffled", shuffled)]:
-        every_label_free = ["selection.baselines=[random,ccs,easy,hard,prototypicality,d2]", "selection.budget=0.3"]
+        every_label_free = ["selection.baselines=[random,ccs,easy,hard,prototypicality,d2,zcore]"]
+        every_label_free += ["selection.budget=0.3", "selection.zcore_samples=20000"]
         every_label_free.append("cluster.epochs=10")  # enough for pseudo-labels that differ from the truth
         cfg = compose_cfg(
             [*QUICK, "dataset=npz", f"dataset.path={path}", "dataset.hflip=false", *every_label_free], sub=name
@@ -66,6 +67,7 @@ def test_label_firewall_and_determinism(compose_cfg, tmp_path):
         "hard",
         "prototypicality",
         "d2",
+        "zcore",
     }
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])

@@ -97,7 +97,7 @@ def test_paper_numbers_are_shown_beside_ours_where_the_paper_has_the_cell():
     from elfs.paper import paper_reference
 
     assert paper_reference("cifar10", 0.9) == pytest.approx(
-        {"elfs": 86.9, "random": 79.2, "supervised_ccs": 87.2, "badge": 81.7, "d2": 71.4, "prototypicality": 70.7}
+        {"elfs": 86.9, "random": 79.2, "supervised_ccs": 87.2, "d2": 71.4, "prototypicality": 70.7}
     )
     c100 = paper_reference("cifar100", 0.9)
     assert c100["elfs"] == 54.9 and "prototypicality" not in c100
@@ -108,3 +108,24 @@ def test_paper_numbers_are_shown_beside_ours_where_the_paper_has_the_cell():
     t = format_table(r)
     assert "paper elfs" in t and "93.4" in t and "90.9" in t and "read off the figure" in t
     assert "paper elfs" not in format_table(_results())
+
+
+def test_a_paper_number_of_an_unstated_encoder_stands_beside_one_row_only():
+    """The paper's figure does not say which encoder made its numbers: with rows of two encoders, each paper cell is
+    shown once, marked, and never beside both encoders' rows as if each were that encoder's figure."""
+    from elfs.aggregate import _paper_once, format_markdown
+
+    def row(arm, backbone, paper):
+        return {"dataset": "cifar10", "budget": 0.1, "pruning_rate": 0.9, "arm": arm, "score": "aum",
+                "labels": "pseudo", "cluster": "temi", "backbone": backbone, "beta": "auto", "beta_chosen": "0.3",
+                "varied": None, "uses_ground_truth": False, "model": "resnet18_cifar", "steps": 40000, "n": 3,
+                "acc_mean": 0.85, "acc_std": 0.01, "best_mean": 0.86, "best_std": 0.01, "paper": paper,
+                "delta_vs_paper": None if paper is None else -0.9}  # fmt: skip
+
+    rows = [row("double_end", "swav_resnet50", 86.9), row("double_end", "dino_vitb16", 86.9), row("random", None, 79.2)]
+    _paper_once(rows)
+    elfs = [r for r in rows if r["arm"] == "double_end"]
+    assert [r["paper"] for r in elfs].count(86.9) == 1 and [r["paper"] for r in elfs].count(None) == 1
+    assert rows[2]["paper"] == 79.2
+    table = format_markdown(rows)
+    assert table.count("86.9 (encoder unstated)") == 1 and "badge" not in table.lower()

@@ -45,6 +45,14 @@ def _labels(y: np.ndarray, what: str, n: int) -> np.ndarray:
     if y.ndim != 1 or len(y) != n:
         raise DataError(f"{what} must be a 1-D array of {n} labels; got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating):
+            bad = ~np.isfinite(y)  # checked first: np.mod of inf warns (a RuntimeWarning) before the error
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise DataError(
+                    f"{what} holds {int(bad.sum())} non-finite label(s) (first: {y[i]} at index {i}); "
+                    f"labels must be whole numbers 0..C-1"
+                )
         if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
             y = y.astype(np.int64)
         else:
@@ -132,8 +140,15 @@ def load_npz(*, path: str | None = None, hflip: bool = True, crop_padding: int |
     if not path:
         raise DataError("dataset=npz needs dataset.path=/path/to/file.npz (with x_train, y_train, x_test, y_test)")
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise DataError(f"dataset.path={path!r} is a folder, not an .npz file; for a folder of images: dataset=folder")
     if not p.is_file():
         raise DataError(f"dataset.path={path!r} does not exist (looked at {p.resolve()})")
+    if not zipfile.is_zipfile(p):  # np.load would read it as a pickle and suggest allow_pickle
+        raise DataError(
+            f"dataset.path={path!r} is not an .npz file (an .npz is a zip archive, as np.savez writes); "
+            f"give one with x_train, y_train, x_test, y_test"
+        )
     try:
         with np.load(p, allow_pickle=False) as z:
             if "x_train" in z.files and "y_train" not in z.files:  # images only: a label-free run

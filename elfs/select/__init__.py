@@ -54,8 +54,9 @@ SELECTORS: dict[str, Callable[..., np.ndarray]] = {
 }
 #: Every selection method and what it ranks by, besides n, budget and seed: "score" (the proxy's training dynamics:
 #: pseudo-labels, or ground truth for the supervised reference), "prototypes" (distance to the own k-means centroid
-#: of the embeddings, method.md §8.2), "graph" (those distances over the kNN graph: D2, §8.3) or "none".
-#: "full" keeps every example (the full-data reference); prototypicality and d2 are dispatched by the pipeline.
+#: of the embeddings, method.md §8.2), "graph" (those distances over the kNN graph: D2, §8.3), "zcore" (ZCore's
+#: coverage and redundancy scores of the embeddings, elfs/select/zcore.py) or "none".
+#: "full" keeps every example (the full-data reference); prototypicality, d2 and zcore are dispatched by the pipeline.
 METHOD_INPUTS: dict[str, str] = {
     "double_end": "score",
     "ccs": "score",
@@ -65,6 +66,7 @@ METHOD_INPUTS: dict[str, str] = {
     "full": "none",
     "prototypicality": "prototypes",
     "d2": "graph",
+    "zcore": "zcore",
 }
 #: Methods that take a hard cut ``beta``; the others require beta == 0.
 METHODS_USING_BETA = frozenset({"double_end", "ccs"})

@@ -27,6 +27,17 @@ class Labels:
     num_classes: int
     source: str
     key: dict[str, Any]
+    accuracy: float | None = None  # against ground truth: the mixed-labels diagnostic only
+
+    @classmethod
+    def mixed(cls, ds: Dataset, clus: Artifact, replaced: float, seed: int) -> Labels:
+        """Ground truth with ``replaced`` of it (a seeded random part) swapped for the clusters' labels aligned to
+        the classes: labels of a controlled accuracy, for the diagnostic "when does ELFS help" (reads labels)."""
+        from elfs.mixed_labels import mixed_labels
+
+        values, acc = mixed_labels(clus["pseudo_labels"], ds.truth.train, 1.0 - float(replaced), seed)
+        key = {"cluster": clus.key, "ground_truth": array_hash(ds.truth.train), "mixed_replaced": float(replaced)}
+        return cls(values, int(ds.num_classes), "mixed", key, acc)
 
     @classmethod
     def pseudo(cls, clus: Artifact) -> Labels:

@@ -40,6 +40,17 @@ RUN_NOT_IN_KEY: dict[str, str] = {
     "recompute": "computes a stage afresh under the same key",
 }
 
+_ZCORE = ("zcore_samples", "zcore_dim", "zcore_neighbours", "zcore_exponent", "zcore_rand_init")
+#: ZCore scores the embeddings with its own zcore_* settings only; the other selection fields choose among them
+_NOT_ZCORE: dict[str, str] = {
+    f: "a selection setting other than ZCore's own: it picks among the scores, never computes them"
+    for f in (
+        "method", "score", "labels", "mixed_replaced", "budget", "beta", "reference_beta", "beta_grid",
+        "val_fraction", "strata", "baselines", "search_steps", "d2_mode", "d2_k", "d2_gamma", "d2_beta",
+        "d2_reference_beta", "d2_strata", "nested", "exclude",
+    )
+}  # fmt: skip
+
 #: stage -> {config group -> {field left out of the key: why it cannot change the artifact}}
 NOT_IN_KEY: dict[str, dict[str, dict[str, str]]] = {
     "embed": {
@@ -58,12 +69,15 @@ NOT_IN_KEY: dict[str, dict[str, dict[str, str]]] = {
     },
     "cluster": {"cluster": {}, "trainer": TRAINER_NOT_IN_KEY},
     "prototypes": {},
+    "zcore": {"selection": _NOT_ZCORE},
     "dynamics": {"dynamics": {}, "trainer": TRAINER_NOT_IN_KEY},
     "beta_search": {
         "selection": {
             "labels": "the labels enter as an input key (pseudo-labels or ground truth)",
+            "mixed_replaced": "the mixed labels enter as an input key, which holds it",
             "budget": "the one budget searched is keyed as `budget`",
             "beta": "the search runs only for beta=auto",
+            "reference_beta": "read only with beta=reference, where no search runs",
             "baselines": "the other arms of the run",
             "search_steps": "keyed as the resolved `steps`",
             "beta_grid": "keyed as `betas`, the candidates searched (nested budgets search part of the grid)",
@@ -72,8 +86,10 @@ NOT_IN_KEY: dict[str, dict[str, dict[str, str]]] = {
             "d2_k": "D2's own setting; D2 searches no beta",
             "d2_gamma": "D2's own setting; D2 searches no beta",
             "d2_beta": "D2's own setting; D2 searches no beta",
+            "d2_reference_beta": "D2's own setting; D2 searches no beta",
             "d2_strata": "D2's own setting; D2 searches no beta",
             "d2_mode": "D2's own setting; D2 searches no beta",
+            **{f: "ZCore's own setting; ZCore searches no beta" for f in _ZCORE},
         },
         "evaluate": {
             "steps": "candidates train for selection.search_steps (keyed as `steps`)",

@@ -91,14 +91,14 @@ def _select(s, method, hardness, embeddings, n, budget, beta, seed, contains) ->
             hardness,
             embeddings,
             budget,
-            s.d2_beta,
+            s.d2_beta_at(budget),
             mode=s.d2_mode,
             strata=s.d2_strata,
             gamma=s.d2_gamma,
             k=s.d2_k,
             seed=seed,
         )
-    elif method == "prototypicality":  # keep the farthest from their centroid (the hardest), as the reference does
+    elif method in ("prototypicality", "zcore"):  # the farthest from their centroid; ZCore's highest scores
         kept = select("hard", hardness, n=n, budget=budget, seed=seed)
     else:
         kept = select(method, hardness, n=n, budget=budget, beta=beta, seed=seed, strata=s.strata)
