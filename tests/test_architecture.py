@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "elfs.backbones",
             "elfs.embed",
             "elfs.knn",
+            "elfs.duplicates",
             "elfs.kmeans",
             "elfs.cluster",
             "elfs.cluster.*",
