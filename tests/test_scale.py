@@ -75,7 +75,7 @@ def test_label_free_stages_on_200k_embeddings_within_the_memory_bound(tmp_path):
 #: the kNN stage on 200,000 x 1280 float16 embeddings read through a memory map (elfs-select's encoder width at the
 #: size where faiss_ivf stores 8-bit codes): its peak memory above the interpreter's is bounded by one float32 copy
 #: of the embeddings (the normalised vectors, 977 MiB), the index's 8-bit codes (a quarter of that), the IVF training
-#: sample (64 rows a cell: 160 MiB at the 512 cells used here to keep the test short; 4 sqrt(N) cells by default)
+#: sample (64 rows a cell: 160 MiB at the 512 cells, 1 probed, used to keep the test short; 4 sqrt(N) by default)
 #: and the pages of the float16 file it maps (489 MiB), plus 300 MiB for faiss's search blocks and the result arrays
 #: (N x k ids and similarities: 31 MiB at k = 20). Holding the embeddings in float32 as well as an IVFFlat index of
 #: them, as before, would add two more copies (1954 MiB).
@@ -101,7 +101,7 @@ import faiss  # noqa: F401 - loaded before the baseline is taken
 from elfs.knn import ivf_storage, knn
 x = np.load(path, mmap_mode="r")
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-idx, sims = knn(x, k, backend="faiss_ivf", chunk_size=4096, nlist=cells, nprobe=4)
+idx, sims = knn(x, k, backend="faiss_ivf", chunk_size=4096, nlist=cells, nprobe=1)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 q = np.arange(0, n, n // 200)  # exact neighbours of 200 rows, by brute force in float64, in blocks
 xq = np.asarray(x[q], dtype=np.float64)
