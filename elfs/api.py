@@ -167,6 +167,7 @@ def select_images(
     nested: bool = False,
     exclude: str | os.PathLike | None = None,
     method: str = "elfs",
+    keep_duplicates: bool = False,
 ) -> Selection:
     """Choose which images to annotate, without any label.
 
@@ -174,9 +175,11 @@ def select_images(
     uint8 array N x H x W (x C). ``budget`` is the fraction kept or a whole number of images >= 2 (one or several;
     a count becomes count / number of images); ``num_clusters`` sizes the pseudo-labels (roughly the number of
     kinds of images you expect). ``nested``: each larger budget's images include the smaller one's. ``exclude``: a
-    file of images already labelled (one path a line), never proposed again. ``method``: "elfs" (pseudo-labels and
-    a proxy's training dynamics) or "zcore" (ZCore's scores of the embeddings alone: no training, ``num_clusters``
-    unused). ``overrides`` are any `elfs` config
+    file of images already labelled (one path a line), never proposed again (nor their near-copies).
+    ``method``: "elfs" (pseudo-labels and a proxy's training dynamics) or "zcore" (ZCore's scores of the
+    embeddings alone: no training, ``num_clusters`` unused). ``keep_duplicates``: propose near-copies of one
+    picture too (by default only one image of each group of near-copies can be chosen; the others are listed in
+    duplicates.csv). ``overrides`` are any `elfs` config
     overrides, e.g.
     ``["backbone=dino_vits16", "paths.cache_dir=/scratch/elfs"]``. Bad input raises a
     :class:`~elfs.errors.UserError` naming the setting, before any work.
@@ -192,16 +195,23 @@ def select_images(
         budget=budget,
         num_clusters=num_clusters,
         out=out.resolve(),
-        overrides=[*overrides, *_growth_overrides(nested, exclude), f"progress={str(progress).lower()}"],
+        overrides=[
+            *overrides,
+            *_growth_overrides(nested, exclude, keep_duplicates),
+            f"progress={str(progress).lower()}",
+        ],
         method=method,
     )
     run(cfg)
     return load_selection(out)
 
 
-def _growth_overrides(nested: bool, exclude: str | os.PathLike | None) -> list[str]:
-    """The overrides of --nested and --exclude FILE (the file's absolute path: the run may start elsewhere)."""
+def _growth_overrides(nested: bool, exclude: str | os.PathLike | None, keep_duplicates: bool = False) -> list[str]:
+    """The overrides of --nested, --exclude FILE (the file's absolute path: the run may start elsewhere) and
+    --keep-duplicates."""
     out = ["selection.nested=true"] if nested else []
+    if keep_duplicates:
+        out.append("selection.dedup=false")
     if exclude is not None:
         out.append(f"selection.exclude={_quote(Path(exclude).expanduser().resolve())}")
     return out
@@ -452,8 +462,7 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="elfs-select",
         usage="%(prog)s IMAGES [--budget B [B ...]] [--clusters K] [--method {elfs,zcore}] [--nested] "
-        "[--exclude FILE] [--out DIR] "
-        "[key=value ...]",
+        "[--exclude FILE] [--keep-duplicates] [--out DIR] [key=value ...]",
         description="Choose which images of a folder to annotate, without any label (ELFS).\n"
         "Writes selection.csv, annotate_<budget>.txt, a contact sheet and plots into the output folder.",
         epilog=_EXAMPLES,
@@ -486,6 +495,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="images already labelled (one path a line, e.g. an earlier annotate list): never proposed again; "
         "budgets count new images",
+    )
+    p.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="propose near-copies of one picture too (by default each group of near-copies offers one image; "
+        "the others are listed in duplicates.csv)",
     )
     p.add_argument("--out", metavar="DIR", default=None, help="output folder (default outputs/select/<date>_<time>)")
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
@@ -521,7 +536,7 @@ def cli(argv: Sequence[str] | None = None) -> None:
         from elfs.train import run
 
         out = Path(args.out) if args.out else _default_out()
-        extra = _growth_overrides(args.nested, args.exclude)
+        extra = _growth_overrides(args.nested, args.exclude, args.keep_duplicates)
         cfg = compose_selection(
             args.images,
             budget=args.budget,

@@ -326,6 +326,13 @@ class SelectionConfig:
     nested: bool = False
     # a file of images already labelled (one path or id a line): never proposed again, budgets count new images
     exclude: str | None = None
+    # near-duplicates (elfs/duplicates.py): an image and a kNN neighbour whose pixel signatures (16 x 16 grey
+    # thumbnails, elfs.embed.pixel_signature) have cosine similarity >= dedup_threshold are one group, of which only
+    # the representative, the member the method ranks best, may be chosen; the budget counts distinct images.
+    # elfs-select turns it on (--keep-duplicates: off). The threshold is measured on planted re-encoded / resized /
+    # cropped / brightened copies against distinct look-alikes (experiments/duplicate_threshold.py; docs/usage.md)
+    dedup: bool = False
+    dedup_threshold: float = 0.95
 
     @property
     def budgets(self) -> list[float]:
@@ -411,6 +418,9 @@ class SelectionConfig:
                 f"{key}.nested=true needs a method whose coresets are windows of one ranking: one of "
                 f"{sorted(NESTABLE)}, not {key}.method={self.method!r}"
             )
+        if not isinstance(self.dedup, bool):
+            raise ConfigError(f"{key}.dedup={self.dedup!r} must be true or false")
+        _number_in(f"{key}.dedup_threshold", self.dedup_threshold, 0.0, 1.0, low_open=True)
         if "d2" in [self.method, *self.baselines]:
             if d2_reference:
                 _check_reference_beta(key, self.d2_reference_beta, budgets, name="d2_beta")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from elfs.backbones import BackboneSpec, build_backbone, get_spec, scale_size
 from elfs.progress import progress_bar
 
-__all__ = ["embed_folder", "embed_images", "preprocess", "resize_placement", "resolve_device"]
+__all__ = ["embed_folder", "embed_images", "pixel_signature", "preprocess", "resize_placement", "resolve_device"]
 
 _INTERPOLATIONS = {"bilinear", "bicubic"}
 
@@ -131,8 +131,10 @@ def embed_images(
     progress_every_s: float = 10.0,
     model: str | None = None,
     weights: str | None = None,
-) -> np.ndarray:
-    """Embed uint8 images with a frozen backbone; returns float32 ``[N, dim]`` features (fp32, eval, no grad).
+    signatures: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Embed uint8 images with a frozen backbone; returns float32 ``[N, dim]`` features (fp32, eval, no grad), and
+    with ``signatures=True`` also each image's :func:`pixel_signature` at the size it was embedded at.
 
     ``backbone="timm"`` with ``model`` (a timm model name) takes the input size, mean/std, interpolation and crop
     from the model's pretrained config; ``image_size`` overrides the size. ``weights`` is a local checkpoint
@@ -153,14 +155,35 @@ def embed_images(
     out = _FeatureSink(n, spec.dim, dev)
     resize = resize_placement(dev)
     label = model if backbone == "timm" and model else backbone
+    sig = np.empty((n, SIGNATURE_SIDE**2), dtype=np.float16) if signatures else None
     bar = progress_bar(n, f"embed[{label}]", unit="img", enabled=progress, every_s=progress_every_s)
     with torch.no_grad(), bar:
         for start in range(0, n, batch_size):
-            feats = net(preprocess(images[start : start + batch_size], spec, size, device=dev, resize=resize))
+            x = preprocess(images[start : start + batch_size], spec, size, device=dev, resize=resize)
+            feats = net(x)
             _check_features(feats, label, spec.dim)
             out.put(start, feats)
+            if sig is not None:  # from the resized, normalised pixels: the same per image up to an affine map
+                sig[start : start + len(x)] = pixel_signature(x.float().mean(dim=1).cpu())
             bar.update(feats.shape[0])
-    return out.numpy()
+    return out.numpy() if sig is None else (out.numpy(), sig)
+
+
+SIGNATURE_SIDE = 16  # pixels a side of the grey thumbnail near-copies are confirmed by (elfs/duplicates.py)
+
+
+def pixel_signature(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A near-copy's fingerprint: each uint8 image ``N x H x W [x C]`` as a 16 x 16 grey thumbnail (area average),
+    zero mean and unit norm (so a brightness or contrast shift leaves it unchanged), float16 ``[N, 256]``. Two
+    re-encoded, resized or slightly cropped copies of one photo correlate above 0.95; distinct photos that a
+    coarse encoder finds alike mostly do not."""
+    x = torch.as_tensor(images)
+    if x.ndim == 4:
+        x = x[..., :3].float().mean(dim=3)
+    x = F.adaptive_avg_pool2d(x.float()[:, None], SIGNATURE_SIDE).flatten(1)
+    x = x - x.mean(dim=1, keepdim=True)
+    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    return x.to(torch.float16).numpy()
 
 
 def _check_size(image_size: object) -> None:
@@ -230,13 +253,15 @@ def embed_folder(
     progress_every_s: float = 10.0,
     model: str | None = None,
     weights: str | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    signatures: bool = False,
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]] | tuple[np.ndarray, np.ndarray, list, np.ndarray]:
     """Embed a streamed :class:`~elfs.data.folder.FolderImages`: files are decoded, resized (shorter side, then a
     centre crop) in ``num_workers`` DataLoader workers and embedded batch by batch, so memory holds one batch of
     pixels, never the set. Returns float32 ``[M, dim]`` features of the M decodable images, their indices into
     ``folder`` (sorted int64), and ``(index, reason)`` for each file that could not be decoded. ``model`` and
     ``weights`` as for :func:`embed_images`; with a crop_pct < 1 (timm) files are decoded at
-    ``floor(size / crop_pct)`` and the centre ``size`` crop is embedded."""
+    ``floor(size / crop_pct)`` and the centre ``size`` crop is embedded. ``signatures=True`` also returns each
+    decodable image's :func:`pixel_signature` (of the decoded pixels), a fourth array."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     get_spec(backbone)
@@ -257,6 +282,7 @@ def embed_folder(
     )
     out = _FeatureSink(len(folder), spec.dim, dev)  # filled in order; decodable rows packed first
     valid = np.empty(len(folder), dtype=np.int64)
+    sig = np.empty((len(folder), SIGNATURE_SIDE**2), dtype=np.float16) if signatures else None
     m, failed = 0, []
     bar = progress_bar(len(folder), f"embed[{label}]", unit="img", enabled=progress, every_s=progress_every_s)
     with torch.no_grad(), bar:
@@ -267,6 +293,10 @@ def embed_folder(
                 _check_features(f, label, spec.dim)
                 out.put(m, f)
                 valid[m : m + len(idx)] = idx.numpy()
+                if sig is not None:
+                    sig[m : m + len(idx)] = pixel_signature(x)
                 m += len(idx)
             bar.update(len(idx) + len(bad))
+    if sig is not None:
+        return out.numpy(m), valid[:m], sorted(failed), sig[:m]
     return out.numpy(m), valid[:m], sorted(failed)

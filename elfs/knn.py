@@ -22,16 +22,34 @@ _IVF_TRAIN_POINTS_PER_CELL = 64  # a sample this size per cell trains the cells 
 _FAISS_GPU_MAX_K = 2048  # faiss GPU k-selection limit
 
 
+_BLOCK_ROWS = 16384  # rows converted at a time from a float16 / memory-mapped input: the only extra memory
+#: above this many images faiss_ivf stores its vectors as 8-bit scalar codes (a quarter of a float32 copy) and
+#: re-scores the candidates it returns exactly, instead of holding a second full float32 copy (keyed as `storage`)
+IVF_SQ8_ABOVE = 100_000
+
+
+def ivf_storage(n: int) -> str:
+    """How faiss_ivf stores its vectors for ``n`` images: ``flat`` (float32) or ``sq8`` (8-bit codes)."""
+    return "sq8" if n > IVF_SQ8_ABOVE else "flat"
+
+
 def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
-    """Row-wise L2-normalised float32 copy; ValueError naming the rows whose norm is zero."""
-    x = np.asarray(embeddings, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1)
-    zero = np.flatnonzero(norms == 0)
+    """Row-wise L2-normalised float32 copy, converted block by block (a float16 or memory-mapped input never
+    becomes a second full float32 array); ValueError naming the rows whose norm is zero."""
+    n = embeddings.shape[0]
+    out = np.empty(embeddings.shape, dtype=np.float32)
+    zero = []
+    for start in range(0, n, _BLOCK_ROWS):
+        x = np.asarray(embeddings[start : start + _BLOCK_ROWS], dtype=np.float32)
+        norms = np.linalg.norm(x, axis=1)
+        zero.append(start + np.flatnonzero(norms == 0))
+        np.divide(x, norms[:, None], out=out[start : start + len(x)])
+    zero = np.concatenate(zero) if zero else np.zeros(0, np.int64)
     if zero.size:
         raise ValueError(
             f"cosine kNN needs non-zero embeddings; rows {zero[:10].tolist()} ({zero.size} in total) have norm 0"
         )
-    return np.ascontiguousarray(x / norms[:, None])
+    return out
 
 
 def drop_self(ids: np.ndarray, sims: np.ndarray, query_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +73,7 @@ def _validate(embeddings: np.ndarray, k: int, backend: str, chunk_size: int) -> 
         raise ValueError(f"embeddings must have shape [N, D] with N >= 2 and D >= 1, got {embeddings.shape}")
     if not np.issubdtype(embeddings.dtype, np.floating) and not np.issubdtype(embeddings.dtype, np.integer):
         raise ValueError(f"embeddings must be numeric, got dtype {embeddings.dtype}")
-    if not np.isfinite(embeddings).all():
+    if not all(np.isfinite(embeddings[s : s + _BLOCK_ROWS]).all() for s in range(0, len(embeddings), _BLOCK_ROWS)):
         raise ValueError("embeddings contain NaN or inf")
     n = embeddings.shape[0]
     if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n - 1:
@@ -85,22 +103,44 @@ def _knn_faiss(x: np.ndarray, k: int, chunk_size: int) -> tuple[np.ndarray, np.n
     return ids, sims
 
 
+def _rescore(x: np.ndarray, ids: np.ndarray, start: int, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner products of rows ``start + i`` with their candidate ``ids`` (-1 = none, kept last), re-sorted
+    most similar first; ``block`` rows at a time (block x candidates x d floats)."""
+    sims = np.empty(ids.shape, dtype=np.float32)
+    for b in range(0, len(ids), block):
+        rows = x[start + b : start + b + block]
+        cand = ids[b : b + block]
+        s = np.einsum("bd,bkd->bk", rows, x[np.maximum(cand, 0)])
+        sims[b : b + block] = np.where(cand < 0, -np.inf, s)
+    order = np.argsort(-sims, axis=1, kind="stable")
+    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
 def _knn_faiss_ivf(
     x: np.ndarray, k: int, chunk_size: int, nlist: int | None, nprobe: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate kNN with faiss IndexIVFFlat (inner product); rows the probed cells cannot fill are searched
-    exactly, so every row gets k real neighbours."""
+    """Approximate kNN with faiss IndexIVFFlat (inner product), or above IVF_SQ8_ABOVE rows IndexIVFScalarQuantizer
+    (8-bit codes, candidates re-scored exactly); rows the probed cells cannot fill are searched exactly, so every
+    row gets k real neighbours."""
     import faiss
 
     n, d = x.shape
     cells = int(nlist) if nlist else int(4 * np.sqrt(n))
     cells = max(1, min(cells, n // _IVF_MIN_POINTS_PER_CELL))
     quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, cells, faiss.METRIC_INNER_PRODUCT)
+    sq8 = ivf_storage(n) == "sq8"
+    if sq8:
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, d, cells, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
+    else:
+        index = faiss.IndexIVFFlat(quantizer, d, cells, faiss.METRIC_INNER_PRODUCT)
     n_train = min(n, _IVF_TRAIN_POINTS_PER_CELL * cells)
     sample = x if n_train == n else x[np.sort(np.random.default_rng(0).choice(n, n_train, replace=False))]
     index.train(sample)  # faiss's k-means is seeded (ClusteringParameters.seed): deterministic
-    index.add(x)
+    del sample
+    for start in range(0, n, _BLOCK_ROWS):  # added in blocks: faiss converts each block, not the whole set
+        index.add(x[start : start + _BLOCK_ROWS])
     index.nprobe = max(1, min(int(nprobe), cells))
     ids = np.empty((n, k), dtype=np.int64)
     sims = np.empty((n, k), dtype=np.float32)
@@ -108,6 +148,8 @@ def _knn_faiss_ivf(
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         d_chunk, i_chunk = index.search(x[start:stop], k + 1)
+        if sq8:  # the codes' similarities are approximate: the candidates' exact ones, re-sorted
+            d_chunk, i_chunk = _rescore(x, i_chunk, start)
         missing = (i_chunk < 0).any(axis=1)
         if missing.any():
             short.append(start + np.flatnonzero(missing))
@@ -116,9 +158,8 @@ def _knn_faiss_ivf(
         ids[start:stop], sims[start:stop] = i_out, d_out
     if short:
         rows = np.concatenate(short)
-        flat = faiss.IndexFlatIP(d)
-        flat.add(x)
-        d_rows, i_rows = flat.search(x[rows], k + 1)
+        # brute force over x in place (an index would hold a second copy of it)
+        d_rows, i_rows = faiss.knn(x[rows], x, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
         ids[rows], sims[rows] = drop_self(i_rows, d_rows, rows)
     return ids, sims
 

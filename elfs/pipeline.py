@@ -57,6 +57,8 @@ class Signals:
         self._dyn: dict[str, Artifact] = {}
         self._search: dict[tuple[str, float, tuple[float, ...]], Artifact] = {}
         self.candidates = candidates(ctx.cfg.selection, ds)
+        self._dup_groups: np.ndarray | None = None
+        self._pools: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
 
     @property
     def emb(self) -> Artifact:
@@ -159,6 +161,50 @@ class Signals:
             return self.ds.truth.train, int(self.ds.num_classes)
         return self.clus["pseudo_labels"], int(self.clus.meta["num_clusters"])
 
+    # ---- near-duplicates (selection.dedup): one representative per group of near-copies in the candidate pool
+    def duplicate_groups(self) -> np.ndarray:
+        """Near-duplicate group per image (-1: none) from the kNN graph (elfs/duplicates.py)."""
+        if self._dup_groups is None:
+            from elfs.duplicates import duplicate_groups
+
+            s = self.ctx.cfg.selection
+            if "signature" not in self.emb.arrays:
+                raise RuntimeError("selection.dedup needs the embedding stage's pixel signatures; recompute=[embed]")
+            self._dup_groups = duplicate_groups(self.nn["idx"], self.emb["signature"], s.dedup_threshold)
+            g = self._dup_groups
+            n_groups = int(g.max()) + 1 if g.size else 0
+            log.info(
+                "selection.dedup: %d groups of near-copies (signature cosine >= %g); %d copies are never proposed",
+                n_groups,
+                s.dedup_threshold,
+                int((g >= 0).sum()) - n_groups,
+            )
+        return self._dup_groups
+
+    def representatives(self, method: str) -> np.ndarray:
+        """Each near-duplicate group's representative for ``method``: the member it ranks best."""
+        self.pool(method)
+        return self._pools[method][0]
+
+    def pool(self, method: str) -> np.ndarray | None:
+        """The images ``method`` may choose: all (None); those not excluded; with selection.dedup, of each group of
+        near-copies only its representative, and no member of a group holding an excluded (labelled) image."""
+        s = self.ctx.cfg.selection
+        if not s.dedup:
+            return self.candidates
+        if method not in self._pools:
+            from elfs.duplicates import pool, representatives
+
+            groups = self.duplicate_groups()
+            scored = self.hardness(method)
+            hardness = None if scored is None else scored[2]
+            rep = representatives(groups, hardness, hardest=method in _KEEPS_HARDEST)
+            excluded = None
+            if self.candidates is not None:
+                excluded = np.setdiff1d(np.arange(len(groups)), self.candidates)
+            self._pools[method] = (rep, pool(groups, rep, excluded))
+        return self._pools[method][1]
+
     def select(
         self, method: str, budget: float, beta: float, seed: int, contains: np.ndarray | None = None
     ) -> np.ndarray:
@@ -179,8 +225,12 @@ class Signals:
             beta,
             seed,
             contains=contains,
-            candidates=self.candidates,
+            candidates=self.pool(method),
         )
+
+
+#: methods whose best image is the hardest (they keep the hard end): a group of near-copies keeps its hardest
+_KEEPS_HARDEST = frozenset({"hard", "prototypicality"})
 
 
 def candidates(s: Any, ds: Dataset) -> np.ndarray | None:
@@ -443,6 +493,9 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
             scored = sig.hardness(s.method)
             groups = sig.groups(s.method) if scored is not None else (np.zeros(0, np.int64), 0)
             embeddings = done["embed"]["train"] if "embed" in done else None
+            dups = None
+            if s.dedup:
+                dups = (sig.duplicate_groups(), sig.representatives(s.method), s.dedup_threshold)
             selection_files = write_answer(
                 ctx.run_dir,
                 ds,
@@ -454,6 +507,7 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
                 skipped,
                 embeddings=embeddings,
                 nested=s.nested,
+                duplicates=dups,
             )
     return run_results(
         cfg,

@@ -78,6 +78,11 @@ def _thumb_uri(img: object, index: int) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def thumbnail_uri(img: object, index: int) -> str:
+    """An image as the report's thumbnail data: URI (for sections other modules write)."""
+    return _thumb_uri(img, index)
+
+
 def cluster_groups(pseudo_labels: np.ndarray, order: np.ndarray) -> list[tuple[int, list[int]]]:
     """``(cluster, its kept indices in priority order)`` per cluster, in the order the round robin visits them."""
     pl = np.asarray(pseudo_labels)
@@ -137,8 +142,10 @@ def write_report_html(
     num_clusters: int,
     n_skipped: int,
     load_image: Callable[[int], np.ndarray] | None,
+    sections: Sequence[str] = (),
 ) -> Path:
-    """Write ``run_dir/report.html`` (atomically) from the files already in ``run_dir``; return its path."""
+    """Write ``run_dir/report.html`` (atomically) from the files already in ``run_dir``; return its path.
+    ``sections``: further HTML sections (e.g. the near-duplicate groups), added after the budgets."""
     from elfs.exports import symlink_name
 
     run_dir = Path(run_dir)
@@ -282,6 +289,7 @@ def write_report_html(
             )
     if load_image is not None and shown_total >= MAX_THUMBS:
         add(f"<p class='note'>Thumbnails stop after {MAX_THUMBS:,}; later clusters list names only.</p>")
+    parts.extend(sections)  # further sections (near-duplicates), written by their own modules
     add("</main></body></html>\n")
     text = "".join(parts)
     return _write_text(run_dir / "report.html", lambda f: f.write(text))
@@ -294,5 +302,6 @@ __all__ = [
     "TINY_SHARE",
     "cluster_groups",
     "cluster_size_note",
+    "thumbnail_uri",
     "write_report_html",
 ]

@@ -436,6 +436,7 @@ def write_selection_outputs(
     embeddings: np.ndarray | None = None,
     nested: bool = False,
     method: str | None = None,
+    report_sections: Sequence[str] = (),
 ) -> list[Path]:
     """Write selection.csv, annotate_<budget>.txt, skipped.csv, the PNGs, the exports and report.html into
     ``run_dir``; return their paths (``selected_<budget>`` folders included).
@@ -446,8 +447,8 @@ def write_selection_outputs(
     (None for an in-memory dataset: the lists then hold the ids ``#i``); ``embeddings`` (N x D) are saved as
     embeddings.npy with embeddings_ids.txt; ``nested`` (the coresets of the budgets are nested) and ``method`` (the
     selection method; "easy" orders its lists easiest first, any other hardest first) are recorded in
-    selection.json. Inputs are checked before anything is written (plain ValueError naming the problem); every file
-    is written atomically.
+    selection.json; ``report_sections`` (HTML) are added at the end of report.html. Inputs are checked before
+    anything is written (plain ValueError naming the problem); every file is written atomically.
     """
     from elfs.exports import write_exports
     from elfs.report_html import cluster_size_note, write_report_html
@@ -546,6 +547,7 @@ def write_selection_outputs(
             num_clusters=num_clusters,
             n_skipped=len(skipped),
             load_image=load_image,
+            sections=report_sections,
         )
     )
     return out

@@ -5,6 +5,9 @@ would, print per-stage throughput and peak memory, and extrapolate each stage to
 
 1. Writes N JPEGs of about 500 x 375 (landscape and portrait, 4 sizes; 20 kinds of procedural scenes, so the
    folder has structure to cluster) into --dir, in worker processes; a folder that already holds them is reused.
+   Every --copy-every-th photo (default 20: 5 %) is a near-copy of the one before it (elfs.data.planted: JPEG
+   re-encoded, resized, cropped a few percent, brightness shifted, in turn), and the run's duplicates.csv is
+   scored against them (recall: planted pairs found in one group; precision: listed rows that are planted pairs).
 2. For each size in --sizes (the first n images, given to `elfs-select` as a list file), runs
    `elfs-select LIST --budget 0.1 0.3 --clusters 20 --out OUT` in a fresh cache and working folder, and samples
    the resident memory of its whole process tree (DataLoader workers included) every 0.25 s.
@@ -98,26 +101,42 @@ def _photo(i: int) -> tuple[np.ndarray, int]:
     return np.clip(noisy, 0, 255).astype(np.uint8), kind
 
 
-def _write(args: tuple[Path, int, int]) -> int:
+def copy_of(i: int, period: int) -> int | None:
+    """The photo that photo ``i`` is a planted near-copy of (the one before it, every ``period``-th), or None."""
+    return i - 1 if period and i % period == period - 1 else None
+
+
+def _pixels(i: int, period: int) -> np.ndarray:
+    """Photo ``i``: a synthetic photo, or a near-copy (JPEG, resize, crop, brightness in turn) of the one before."""
+    from elfs.data.planted import COPY_KINDS, near_copy
+
+    j = copy_of(i, period)
+    if j is None:
+        return _photo(i)[0]
+    return near_copy(_photo(j)[0], COPY_KINDS[(i // period) % len(COPY_KINDS)], np.random.default_rng(i))
+
+
+def _write(args: tuple[Path, int, int, int]) -> int:
     from PIL import Image
 
-    root, start, stop = args
+    root, start, stop, period = args
     for i in range(start, stop):
         path = root / f"{i // 1000:04d}" / f"img_{i:07d}.jpg"
         if path.is_file():
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        pixels, _ = _photo(i)
+        pixels = _pixels(i, period)
         tmp = path.with_suffix(".part")
         Image.fromarray(pixels).save(tmp, "JPEG", quality=88)
         os.replace(tmp, path)  # a killed writer leaves no half-written .jpg
     return stop - start
 
 
-def write_photos(root: Path, n: int, workers: int) -> float:
-    """The first ``n`` photos under ``root`` (subfolders of 1,000); returns seconds spent writing."""
+def write_photos(root: Path, n: int, workers: int, period: int = 0) -> float:
+    """The first ``n`` photos under ``root`` (subfolders of 1,000), every ``period``-th a near-copy of the one
+    before (0: none); returns seconds spent writing."""
     t0 = time.perf_counter()
-    chunks = [(root, s, min(n, s + 1000)) for s in range(0, n, 1000)]
+    chunks = [(root, s, min(n, s + 1000), period) for s in range(0, n, 1000)]
     with ProcessPoolExecutor(workers) as pool:
         done = 0
         for k in pool.map(_write, chunks):
@@ -169,7 +188,37 @@ def _stage_spans(cache: Path) -> list[tuple[str, float, float, dict]]:
     return sorted(spans, key=lambda s: s[1])
 
 
-def run_select(list_path: Path, n: int, work: Path, budgets: list[str], clusters: int) -> dict:
+def duplicate_scores(csv_path: Path, n: int, period: int) -> dict:
+    """Recall (planted pairs found in one group) and precision (rows of duplicates.csv whose image and
+    representative are one planted pair) of the near-duplicates elfs-select found."""
+    import csv
+
+    def index(p: str) -> int:
+        return int(Path(p).stem.split("_")[1])
+
+    truth = {frozenset((copy_of(i, period), i)) for i in range(n) if copy_of(i, period) is not None}
+    if not csv_path.exists():
+        return {"planted": len(truth), "found": 0, "rows": 0}
+    groups: dict[str, set[int]] = {}
+    rows = []
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            a, b = index(r["path"]), index(r["representative"])
+            groups.setdefault(r["group"], set()).update((a, b))
+            rows.append(frozenset((a, b)))
+    found = sum(any(t <= g for g in groups.values()) for t in truth)
+    right = sum(r in truth for r in rows)
+    return {
+        "planted": len(truth),
+        "found": found,
+        "recall": round(found / len(truth), 4) if truth else None,
+        "rows": len(rows),
+        "precision": round(right / len(rows), 4) if rows else None,
+        "groups": len(groups),
+    }
+
+
+def run_select(list_path: Path, n: int, work: Path, budgets: list[str], clusters: int, period: int = 0) -> dict:
     """`elfs-select` on ``list_path`` in a fresh folder and cache: per-stage seconds (results.json), the peak memory
     of the process tree while each stage ran (stage spans from the cache entries), and the rest of the wall time
     (start-up, choosing the coresets, writing the answer: CSV, lists, exports, report)."""
@@ -204,7 +253,9 @@ def run_select(list_path: Path, n: int, work: Path, budgets: list[str], clusters
     seconds = dict(results["stage_seconds"])
     seconds["other"] = round(wall - sum(seconds.values()), 2)
     knn_meta = [m for s, _, _, m in spans if s == "knn"]
+    dups = duplicate_scores(cwd / "out" / "duplicates.csv", n, period)
     return {
+        "duplicates": dups,
         "n": n,
         "wall_seconds": round(wall, 1),
         "stage_seconds": seconds,
@@ -251,7 +302,16 @@ def report(runs: list[dict], target: int) -> dict:
     peak = max((v["peak_gib"] for v in extrapolated.values() if v["peak_gib"] == v["peak_gib"]), default=0.0)
     print(f"{'total':12s} " + " ".join(f"{r['wall_seconds']:12.1f}{'':19s}" for r in runs) + f"{total / 3600:13.2f} h")
     print(f"peak memory at {target:,d}: {peak:.1f} GiB (the largest stage's, linear in N through the runs)")
-    return {"extrapolated": extrapolated, "extrapolated_hours": total / 3600, "extrapolated_peak_gib": peak}
+    embed_share = extrapolated.get("embed", {}).get("seconds", 0.0) / total if total else 0.0
+    print(f"the embedding stage's share at {target:,d}: {100 * embed_share:.0f} % of the time")
+    for r in runs:
+        print(f"near-duplicates at {r['n']:,d}: {json.dumps(r.get('duplicates'))}")
+    return {
+        "extrapolated": extrapolated,
+        "extrapolated_hours": total / 3600,
+        "extrapolated_peak_gib": peak,
+        "embed_share": embed_share,
+    }
 
 
 def _line(small: dict | None, big: dict, field: str, stage: str, target: int) -> float:
@@ -277,18 +337,21 @@ def main() -> None:
     p.add_argument("--budget", nargs="+", default=["0.1", "0.3"])
     p.add_argument("--clusters", type=int, default=20)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes writing photos")
+    p.add_argument(
+        "--copy-every", type=int, default=20, help="every this many-th photo is a near-copy of the one before (0: none)"
+    )
     a = p.parse_args()
     sizes = sorted(a.sizes or [a.n])
     if sizes[-1] > a.n:
         p.error(f"--sizes {sizes} go beyond the {a.n} photos written (--n)")
     root, work = a.dir.resolve(), a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    wrote = write_photos(root, a.n, a.workers)
+    wrote = write_photos(root, a.n, a.workers, a.copy_every)
     mb = sum(f.stat().st_size for f in root.rglob("*.jpg")) / 2**20
     print(f"photos: {a.n} in {root} ({mb:.0f} MiB), {wrote:.0f} s to write/check", file=sys.stderr)
     runs = []
     for n in sizes:
-        runs.append(run_select(list_file(root, n, work), n, work, a.budget, a.clusters))
+        runs.append(run_select(list_file(root, n, work), n, work, a.budget, a.clusters, a.copy_every))
         print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     summary = {"cpus": os.cpu_count(), "torch_threads": _torch_threads(), "runs": runs, **report(runs, a.target)}
     (work / "bench_folder.json").write_text(json.dumps(summary, indent=2))

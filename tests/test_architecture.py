@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "elfs.embed",
             "elfs.fp32",
             "elfs.knn",
+            "elfs.duplicates",
             "elfs.kmeans",
             "elfs.mixed_labels",
             "elfs.cluster",

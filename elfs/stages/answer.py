@@ -24,17 +24,16 @@ def write_answer(
     *,
     embeddings: np.ndarray | None = None,
     nested: bool = False,
+    duplicates: tuple[np.ndarray, np.ndarray, float] | None = None,
 ) -> list[Path]:
     """selection.csv (one row per image), the list to annotate per budget in priority order, a contact sheet, the
     score histogram with the cuts, per-cluster coverage, the exports, report.html and the skipped files, for a
     method that ranks by a score (``scored``: name, raw score, hardness); random and full rank nothing, so none.
-    ``groups`` are the clusters (labels, count) the priority order and the coverage plot go round."""
+    ``groups`` are the clusters (labels, count) the priority order and the coverage plot go round. ``duplicates``
+    (near-duplicate group per image, each group's representative, the threshold) adds duplicates.csv and a section
+    of report.html."""
     from elfs.selection_report import write_selection_outputs
 
-    if scored is None:
-        log.info("selection.method=%s ranks nothing: no selection.csv / annotate lists are written", method)
-        return []
-    score_name, score, hardness = scored
     if is_streamed(ds.train):
         ids = list(ds.train.paths)
         root = Path(ds.train.root).absolute()
@@ -49,7 +48,20 @@ def write_answer(
         def load(i: int) -> np.ndarray:
             return ds.train.images[i]
 
-    return write_selection_outputs(
+    sections, out = [], []
+    if duplicates is not None:
+        from elfs.duplicates import duplicates_html, write_duplicates_csv
+        from elfs.report_html import thumbnail_uri
+
+        dup, rep, threshold = duplicates
+        names = filepaths if filepaths is not None else ids
+        out.append(write_duplicates_csv(run_dir / "duplicates.csv", dup, rep, names))
+        sections.append(duplicates_html(dup, rep, ids, lambda i: thumbnail_uri(load(i), i), threshold=threshold))
+    if scored is None:
+        log.info("selection.method=%s ranks nothing: no selection.csv / annotate lists are written", method)
+        return out
+    score_name, score, hardness = scored
+    return out + write_selection_outputs(
         run_dir,
         ids=ids,
         pseudo_labels=groups[0],
@@ -65,4 +77,5 @@ def write_answer(
         embeddings=embeddings,
         nested=nested,
         method=method,
+        report_sections=sections,
     )

@@ -36,8 +36,10 @@ def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData, *, num_work
         for split, images in (("train", ds.train), ("test", ds.test)):
             if images is None:
                 continue
-            emb, valid, bad = _embed_split(ctx, b, images, num_workers)
+            emb, valid, bad, sig = _embed_split(ctx, b, images, num_workers, signatures=split == "train")
             arrays[split] = emb
+            if sig is not None:  # near-copies are confirmed by them (selection.dedup)
+                arrays["signature"] = sig
             if is_streamed(images):  # which files decoded; the others are reported, by path
                 arrays["valid" if split == "train" else "test_valid"] = valid
                 tag = "" if split == "train" else "(test) "
@@ -50,10 +52,11 @@ def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData, *, num_work
 
 
 def _embed_split(
-    ctx: Context, b: BackboneConfig, images: Any, num_workers: int
-) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
-    """(features of the decodable images, their indices, (index, reason) of the others) for one split; under DDP
-    this rank embeds its contiguous share and rank 0 receives every rank's (the others get their own part only)."""
+    ctx: Context, b: BackboneConfig, images: Any, num_workers: int, *, signatures: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]], np.ndarray | None]:
+    """(features of the decodable images, their indices, (index, reason) of the others, their pixel signatures or
+    None) for one split; under DDP this rank embeds its contiguous share and rank 0 receives every rank's (the
+    others get their own part only)."""
     from elfs.data import ImageSet
     from elfs.embed import embed_folder, embed_images
 
@@ -70,14 +73,17 @@ def _embed_split(
     share = np.array_split(np.arange(len(images)), distributed.world_size())[distributed.rank()]
     if is_streamed(images):
         part = images if len(share) == len(images) else images.subset(share)
-        emb, valid, bad = embed_folder(part, b.name, num_workers=num_workers, **kw)
+        emb, valid, bad, *sig = embed_folder(part, b.name, num_workers=num_workers, signatures=signatures, **kw)
     else:
         part = images if len(share) == len(images) else ImageSet(images.images[share], images.name)
-        emb, valid, bad = embed_images(part.images, b.name, **kw), np.arange(len(share)), []
-    mine = (emb, share[valid], [(int(share[i]), why) for i, why in bad])
+        got = embed_images(part.images, b.name, signatures=signatures, **kw)
+        emb, sig = (got[0], [got[1]]) if signatures else (got, [])
+        valid, bad = np.arange(len(share)), []
+    mine = (emb, share[valid], [(int(share[i]), why) for i, why in bad], sig[0] if sig else None)
     parts = distributed.gather_to_zero(mine)  # [mine] outside DDP; rank order = index order (contiguous shares)
     return (
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]).astype(np.int64),
         sorted(x for p in parts for x in p[2]),
+        np.concatenate([p[3] for p in parts]) if signatures else None,
     )

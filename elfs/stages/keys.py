@@ -83,6 +83,8 @@ NOT_IN_KEY: dict[str, dict[str, dict[str, str]]] = {
             "beta_grid": "keyed as `betas`, the candidates searched (nested budgets search part of the grid)",
             "nested": "its effect, the candidates searched, is keyed as `betas`",
             "exclude": "the search runs over every image; excluded ones are left out when the coreset is chosen",
+            "dedup": "the search runs over every image; near-copies are left out when the coreset is chosen",
+            "dedup_threshold": "as dedup: it decides the candidate pool, not the search",
             "d2_k": "D2's own setting; D2 searches no beta",
             "d2_gamma": "D2's own setting; D2 searches no beta",
             "d2_beta": "D2's own setting; D2 searches no beta",

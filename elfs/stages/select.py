@@ -55,7 +55,8 @@ def _among(ctx, s, method, hardness, embeddings, n, budget, beta, seed, contains
     want, hard = round(budget * n), round(beta * n)
     if want > m:
         raise DataError(
-            f"budget {budget:g} asks for {want} new images, but only {m} of the {n} are not in selection.exclude"
+            f"budget {budget:g} asks for {want} new images, but only {m} of the {n} can be chosen (the others are in "
+            "selection.exclude, or near-copies of another image: selection.dedup, elfs-select --keep-duplicates)"
         )
     sub_budget = want / m
     sub_beta = min(hard / m, 1.0 - sub_budget)

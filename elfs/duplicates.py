@@ -1,0 +1,150 @@
+"""Near-duplicates from the kNN graph: an image and an encoder neighbour whose pixel signatures (16 x 16 grey
+thumbnails, zero mean, unit norm: elfs.embed.pixel_signature) have cosine similarity above a threshold are one group,
+of which one representative stays in the candidate pool and the others are never proposed (duplicates.csv lists
+them). The signature and not the embedding decides, since the offline encoder at 64 px finds distinct photos as alike
+as re-encoded copies (experiments/duplicate_threshold.py measures both).
+
+Pure functions on arrays; the pipeline calls them, the selection report writes what they return.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["duplicate_groups", "duplicates_html", "pair_similarity", "pool", "representatives", "write_duplicates_csv"]
+
+
+def pair_similarity(signature: np.ndarray, idx: np.ndarray, block: int = 2048) -> np.ndarray:
+    """Cosine similarity of each image's signature to each of its kNN neighbours' (``[N, k]`` float32), computed
+    ``block`` rows at a time (memory: block x k x dim floats, never N x N)."""
+    sig = np.asarray(signature)
+    out = np.empty(idx.shape, dtype=np.float32)
+    for start in range(0, len(idx), block):
+        rows = sig[start : start + block].astype(np.float32)
+        nb = sig[idx[start : start + block]].astype(np.float32)  # [b, k, dim]
+        out[start : start + block] = np.einsum("bd,bkd->bk", rows, nb)
+    return out
+
+
+def duplicate_groups(idx: np.ndarray, signature: np.ndarray, threshold: float) -> np.ndarray:
+    """Group label per image (``-1`` for an image with no near-copy): the connected components of the kNN graph's
+    edges (``idx``, ``[N, k]`` neighbours by embedding) whose pixel signatures (unit rows, ``[N, dim]``) have
+    cosine similarity >= ``threshold``, numbered 0, 1, ... in order of their smallest member. The encoder's
+    neighbours are the candidates: what confirms a near-copy is that its pixels match."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    idx, signature = np.asarray(idx), np.asarray(signature)
+    if idx.ndim != 2 or signature.ndim != 2 or len(idx) != len(signature):
+        raise ValueError(f"idx [N, k] and signature [N, dim] must have N rows, got {idx.shape}, {signature.shape}")
+    if not 0.0 < float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be a cosine similarity in (0, 1], got {threshold!r}")
+    n = idx.shape[0]
+    sims = pair_similarity(signature, idx)
+    rows, cols = np.nonzero((sims >= threshold) & (idx >= 0))
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, idx[rows, cols])), shape=(n, n))
+    _, comp = connected_components(graph, directed=True, connection="weak")
+    sizes = np.bincount(comp, minlength=comp.max() + 1)
+    grouped = sizes[comp] > 1
+    labels = np.full(n, -1, dtype=np.int64)
+    # renumber the groups by their first member, so the numbering does not depend on scipy's
+    _, first = np.unique(comp[grouped], return_index=True)
+    order = np.argsort(np.flatnonzero(grouped)[first])
+    new = np.empty(len(first), dtype=np.int64)
+    new[order] = np.arange(len(first))
+    labels[grouped] = new[np.unique(comp[grouped], return_inverse=True)[1]]
+    return labels
+
+
+def representatives(groups: np.ndarray, hardness: np.ndarray | None, *, hardest: bool = False) -> np.ndarray:
+    """The representative of each group (index per group id): the member the method ranks best, i.e. the easiest
+    (``hardest=True``: the hardest) by ``hardness``, ties and ``hardness=None`` (random) to the first in order."""
+    groups = np.asarray(groups)
+    g = int(groups.max()) + 1 if groups.size else 0
+    members = np.flatnonzero(groups >= 0)
+    if hardness is None:
+        key = members.astype(np.float64)
+    else:
+        h = np.asarray(hardness, dtype=np.float64)[members]
+        key = -h if hardest else h
+    order = members[np.lexsort((members, key))]  # best first, ties by index
+    rep = np.full(g, -1, dtype=np.int64)
+    first = np.unique(groups[order], return_index=True)[1]
+    rep[groups[order][first]] = order[first]
+    return rep
+
+
+def pool(groups: np.ndarray, rep: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
+    """The candidate pool (sorted int64): every image not in a group, plus each group's representative; a group
+    with an ``excluded`` member (already labelled) is left out whole, and excluded images themselves too."""
+    groups = np.asarray(groups)
+    n = len(groups)
+    keep = groups < 0
+    keep[rep[rep >= 0]] = True
+    if excluded is not None and len(excluded):
+        out = np.zeros(n, dtype=bool)
+        out[excluded] = True
+        hit = np.unique(groups[excluded][groups[excluded] >= 0])
+        out |= np.isin(groups, hit)
+        keep &= ~out
+    return np.flatnonzero(keep).astype(np.int64)
+
+
+def write_duplicates_csv(path: Path, groups: np.ndarray, rep: np.ndarray, names: Sequence[str]) -> Path:
+    """duplicates.csv: one row per near-copy left out of the pool (group, path, representative), by group."""
+    import csv
+
+    from elfs.output_files import atomic_write
+
+    def fill(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["group", "path", "representative"])
+            for i in np.argsort(groups, kind="stable").tolist():
+                g = int(groups[i])
+                if g >= 0 and i != rep[g]:
+                    w.writerow([g, names[i], names[int(rep[g])]])
+
+    return atomic_write(Path(path), fill)
+
+
+def duplicates_html(
+    groups: np.ndarray,
+    rep: np.ndarray,
+    names: Sequence[str],
+    thumb: Callable[[int], str] | None,
+    *,
+    threshold: float,
+    shown: int = 30,
+) -> str:
+    """report.html's section on near-duplicates: each group as a row, its representative first (with ``thumb``, a
+    function giving an image's data: URI, as thumbnails; without, as names)."""
+    esc = html.escape
+    n_groups = int(len(rep))
+    n_dups = int((np.asarray(groups) >= 0).sum()) - n_groups
+    out = [
+        f"<h2>Near-duplicates: {n_groups:,} group(s), {n_dups:,} copies never proposed</h2>",
+        f"<p class='note'>Images whose pixels match (thumbnail cosine similarity &ge; {threshold:g}) form a group; "
+        "only the first image of each row (the one the method ranks best) can be proposed. The full list is "
+        "<a href='duplicates.csv'>duplicates.csv</a>; <code>--keep-duplicates</code> turns this off.</p>",
+    ]
+    for g in range(min(n_groups, shown)):
+        members = [int(rep[g]), *[int(i) for i in np.flatnonzero(groups == g) if i != rep[g]]]
+        out.append(f"<div class='cluster'><div class='head'><b>group {g}</b> — {len(members)} images</div>")
+        if thumb is not None:
+            out.append("<div class='thumbs'>")
+            for j, i in enumerate(members):
+                label = esc(Path(names[i]).name) + (" (kept in the pool)" if j == 0 else "")
+                out.append(f"<figure title='{esc(names[i])}'><img src='{thumb(i)}' alt='{label}'>")
+                out.append(f"<figcaption>{label}</figcaption></figure>")
+            out.append("</div>")
+        else:
+            out.append("<ol class='names'>" + "".join(f"<li>{esc(names[i])}</li>" for i in members) + "</ol>")
+        out.append("</div>")
+    if n_groups > shown:
+        out.append(f"<p class='note'>{n_groups - shown:,} more group(s) in duplicates.csv.</p>")
+    return "".join(out)
