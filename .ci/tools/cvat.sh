@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# cvat-cli for the hand-off test (tests/test_handoff_cvat.py), in its own venv: DEST/venv/bin/cvat-cli.
+# cvat-cli for the hand-off test (tests/test_handoffs.py), in its own venv: DEST/venv/bin/cvat-cli.
 # No CVAT server runs here; the test runs the printed command against cvat-cli's own argument parser.
 set -euo pipefail
 DEST=${1:?usage: cvat.sh DEST}

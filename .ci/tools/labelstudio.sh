@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Label Studio for the hand-off test (tests/test_handoff_labelstudio.py), in its own venv: DEST/venv/bin/label-studio.
+# Label Studio for the hand-off test (tests/test_handoffs.py), in its own venv: DEST/venv/bin/label-studio.
 # Its dependencies (Django, ...) need not agree with the project's. Idempotent: a finished build is kept.
 # The test starts the server itself (once per session, loopback only), so this script starts nothing.
 set -euo pipefail
