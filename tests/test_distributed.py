@@ -217,7 +217,7 @@ def test_two_process_pipeline_matches_one_process_and_writes_once(tmp_path, elfs
     # each rank embedded half of every split; rank 0's gathered artifact equals the 1-process embedding
     (e2,), (e1,) = (list((tmp_path / f"cache_{w}" / "embed").glob("*/arrays.npz")) for w in (2, 1))
     e2, e1 = dict(np.load(e2)), dict(np.load(e1))
-    assert sorted(e2) == sorted(e1) == ["test", "train"]
+    assert sorted(e2) == sorted(e1) == ["signature", "test", "train"]  # signature: the near-copy thumbnails
     for k in e1:
         np.testing.assert_allclose(e2[k], e1[k], rtol=0, atol=1e-4, err_msg=k)
     s2, s1 = dict(np.load(two / "scores.npz")), dict(np.load(one / "scores.npz"))
