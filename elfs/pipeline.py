@@ -229,8 +229,9 @@ class Signals:
         )
 
 
-#: methods whose best image is the hardest (they keep the hard end): a group of near-copies keeps its hardest
-_KEEPS_HARDEST = frozenset({"hard", "prototypicality"})
+#: methods whose best image is the hardest (they keep the hard end; ZCore its highest scores): a group of
+#: near-copies keeps its hardest
+_KEEPS_HARDEST = frozenset({"hard", "prototypicality", "zcore"})
 
 
 def candidates(s: Any, ds: Dataset) -> np.ndarray | None:

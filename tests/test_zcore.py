@@ -196,6 +196,16 @@ def test_elfs_select_method_zcore_as_typed(tmp_path):
     assert len(rows) == 300 and {r["score_name"] for r in rows} == {"zcore"}
     kept = [r for r in rows if r["kept_0.2"] == "1"]
     assert len(kept) == 60
-    assert min(float(r["score"]) for r in kept) >= max(float(r["score"]) for r in rows if r["kept_0.2"] == "0")
+    # near-copies left out of the pool (duplicates.csv) are never kept; each group is represented by its member of
+    # highest score, and among the pool the highest scores are kept
+    score = {r["filepath"]: float(r["score"]) for r in rows}
+    dup_csv = tmp_path / "picks" / "duplicates.csv"
+    with open(dup_csv, newline="") as f:
+        dups = list(csv.DictReader(f))
+    assert all(score[d["path"]] <= score[d["representative"]] for d in dups), dups
+    left_out = {d["path"] for d in dups}
+    pool = [r for r in rows if r["filepath"] not in left_out]
+    assert not left_out & {r["filepath"] for r in kept}
+    assert min(float(r["score"]) for r in kept) >= max(float(r["score"]) for r in pool if r["kept_0.2"] == "0")
     listed = (tmp_path / "picks" / "annotate_0.2.txt").read_text().split()
     assert len(listed) == 60
