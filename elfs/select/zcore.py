@@ -8,9 +8,14 @@ credit between them, each in proportion to 1 / distance ** ``exponent`` (an exac
 penalty). Scores start from uniform noise (``rand_init``) and are min-max normalised at the end.
 
 :func:`zcore_scores` draws a block of samples at once and scores them as matrices (torch, on the GPU when given
-one); :func:`zcore_scores_per_sample` is the plain one-sample-at-a-time form, as the reference code loops, kept
-for the equivalence test and the benchmark. The reference's forked workers share numpy's global random state,
-so each of them draws the same samples; here every sample is an independent draw from one seeded generator.
+one): the covered example is found in a window of ranks around the point in one dimension where the window's edge
+proves it (:class:`SortedIndex`), and its neighbours among the examples within a distance that a fixed random
+subset of the examples bounds (:func:`neighbour_subset`; checked per sample, else every example), so that no row
+sorts or takes a top-1000 over every example. Exact ties (sparse embeddings tie often) go to a random one of the
+tied examples by a salted hash, where the reference takes the first index. :func:`zcore_scores_per_sample` is the
+plain one-sample-at-a-time form, as the reference code loops, kept for the equivalence test and the benchmark.
+The reference's forked workers share numpy's global random state, so each of them draws the same samples; here
+every sample is an independent draw from one seeded generator.
 """
 
 from __future__ import annotations
