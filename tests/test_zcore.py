@@ -10,6 +10,8 @@ from scipy import stats
 
 from elfs.select.zcore import (
     SortedIndex,
+    _candidates,
+    _candidates_by_row,
     _covered,
     _penalise,
     block_scores,
@@ -143,6 +145,16 @@ def test_the_bound_changes_no_score_even_where_distances_tie():
     plain = block_scores(xt, dims, points, 100, 4.0, salt)
     fast = block_scores(xt, dims, points, 100, 4.0, salt, SortedIndex(xt), bound)
     np.testing.assert_allclose(fast.numpy(), plain.numpy(), atol=1e-9)
+    # the candidates as a GPU finds them (matrices) and as a CPU does (one row at a time): the same
+    d = torch.as_tensor(dims[:40])
+    covered = torch.as_tensor(rng.integers(0, 6000, 40))
+    centre = xt[d, covered[:, None]]
+    dist = xt[d[:, 0]].sub(centre[:, :1]).abs() + xt[d[:, 1]].sub(centre[:, 1:]).abs()
+    dist[torch.arange(40), covered] = float("inf")
+    by_rows = _candidates_by_row(xt, d, centre, covered, 100, *bound)
+    for got, want in zip(_candidates(dist, 100, torch.as_tensor(bound[0]), bound[1]), by_rows, strict=True):
+        assert torch.equal(got, want)
+    assert by_rows[2].sum() >= 35  # most rows settled by the bound
 
 
 def test_a_window_of_ranks_guards_everything_outside_it():

@@ -230,11 +230,30 @@ def _candidates(dist, k: int, subset, rank: int):
 
     b, n = dist.shape
     limit = torch.topk(dist.index_select(1, subset), rank, dim=1, largest=False, sorted=True).values[:, -1:]
-    if dist.device.type == "cpu":  # numpy's compare and nonzero: a third of torch's time on a CPU (measured)
-        at = torch.from_numpy(np.flatnonzero(dist.numpy() <= limit.numpy()))
-    else:
-        at = torch.nonzero((dist <= limit).view(-1)).flatten()  # row-major: each row's examples together
+    at = torch.nonzero((dist <= limit).view(-1)).flatten()  # row-major: each row's examples together
     cand, ids, count = _padded(at // n, dist.view(-1).index_select(0, at), at % n, b, k)
+    ok = count >= k
+    return cand[ok], ids[ok], ok
+
+
+def _candidates_by_row(xt, d, centre, covered, k: int, subset: np.ndarray, rank: int):
+    """:func:`_candidates` on a CPU, one sample a row in numpy (the distances as :func:`_distances` computes them:
+    the same float32 values), each row's scan staying in cache: under half the time of the matrices (measured)."""
+    import torch
+
+    x, dims, c, cov = xt.numpy(), d.cpu().numpy(), centre.cpu().numpy(), covered.cpu().numpy()
+    dist, part = np.empty(x.shape[1], dtype=np.float32), np.empty(x.shape[1], dtype=np.float32)
+    rows, cols, vals = [], [], []
+    for i, row in enumerate(dims):
+        np.abs(np.subtract(x[row[0]], c[i, 0], out=dist), out=dist)
+        for j in range(1, len(row)):
+            dist += np.abs(np.subtract(x[row[j]], c[i, j], out=part), out=part)
+        dist[cov[i]] = np.inf
+        at = np.flatnonzero(dist <= np.partition(dist[subset], rank - 1)[rank - 1])
+        rows.append(np.full(len(at), i))
+        cols.append(at)
+        vals.append(dist[at])
+    cand, ids, count = _padded(*(torch.from_numpy(np.concatenate(a)) for a in (rows, vals, cols)), len(dims), k)
     ok = count >= k
     return cand[ok], ids[ok], ok
 
@@ -296,15 +315,17 @@ def block_scores(
     centre = xt[d, covered[:, None]]
     delta = torch.zeros(n, dtype=torch.float64, device=xt.device)
     delta.index_add_(0, covered, torch.ones(len(covered), dtype=torch.float64, device=xt.device))
-    dist = _distances(xt, d, centre)
-    dist.scatter_(1, covered[:, None], float("inf"))
     rest = torch.ones(len(d), dtype=torch.bool, device=xt.device)
     if bound is not None:
-        cand, ids, ok = _candidates(dist, neighbours, torch.as_tensor(bound[0], device=xt.device), bound[1])
+        if xt.device.type == "cpu":
+            cand, ids, ok = _candidates_by_row(xt, d, centre, covered, neighbours, *bound)
+        else:
+            dist = _distances(xt, d, centre).scatter_(1, covered[:, None], float("inf"))
+            cand, ids, ok = _candidates(dist, neighbours, torch.as_tensor(bound[0], device=xt.device), bound[1])
         _penalise(delta, cand, ids, neighbours, exponent, salt[ok, 1])
         rest = ~ok
     if bool(rest.any()):  # every example is a candidate
-        dist = dist[rest]
+        dist = _distances(xt, d[rest], centre[rest]).scatter_(1, covered[rest, None], float("inf"))
         _penalise(delta, dist, torch.arange(n, device=xt.device).expand_as(dist), neighbours, exponent, salt[rest, 1])
     return delta
 
