@@ -11,9 +11,9 @@ from scipy import stats
 from elfs.select.zcore import (
     SortedIndex,
     _candidates,
-    _candidates_by_row,
     _covered,
     _penalise,
+    _penalties_by_row,
     block_scores,
     distinct_dims,
     neighbour_subset,
@@ -145,16 +145,17 @@ def test_the_bound_changes_no_score_even_where_distances_tie():
     plain = block_scores(xt, dims, points, 100, 4.0, salt)
     fast = block_scores(xt, dims, points, 100, 4.0, salt, SortedIndex(xt), bound)
     np.testing.assert_allclose(fast.numpy(), plain.numpy(), atol=1e-9)
-    # the candidates as a GPU finds them (matrices) and as a CPU does (one row at a time): the same
-    d = torch.as_tensor(dims[:40])
-    covered = torch.as_tensor(rng.integers(0, 6000, 40))
-    centre = xt[d, covered[:, None]]
+    # the penalties as a GPU finds them (matrices) and as a CPU does (one row at a time): the same
+    d, covered = torch.as_tensor(dims[:40]), torch.as_tensor(rng.integers(0, 6000, 40))
+    centre, row_salt = xt[d, covered[:, None]], torch.as_tensor(salt[:40, 1])
     dist = xt[d[:, 0]].sub(centre[:, :1]).abs() + xt[d[:, 1]].sub(centre[:, 1:]).abs()
     dist[torch.arange(40), covered] = float("inf")
-    by_rows = _candidates_by_row(xt, d, centre, covered, 100, *bound)
-    for got, want in zip(_candidates(dist, 100, torch.as_tensor(bound[0]), bound[1]), by_rows, strict=True):
-        assert torch.equal(got, want)
-    assert by_rows[2].sum() >= 35  # most rows settled by the bound
+    cand, ids, ok = _candidates(dist, 100, torch.as_tensor(bound[0]), bound[1])
+    want = torch.zeros(6000, dtype=torch.float64)
+    _penalise(want, cand, ids, 100, 4.0, row_salt[ok])
+    got, ok_rows = _penalties_by_row(xt, d, centre, covered, 100, 4.0, row_salt, *bound)
+    assert torch.equal(ok_rows, ok) and ok.sum() >= 35  # most rows settled by the bound
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-12)
 
 
 def test_a_window_of_ranks_guards_everything_outside_it():
