@@ -12,6 +12,7 @@ from elfs.select.zcore import (
     SortedIndex,
     _candidates,
     _covered,
+    _covered_by_row,
     _penalise,
     _penalties_by_row,
     block_scores,
@@ -70,10 +71,12 @@ def test_exact_ties_are_broken_at_random_not_by_index():
     b, n = 20000, 20
     salt = torch.as_tensor(rng.integers(0, 1 << 32, size=(b, 2)))
     # coverage: every example at one point
-    covered = _covered(
-        torch.zeros((1, n)), torch.zeros((b, 1), dtype=torch.int64), torch.zeros((b, 1)), salt[:, 0], None, n
-    )
-    assert stats.chisquare(np.bincount(covered.numpy(), minlength=n)).pvalue > 0.001
+    same, dims, at = torch.zeros((1, n)), torch.zeros((b, 1), dtype=torch.int64), torch.zeros((b, 1))
+    for covered in (
+        _covered(same, dims, at, salt[:, 0], None, n),
+        _covered_by_row(same, dims[:4000], at[:4000], salt[:4000, 0], SortedIndex(same), 8),
+    ):
+        assert stats.chisquare(np.bincount(covered.numpy(), minlength=n)).pvalue > 0.001
     # a twin's penalty: 20 examples at distance 0 from the covered one (left out: inf), two further away
     dist = torch.tensor([[float("inf")] + [0.0] * n + [1.0, 2.0]]).expand(b, -1).contiguous()
     ids = torch.arange(n + 3).expand(b, -1)
@@ -145,7 +148,13 @@ def test_the_bound_changes_no_score_even_where_distances_tie():
     plain = block_scores(xt, dims, points, 100, 4.0, salt)
     fast = block_scores(xt, dims, points, 100, 4.0, salt, SortedIndex(xt), bound)
     np.testing.assert_allclose(fast.numpy(), plain.numpy(), atol=1e-9)
-    # the penalties as a GPU finds them (matrices) and as a CPU does (one row at a time): the same
+    # the covered examples and the penalties as a GPU finds them (matrices) and as a CPU does (one row at a time)
+    at, index = torch.as_tensor(points, dtype=torch.float32), SortedIndex(xt)
+    for width in (64, 1024):  # windows that settle few samples and most: the rest scan every example
+        want = _covered(xt, torch.as_tensor(dims), at, torch.as_tensor(salt[:, 0]), index, width)
+        assert torch.equal(
+            _covered_by_row(xt, torch.as_tensor(dims), at, torch.as_tensor(salt[:, 0]), index, width), want
+        )
     d, covered = torch.as_tensor(dims[:40]), torch.as_tensor(rng.integers(0, 6000, 40))
     centre, row_salt = xt[d, covered[:, None]], torch.as_tensor(salt[:40, 1])
     dist = xt[d[:, 0]].sub(centre[:, :1]).abs() + xt[d[:, 1]].sub(centre[:, 1:]).abs()

@@ -11,9 +11,10 @@ penalty). Scores start from uniform noise (``rand_init``) and are min-max normal
 one): the covered example is found in a window of ranks around the point in one dimension where the window's edge
 proves it (:class:`SortedIndex`), and its neighbours among the examples within a distance that a fixed random
 subset of the examples bounds (:func:`neighbour_subset`; checked per sample, else every example), so that no row
-sorts or takes a top-1000 over every example. Exact ties (sparse embeddings tie often) go to a random one of the
-tied examples by a salted hash, where the reference takes the first index. :func:`zcore_scores_per_sample` is the
-plain one-sample-at-a-time form, as the reference code loops, kept for the equivalence test and the benchmark.
+sorts or takes a top-1000 over every example (on a CPU, one sample a row in numpy). Exact ties (sparse embeddings
+tie often) go to a random one of the tied examples by a salted hash, where the reference takes the first index.
+:func:`zcore_scores_per_sample` is the plain one-sample-at-a-time form, as the reference code loops, kept for the
+equivalence test and the benchmark.
 The reference's forked workers share numpy's global random state, so each of them draws the same samples; here
 every sample is an independent draw from one seeded generator.
 """
@@ -179,6 +180,40 @@ def _covered(xt, d, p, salt, index, width: int):
     return covered
 
 
+def _nearest(dist: np.ndarray, ids: np.ndarray, salt) -> int:
+    """The example of the smallest distance; exact ties to the one whose (id, salt) hashes lowest (numpy)."""
+    tied = np.flatnonzero(dist == dist.min())
+    return int(ids[tied[0]] if len(tied) == 1 else ids[tied[np.argmin(_mix(ids[tied] ^ salt))]])
+
+
+def _covered_by_row(xt, d, p, salt, index: SortedIndex, width: int):
+    """:func:`_covered` on a CPU, one sample a row in numpy (the same example: the window's edge proves it, else
+    every example is scanned)."""
+    import torch
+
+    x, dims, pts, salts = xt.numpy(), d.numpy(), p.numpy(), salt.numpy()
+    values, order = index.values.numpy(), index.order.numpy()
+    n = x.shape[1]
+    out = np.empty(len(dims), dtype=np.int64)
+    for i, row in enumerate(dims):
+        if width < n:
+            first = min(max(int(np.searchsorted(values[row[0]], pts[i, 0])) - width // 2, 0), n - width)
+            ids, vals = order[row[0], first : first + width], values[row[0], first : first + width]
+            dist = np.abs(vals - pts[i, 0])
+            for j in range(1, len(row)):
+                dist += np.abs(x[row[j], ids] - pts[i, j])
+            left = pts[i, 0] - vals[0] if first > 0 else np.inf
+            right = vals[-1] - pts[i, 0] if first + width < n else np.inf
+            if dist.min() < min(left, right):  # everything outside is at least that far
+                out[i] = _nearest(dist, ids, salts[i])
+                continue
+        dist = np.abs(x[row[0]] - pts[i, 0])
+        for j in range(1, len(row)):
+            dist += np.abs(x[row[j]] - pts[i, j])
+        out[i] = _nearest(dist, np.arange(n), salts[i])
+    return torch.from_numpy(out)
+
+
 #: a covered example's neighbours are looked for among the examples within the distance at which a fixed random
 #: subset of the examples holds MARGIN times its share of them; a row where they number fewer than the neighbours
 #: (checked exactly, rare) takes every example instead. Either way the same neighbours: only the work changes.
@@ -322,7 +357,8 @@ def block_scores(
     subspaces ``dims`` [B, dim]; ``xt`` is the transposed embedding [D, N] as a torch tensor. ``salt`` [B, 2]
     (int64) breaks exact ties between examples at random (the reference takes the first index); 0 without it.
     ``index`` (a :class:`SortedIndex` of xt) finds the covered examples in a window of ranks first, and ``bound``
-    (:func:`neighbour_subset`) their neighbours among the few examples within a bound: the same result, less work."""
+    (:func:`neighbour_subset`) their neighbours among the few examples within a bound: the same result, less work.
+    With both on a CPU, each sample is a row in numpy, whose scans stay in cache; else blocks of rows as matrices."""
     import torch
 
     n = xt.shape[1]
@@ -330,7 +366,11 @@ def block_scores(
     p = torch.as_tensor(points, device=xt.device, dtype=xt.dtype)
     salt = torch.zeros((len(d), 2), dtype=torch.int64) if salt is None else torch.as_tensor(salt)
     salt = salt.to(xt.device)
-    covered = _covered(xt, d, p, salt[:, 0], index, min(n, 1024))
+    by_row = xt.device.type == "cpu" and index is not None and bound is not None  # many examples: rows in cache
+    if by_row:
+        covered = _covered_by_row(xt, d, p, salt[:, 0], index, min(n, 1024))
+    else:
+        covered = _covered(xt, d, p, salt[:, 0], index, min(n, 1024))
     # its neighbours are the others: the reference drops the first of its sort, which is the covered example or,
     # for an exact twin, either of the two
     centre = xt[d, covered[:, None]]
@@ -338,7 +378,7 @@ def block_scores(
     delta.index_add_(0, covered, torch.ones(len(covered), dtype=torch.float64, device=xt.device))
     rest = torch.ones(len(d), dtype=torch.bool, device=xt.device)
     if bound is not None:
-        if xt.device.type == "cpu":
+        if by_row:
             part, ok = _penalties_by_row(xt, d, centre, covered, neighbours, exponent, salt[:, 1], *bound)
             delta += torch.from_numpy(part)
         else:
