@@ -10,8 +10,14 @@ from scipy import stats
 
 from elfs.select.zcore import (
     SortedIndex,
+    _candidates,
+    _covered,
+    _covered_by_row,
+    _penalise,
+    _penalties_by_row,
     block_scores,
     distinct_dims,
+    neighbour_subset,
     triangular,
     zcore_scores,
     zcore_scores_per_sample,
@@ -59,13 +65,32 @@ def test_an_exact_twin_takes_the_whole_penalty():
 
 
 def test_exact_ties_are_broken_at_random_not_by_index():
-    """Sparse embeddings (many exact zeros) tie often: credit spreads over the tied examples, none wins by index."""
-    x = np.zeros((40, 3))
-    x[20:, 0] = np.arange(1, 21)  # half the examples are one point, the other half spread on a line
-    s = zcore_scores(x, samples=8000, dim=1, neighbours=5, exponent=4, rand_init=False, seed=0)
-    twins = s[:20]
-    assert twins.std() < 0.2 * (twins.mean() + 1e-9) or np.ptp(twins) < 0.2, twins
-    assert np.argmax(s) != 0
+    """Sparse embeddings (many exact zeros) tie often: the coverage, a twin's whole penalty and the neighbours at the
+    last distance each go to a random one of the tied examples (by a salted hash), never to the first index."""
+    rng = np.random.default_rng(0)
+    b, n = 20000, 20
+    salt = torch.as_tensor(rng.integers(0, 1 << 32, size=(b, 2)))
+    # coverage: every example at one point
+    same, dims, at = torch.zeros((1, n)), torch.zeros((b, 1), dtype=torch.int64), torch.zeros((b, 1))
+    for covered in (
+        _covered(same, dims, at, salt[:, 0], None, n),
+        _covered_by_row(same, dims[:4000], at[:4000], salt[:4000, 0], SortedIndex(same), 8),
+    ):
+        assert stats.chisquare(np.bincount(covered.numpy(), minlength=n)).pvalue > 0.001
+    # a twin's penalty: 20 examples at distance 0 from the covered one (left out: inf), two further away
+    dist = torch.tensor([[float("inf")] + [0.0] * n + [1.0, 2.0]]).expand(b, -1).contiguous()
+    ids = torch.arange(n + 3).expand(b, -1)
+    delta = torch.zeros(n + 3, dtype=torch.float64)
+    _penalise(delta, dist, ids, 5, 4.0, salt[:, 1])
+    assert delta.sum().item() == pytest.approx(-b) and delta[n + 1 :].abs().sum() == 0
+    assert stats.chisquare(-delta[1 : n + 1].numpy()).pvalue > 0.001
+    # the last of 5 neighbours: one at distance 1, then 20 tied at 2 for the other 4 places (weights 1 and 1/16)
+    dist = torch.tensor([[float("inf"), 1.0] + [2.0] * n + [3.0]]).expand(b, -1).contiguous()
+    delta = torch.zeros(n + 3, dtype=torch.float64)
+    _penalise(delta, dist, ids, 5, 4.0, salt[:, 1])
+    assert delta[1].item() == pytest.approx(-b / 1.25) and delta[n + 2] == 0
+    tied = -delta[2 : n + 2].numpy() / (0.0625 / 1.25)  # how often each tied one was among the 5
+    assert tied.sum() == pytest.approx(4 * b) and stats.chisquare(tied).pvalue > 0.001
 
 
 def _loop(x: np.ndarray, dims: np.ndarray, points: np.ndarray, neighbours: int, exponent: float) -> np.ndarray:
@@ -101,9 +126,45 @@ def test_the_batched_form_equals_the_per_sample_loop_on_the_same_draws():
     want = _loop(wide.astype(np.float64), dims, points.astype(np.float32).astype(np.float64), 300, 4.0)
     xt = torch.as_tensor(wide.T.copy())
     np.testing.assert_allclose(block_scores(xt, dims, points, 300, 4.0).numpy(), want, atol=1e-6)
-    # the windowed search (ranks around the point in one dimension, checked against the window's edge)
-    got = block_scores(xt, dims, points, 300, 4.0, index=SortedIndex(xt))
+    # the windowed search (ranks around the point in one dimension, checked against the window's edge), and the
+    # neighbours among the examples within a bound from a random subset (and rows below the bound: every example)
+    index, bound = SortedIndex(xt), neighbour_subset(10000, 300)
+    assert bound is not None
+    got = block_scores(xt, dims, points, 300, 4.0, index=index, bound=bound)
     np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+    got = block_scores(xt, dims, points, 300, 4.0, index=index, bound=(bound[0], 5))  # few within: all fall back
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+
+
+def test_the_bound_changes_no_score_even_where_distances_tie():
+    """Integers 0..99: L1 distances tie at the last neighbour in most rows (and some examples are twins); with and
+    without the bound (and the window), the same scores."""
+    rng = np.random.default_rng(7)
+    xt = torch.as_tensor(rng.integers(0, 100, size=(4, 6000)).astype(np.float32))
+    dims, points = distinct_dims(rng, 120, 4, 2), rng.uniform(0, 99, (120, 2))
+    salt = rng.integers(0, 1 << 32, size=(120, 2))
+    bound = neighbour_subset(6000, 100)
+    assert bound is not None
+    plain = block_scores(xt, dims, points, 100, 4.0, salt)
+    fast = block_scores(xt, dims, points, 100, 4.0, salt, SortedIndex(xt), bound)
+    np.testing.assert_allclose(fast.numpy(), plain.numpy(), atol=1e-9)
+    # the covered examples and the penalties as a GPU finds them (matrices) and as a CPU does (one row at a time)
+    at, index = torch.as_tensor(points, dtype=torch.float32), SortedIndex(xt)
+    for width in (64, 1024):  # windows that settle few samples and most: the rest scan every example
+        want = _covered(xt, torch.as_tensor(dims), at, torch.as_tensor(salt[:, 0]), index, width)
+        assert torch.equal(
+            _covered_by_row(xt, torch.as_tensor(dims), at, torch.as_tensor(salt[:, 0]), index, width), want
+        )
+    d, covered = torch.as_tensor(dims[:40]), torch.as_tensor(rng.integers(0, 6000, 40))
+    centre, row_salt = xt[d, covered[:, None]], torch.as_tensor(salt[:40, 1])
+    dist = xt[d[:, 0]].sub(centre[:, :1]).abs() + xt[d[:, 1]].sub(centre[:, 1:]).abs()
+    dist[torch.arange(40), covered] = float("inf")
+    cand, ids, ok = _candidates(dist, 100, torch.as_tensor(bound[0]), bound[1])
+    want = torch.zeros(6000, dtype=torch.float64)
+    _penalise(want, cand, ids, 100, 4.0, row_salt[ok])
+    got, ok_rows = _penalties_by_row(xt, d, centre, covered, 100, 4.0, row_salt, *bound)
+    assert torch.equal(ok_rows, ok) and ok.sum() >= 35  # most rows settled by the bound
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-12)
 
 
 def test_a_window_of_ranks_guards_everything_outside_it():

@@ -8,9 +8,15 @@ credit between them, each in proportion to 1 / distance ** ``exponent`` (an exac
 penalty). Scores start from uniform noise (``rand_init``) and are min-max normalised at the end.
 
 :func:`zcore_scores` draws a block of samples at once and scores them as matrices (torch, on the GPU when given
-one); :func:`zcore_scores_per_sample` is the plain one-sample-at-a-time form, as the reference code loops, kept
-for the equivalence test and the benchmark. The reference's forked workers share numpy's global random state,
-so each of them draws the same samples; here every sample is an independent draw from one seeded generator.
+one): the covered example is found in a window of ranks around the point in one dimension where the window's edge
+proves it (:class:`SortedIndex`), and its neighbours among the examples within a distance that a fixed random
+subset of the examples bounds (:func:`neighbour_subset`; checked per sample, else every example), so that no row
+sorts or takes a top-1000 over every example (on a CPU, one sample a row in numpy). Exact ties (sparse embeddings
+tie often) go to a random one of the tied examples by a salted hash, where the reference takes the first index.
+:func:`zcore_scores_per_sample` is the plain one-sample-at-a-time form, as the reference code loops, kept for the
+equivalence test and the benchmark.
+The reference's forked workers share numpy's global random state, so each of them draws the same samples; here
+every sample is an independent draw from one seeded generator.
 """
 
 from __future__ import annotations
@@ -134,19 +140,21 @@ class SortedIndex:
         key = (centre.double() - self.low) + dim.double() * 2 * self.span
         pos = torch.searchsorted(self.flat, key) - dim * n
         first = (pos - width // 2).clamp(0, n - width)
-        cols = first[:, None] + torch.arange(width, device=dim.device)
-        vals = self.values[dim[:, None], cols]
+        at = (dim * n + first)[:, None] + torch.arange(width, device=dim.device)  # flat: one gather, no index tuple
+        vals = torch.take(self.values, at)
         left = torch.where(first > 0, centre - vals[:, 0], torch.full_like(centre, float("inf")))
         right = torch.where(first + width < n, vals[:, -1] - centre, torch.full_like(centre, float("inf")))
-        return self.order[dim[:, None], cols], vals, torch.minimum(left, right)
+        return torch.take(self.order, at), vals, torch.minimum(left, right)
 
 
 def _window_l1(xt, d, ex, vals, centre):
     """L1 distances [B, W] over the subspaces ``d`` [B, dim] from ``centre`` [B, dim] to the window's examples
     ``ex`` (their values in d[:, 0] given as ``vals``)."""
+    import torch
+
     out = (vals - centre[:, :1]).abs_()
     for j in range(1, d.shape[1]):
-        out += (xt[d[:, j : j + 1], ex] - centre[:, j : j + 1]).abs_()
+        out += (torch.take(xt, d[:, j : j + 1] * xt.shape[1] + ex) - centre[:, j : j + 1]).abs_()
     return out
 
 
@@ -166,32 +174,191 @@ def _covered(xt, d, p, salt, index, width: int):
         covered[ok] = ex[ok].gather(1, pick[ok][:, None]).flatten()
         todo = ~ok
     if bool(todo.any()):
-        rows = [xt[d[todo, j]] for j in range(d.shape[1])]
+        rows = [xt.index_select(0, d[todo, j]) for j in range(d.shape[1])]
         everyone = torch.arange(n, device=xt.device).expand(int(todo.sum()), n)
         covered[todo] = _first_of_ties(_l1(rows, p[todo]), everyone, salt[todo])
     return covered
 
 
-def _neighbours(xt, d, covered, k: int):
-    """The ``k`` nearest others of each covered example in its subspace: (distances, examples) [B, k], ascending.
-    Over every example: a window of ranks rarely holds them (the strip around a point in one dimension holds far
-    more than its L1 ball, most of all around the outlying examples that coverage favours; measured)."""
+def _nearest(dist: np.ndarray, ids: np.ndarray, salt) -> int:
+    """The example of the smallest distance; exact ties to the one whose (id, salt) hashes lowest (numpy)."""
+    tied = np.flatnonzero(dist == dist.min())
+    return int(ids[tied[0]] if len(tied) == 1 else ids[tied[np.argmin(_mix(ids[tied] ^ salt))]])
+
+
+def _covered_by_row(xt, d, p, salt, index: SortedIndex, width: int):
+    """:func:`_covered` on a CPU, one sample a row in numpy (the same example: the window's edge proves it, else
+    every example is scanned)."""
     import torch
 
-    centre = xt[d, covered[:, None]]  # [B, dim]
-    nn_dist = xt[d[:, 0]].sub_(centre[:, :1]).abs_()  # [B, N], in place: one fresh matrix per dimension
+    x, dims, pts, salts = xt.numpy(), d.numpy(), p.numpy(), salt.numpy()
+    values, order = index.values.numpy(), index.order.numpy()
+    n = x.shape[1]
+    out = np.empty(len(dims), dtype=np.int64)
+    for i, row in enumerate(dims):
+        if width < n:
+            first = min(max(int(np.searchsorted(values[row[0]], pts[i, 0])) - width // 2, 0), n - width)
+            ids, vals = order[row[0], first : first + width], values[row[0], first : first + width]
+            dist = np.abs(vals - pts[i, 0])
+            for j in range(1, len(row)):
+                dist += np.abs(x[row[j], ids] - pts[i, j])
+            left = pts[i, 0] - vals[0] if first > 0 else np.inf
+            right = vals[-1] - pts[i, 0] if first + width < n else np.inf
+            if dist.min() < min(left, right):  # everything outside is at least that far
+                out[i] = _nearest(dist, ids, salts[i])
+                continue
+        dist = np.abs(x[row[0]] - pts[i, 0])
+        for j in range(1, len(row)):
+            dist += np.abs(x[row[j]] - pts[i, j])
+        out[i] = _nearest(dist, np.arange(n), salts[i])
+    return torch.from_numpy(out)
+
+
+#: a covered example's neighbours are looked for among the examples within the distance at which a fixed random
+#: subset of the examples holds MARGIN times its share of them; a row where they number fewer than the neighbours
+#: (checked exactly, rare) takes every example instead. Either way the same neighbours: only the work changes.
+MARGIN = 1.5
+#: the order statistic taken in that subset (its size follows from it): larger estimates the distance more tightly
+SUBSET_RANK = 128
+
+
+def neighbour_subset(n: int, neighbours: int, margin: float = MARGIN) -> tuple[np.ndarray, int] | None:
+    """The sorted random subset of examples whose distances bound the neighbours' and the order statistic to take in
+    it (a fixed generator: it changes the work, never a score), or None where the examples are too few to gain."""
+    if n < 8 * margin * neighbours:
+        return None
+    size = min(n, int(np.ceil(SUBSET_RANK * n / (margin * neighbours))))
+    subset = np.sort(np.random.default_rng(0).choice(n, size, replace=False))
+    return subset, max(1, min(size - 1, round(margin * neighbours * size / n)))
+
+
+def _distances(xt, d, centre):
+    """[B, N] L1 distances over the subspaces ``d`` [B, dim] from ``centre`` [B, dim] to every example (in place: one
+    fresh matrix per dimension)."""
+    dist = xt.index_select(0, d[:, 0]).sub_(centre[:, :1]).abs_()
     for j in range(1, d.shape[1]):
-        nn_dist.add_(xt[d[:, j]].sub_(centre[:, j : j + 1]).abs_())
-    nn_dist.scatter_(1, covered[:, None], float("inf"))
-    return torch.topk(nn_dist, k, dim=1, largest=False, sorted=True)
+        dist.add_(xt.index_select(0, d[:, j]).sub_(centre[:, j : j + 1]).abs_())
+    return dist
 
 
-def block_scores(xt, dims: np.ndarray, points: np.ndarray, neighbours: int, exponent: float, salt=None, index=None):
+def _padded(row, dist, ids, b: int, k: int):
+    """Rows of candidates from flat (row, distance, example) triples sorted by row: (distances [B, C] padded with inf,
+    examples [B, C], and how many each row holds [B])."""
+    import torch
+
+    count = torch.bincount(row, minlength=b)
+    pos = torch.arange(len(row), device=row.device) - (torch.cumsum(count, 0) - count)[row]
+    width = max(int(count.max()) if len(row) else 0, k)
+    out = torch.full((b * width,), float("inf"), dtype=dist.dtype, device=dist.device)
+    out_ids = torch.zeros(b * width, dtype=torch.int64, device=dist.device)
+    at = row * width + pos
+    out.index_copy_(0, at, dist)
+    out_ids.index_copy_(0, at, ids)
+    return out.view(b, width), out_ids.view(b, width), count
+
+
+def _candidates(dist, k: int, subset, rank: int):
+    """The examples within the ``rank``-th smallest distance to ``subset`` [S], from the distances [B, N] to every
+    example: (their distances [R, C] padded with inf, their examples [R, C]) for the rows where they number at least
+    ``k`` (so the ``k`` nearest and every tie at the k-th distance are among them), and that row mask [B]."""
+    import torch
+
+    b, n = dist.shape
+    limit = torch.topk(dist.index_select(1, subset), rank, dim=1, largest=False, sorted=True).values[:, -1:]
+    at = torch.nonzero((dist <= limit).view(-1)).flatten()  # row-major: each row's examples together
+    cand, ids, count = _padded(at // n, dist.view(-1).index_select(0, at), at % n, b, k)
+    ok = count >= k
+    return cand[ok], ids[ok], ok
+
+
+def _penalties_by_row(xt, d, centre, covered, k: int, exponent: float, salt, subset: np.ndarray, rank: int):
+    """:func:`_candidates` then :func:`_penalise` on a CPU, one sample a row in numpy, each row's scan staying in
+    cache (under half the time of the matrices, measured): the same float32 distances and the same rules for ties,
+    so the same penalties up to float64 rounding. The penalties [N] (float64, numpy) of the rows settled, and those
+    rows [B] (a torch mask)."""
+    import torch
+
+    x, dims, c, cov = xt.numpy(), d.numpy(), centre.numpy(), covered.numpy()
+    salts = salt.numpy()
+    dist, part = np.empty(x.shape[1], dtype=np.float32), np.empty(x.shape[1], dtype=np.float32)
+    ok = np.zeros(len(dims), dtype=bool)
+    hit, weight = [], []
+    for i, row in enumerate(dims):
+        np.abs(np.subtract(x[row[0]], c[i, 0], out=dist), out=dist)
+        for j in range(1, len(row)):
+            dist += np.abs(np.subtract(x[row[j]], c[i, j], out=part), out=part)
+        dist[cov[i]] = np.inf
+        at = np.flatnonzero(dist <= np.partition(dist[subset], rank - 1)[rank - 1])
+        if len(at) < k:
+            continue  # too few within the bound: left to every example
+        ok[i] = True
+        near = dist[at]
+        kth = np.partition(near, k - 1)[k - 1]
+        member = near < kth
+        tied = np.flatnonzero(near == kth)
+        need = k - int(member.sum())
+        if len(tied) > need:  # the places left go to the tied examples whose (id, salt) hash lowest
+            tied = tied[np.argsort(_mix(at[tied] ^ salts[i]))[:need]]
+        member[tied] = True
+        if near.min() == 0:  # an exact twin takes the whole point: one of every twin, by the same hash
+            zero = np.flatnonzero(near == 0)
+            hit.append(at[zero[np.argmin(_mix(at[zero] ^ salts[i]))]][None])
+            weight.append(np.ones(1))
+            continue
+        gap = near[member].astype(np.float64)
+        w = (gap.min() / gap) ** exponent  # 1 / d**exponent scaled by the nearest's: no overflow
+        hit.append(at[member])
+        weight.append(w / w.sum())
+    if not hit:
+        return np.zeros(x.shape[1]), torch.as_tensor(ok)
+    return -np.bincount(np.concatenate(hit), np.concatenate(weight), x.shape[1]), torch.as_tensor(ok)
+
+
+def _members(dist, ids, k: int, salt):
+    """Per row of distances [B, C] (inf: no candidate) to examples ``ids`` [B, C]: the mask of the ``k`` nearest;
+    exact ties at the k-th distance go to the examples whose (id, salt) hashes lowest, not to the first index."""
+    import torch
+
+    kth = torch.kthvalue(dist, k, dim=1, keepdim=True).values
+    member = dist < kth
+    tied = dist == kth
+    need = k - member.sum(1)
+    rows = torch.nonzero(tied.sum(1) > need).flatten()
+    if len(rows):
+        h = torch.where(tied[rows], _mix(ids[rows] ^ salt[rows, None]), torch.full_like(ids[rows], 1 << 40))
+        rank = torch.empty_like(h)
+        rank.scatter_(1, h.argsort(1), torch.arange(h.shape[1], device=h.device).expand_as(h).contiguous())
+        tied[rows] = tied[rows] & (rank < need[rows, None])
+    return member | tied
+
+
+def _penalise(delta, dist, ids, k: int, exponent: float, salt) -> None:
+    """Subtract each row's redundancy penalty from ``delta``: its ``k`` nearest (distances ``dist`` [B, C] to the
+    examples ``ids`` [B, C], the covered one left out) share one point by 1 / distance ** exponent; where the nearest
+    is an exact twin (distance 0) it takes the whole point (one of several at random)."""
+    import torch
+
+    member = _members(dist, ids, k, salt)
+    d = dist.double()
+    near = d.min(1, keepdim=True).values
+    twin = near[:, 0] == 0
+    w = torch.where(member, (near / d) ** exponent, 0.0)  # 1 / d**exponent scaled by the nearest's: no overflow
+    w = w / w.sum(1, keepdim=True)
+    if bool(twin.any()):
+        pick = _first_of_ties(dist[twin], ids[twin], salt[twin])
+        w[twin] = torch.zeros_like(w[twin]).scatter_(1, pick[:, None], 1.0)
+    delta.index_add_(0, ids.reshape(-1), -w.reshape(-1))
+
+
+def block_scores(
+    xt, dims: np.ndarray, points: np.ndarray, neighbours: int, exponent: float, salt=None, index=None, bound=None
+):
     """The score change [N] (float64 torch tensor on xt's device) from samples at ``points`` [B, dim] in the
     subspaces ``dims`` [B, dim]; ``xt`` is the transposed embedding [D, N] as a torch tensor. ``salt`` [B, 2]
     (int64) breaks exact ties between examples at random (the reference takes the first index); 0 without it.
-    ``index`` (a :class:`SortedIndex` of xt) finds the covered examples in a window of ranks first: the same
-    result, less work."""
+    ``index`` (a :class:`SortedIndex` of xt) finds the covered examples in a window of ranks first, and ``bound``
+    (:func:`neighbour_subset`) their neighbours among the few examples within a bound: the same result, less work.
+    With both on a CPU, each sample is a row in numpy, whose scans stay in cache; else blocks of rows as matrices."""
     import torch
 
     n = xt.shape[1]
@@ -199,22 +366,29 @@ def block_scores(xt, dims: np.ndarray, points: np.ndarray, neighbours: int, expo
     p = torch.as_tensor(points, device=xt.device, dtype=xt.dtype)
     salt = torch.zeros((len(d), 2), dtype=torch.int64) if salt is None else torch.as_tensor(salt)
     salt = salt.to(xt.device)
-    covered = _covered(xt, d, p, salt[:, 0], index, min(n, 1024))
+    by_row = xt.device.type == "cpu" and index is not None and bound is not None  # many examples: rows in cache
+    if by_row:
+        covered = _covered_by_row(xt, d, p, salt[:, 0], index, min(n, 1024))
+    else:
+        covered = _covered(xt, d, p, salt[:, 0], index, min(n, 1024))
     # its neighbours are the others: the reference drops the first of its sort, which is the covered example or,
     # for an exact twin, either of the two
-    dist, idx = _neighbours(xt, d, covered, neighbours)
-    dist = dist.double()
-    dup = dist[:, 0] == 0  # a twin at distance 0 takes the whole penalty; among several, one at random
-    if bool(dup.any()):
-        twin = _first_of_ties(dist[dup], idx[dup], salt[dup, 1])
-        idx[dup, 0] = idx[dup].gather(1, twin[:, None]).flatten()  # the penalised one (weights below: 1, 0, ...)
-    safe = torch.where(dup[:, None], torch.ones_like(dist), dist)
-    w = (safe[:, :1] / safe) ** exponent  # 1 / d**exponent, scaled by the nearest's d**exponent: no overflow
-    w = torch.where(dup[:, None], torch.zeros_like(w), w / w.sum(1, keepdim=True))
-    w[:, 0] = torch.where(dup, torch.ones_like(w[:, 0]), w[:, 0])
+    centre = xt[d, covered[:, None]]
     delta = torch.zeros(n, dtype=torch.float64, device=xt.device)
     delta.index_add_(0, covered, torch.ones(len(covered), dtype=torch.float64, device=xt.device))
-    delta.index_add_(0, idx.reshape(-1), -w.reshape(-1))
+    rest = torch.ones(len(d), dtype=torch.bool, device=xt.device)
+    if bound is not None:
+        if by_row:
+            part, ok = _penalties_by_row(xt, d, centre, covered, neighbours, exponent, salt[:, 1], *bound)
+            delta += torch.from_numpy(part)
+        else:
+            dist = _distances(xt, d, centre).scatter_(1, covered[:, None], float("inf"))
+            cand, ids, ok = _candidates(dist, neighbours, torch.as_tensor(bound[0], device=xt.device), bound[1])
+            _penalise(delta, cand, ids, neighbours, exponent, salt[ok, 1])
+        rest = ~ok
+    if bool(rest.any()):  # every example is a candidate
+        dist = _distances(xt, d[rest], centre[rest]).scatter_(1, covered[rest, None], float("inf"))
+        _penalise(delta, dist, torch.arange(n, device=xt.device).expand_as(dist), neighbours, exponent, salt[rest, 1])
     return delta
 
 
@@ -249,6 +423,7 @@ def zcore_scores(
     # rows of about 16 MiB on a CPU (they stay in cache), 1 GiB on a GPU
     per = batch_size or max(1, (1 << (28 if xt.device.type == "cuda" else 22)) // (n * dim))
     index = SortedIndex(xt)
+    bound = neighbour_subset(n, neighbours)
     total = torch.zeros(n, dtype=torch.float64, device=xt.device)
     for start in range(0, samples, DRAW_BLOCK):
         count = min(DRAW_BLOCK, samples - start)
@@ -257,7 +432,7 @@ def zcore_scores(
         salt = rng.integers(0, 1 << 32, size=(count, 2), dtype=np.int64)
         for b in range(0, count, per):
             part = slice(b, b + per)
-            total += block_scores(xt, dims[part], points[part], neighbours, exponent, salt[part], index)
+            total += block_scores(xt, dims[part], points[part], neighbours, exponent, salt[part], index, bound)
     return _normalise(scores + total.cpu().numpy())
 
 
