@@ -81,7 +81,7 @@ def test_temi_reads_the_map_without_a_float32_copy_and_float16_changes_only_roun
         num_heads=2,
         hidden_dim=64,
         bottleneck_dim=32,
-        epochs=10,
+        epochs=4,
         batch_size=128,
         lr=1e-3,
         warmup_epochs=0,
@@ -92,14 +92,18 @@ def test_temi_reads_the_map_without_a_float32_copy_and_float16_changes_only_roun
     held = TEMIModule(x16, idx, CLUSTERS, cfg).embeddings
     assert held.dtype.is_floating_point and held.element_size() == 2  # float16, the map itself: no copy
     assert held.data_ptr() == x16.ctypes.data
-    rt = Runtime(trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": False})
-    mapped = fit_temi(x16, idx, CLUSTERS, cfg, seed=0, runtime=rt)
-    rounded = fit_temi(x16.astype(np.float32), idx, CLUSTERS, cfg, seed=0, runtime=rt)
-    full = fit_temi(x32, idx, CLUSTERS, cfg, seed=0, runtime=rt)
-    # batches converted on the fly are exactly the float32 run on the rounded values
+
+    def fit(x, precision):
+        kw = {"accelerator": "cpu", "enable_progress_bar": False, "precision": precision}
+        return fit_temi(x, idx, CLUSTERS, cfg, seed=0, runtime=Runtime(trainer_kwargs=kw))
+
+    # batches converted on the fly are exactly the float32 run on the rounded values, also under CPU autocast
+    # (trainer.precision=auto gives bf16-mixed on a CPU with native bf16)
+    mapped, rounded = fit(x16, "bf16-mixed"), fit(x16.astype(np.float32), "bf16-mixed")
     np.testing.assert_array_equal(mapped.pseudo_labels, rounded.pseudo_labels)
     np.testing.assert_array_equal(mapped.head_losses, rounded.head_losses)
     # and float16 rounding changes the clustering no more than a float32 run's own noise would
+    mapped, full = fit(x16, "32-true"), fit(x32, "32-true")
     assert adjusted_rand_score(mapped.pseudo_labels, full.pseudo_labels) > 0.95
 
 
@@ -115,12 +119,15 @@ def test_proxy_reads_the_map_per_batch_and_float16_changes_scores_only_by_roundi
     held, kind = to_model_inputs(x16)
     assert kind == "embeddings" and held.element_size() == 2 and held.data_ptr() == x16.ctypes.data  # no copy
     cfg = DynamicsConfig(model="mlp", width=64, batch_size=64, lr=0.05, epochs=4, el2n_epochs=1)
-    rt = Runtime(trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": False})
-    mapped = record_dynamics(x16, truth, cfg, num_classes=CLUSTERS, seed=0, runtime=rt)
-    rounded = record_dynamics(x16.astype(np.float32), truth, cfg, num_classes=CLUSTERS, seed=0, runtime=rt)
-    full = record_dynamics(x32, truth, cfg, num_classes=CLUSTERS, seed=0, runtime=rt)
-    for k in ("aum", "el2n", "forgetting"):
+
+    def record(x, precision):
+        kw = {"accelerator": "cpu", "enable_progress_bar": False, "precision": precision}
+        return record_dynamics(x, truth, cfg, num_classes=CLUSTERS, seed=0, runtime=Runtime(trainer_kwargs=kw))
+
+    mapped, rounded = record(x16, "bf16-mixed"), record(x16.astype(np.float32), "bf16-mixed")
+    for k in ("aum", "el2n", "forgetting"):  # batches converted on the fly: the float32 run on the rounded values
         np.testing.assert_array_equal(mapped[k], rounded[k], err_msg=k)
+    mapped, full = record(x16, "32-true"), record(x32, "32-true")
     assert np.abs(mapped["aum"] - full["aum"]).max() < 0.02 * np.ptp(full["aum"])
     assert spearmanr(mapped["aum"], full["aum"]).statistic > 0.99
 

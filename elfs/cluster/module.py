@@ -356,7 +356,9 @@ class TEMIModule(L.LightningModule):
         idx = batch[0] if isinstance(batch, (list, tuple)) else batch
         nbr = self.sample_neighbours(idx, self.current_epoch)
         b = idx.shape[0]
-        x = self.embed(torch.cat([self.embeddings[idx], self.embeddings[nbr]]))  # [2B, D]: view 0 then view 1
+        # [2B, D]: view 0 then view 1, gathered in one go (the stored float16 rows become float32 in `embed`: CPU
+        # autocast cannot concatenate float16)
+        x = self.embed(self.embeddings[torch.cat([idx.to(nbr.device), nbr])])
         s = self.student(x)
         with torch.no_grad():
             t = self.teacher(x)
