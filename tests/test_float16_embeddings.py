@@ -118,7 +118,7 @@ def test_proxy_reads_the_map_per_batch_and_float16_changes_scores_only_by_roundi
     x32, x16, truth = embeddings
     held, kind = to_model_inputs(x16)
     assert kind == "embeddings" and held.element_size() == 2 and held.data_ptr() == x16.ctypes.data  # no copy
-    cfg = DynamicsConfig(model="mlp", width=64, batch_size=64, lr=0.05, epochs=4, el2n_epochs=1)
+    cfg = DynamicsConfig(model="mlp", width=64, batch_size=128, lr=0.05, epochs=3, el2n_epochs=1)
 
     def record(x, precision):
         kw = {"accelerator": "cpu", "enable_progress_bar": False, "precision": precision}
