@@ -6,7 +6,9 @@ never reused, while an edit of code the stage does not run recomputes nothing), 
 embeddings, clusters and dynamics, while a backbone change invalidates everything downstream. ``recompute``
 names stages computed afresh once per run even when an entry exists (``recompute=[evaluate]``). Artifacts are
 written into a temporary folder and renamed into place, so a killed run leaves no half artifact; a corrupt or
-incomplete entry is detected by its checksum and recomputed.
+incomplete entry is detected by its checksum and recomputed. Large arrays a stage names as ``mapped`` (the
+embeddings) are stored as their own ``<name>.npy`` files and loaded as read-only memory maps (copy-on-write), so
+every stage reads the one copy on disk instead of holding its own in memory.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import platform
 import shutil
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,17 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+#: 2: arrays named ``mapped`` live in their own <name>.npy (memory-mapped on load; meta.json "mapped" holds their
+#: checksums) instead of inside arrays.npz; the embeddings are stored there as float16
+CACHE_FORMAT = 2
 ARRAYS = "arrays.npz"
 META = "meta.json"
+
+
+def _load_mapped(path: Path) -> np.ndarray:
+    """A .npy file as a copy-on-write memory map: pages are read on demand and shared with the page cache, and a
+    write (none is expected) would change this process's view only, never the file."""
+    return np.load(path, mmap_mode="c", allow_pickle=False)
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -135,6 +145,10 @@ class ArtifactCache:
                 raise ValueError("checksum mismatch")
             with np.load(path / ARRAYS, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
+            for name, sha in meta.get("mapped", {}).items():
+                if sha != _file_sha256(path / f"{name}.npy"):
+                    raise ValueError(f"checksum mismatch of {name}.npy")
+                arrays[name] = _load_mapped(path / f"{name}.npy")
             if sorted(arrays) != sorted(meta.get("arrays", [])):
                 raise ValueError("array list differs from meta.json")
         except Exception as e:  # any damage means: do not trust it, recompute
@@ -144,10 +158,18 @@ class ArtifactCache:
         return Artifact(stage, key, path, arrays, meta, cached=True)
 
     def save(
-        self, stage: str, key: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], *, code: str = ""
+        self,
+        stage: str,
+        key: str,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any],
+        *,
+        code: str = "",
+        mapped: Collection[str] = (),
     ) -> Artifact:
         """Write arrays + meta.json into a temporary folder, then rename it into place atomically (replacing the
-        entry of a forced recomputation)."""
+        entry of a forced recomputation). Arrays named in ``mapped`` get their own .npy file, and the returned
+        artifact reads them through a memory map (the computed copy can then be freed)."""
         final = self.entry(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         self._clean_stale_tmp(final.parent, key)
@@ -155,10 +177,16 @@ class ArtifactCache:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        mapped = sorted(set(mapped) & set(arrays))
         with open(tmp / ARRAYS, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **{k: v for k, v in arrays.items() if k not in mapped})
             f.flush()
             os.fsync(f.fileno())
+        for name in mapped:
+            with open(tmp / f"{name}.npy", "wb") as f:
+                np.save(f, arrays[name], allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
         full_meta = {
             "stage": stage,
             "key": key,
@@ -167,6 +195,7 @@ class ArtifactCache:
             "arrays": sorted(arrays),
             "shapes": {k: list(v.shape) for k, v in arrays.items()},
             "sha256": _file_sha256(tmp / ARRAYS),
+            "mapped": {name: _file_sha256(tmp / f"{name}.npy") for name in mapped},
             "versions": _versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **dict(meta),
@@ -185,6 +214,7 @@ class ArtifactCache:
             if existing is None:
                 raise
             return existing
+        arrays.update({name: _load_mapped(final / f"{name}.npy") for name in mapped})  # the computed copy is freed
         return Artifact(stage, key, final, arrays, full_meta, cached=False)
 
     @staticmethod
@@ -213,9 +243,11 @@ class ArtifactCache:
         label: str | None = None,
         every_rank: bool = False,
         module: str | None = None,
+        mapped: Collection[str] = (),
     ) -> Artifact:
         """Return the cached artifact for (stage, config, inputs), computing and saving it on a miss; ``module`` is
-        the stage's module, whose import closure is the code version in the key.
+        the stage's module, whose import closure is the code version in the key; arrays named in ``mapped`` are
+        stored in their own files and read through memory maps (:meth:`save`).
 
         Under DDP (elfs/distributed.py) rank 0 alone decides hit or miss, so no rank can skip a collective another
         one enters; on a miss ``compute`` runs on rank 0 only, or on every rank when it trains (``every_rank``: it
@@ -233,7 +265,9 @@ class ArtifactCache:
             art = None if forced else self.load(stage, key)  # written by that job while this one waited
         try:
             described = {"config": dict(config), "inputs": dict(inputs), "module": module, "code": code}
-            art = self._run_locked(stage, key, art, compute, described, label=label, every_rank=every_rank)
+            art = self._run_locked(
+                stage, key, art, compute, described, label=label, every_rank=every_rank, mapped=mapped
+            )
             self._fresh.add(key)
             return art
         finally:
@@ -266,6 +300,7 @@ class ArtifactCache:
         *,
         label: str | None,
         every_rank: bool,
+        mapped: Collection[str] = (),
     ) -> Artifact:
         """The hit-or-miss decision (rank 0's, for every rank) and, on a miss, the computation and the entry."""
         from elfs import distributed
@@ -277,13 +312,15 @@ class ArtifactCache:
             log.info("stage %-12s %s cache hit %s", stage, label or "", art.path)
         else:
             t0 = time.perf_counter()
+            arrays: Mapping[str, np.ndarray] = {}
             if zero or every_rank:
                 arrays, extra = compute()
             seconds = time.perf_counter() - t0
             if zero:
                 meta = {**described, "wall_seconds": seconds, **dict(extra)}
-                art = self.save(stage, key, arrays, meta, code=described["code"])
+                art = self.save(stage, key, arrays, meta, code=described["code"], mapped=mapped)
                 log.info("stage %-12s %s computed in %.1fs -> %s", stage, label or "", seconds, art.path)
+            del arrays  # the entry's memory maps replace the computed copies of the mapped arrays: freed here
             distributed.barrier()
             if not zero:
                 art = self._load_written(stage, key)

@@ -132,9 +132,11 @@ def embed_images(
     model: str | None = None,
     weights: str | None = None,
     signatures: bool = False,
+    half: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Embed uint8 images with a frozen backbone; returns float32 ``[N, dim]`` features (fp32, eval, no grad), and
-    with ``signatures=True`` also each image's :func:`pixel_signature` at the size it was embedded at.
+    """Embed uint8 images with a frozen backbone; returns float32 ``[N, dim]`` features (fp32, eval, no grad; with
+    ``half`` rounded to float16 as each batch arrives, unless one exceeds its range), and with ``signatures=True``
+    also each image's :func:`pixel_signature` at the size it was embedded at.
 
     ``backbone="timm"`` with ``model`` (a timm model name) takes the input size, mean/std, interpolation and crop
     from the model's pretrained config; ``image_size`` overrides the size. ``weights`` is a local checkpoint
@@ -152,7 +154,7 @@ def embed_images(
     size = spec.image_size if image_size is None else image_size
     net = net.to(device=dev, dtype=torch.float32).eval()
     n = images.shape[0]
-    out = _FeatureSink(n, spec.dim, dev)
+    out = _FeatureSink(n, spec.dim, dev, half=half)
     resize = resize_placement(dev)
     label = model if backbone == "timm" and model else backbone
     sig = np.empty((n, SIGNATURE_SIDE**2), dtype=np.float16) if signatures else None
@@ -197,15 +199,24 @@ def _check_features(feats: torch.Tensor, backbone: str, dim: int) -> None:
 
 
 class _FeatureSink:
-    """float32 [N, dim] features gathered on the host; from a GPU the copies go asynchronously into pinned memory,
-    so the next batch's transfer and forward pass are queued without waiting for this one's features."""
+    """[N, dim] features gathered on the host, float32 or float16 (``half``: half the memory, what the cache stores;
+    a batch beyond float16's range turns the sink to float32 rather than storing inf: one check, a host sync, per
+    batch); from a GPU the copies go
+    asynchronously into pinned memory, so the next batch's transfer and forward pass are queued without waiting for
+    this one's features."""
 
-    def __init__(self, n: int, dim: int, device: torch.device) -> None:
+    def __init__(self, n: int, dim: int, device: torch.device, half: bool = False) -> None:
         self.cuda = device.type == "cuda"
-        self.out = torch.empty((n, dim), dtype=torch.float32, pin_memory=self.cuda)
+        dtype = torch.float16 if half else torch.float32
+        self.out = torch.empty((n, dim), dtype=dtype, pin_memory=self.cuda)
 
     def put(self, start: int, feats: torch.Tensor) -> None:
-        self.out[start : start + feats.shape[0]].copy_(feats.float(), non_blocking=self.cuda)
+        f = feats.float()
+        if self.out.dtype == torch.float16 and bool(f.abs().max() > torch.finfo(torch.float16).max):
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.out = self.out.float().pin_memory() if self.cuda else self.out.float()
+        self.out[start : start + feats.shape[0]].copy_(f, non_blocking=self.cuda)
 
     def numpy(self, rows: int | None = None) -> np.ndarray:
         if self.cuda:
@@ -254,6 +265,7 @@ def embed_folder(
     model: str | None = None,
     weights: str | None = None,
     signatures: bool = False,
+    half: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]] | tuple[np.ndarray, np.ndarray, list, np.ndarray]:
     """Embed a streamed :class:`~elfs.data.folder.FolderImages`: files are decoded, resized (shorter side, then a
     centre crop) in ``num_workers`` DataLoader workers and embedded batch by batch, so memory holds one batch of
@@ -261,7 +273,8 @@ def embed_folder(
     ``folder`` (sorted int64), and ``(index, reason)`` for each file that could not be decoded. ``model`` and
     ``weights`` as for :func:`embed_images`; with a crop_pct < 1 (timm) files are decoded at
     ``floor(size / crop_pct)`` and the centre ``size`` crop is embedded. ``signatures=True`` also returns each
-    decodable image's :func:`pixel_signature` (of the decoded pixels), a fourth array."""
+    decodable image's :func:`pixel_signature` (of the decoded pixels), a fourth array. ``half``: features rounded
+    to float16 batch by batch, as for :func:`embed_images`."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     get_spec(backbone)
@@ -280,7 +293,7 @@ def embed_folder(
         pin_memory=dev.type == "cuda",
         persistent_workers=False,
     )
-    out = _FeatureSink(len(folder), spec.dim, dev)  # filled in order; decodable rows packed first
+    out = _FeatureSink(len(folder), spec.dim, dev, half=half)  # filled in order; decodable rows packed first
     valid = np.empty(len(folder), dtype=np.int64)
     sig = np.empty((len(folder), SIGNATURE_SIDE**2), dtype=np.float16) if signatures else None
     m, failed = 0, []

@@ -13,7 +13,8 @@ still covered the clusters evenly.
 * ``fiftyone_tag.py`` - run it with FiftyOne installed to tag the selected samples (``elfs_<budget>``).
 * ``selected_<budget>/`` - symlinks ``<priority>_<basename>`` to the kept images (zero-padded, so a file browser
   sorts them in priority order; the prefix keeps colliding basenames apart).
-* ``embeddings.npy`` + ``embeddings_ids.txt`` - when embeddings are given: row i is the image on line i.
+* ``embeddings.npy`` + ``embeddings_ids.txt`` - when embeddings are given: row i is the image on line i (float16
+  from a pipeline run: a hard link to the cache's file where the filesystem allows, else a copy).
 
 The Label Studio, CVAT, FiftyOne and symlink exports need file paths, so in-memory datasets get none of them.
 """
@@ -200,8 +201,38 @@ def _write_json(path: Path, obj: object) -> Path:
     return _write_text(path, fill)
 
 
+def mapped_file(array: np.ndarray) -> Path | None:
+    """The .npy file ``array`` is the whole memory map of (what the cache gives for the embeddings), else None."""
+    name = getattr(array, "filename", None)
+    if not isinstance(array, np.memmap) or not name or not str(name).endswith(".npy"):
+        return None
+    try:
+        with open(name, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                return None
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+    except (OSError, ValueError):
+        return None
+    whole = tuple(shape) == array.shape and dtype == array.dtype and not fortran and array.flags.c_contiguous
+    return Path(name) if whole else None
+
+
 def _save_npy(path: Path, array: np.ndarray) -> Path:
+    """``array`` as a .npy file; one that is a memory-mapped .npy (the cache's float16 embeddings) becomes a hard link
+    to that file, not a second copy on disk, or a copy where the link fails (another filesystem)."""
+    source = mapped_file(array)
+
     def write(tmp: str) -> None:
+        if source is not None:
+            os.unlink(tmp)
+            try:
+                os.link(source, tmp)
+                return
+            except OSError:
+                shutil.copyfile(source, tmp)
+                return
         with open(tmp, "wb") as f:
             np.save(f, array, allow_pickle=False)
 

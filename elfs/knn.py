@@ -19,6 +19,7 @@ __all__ = ["knn", "l2_normalise", "drop_self"]
 KNN_BACKENDS = ("faiss", "faiss_ivf", "torch", "auto")  # auto: exact on a GPU; on a CPU, IVF above a size
 _IVF_MIN_POINTS_PER_CELL = 39  # faiss warns below this many training points per cell
 _IVF_TRAIN_POINTS_PER_CELL = 64  # a sample this size per cell trains the cells (faiss: 39 to 256 per cell)
+_IVF_TRAIN_MAX_ROWS = 131_072  # ... but at most this many rows (640 MiB at d = 1280), never under 39 per cell
 _FAISS_GPU_MAX_K = 2048  # faiss GPU k-selection limit
 
 
@@ -50,6 +51,35 @@ def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
             f"cosine kNN needs non-zero embeddings; rows {zero[:10].tolist()} ({zero.size} in total) have norm 0"
         )
     return out
+
+
+class _NormalisedRows:
+    """Rows of ``embeddings`` L2-normalised to float32 on demand, a block or a gather at a time (``rows[a:b]``,
+    ``rows[ids]``): the approximate backend's view of a float16 / memory-mapped input, which never becomes a whole
+    float32 copy. Each row is computed as :func:`l2_normalise` computes it."""
+
+    def __init__(self, embeddings: np.ndarray) -> None:
+        self.x = embeddings
+        self.shape = (embeddings.shape[0], embeddings.shape[1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows = np.asarray(self.x[key], dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+
+    def check_nonzero(self) -> None:
+        """ValueError naming the rows whose norm is zero (cosine similarity is undefined for them), block by block."""
+        zero = [
+            s + np.flatnonzero(~np.asarray(self.x[s : s + _BLOCK_ROWS], dtype=np.float32).any(axis=1))
+            for s in range(0, self.shape[0], _BLOCK_ROWS)
+        ]
+        zero = np.concatenate(zero) if zero else np.zeros(0, np.int64)
+        if zero.size:
+            raise ValueError(
+                f"cosine kNN needs non-zero embeddings; rows {zero[:10].tolist()} ({zero.size} in total) have norm 0"
+            )
 
 
 def drop_self(ids: np.ndarray, sims: np.ndarray, query_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -103,12 +133,12 @@ def _knn_faiss(x: np.ndarray, k: int, chunk_size: int) -> tuple[np.ndarray, np.n
     return ids, sims
 
 
-def _rescore(x: np.ndarray, ids: np.ndarray, start: int, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def _rescore(x: _NormalisedRows, ids: np.ndarray, start: int, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner products of rows ``start + i`` with their candidate ``ids`` (-1 = none, kept last), re-sorted
-    most similar first; ``block`` rows at a time (block x candidates x d floats)."""
+    most similar first; ``block`` rows at a time (block x candidates x d floats, gathered and normalised)."""
     sims = np.empty(ids.shape, dtype=np.float32)
     for b in range(0, len(ids), block):
-        rows = x[start + b : start + b + block]
+        rows = x[start + b : start + b + len(ids[b : b + block])]
         cand = ids[b : b + block]
         s = np.einsum("bd,bkd->bk", rows, x[np.maximum(cand, 0)])
         sims[b : b + block] = np.where(cand < 0, -np.inf, s)
@@ -116,12 +146,37 @@ def _rescore(x: np.ndarray, ids: np.ndarray, start: int, block: int = 256) -> tu
     return np.take_along_axis(sims, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
+def _brute_force(x: _NormalisedRows, rows: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k1`` inner products of ``rows`` against every row, the set read block by block (an index would
+    hold a whole copy of it); (similarities, ids) most similar first, ties to the smaller id."""
+    import faiss
+
+    q = x[rows]
+    best_d = np.full((len(rows), 0), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(rows), 0), dtype=np.int64)
+    for start in range(0, len(x), _BLOCK_ROWS):
+        block = x[start : start + _BLOCK_ROWS]
+        d, i = faiss.knn(q, block, min(k1, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+        d_all, i_all = np.concatenate([best_d, d], axis=1), np.concatenate([best_i, i + start], axis=1)
+        order = _top(d_all, i_all, k1)
+        best_d, best_i = np.take_along_axis(d_all, order, axis=1), np.take_along_axis(i_all, order, axis=1)
+    return best_d, best_i
+
+
+def _top(d: np.ndarray, i: np.ndarray, k: int) -> np.ndarray:
+    """Column order of the ``k`` largest ``d`` per row, ties to the smaller ``i``."""
+    order = np.argsort(i, axis=1, kind="stable")
+    order = np.take_along_axis(order, np.argsort(-np.take_along_axis(d, order, axis=1), axis=1, kind="stable"), 1)
+    return order[:, :k]
+
+
 def _knn_faiss_ivf(
-    x: np.ndarray, k: int, chunk_size: int, nlist: int | None, nprobe: int
+    x: _NormalisedRows, k: int, chunk_size: int, nlist: int | None, nprobe: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Approximate kNN with faiss IndexIVFFlat (inner product), or above IVF_SQ8_ABOVE rows IndexIVFScalarQuantizer
     (8-bit codes, candidates re-scored exactly); rows the probed cells cannot fill are searched exactly, so every
-    row gets k real neighbours."""
+    row gets k real neighbours. ``x`` is read a block at a time: the memory is the index (a float32 copy for IVFFlat,
+    a quarter of one for the 8-bit codes), a bounded training sample while the cells are trained, and one block."""
     import faiss
 
     n, d = x.shape
@@ -135,11 +190,13 @@ def _knn_faiss_ivf(
         )
     else:
         index = faiss.IndexIVFFlat(quantizer, d, cells, faiss.METRIC_INNER_PRODUCT)
-    n_train = min(n, _IVF_TRAIN_POINTS_PER_CELL * cells)
-    sample = x if n_train == n else x[np.sort(np.random.default_rng(0).choice(n, n_train, replace=False))]
+    per_cell = max(_IVF_MIN_POINTS_PER_CELL * cells, min(_IVF_TRAIN_POINTS_PER_CELL * cells, _IVF_TRAIN_MAX_ROWS))
+    n_train = min(n, per_cell)
+    rows = np.arange(n) if n_train == n else np.sort(np.random.default_rng(0).choice(n, n_train, replace=False))
+    sample = x[rows]
     index.train(sample)  # faiss's k-means is seeded (ClusteringParameters.seed): deterministic
-    del sample
-    for start in range(0, n, _BLOCK_ROWS):  # added in blocks: faiss converts each block, not the whole set
+    del sample, rows
+    for start in range(0, n, _BLOCK_ROWS):  # added in blocks: one block converted at a time
         index.add(x[start : start + _BLOCK_ROWS])
     index.nprobe = max(1, min(int(nprobe), cells))
     ids = np.empty((n, k), dtype=np.int64)
@@ -156,10 +213,11 @@ def _knn_faiss_ivf(
             i_chunk[missing], d_chunk[missing] = np.arange(k + 1) + start, 0.0  # placeholders, redone below
         i_out, d_out = drop_self(i_chunk, d_chunk, np.arange(start, stop))
         ids[start:stop], sims[start:stop] = i_out, d_out
+    index.reset()  # the codes are freed now, not when the stage's garbage is collected
+    del index, quantizer
     if short:
         rows = np.concatenate(short)
-        # brute force over x in place (an index would hold a second copy of it)
-        d_rows, i_rows = faiss.knn(x[rows], x, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+        d_rows, i_rows = _brute_force(x, rows, k + 1)
         ids[rows], sims[rows] = drop_self(i_rows, d_rows, rows)
     return ids, sims
 
@@ -228,11 +286,13 @@ def knn(
     """
     _validate(embeddings, k, backend, chunk_size)
     backend = resolve_backend(backend, embeddings.shape[0], approx_above)
-    x = l2_normalise(embeddings)
-    if backend == "faiss":
-        return _knn_faiss(x, int(k), int(chunk_size))
-    if backend == "faiss_ivf":
+    if backend == "faiss_ivf":  # reads the input a block at a time: no whole float32 copy (millions of images)
         if nlist is not None and int(nlist) < 1 or int(nprobe) < 1:
             raise ValueError(f"nlist must be None or >= 1 and nprobe >= 1, got {nlist} and {nprobe}")
-        return _knn_faiss_ivf(x, int(k), int(chunk_size), nlist, int(nprobe))
+        rows = _NormalisedRows(embeddings)
+        rows.check_nonzero()
+        return _knn_faiss_ivf(rows, int(k), int(chunk_size), nlist, int(nprobe))
+    x = l2_normalise(embeddings)  # the exact backends: one float32 copy (they serve up to knn.approx_above images)
+    if backend == "faiss":
+        return _knn_faiss(x, int(k), int(chunk_size))
     return _knn_torch(x, int(k), int(chunk_size))

@@ -200,7 +200,7 @@ def write_report_html(
         ("selection.csv", "every image: cluster, score, rank, kept and priority per budget"),
         ("selection.json", "the lists per budget, for scripts"),
         ("fiftyone_tag.py", "run with FiftyOne installed to tag the selected samples"),
-        ("embeddings.npy", "the embeddings, one row per line of embeddings_ids.txt"),
+        ("embeddings.npy", "the embeddings (float16), one row per line of embeddings_ids.txt"),
     ]
     items = [f"<li>{_link_if(run_dir, name)}: {esc(what)}</li>" for name, what in others if (run_dir / name).exists()]
     add("<p class='note'>Also in this folder:</p><ul class='note'>" + "".join(items) + "</ul>")

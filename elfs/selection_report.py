@@ -175,10 +175,10 @@ def _check_filepaths(filepaths: Sequence[str] | None, n: int) -> list[str] | Non
 
 
 def _check_embeddings(embeddings: np.ndarray | None, n: int) -> np.ndarray | None:
-    """None, or a 2-D real array with one row per image."""
+    """None, or a 2-D real array with one row per image (a memory map stays one: embeddings.npy links to its file)."""
     if embeddings is None:
         return None
-    e = np.asarray(embeddings)
+    e = np.asanyarray(embeddings)
     if e.ndim != 2 or e.shape[0] != n:
         raise ValueError(f"embeddings has shape {e.shape}; it must be 2-D with one row per image ({n} rows)")
     if e.dtype == np.bool_ or not (np.issubdtype(e.dtype, np.floating) or np.issubdtype(e.dtype, np.integer)):

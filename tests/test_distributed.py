@@ -214,12 +214,16 @@ def test_two_process_pipeline_matches_one_process_and_writes_once(tmp_path, elfs
     log = (res.stdout + res.stderr).count("DDP: started 1 more local rank(s)")
     assert log == 2  # both 2-process jobs started their second rank afresh
     two, one, hits = (_job(sweep, i) for i in range(3))
-    # each rank embedded half of every split; rank 0's gathered artifact equals the 1-process embedding
+    # each rank embedded half of every split; rank 0's gathered artifact equals the 1-process embedding (float16:
+    # the ranks' float32 features, equal to 1e-4, may round to neighbouring float16 values, 2^-10 apart relatively)
     (e2,), (e1,) = (list((tmp_path / f"cache_{w}" / "embed").glob("*/arrays.npz")) for w in (2, 1))
-    e2, e1 = dict(np.load(e2)), dict(np.load(e1))
+    e2, e1 = (
+        {**dict(np.load(e)), **{k: np.load(e.with_name(f"{k}.npy")) for k in ("train", "test")}} for e in (e2, e1)
+    )
     assert sorted(e2) == sorted(e1) == ["signature", "test", "train"]  # signature: the near-copy thumbnails
+    assert e1["train"].dtype == e2["train"].dtype == np.float16
     for k in e1:
-        np.testing.assert_allclose(e2[k], e1[k], rtol=0, atol=1e-4, err_msg=k)
+        np.testing.assert_allclose(e2[k], e1[k], rtol=2e-3, atol=1e-4, err_msg=k)
     s2, s1 = dict(np.load(two / "scores.npz")), dict(np.load(one / "scores.npz"))
     assert (s2["pseudo_labels"] == s1["pseudo_labels"]).mean() >= 0.99
     for k in ("aum", "aum_prob_sum", "el2n"):

@@ -102,8 +102,10 @@ def test_sets_that_grow_then_a_second_round_without_what_was_labelled(tmp_path):
 
     ids = (run / "embeddings_ids.txt").read_text().split("\n")[:-1]
     emb = np.load(run / "embeddings.npy")
+    assert emb.dtype == np.float16 and os.stat(run / "embeddings.npy").st_nlink >= 2  # a hard link to the cache's
     row = {name: emb[ids.index(f"{name}.png")] for name in ("upright", "turned")}
-    np.testing.assert_allclose(row["turned"], row["upright"], rtol=1e-4, atol=1e-4)  # decoded as a person sees it
+    # decoded as a person sees it: equal up to float32 noise (1e-4) and float16's rounding (2^-10 relatively)
+    np.testing.assert_allclose(row["turned"], row["upright"], rtol=2e-3, atol=1e-4)
 
     labelled = tmp_path / "labelled.txt"
     labelled.write_text("\n".join(lists["0.1"]) + "\n")

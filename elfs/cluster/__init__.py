@@ -67,7 +67,7 @@ def fit_temi(
     if cfg.rule not in PSEUDO_LABEL_RULES:
         raise ValueError(f"cluster.rule must be one of {PSEUDO_LABEL_RULES}, got {cfg.rule!r}")
     check_temi_inputs(emb.shape, knn.shape, num_clusters, cfg)
-    if not np.isfinite(emb).all():
+    if not all(np.isfinite(emb[s : s + 16384]).all() for s in range(0, len(emb), 16384)):  # in blocks: no N x D mask
         raise ValueError("embeddings contain NaN or inf")
 
     import lightning as L
@@ -91,10 +91,11 @@ def fit_temi(
     module.teacher.to(trainer.strategy.root_device)
 
     losses = module.head_losses.detach().cpu().numpy().astype(np.float64)
-    emb32 = emb.astype(np.float32, copy=False)
-    assign = head_assignments(module, emb32)
+    # the stored embeddings (float16 from the cache, read through its map) are streamed in batches, each converted
+    # to float32 by the module (`TEMIModule.embed`): never a whole float32 copy
+    assign = head_assignments(module, emb)
     if cfg.rule == "aligned_mean":  # needs the heads' probabilities: a second, streamed pass over the embeddings
-        labels = aligned_mean_labels(module, emb32, assign, losses)
+        labels = aligned_mean_labels(module, emb, assign, losses)
     else:
         labels = pseudo_labels(assign, losses, cfg.rule)
     return TEMIResult(

@@ -252,6 +252,19 @@ def _as_tensor(x, dtype: torch.dtype) -> Tensor:
     return x.detach().to(dtype=dtype).contiguous()
 
 
+def as_stored_embeddings(x) -> Tensor:
+    """The embeddings as a tensor without a float32 copy: float16 and float32 are kept as they are (a memory-mapped
+    array stays a view of its map, its pages read on demand), other floats become float32; each batch is converted
+    to float32 where it is used (`TEMIModule.embed`), so float16 storage gives exactly the float32 run on the
+    float16-rounded values."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, Tensor):
+        raise ValueError(f"expected a numpy array or torch tensor, got {type(x).__name__}")
+    keep = x.dtype in (torch.float16, torch.float32)
+    return x.detach().contiguous() if keep else x.detach().to(dtype=torch.float32).contiguous()
+
+
 class TEMIModule(L.LightningModule):
     """TEMI deep clustering over frozen embeddings: H student heads trained with the TEMI loss, H teacher heads
     as their EMA, a per-head teacher marginal, and the lowest-epoch-loss head recorded as ``best_head``."""
@@ -282,8 +295,9 @@ class TEMIModule(L.LightningModule):
         if knn.numel() and (int(knn.min()) < 0 or int(knn.max()) >= n):
             raise ValueError(f"knn_idx entries must be in [0, N={n}), got range [{int(knn.min())}, {int(knn.max())}]")
         # the data as plain attributes, moved to the training device in `setup`: as buffers DDP would broadcast them
-        # from rank 0 on every step (N x D floats), and checkpoints would store them
-        self.embeddings: Tensor = _as_tensor(embeddings, torch.float32)
+        # from rank 0 on every step (N x D floats), and checkpoints would store them; float16 (the cache's, memory-
+        # mapped) stays float16: batches become float32 in `embed`
+        self.embeddings: Tensor = as_stored_embeddings(embeddings)
         self.knn_idx: Tensor = knn
 
         num_heads = cfg.num_heads
@@ -342,7 +356,9 @@ class TEMIModule(L.LightningModule):
         idx = batch[0] if isinstance(batch, (list, tuple)) else batch
         nbr = self.sample_neighbours(idx, self.current_epoch)
         b = idx.shape[0]
-        x = self.embed(torch.cat([self.embeddings[idx], self.embeddings[nbr]]))  # [2B, D]: view 0 then view 1
+        # [2B, D]: view 0 then view 1, gathered in one go (the stored float16 rows become float32 in `embed`: CPU
+        # autocast cannot concatenate float16)
+        x = self.embed(self.embeddings[torch.cat([idx.to(nbr.device), nbr])])
         s = self.student(x)
         with torch.no_grad():
             t = self.teacher(x)

@@ -153,7 +153,7 @@ class ClassifierModule(L.LightningModule):
             epoch = self.current_epoch if self._trainer is not None else 0
             x = self.transform(x, train=train, index=index, seed=self.seed, epoch=epoch)
             return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
-        return x.float() if x.dtype == torch.float64 else x
+        return x if x.dtype == torch.float32 else x.float()  # float16 (the cache's embeddings) / float64 batches
 
     def configure_model(self) -> None:
         """channels-last weights and torch.compile, when asked for (idempotent: Lightning may call it twice).
@@ -397,20 +397,22 @@ class _EpochTaggedSampler(torch.utils.data.Sampler):
 
 
 class _IndexedTensorDataset(Dataset):
-    """(input, target, dataset index) triples; `__getitems__` gathers a whole batch with one indexing op."""
+    """(input, target, dataset index) triples; `__getitems__` gathers a whole batch with one indexing op. With
+    ``rows`` item i is row ``rows[i]`` of ``x`` (the whole set, e.g. memory-mapped embeddings, is then read per
+    batch instead of gathered into a copy); without, row i."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
-        self.x, self.y, self.idx = x, y, idx
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        self.x, self.y, self.idx, self.rows = x, y, idx, rows
 
     def __len__(self) -> int:
         return int(self.idx.shape[0])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.x[i], self.y[i], self.idx[i]
+        return self.x[i if self.rows is None else self.rows[i]], self.y[i], self.idx[i]
 
     def __getitems__(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         t = torch.as_tensor(ids, dtype=torch.int64)
-        return self.x[t], self.y[t], self.idx[t]
+        return self.x[t if self.rows is None else self.rows[t]], self.y[t], self.idx[t]
 
 
 def _resume_checkpoint(checkpoint_dir: str | None) -> str | None:
@@ -440,13 +442,16 @@ def _batched_collate(batch: Any) -> Any:
 
 
 def to_model_inputs(inputs: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, str]:
-    """N x H x W x C (or N x H x W) uint8 images -> N x C x H x W uint8 tensor; N x D floats -> float32 tensor."""
+    """N x H x W x C (or N x H x W) uint8 images -> N x C x H x W uint8 tensor; N x D floats -> a float16 or float32
+    tensor without a copy (a memory-mapped array stays a view of its map; batches become float32 in
+    `ClassifierModule.prepare`), other floats -> float32."""
     x = inputs if isinstance(inputs, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(inputs))
     if x.dtype == torch.uint8 and x.ndim in (3, 4):
         x = x.unsqueeze(-1) if x.ndim == 3 else x
         return x.permute(0, 3, 1, 2).contiguous(), "images"
     if x.is_floating_point() and x.ndim == 2:
-        return x.to(torch.float32).contiguous(), "embeddings"
+        keep = x.dtype in (torch.float16, torch.float32)
+        return (x if keep else x.to(torch.float32)).contiguous(), "embeddings"
     raise ValueError(
         f"inputs must be uint8 images N x H x W x C (or N x H x W) or float embeddings N x D; "
         f"got dtype {x.dtype}, shape {tuple(x.shape)}"
@@ -721,6 +726,8 @@ def train_classifier(
     elif cfg.device_data and kind == "images":  # the images go to the device once; batches carry positions
         module.keep_on_device(x_all[idx_t])
         dataset = _IndexedTensorDataset(torch.arange(len(idx_t)), y_t, idx_t)
+    elif kind == "embeddings":  # rows read per batch from the (memory-mapped) embeddings: no gathered copy
+        dataset = _IndexedTensorDataset(x_all, y_t, idx_t, rows=idx_t)
     else:  # gathered per batch by `__getitems__`
         dataset = _IndexedTensorDataset(x_all[idx_t], y_t, idx_t)
     callbacks: list[L.Callback] = []

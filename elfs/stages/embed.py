@@ -18,7 +18,8 @@ def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData, *, num_work
     """Embed train (and test) images with the frozen backbone; a streamed source is decoded in ``num_workers``
     DataLoader workers batch by batch, and its artifact also holds `valid`, the indices of the decodable files,
     listing the others under meta["failed"]. Under DDP each rank embeds a contiguous 1/W of every split and rank 0
-    gathers the parts in order."""
+    gathers the parts in order. The features are stored once, as float16 (rounded batch by batch as they arrive:
+    half the memory and disk of float32), in their own files that every later stage reads through a memory map."""
     from elfs.embed import resize_placement, resolve_device
 
     # where the images are resized changes the pixels by up to 2 grey levels (elfs/embed.py): part of the key; so
@@ -47,7 +48,15 @@ def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData, *, num_work
         extra = {"failed": failed} if is_streamed(ds.train) or failed else {}
         return arrays, {**extra, "n_train": len(arrays["train"]), "dim": arrays["train"].shape[1]}
 
-    art = ctx.cache.run("embed", config, inputs, compute, every_rank=distributed.world_size() > 1, module=__name__)
+    art = ctx.cache.run(
+        "embed",
+        config,
+        inputs,
+        compute,
+        every_rank=distributed.world_size() > 1,
+        module=__name__,
+        mapped=("train", "test"),
+    )
     return ctx.timed("embed", art)
 
 
@@ -69,6 +78,7 @@ def _embed_split(
         progress=ctx.progress,
         model=b.model,
         weights=b.weights,
+        half=True,
     )
     share = np.array_split(np.arange(len(images)), distributed.world_size())[distributed.rank()]
     if is_streamed(images):
@@ -82,7 +92,7 @@ def _embed_split(
     mine = (emb, share[valid], [(int(share[i]), why) for i, why in bad], sig[0] if sig else None)
     parts = distributed.gather_to_zero(mine)  # [mine] outside DDP; rank order = index order (contiguous shares)
     return (
-        np.concatenate([p[0] for p in parts]),
+        parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts]),  # one part: no second copy
         np.concatenate([p[1] for p in parts]).astype(np.int64),
         sorted(x for p in parts for x in p[2]),
         np.concatenate([p[3] for p in parts]) if signatures else None,
