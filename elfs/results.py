@@ -59,7 +59,7 @@ def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:
     if scored or need in ("prototypes", "graph", "zcore"):
         settings["seed"] = cfg.seed
     sel_keys = {
-        "score": ("score", "labels", "strata", "beta", "beta_grid", "val_fraction", "reference_beta"),
+        "score": ("score", "labels", "strata", "beta", "beta_grid", "val_fraction", "min_val", "reference_beta"),
         "prototypes": (),
         "graph": ("d2_mode", "d2_k", "d2_gamma", "d2_beta", "d2_reference_beta", "d2_strata"),
         "zcore": ("zcore_samples", "zcore_dim", "zcore_neighbours", "zcore_exponent", "zcore_rand_init"),

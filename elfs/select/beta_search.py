@@ -30,16 +30,22 @@ from elfs.select.validate import (
 log = logging.getLogger(__name__)
 
 
-def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_size(n: int, val_fraction: float, min_val: int = 0) -> int:
+    """Images the search holds out of ``n``: round(val_fraction * n), but at least min_val (and never more than half
+    of n for that floor, so that a small set keeps as many images to select from as it validates on)."""
+    return max(int(round(val_fraction * n)), min(int(min_val), n // 2))
+
+
+def split_train_val(n: int, val_fraction: float, seed: int, min_val: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random split of range(n) into (train_idx, val_idx): sorted int64, disjoint, covering range(n).
 
-    The validation part has round(val_fraction*n) examples, and both parts must be non-empty.
+    The validation part has validation_size(n, val_fraction, min_val) examples; both parts must be non-empty.
     """
     n = validate_n(n)
     vf = as_real("val_fraction", val_fraction)
     if not (0.0 < vf < 1.0):
         raise ValueError(f"val_fraction={vf!r} is outside (0, 1)")
-    n_val = int(round(vf * n))
+    n_val = validation_size(n, vf, min_val)
     if not (1 <= n_val <= n - 1):
         raise ValueError(
             f"val_fraction={vf!r} of n={n} gives {n_val} validation examples; need between 1 and n-1={n - 1}"
@@ -93,6 +99,7 @@ def search_beta(
     train_and_validate_many: Callable[[list[tuple[np.ndarray, np.ndarray]]], list[float]] | None = None,
     method: str = "double_end",
     val_fraction: float = 0.1,
+    min_val: int = 0,
     seed: int = 0,
     strata: int = 50,
 ) -> BetaSearchResult:
@@ -113,7 +120,7 @@ def search_beta(
     budget, _ = validate_budget_beta(budget, 0.0)
     betas = beta_grid_for(budget, grid)
     seed = validate_seed(seed)
-    train_idx, val_idx = split_train_val(h.size, val_fraction, seed)
+    train_idx, val_idx = split_train_val(h.size, val_fraction, seed, min_val)
     h_train = h[train_idx]
 
     kept_sets = [
@@ -173,4 +180,4 @@ def search_beta(
     )
 
 
-__all__ = ["split_train_val", "beta_grid_for", "search_beta", "BetaSearchResult"]
+__all__ = ["validation_size", "split_train_val", "beta_grid_for", "search_beta", "BetaSearchResult"]
