@@ -308,6 +308,9 @@ class SelectionConfig:
     # the beta search validates on at least this many images (at most half the set): an accuracy on n images has a
     # standard error up to 0.5 / sqrt(n), 9 points on 30 images (a tenth of 300), more than candidates differ
     min_val: int = 0
+    # the search keeps the smallest beta within this many standard errors of the best validation accuracy
+    # (0 = the best, the paper's rule; 1 = the one-standard-error rule)
+    search_se: float = 0.0
     strata: int = 50
     # evaluated beside the method on the same coresets protocol: any label-free method, or "full" (all data)
     baselines: list = field(default_factory=lambda: ["random"])
@@ -394,6 +397,7 @@ class SelectionConfig:
         _number_in(f"{key}.mixed_replaced", self.mixed_replaced, 0.0, 1.0)
         _number_in(f"{key}.val_fraction", self.val_fraction, 0.0, 0.5, low_open=True, high_open=True)
         _int_at_least(f"{key}.min_val", self.min_val, 0)
+        _number_in(f"{key}.search_se", self.search_se, 0.0, math.inf)
         _int_at_least(f"{key}.strata", self.strata, 1)
         check_choice(f"{key}.d2_mode", self.d2_mode, {"stratified", "global"})
         _int_at_least(f"{key}.d2_k", self.d2_k, 1)

@@ -68,7 +68,7 @@ def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:
     if mixed:
         sel_keys = sel_keys + ("mixed_replaced",)
     if method in METHODS_USING_BETA and s.searched:
-        sel_keys = sel_keys + ("search_steps",)
+        sel_keys = sel_keys + ("search_steps", "search_se")
     settings.update({f"selection.{k}": getattr(s, k) for k in sel_keys})
     settings = {k: v for k, v in settings.items() if k.rsplit(".", 1)[-1] not in _NOT_RESULT}
     uses_encoder = need in ("prototypes", "graph", "zcore") or (scored and not gt) or "backbone.name" in settings

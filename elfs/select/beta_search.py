@@ -54,6 +54,17 @@ def split_train_val(n: int, val_fraction: float, seed: int, min_val: int = 0) ->
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+def pick_beta(accs: list[float], n_val: int, se_tolerance: float = 0.0) -> int:
+    """Index of the chosen candidate (betas ascending): the smallest beta whose validation accuracy is within
+    ``se_tolerance`` standard errors, sqrt(p (1 - p) / n_val) at the best accuracy p, of the best; 0 = the best
+    (ties keep the smaller beta). 1 is the one-standard-error rule (Breiman et al., 1984): a larger beta, which
+    drops more of the hardest images, is taken only when it is better by more than the noise of n_val images."""
+    top = max(accs)
+    p = min(max(top, 0.0), 1.0)
+    margin = se_tolerance * math.sqrt(p * (1.0 - p) / max(int(n_val), 1))
+    return next(i for i, a in enumerate(accs) if a >= top - margin)
+
+
 def beta_grid_for(budget: float, grid: Iterable[float]) -> list[float]:
     """The valid part of a beta grid for ``budget``: betas with beta + budget <= 1, sorted and deduplicated.
 
@@ -100,6 +111,7 @@ def search_beta(
     method: str = "double_end",
     val_fraction: float = 0.1,
     min_val: int = 0,
+    se_tolerance: float = 0.0,
     seed: int = 0,
     strata: int = 50,
 ) -> BetaSearchResult:
@@ -148,10 +160,7 @@ def search_beta(
         sizes.append(int(kept_global.size))
         log.info("beta search: method=%s budget=%g beta=%g -> val acc %.6g", method, budget, beta, accs[-1])
 
-    best = 0
-    for i in range(1, len(betas)):
-        if accs[i] > accs[best]:  # strict: ties keep the smaller beta
-            best = i
+    best = pick_beta(accs, val_idx.size, se_tolerance)
     best_beta = betas[best]
     at_edge = len(betas) > 1 and best == len(betas) - 1
     if at_edge:
@@ -180,4 +189,4 @@ def search_beta(
     )
 
 
-__all__ = ["validation_size", "split_train_val", "beta_grid_for", "search_beta", "BetaSearchResult"]
+__all__ = ["validation_size", "split_train_val", "pick_beta", "beta_grid_for", "search_beta", "BetaSearchResult"]

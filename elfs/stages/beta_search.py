@@ -70,6 +70,7 @@ def stage_beta_search(
             method=s.method,
             val_fraction=s.val_fraction,
             min_val=s.min_val,
+            se_tolerance=s.search_se,
             seed=ctx.seed,
             strata=s.strata,
         )
