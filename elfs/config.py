@@ -170,6 +170,9 @@ class ClusterConfig:
     knn_k: int = 50
     epochs: int = 200
     batch_size: int = 1024  # GLOBAL (split across devices); the lr is scaled by batch_size / 256
+    # an epoch takes at least this many steps (None = no floor): a set of fewer than batch_size x this images
+    # trains with a batch of N // this, so TEMI's schedules and EMA teacher, set in steps, still run their course
+    min_steps_per_epoch: int | None = None
     lr: float = 1e-4
     min_lr: float = 1e-4
     warmup_epochs: int = 20
@@ -199,6 +202,8 @@ class ClusterConfig:
             _int_at_least(f"{key}.{name}", getattr(self, name), 0)
         if self.max_steps is not None:
             _int_at_least(f"{key}.max_steps", self.max_steps, 1)
+        if self.min_steps_per_epoch is not None:
+            _int_at_least(f"{key}.min_steps_per_epoch", self.min_steps_per_epoch, 1)
         for name in ("beta", "student_temp", "teacher_temp", "lr"):
             _number_in(f"{key}.{name}", getattr(self, name), 0.0, math.inf, low_open=True)
         _number_in(f"{key}.teacher_momentum", self.teacher_momentum, 0.0, 1.0)
@@ -300,6 +305,12 @@ class SelectionConfig:
     # the paper grid: every beta up to 1 - budget is tried (those with beta + budget > 1 are skipped per budget)
     beta_grid: list = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     val_fraction: float = 0.1
+    # the beta search validates on at least this many images (at most half the set): an accuracy on n images has a
+    # standard error up to 0.5 / sqrt(n), 9 points on 30 images (a tenth of 300), more than candidates differ
+    min_val: int = 0
+    # the search keeps the smallest beta within this many standard errors of the best validation accuracy
+    # (0 = the best, the paper's rule; 1 = the one-standard-error rule)
+    search_se: float = 0.0
     strata: int = 50
     # evaluated beside the method on the same coresets protocol: any label-free method, or "full" (all data)
     baselines: list = field(default_factory=lambda: ["random"])
@@ -385,6 +396,8 @@ class SelectionConfig:
         check_choice(f"{key}.labels", self.labels, {"pseudo", "ground_truth", "mixed"})
         _number_in(f"{key}.mixed_replaced", self.mixed_replaced, 0.0, 1.0)
         _number_in(f"{key}.val_fraction", self.val_fraction, 0.0, 0.5, low_open=True, high_open=True)
+        _int_at_least(f"{key}.min_val", self.min_val, 0)
+        _number_in(f"{key}.search_se", self.search_se, 0.0, math.inf)
         _int_at_least(f"{key}.strata", self.strata, 1)
         check_choice(f"{key}.d2_mode", self.d2_mode, {"stratified", "global"})
         _int_at_least(f"{key}.d2_k", self.d2_k, 1)

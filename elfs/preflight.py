@@ -293,7 +293,9 @@ def check_data(conf: ElfsConfig, ds) -> int:
                 f"the smallest useful budget for N={n} is {1 / n:.3g}"
             )
     if sel.searched and sel.method in METHODS_USING_BETA:
-        n_val = int(round(sel.val_fraction * n))
+        from elfs.select.beta_search import validation_size
+
+        n_val = validation_size(n, sel.val_fraction, sel.min_val)
         if not 1 <= n_val <= n - 2:
             raise ConfigError(
                 f"selection.val_fraction={sel.val_fraction} of N={n} gives {n_val} validation images "

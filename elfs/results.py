@@ -59,7 +59,7 @@ def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:
     if scored or need in ("prototypes", "graph", "zcore"):
         settings["seed"] = cfg.seed
     sel_keys = {
-        "score": ("score", "labels", "strata", "beta", "beta_grid", "val_fraction", "reference_beta"),
+        "score": ("score", "labels", "strata", "beta", "beta_grid", "val_fraction", "min_val", "reference_beta"),
         "prototypes": (),
         "graph": ("d2_mode", "d2_k", "d2_gamma", "d2_beta", "d2_reference_beta", "d2_strata"),
         "zcore": ("zcore_samples", "zcore_dim", "zcore_neighbours", "zcore_exponent", "zcore_rand_init"),
@@ -68,7 +68,7 @@ def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:
     if mixed:
         sel_keys = sel_keys + ("mixed_replaced",)
     if method in METHODS_USING_BETA and s.searched:
-        sel_keys = sel_keys + ("search_steps",)
+        sel_keys = sel_keys + ("search_steps", "search_se")
     settings.update({f"selection.{k}": getattr(s, k) for k in sel_keys})
     settings = {k: v for k, v in settings.items() if k.rsplit(".", 1)[-1] not in _NOT_RESULT}
     uses_encoder = need in ("prototypes", "graph", "zcore") or (scored and not gt) or "backbone.name" in settings

@@ -265,6 +265,15 @@ def as_stored_embeddings(x) -> Tensor:
     return x.detach().contiguous() if keep else x.detach().to(dtype=torch.float32).contiguous()
 
 
+def temi_batch_size(cfg: ClusterConfig, n: int) -> int:
+    """The global batch TEMI trains with on ``n`` embeddings: cluster.batch_size, at most n (one full batch), and at
+    most n // cluster.min_steps_per_epoch, so that a small set still takes that many steps per epoch."""
+    bs = min(cfg.batch_size, n)
+    if cfg.min_steps_per_epoch is not None:
+        bs = min(bs, max(1, n // cfg.min_steps_per_epoch))
+    return bs
+
+
 class TEMIModule(L.LightningModule):
     """TEMI deep clustering over frozen embeddings: H student heads trained with the TEMI loss, H teacher heads
     as their EMA, a per-head teacher marginal, and the lowest-epoch-loss head recorded as ``best_head``."""
@@ -283,7 +292,7 @@ class TEMIModule(L.LightningModule):
         check_temi_inputs(emb_shape, tuple(knn_idx.shape), num_clusters, cfg)
         self.cfg = cfg
         self.seed = int(seed)
-        self.batch_size = min(cfg.batch_size, emb_shape[0])  # one full batch when N is smaller
+        self.batch_size = temi_batch_size(cfg, emb_shape[0])
         # kept in checkpoints (as plain data) but not sent to the loggers: the run's config is logged once, whole
         self.save_hyperparameters(
             {"cluster": to_dict(cfg), "num_clusters": num_clusters, "seed": self.seed},

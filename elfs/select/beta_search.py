@@ -30,22 +30,39 @@ from elfs.select.validate import (
 log = logging.getLogger(__name__)
 
 
-def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_size(n: int, val_fraction: float, min_val: int = 0) -> int:
+    """Images the search holds out of ``n``: round(val_fraction * n), but at least min_val (and never more than half
+    of n for that floor, so that a small set keeps as many images to select from as it validates on)."""
+    return max(int(round(val_fraction * n)), min(int(min_val), n // 2))
+
+
+def split_train_val(n: int, val_fraction: float, seed: int, min_val: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random split of range(n) into (train_idx, val_idx): sorted int64, disjoint, covering range(n).
 
-    The validation part has round(val_fraction*n) examples, and both parts must be non-empty.
+    The validation part has validation_size(n, val_fraction, min_val) examples; both parts must be non-empty.
     """
     n = validate_n(n)
     vf = as_real("val_fraction", val_fraction)
     if not (0.0 < vf < 1.0):
         raise ValueError(f"val_fraction={vf!r} is outside (0, 1)")
-    n_val = int(round(vf * n))
+    n_val = validation_size(n, vf, min_val)
     if not (1 <= n_val <= n - 1):
         raise ValueError(
             f"val_fraction={vf!r} of n={n} gives {n_val} validation examples; need between 1 and n-1={n - 1}"
         )
     perm = np.random.default_rng(validate_seed(seed)).permutation(n).astype(np.int64)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def pick_beta(accs: list[float], n_val: int, se_tolerance: float = 0.0) -> int:
+    """Index of the chosen candidate (betas ascending): the smallest beta whose validation accuracy is within
+    ``se_tolerance`` standard errors, sqrt(p (1 - p) / n_val) at the best accuracy p, of the best; 0 = the best
+    (ties keep the smaller beta). 1 is the one-standard-error rule (Breiman et al., 1984): a larger beta, which
+    drops more of the hardest images, is taken only when it is better by more than the noise of n_val images."""
+    top = max(accs)
+    p = min(max(top, 0.0), 1.0)
+    margin = se_tolerance * math.sqrt(p * (1.0 - p) / max(int(n_val), 1))
+    return next(i for i, a in enumerate(accs) if a >= top - margin)
 
 
 def beta_grid_for(budget: float, grid: Iterable[float]) -> list[float]:
@@ -93,6 +110,8 @@ def search_beta(
     train_and_validate_many: Callable[[list[tuple[np.ndarray, np.ndarray]]], list[float]] | None = None,
     method: str = "double_end",
     val_fraction: float = 0.1,
+    min_val: int = 0,
+    se_tolerance: float = 0.0,
     seed: int = 0,
     strata: int = 50,
 ) -> BetaSearchResult:
@@ -113,7 +132,7 @@ def search_beta(
     budget, _ = validate_budget_beta(budget, 0.0)
     betas = beta_grid_for(budget, grid)
     seed = validate_seed(seed)
-    train_idx, val_idx = split_train_val(h.size, val_fraction, seed)
+    train_idx, val_idx = split_train_val(h.size, val_fraction, seed, min_val)
     h_train = h[train_idx]
 
     kept_sets = [
@@ -141,10 +160,7 @@ def search_beta(
         sizes.append(int(kept_global.size))
         log.info("beta search: method=%s budget=%g beta=%g -> val acc %.6g", method, budget, beta, accs[-1])
 
-    best = 0
-    for i in range(1, len(betas)):
-        if accs[i] > accs[best]:  # strict: ties keep the smaller beta
-            best = i
+    best = pick_beta(accs, val_idx.size, se_tolerance)
     best_beta = betas[best]
     at_edge = len(betas) > 1 and best == len(betas) - 1
     if at_edge:
@@ -173,4 +189,4 @@ def search_beta(
     )
 
 
-__all__ = ["split_train_val", "beta_grid_for", "search_beta", "BetaSearchResult"]
+__all__ = ["validation_size", "split_train_val", "pick_beta", "beta_grid_for", "search_beta", "BetaSearchResult"]

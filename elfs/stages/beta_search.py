@@ -69,6 +69,8 @@ def stage_beta_search(
             train_and_validate_many=train_and_validate_many if k > 1 else None,
             method=s.method,
             val_fraction=s.val_fraction,
+            min_val=s.min_val,
+            se_tolerance=s.search_se,
             seed=ctx.seed,
             strata=s.strata,
         )

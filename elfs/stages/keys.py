@@ -46,8 +46,8 @@ _NOT_ZCORE: dict[str, str] = {
     f: "a selection setting other than ZCore's own: it picks among the scores, never computes them"
     for f in (
         "method", "score", "labels", "mixed_replaced", "budget", "beta", "reference_beta", "beta_grid",
-        "val_fraction", "strata", "baselines", "search_steps", "d2_mode", "d2_k", "d2_gamma", "d2_beta",
-        "d2_reference_beta", "d2_strata", "nested", "exclude",
+        "val_fraction", "min_val", "search_se", "strata", "baselines", "search_steps", "d2_mode", "d2_k",
+        "d2_gamma", "d2_beta", "d2_reference_beta", "d2_strata", "nested", "exclude",
     )
 }  # fmt: skip
 
