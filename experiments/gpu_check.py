@@ -605,7 +605,7 @@ def run_elfs(out: Partial, out_dir: Path, quick: bool, npz: Path | None = None) 
     from hydra.core.global_hydra import GlobalHydra
 
     from elfs.config import register_configs
-    from elfs.train import run
+    from elfs.run import run
 
     register_configs()
     overrides = elfs_overrides(out_dir, quick, npz, cuda())

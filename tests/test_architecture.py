@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "foundation: imports no elfs module above it",
         ["elfs", "elfs.errors", "elfs.names", "elfs.version", "elfs.distributed", "elfs.sampling", "elfs.progress"],
     ),
-    ("plain helpers", ["elfs.paper", "elfs.overrides", "elfs.output_files", "elfs.job_names"]),
+    ("plain helpers", ["elfs.paper", "elfs.overrides", "elfs.output_files", "elfs.job_names", "elfs.no_effect"]),
     ("schema, cache, how a training runs", ["elfs.config", "elfs.cache", "elfs.runtime", "elfs.workers"]),
     (
         "components: data, encoders, models, the math of each method, the answer files",
@@ -46,17 +46,24 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("stages: config and artifacts in, one cache entry out", ["elfs.stages", "elfs.stages.*"]),
     ("the stage graph and its results", ["elfs.pipeline", "elfs.results"]),
     (
-        "the program: one run, its outputs, sweeps, plans, the DDP session",
-        ["elfs.train", "elfs.plan", "elfs.report", "elfs.aggregate", "elfs.tracking", "elfs.launch"],
+        "the program: one job (elfs.run), its outputs, sweeps, plans, the DDP session",
+        ["elfs.run", "elfs.plan", "elfs.report", "elfs.aggregate", "elfs.tracking", "elfs.launch"],
     ),
-    ("entry points above train", ["elfs.api", "elfs.launch.__main__", "elfs.select.__main__"]),
+    ("the Python API: a selection from a notebook", ["elfs.api"]),
+    (
+        "commands: argv in, exit code out; nothing imports them",
+        ["elfs.cli", "elfs.cli.*", "elfs.train", "elfs.select.__main__"],
+    ),
 ]
+
+#: the commands wing: the only modules allowed to read argv and pick exit codes
+COMMANDS = ["elfs.cli", "elfs.cli.*", "elfs.train", "elfs.select.__main__"]
 
 
 def _layer_of(module: str) -> int:
     hits = [i for i, (_, pats) in enumerate(LAYERS) if any(fnmatch.fnmatchcase(module, p) for p in pats)]
     assert hits, f"{module} belongs to no layer in tests/test_architecture.py: add it to LAYERS"
-    return max(hits)  # the most specific entry (elfs.launch.__main__ is above elfs.launch)
+    return max(hits)  # the most specific entry (elfs.select.__main__ is above elfs.select)
 
 
 def _graph() -> dict[str, set[str]]:
@@ -100,6 +107,18 @@ def test_no_module_imports_a_higher_layer():
         if _layer_of(d) > _layer_of(m)
     ]
     assert not bad, "\n".join(bad)
+
+
+def _is_command(module: str) -> bool:
+    return any(fnmatch.fnmatchcase(module, p) for p in COMMANDS)
+
+
+def test_nothing_below_the_commands_imports_them():
+    """The commands (elfs/cli/ and the `python -m` shims) stand on top: a job, the API or a stage never reaches
+    back into argv parsing or exit codes."""
+    bad = [f"{m} imports {d}" for m, deps in _graph().items() if not _is_command(m) for d in deps if _is_command(d)]
+    assert not bad, "\n".join(bad)
+    assert _layer_of("elfs.cli.main") == len(LAYERS) - 1
 
 
 def test_rank_primitives_import_no_other_elfs_module():

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from elfs.cli.main import objective
 from elfs.overrides import is_multirun, user_overrides, wants_plan
 from elfs.plan import format_total, plan_command
-from elfs.train import objective
 
 BIN = Path(sys.executable).parent
 PAPER_TABLES = {"paper_cifar10": 210, "paper_cifar100": 210, "paper_beta_ablation": None,
@@ -214,7 +214,7 @@ def test_a_plan_or_a_typo_is_answered_before_torch_and_lightning_load(args, expe
     """`elfs ... plan=true` and a misspelt choice never import torch or Lightning (7 s here): the names they are
     checked against live in elfs/names.py. The `elfs` entry point, run in-process with these arguments."""
     code = (
-        "import sys; from elfs.train import cli; sys.argv = ['elfs', *sys.argv[1:]]\n"
+        "import sys; from elfs.cli.main import cli; sys.argv = ['elfs', *sys.argv[1:]]\n"
         "try:\n    cli()\nexcept SystemExit:\n    pass\n"
         "print('loaded:', sorted(m for m in ('torch', 'lightning') if m in sys.modules), file=sys.stderr)"
     )

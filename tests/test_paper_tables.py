@@ -17,7 +17,7 @@ from wandb_records import records as _wandb_records
 from elfs.aggregate import aggregate, collect, format_latex, summarise
 from elfs.config import to_typed
 from elfs.errors import ConfigError
-from elfs.train import run
+from elfs.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

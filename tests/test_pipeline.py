@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elfs.train import run
+from elfs.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["+experiment=digits_quick", "logger=none"]
@@ -78,7 +78,7 @@ def test_label_firewall_and_determinism(compose_cfg, tmp_path):
     assert acc(runs["a"][0], "double_end") == acc(runs["b"][0], "double_end")
     assert acc(runs["shuffled"][0], "random") < 0.2 < acc(runs["a"][0], "random") - 0.2
     # what the Hydra task hands a sweeper (Optuna, Ax) is label-free: the same with permuted training labels
-    from elfs.train import objective
+    from elfs.cli.main import objective
 
     tuned = [objective(runs[k][0], "beta_search/val_acc") for k in ("a", "shuffled")]
     assert tuned[0] is not None and 0.0 <= tuned[0] <= 1.0 and tuned[0] == tuned[1]
