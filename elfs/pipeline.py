@@ -16,14 +16,13 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from elfs import distributed
 from elfs.cache import Artifact, array_hash
-from elfs.data import Dataset, is_streamed
+from elfs.data import Dataset, image_ids, is_streamed
 from elfs.results import arm_entry, arm_of, run_results
 from elfs.stages.beta_search import stage_beta_search
 from elfs.stages.cluster import stage_cluster
@@ -56,7 +55,7 @@ class Signals:
         self._labels: Labels | None = None
         self._dyn: dict[str, Artifact] = {}
         self._search: dict[tuple[str, float, tuple[float, ...]], Artifact] = {}
-        self.candidates = candidates(ctx.cfg.selection, ds)
+        self.candidates = candidates(ds)
         self._dup_groups: np.ndarray | None = None
         self._pools: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
 
@@ -234,17 +233,14 @@ class Signals:
 _KEEPS_HARDEST = frozenset({"hard", "prototypicality", "zcore"})
 
 
-def candidates(s: Any, ds: Dataset) -> np.ndarray | None:
-    """The images a coreset may take: all (None), or those not listed in selection.exclude."""
-    if not s.exclude:
+def candidates(ds: Dataset) -> np.ndarray | None:
+    """The images a coreset may take: all (None), or those not in ``ds.excluded`` (selection.exclude, read when the
+    data loaded; an excluded image that did not decode is simply gone)."""
+    if not ds.excluded:
         return None
-    from elfs.stages.select import exclude_indices, read_exclude
-
-    streamed = is_streamed(ds.train)
-    ids = list(ds.train.paths) if streamed else [f"#{i}" for i in range(len(ds.train))]
-    excluded = exclude_indices(read_exclude(s.exclude), ids, Path(ds.train.root) if streamed else None)
-    log.info("selection.exclude: %d already-labelled images are never proposed", len(excluded))
-    return np.setdiff1d(np.arange(len(ds.train)), excluded).astype(np.int64)
+    keep = [i for i, name in enumerate(image_ids(ds.train)) if name not in ds.excluded]
+    log.info("selection.exclude: %d already-labelled images are never proposed", len(ds.train) - len(keep))
+    return np.asarray(keep, dtype=np.int64)
 
 
 # ------------------------------------------------------------------------------------------------- plans

@@ -494,13 +494,18 @@ def _is_group(loader: Any, key: str) -> bool:
 
 
 def check_job(cfg: Any) -> ElfsConfig:
-    """A job's config typed and validated as a run would before loading data (weights and devices excepted: a
-    plan is made on the laptop for the cluster)."""
+    """A composed job's config debug-applied, typed and checked for a plan (:func:`check_planned`)."""
     from elfs.config import to_typed
     from elfs.overrides import apply_debug_mode
+
+    return check_planned(to_typed(apply_debug_mode(cfg)))
+
+
+def check_planned(conf: ElfsConfig) -> ElfsConfig:
+    """A typed job config validated as a run would before loading data (weights and devices excepted: a plan is
+    made on the laptop for the cluster)."""
     from elfs.preflight import check_config
 
-    conf = to_typed(apply_debug_mode(cfg))
     check_config(conf, weights=False, devices=False)
     return conf
 

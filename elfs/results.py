@@ -11,10 +11,8 @@ import numpy as np
 
 from elfs.config import ElfsConfig
 from elfs.names import uses_embeddings
+from elfs.no_effect import changes_a_result
 from elfs.runtime import resolve_precision
-
-#: settings that never change a result (where files go, how it is shown, how many workers decode)
-_NOT_RESULT = ("num_workers", "device", "progress", "chunk_size", "root", "download", "path", "concurrent")
 
 
 def _flat(prefix: str, d: Any) -> dict[str, Any]:
@@ -70,7 +68,7 @@ def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:
     if method in METHODS_USING_BETA and s.searched:
         sel_keys = sel_keys + ("search_steps",)
     settings.update({f"selection.{k}": getattr(s, k) for k in sel_keys})
-    settings = {k: v for k, v in settings.items() if k.rsplit(".", 1)[-1] not in _NOT_RESULT}
+    settings = {k: v for k, v in settings.items() if changes_a_result(k)}  # the one list (elfs/no_effect.py)
     uses_encoder = need in ("prototypes", "graph", "zcore") or (scored and not gt) or "backbone.name" in settings
     return {
         "arm": f"supervised_{method}" if gt else (f"diagnostic_{method}" if mixed else method),

@@ -47,3 +47,19 @@ def test_excluded_images_are_never_chosen_and_the_budget_counts_new_ones(tmp_pat
     listed.write_text("nope.png\n")
     with pytest.raises(DataError, match="names 1 image\\(s\\) that are not in the data: nope.png"):
         exclude_indices(read_exclude(str(listed)), ids, tmp_path / "root")
+
+
+def test_the_exclude_file_is_read_once_when_the_data_loads(tmp_path, compose_cfg):
+    """selection.exclude is read and matched when the data loads (a bad entry fails before any stage); the pipeline
+    then reads the data's record of it, never the file again."""
+    from elfs.config import to_typed
+    from elfs.data import image_ids
+    from elfs.pipeline import candidates, prepare_data
+
+    listed = tmp_path / "labelled.txt"
+    listed.write_text("# labelled in round one\n#3\n\n#0\n")
+    cfg = to_typed(compose_cfg(["+experiment=digits_quick", f"selection.exclude={listed}"]))
+    ds, _, _ = prepare_data(cfg)
+    assert ds.excluded == {"#0", "#3"} and image_ids(ds.train)[:2] == ["#0", "#1"]
+    listed.unlink()
+    assert candidates(ds).tolist() == [i for i in range(len(ds.train)) if i not in (0, 3)]

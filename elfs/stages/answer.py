@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elfs.data import Dataset, is_streamed
+from elfs.data import Dataset, image_ids, is_streamed
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +34,14 @@ def write_answer(
     of report.html."""
     from elfs.selection_report import write_selection_outputs
 
+    ids = image_ids(ds.train)
     if is_streamed(ds.train):
-        ids = list(ds.train.paths)
         root = Path(ds.train.root).absolute()
         filepaths: list[str] | None = [str(root / p) for p in ids]
 
         def load(i: int) -> np.ndarray:
             return ds.train.load_rgb(i, 96)
     else:
-        ids = [f"#{i}" for i in range(len(ds.train))]
         filepaths = None
 
         def load(i: int) -> np.ndarray:
