@@ -14,7 +14,7 @@ CLUSTER_METHODS = ("temi", "kmeans")
 PSEUDO_LABEL_RULES = ("best_head", "ensemble", "aligned_mean")
 #: TEMI's H heads as a Python loop (fastest on a CPU) or one batched matmul (a GPU)
 HEAD_IMPLS = ("loop", "batched")
-#: training-dynamics scores and which end of each is hard (elfs/dynamics/recorder.py)
+#: training-dynamics scores and which end of each is hard (elfs/training/recorder.py)
 HARD_END: dict[str, str] = {
     "aum": "low",
     "aum_prob_sum": "low",

@@ -1,7 +1,7 @@
 """How a training runs, apart from what it learns: the Lightning Trainer settings, data-loader workers, logger and
 checkpoints, and the one place the Trainer defaults are merged (:func:`build_trainer`).
 
-Both trainings (TEMI in elfs/cluster, the classifier in elfs/dynamics/classifier.py) build their Trainer here. This
+Both trainings (TEMI in elfs/cluster, the classifier in elfs/training/classifier.py) build their Trainer here. This
 module imports only lightning, torch and elfs.distributed, so experiments/gpu_check.py keeps running on a bare box;
 lightning only when a Trainer is built, so importing it (and a Runtime) is cheap.
 """

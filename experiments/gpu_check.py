@@ -257,7 +257,7 @@ def cifar_like(n: int) -> tuple[Any, Any]:
 
 
 def image_facts() -> Any:
-    from elfs.dynamics.classifier import ImageFacts
+    from elfs.training.classifier import ImageFacts
 
     return ImageFacts(crop_padding=4, hflip=True, mean=[0.5] * 3, std=[0.25] * 3)
 
@@ -268,8 +268,8 @@ def bench_resnet(out: Partial, batch: int, start: int, stop: int, compile_: bool
     import numpy as np
 
     from elfs.config import ClassifierTrainingConfig
-    from elfs.dynamics.classifier import train_classifier
     from elfs.runtime import Runtime
+    from elfs.training.classifier import train_classifier
 
     n = batch * (stop + 1)
     x, y = cifar_like(n)
@@ -473,8 +473,8 @@ def check_record(out: Partial, n: int, steps: int, every: int) -> None:
     import numpy as np
 
     from elfs.config import DynamicsConfig
-    from elfs.dynamics.classifier import TestSet, train_classifier
     from elfs.runtime import Runtime
+    from elfs.training.classifier import TestSet, train_classifier
 
     pipe = pipeline_settings()
     x, y = cifar_like(n)

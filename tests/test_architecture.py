@@ -33,6 +33,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "elfs.mixed_labels",
             "elfs.cluster",
             "elfs.cluster.*",
+            "elfs.training",
+            "elfs.training.*",
             "elfs.dynamics",
             "elfs.dynamics.*",
             "elfs.select",

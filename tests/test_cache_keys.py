@@ -181,7 +181,7 @@ def _versions(pkg: Path) -> dict[str, str]:
         ("stages/beta_search.py", {"beta_search"}),
         ("knn.py", {"knn"}),
         ("cluster/module.py", {"cluster"}),
-        ("dynamics/classifier.py", {"dynamics", "beta_search", "evaluate"}),
+        ("training/classifier.py", {"dynamics", "beta_search", "evaluate"}),
     ],
 )
 def test_an_edit_changes_the_code_version_of_the_stages_that_run_it_only(tmp_path, edited, changed):

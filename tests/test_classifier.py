@@ -19,8 +19,8 @@ from elfs.dynamics import (
     record_dynamics,
     train_classifier,
 )
-from elfs.dynamics.augment import crop_flip, normalize_uint8, random_crop_flip, sample_crop_params
 from elfs.runtime import Runtime
+from elfs.training.augment import crop_flip, normalize_uint8, random_crop_flip, sample_crop_params
 
 SGD = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, min_lr=1e-4)
 DATA = dict(images=ImageFacts(crop_padding=1, hflip=False, mean=[0.3], std=[0.35]))

@@ -20,7 +20,7 @@ import torch
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 _METHODS = ("item", "__float__", "__int__", "__bool__", "cpu", "tolist", "numpy")
-_EXEMPT = ("/torch/", "elfs/dynamics/recorder.py")
+_EXEMPT = ("/torch/", "elfs/training/recorder.py")
 
 
 class SyncCounter(L.Callback):

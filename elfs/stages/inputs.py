@@ -13,7 +13,7 @@ from elfs.data import Dataset, UnlabelledData, is_streamed
 from elfs.names import uses_embeddings
 
 if TYPE_CHECKING:  # the classifier (and Lightning) load when a training needs them, not to check a config
-    from elfs.dynamics.classifier import ImageFacts
+    from elfs.training.classifier import ImageFacts
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def embed_input(model: str, emb: Artifact | None) -> dict[str, str]:
 
 def image_facts(ds: Dataset | UnlabelledData) -> ImageFacts:
     """What a training needs to know about the images: augmentation and channel statistics (label-free)."""
-    from elfs.dynamics.classifier import ImageFacts
+    from elfs.training.classifier import ImageFacts
 
     mean, std = ds.train.channel_stats()
     return ImageFacts(crop_padding=ds.crop_padding, hflip=ds.hflip, mean=mean, std=std)

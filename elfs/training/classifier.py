@@ -31,11 +31,11 @@ from torch.utils.data import DataLoader, Dataset
 from elfs.config import ClassifierTrainingConfig, DynamicsConfig, from_dict, to_dict
 from elfs.data.types import is_streamed
 from elfs.distributed import on_cuda
-from elfs.dynamics.augment import BatchImageTransform, center_crop, eval_resize_size, random_resized_crop_flip
-from elfs.dynamics.recorder import TrainingDynamicsRecorder
 from elfs.models import MODEL_INPUTS, build_model
 from elfs.runtime import DEFAULT_RUNTIME, TRAINER_DEFAULTS, Runtime, build_trainer, world_size_of
 from elfs.sampling import EpochSeededSampler
+from elfs.training.augment import BatchImageTransform, center_crop, eval_resize_size, random_resized_crop_flip
+from elfs.training.recorder import TrainingDynamicsRecorder
 
 
 def cosine_lr(step: int, *, total_steps: int, lr: float, min_lr: float) -> float:
