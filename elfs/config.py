@@ -239,6 +239,10 @@ class ClassifierTrainingConfig:
     compile: bool = False  # torch.compile the network (slower start, faster steps on a GPU)
 
     def validate(self, key: str = "train") -> None:
+        """Every check of the network and SGD settings, once, before any work (train_classifier trusts them)."""
+        from elfs.names import MODEL_INPUTS
+
+        check_choice(f"{key}.model", self.model, MODEL_INPUTS)
         _int_at_least(f"{key}.width", self.width, 1)
         if self.image_size is not None:
             _int_at_least(f"{key}.image_size", self.image_size, 8)
