@@ -504,7 +504,7 @@ class LoggerConfig:
     project: str = "elfs"
     entity: str | None = None  # the W&B team or user; None = the logged-in account's default
     group: str | None = None  # None = one group per sweep ('<name>/<sweep folder>'), none for a single run
-    job_type: str = "train"  # a sweep's summary run is "summary" (elfs/aggregate.py)
+    job_type: str = "train"  # a sweep's summary run is "summary" (elfs/tables/aggregate.py)
     mode: str = "${oc.env:WANDB_MODE,offline}"
     tags: list = field(default_factory=list)
 

@@ -98,7 +98,7 @@ def write_duplicates_csv(path: Path, groups: np.ndarray, rep: np.ndarray, names:
     """duplicates.csv: one row per near-copy left out of the pool (group, path, representative), by group."""
     import csv
 
-    from elfs.output_files import atomic_write
+    from elfs.handback.output_files import atomic_write
 
     def fill(tmp: str) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as f:

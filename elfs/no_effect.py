@@ -1,7 +1,7 @@
 """The one declaration of the settings that cannot change a result: where a run goes, how fast, on what, how it
-shows itself. Read by the cache keys (elfs/stages/keys.py leaves these out of every key) and by the results table
-(elfs/results.py leaves them out of what tells two sweep arms apart). Every other field changes some result and is
-keyed, directly or as what it resolves to; tests/test_cache_keys.py walks every config field to hold this."""
+shows itself. Read by the cache keys (elfs/stages/keys.py leaves these out of every key) and by the results
+table (elfs/tables/results.py leaves them out of what tells two sweep arms apart). Every other field changes some
+result and is keyed, directly or as what it resolves to; tests/test_cache_keys.py walks every field to hold this."""
 
 from __future__ import annotations
 

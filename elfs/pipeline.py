@@ -23,7 +23,6 @@ import numpy as np
 from elfs import distributed
 from elfs.cache import Artifact, array_hash
 from elfs.data import Dataset, image_ids, is_streamed
-from elfs.results import arm_entry, arm_of, run_results
 from elfs.stages.beta_search import stage_beta_search
 from elfs.stages.cluster import stage_cluster
 from elfs.stages.context import Context
@@ -37,6 +36,7 @@ from elfs.stages.knn import stage_knn
 from elfs.stages.prototypes import stage_prototypes
 from elfs.stages.select import hardness_of, select_coreset
 from elfs.stages.zcore import stage_zcore
+from elfs.tables.results import arm_entry, arm_of, run_results
 
 log = logging.getLogger(__name__)
 

@@ -104,7 +104,7 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
     from elfs.launch import session
     from elfs.pipeline import Context, prepare_data, run_pipeline
     from elfs.preflight import check_config, check_paths
-    from elfs.report import write_report
+    from elfs.tables.report import write_report
     from elfs.tracking import RunLoggers
 
     _quiet_lightning()

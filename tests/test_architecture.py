@@ -15,7 +15,10 @@ LAYERS: list[tuple[str, list[str]]] = [
         "foundation: imports no elfs module above it",
         ["elfs", "elfs.errors", "elfs.names", "elfs.version", "elfs.distributed", "elfs.sampling", "elfs.progress"],
     ),
-    ("plain helpers", ["elfs.paper", "elfs.overrides", "elfs.output_files", "elfs.job_names", "elfs.no_effect"]),
+    (
+        "plain helpers",
+        ["elfs.tables.paper", "elfs.overrides", "elfs.handback.output_files", "elfs.job_names", "elfs.no_effect"],
+    ),
     ("schema, cache, how a training runs", ["elfs.config", "elfs.cache", "elfs.runtime", "elfs.workers"]),
     (
         "components: data, encoders, models, the math of each method, the answer files",
@@ -39,27 +42,26 @@ LAYERS: list[tuple[str, list[str]]] = [
             "elfs.dynamics.*",
             "elfs.select",
             "elfs.select.[!_]*",
-            "elfs.selection_report",
-            "elfs.exports",
-            "elfs.report_html",
+            "elfs.handback",
+            "elfs.handback.*",
         ],
     ),
     ("checks before work", ["elfs.preflight"]),
     ("stages: config and artifacts in, one cache entry out", ["elfs.stages", "elfs.stages.*"]),
-    ("the stage graph and its results", ["elfs.pipeline", "elfs.results"]),
+    ("the stage graph and its results", ["elfs.pipeline", "elfs.tables", "elfs.tables.results"]),
     (
         "the program: one job (elfs.run), its outputs, sweeps, plans, the DDP session",
-        ["elfs.run", "elfs.plan", "elfs.report", "elfs.aggregate", "elfs.tracking", "elfs.launch"],
+        ["elfs.run", "elfs.plan", "elfs.tables.report", "elfs.tables.aggregate", "elfs.tracking", "elfs.launch"],
     ),
     ("the Python API: a selection from a notebook", ["elfs.api"]),
     (
         "commands: argv in, exit code out; nothing imports them",
-        ["elfs.cli", "elfs.cli.*", "elfs.train", "elfs.select.__main__"],
+        ["elfs.cli", "elfs.cli.*", "elfs.train", "elfs.aggregate", "elfs.select.__main__"],
     ),
 ]
 
 #: the commands wing: the only modules allowed to read argv and pick exit codes
-COMMANDS = ["elfs.cli", "elfs.cli.*", "elfs.train", "elfs.select.__main__"]
+COMMANDS = ["elfs.cli", "elfs.cli.*", "elfs.train", "elfs.aggregate", "elfs.select.__main__"]
 
 
 def _layer_of(module: str) -> int:

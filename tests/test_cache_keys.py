@@ -78,7 +78,7 @@ def test_two_runs_started_together_compute_each_entry_once_with_the_golden_keys(
     pkg = tmp_path / "edited"
     shutil.copytree(ROOT / "elfs", pkg / "elfs", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "conf", pkg / "elfs" / "conf", ignore=shutil.ignore_patterns("local"))
-    with open(pkg / "elfs" / "report.py", "a") as f:
+    with open(pkg / "elfs" / "tables" / "report.py", "a") as f:
         f.write("\n# a comment added after the first runs\n")
     rerun = _start(tmp_path / "job_edited", cache, pythonpath=pkg)
     log = rerun.communicate(timeout=900)[0]
@@ -169,13 +169,13 @@ def _versions(pkg: Path) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("edited", "changed"),
     [
-        ("report.py", set()),
-        ("aggregate.py", set()),
+        ("tables/report.py", set()),
+        ("tables/aggregate.py", set()),
         ("train.py", set()),
         ("run.py", set()),
         ("cli/main.py", set()),
         ("api.py", set()),
-        ("selection_report.py", set()),
+        ("handback/selection_report.py", set()),
         ("pipeline.py", set()),
         ("stages/evaluate.py", {"evaluate"}),
         ("stages/beta_search.py", {"beta_search"}),
@@ -252,7 +252,7 @@ def test_the_results_table_and_the_keys_read_one_list_of_what_changes_no_result(
     import dataclasses
 
     from elfs.config import to_typed
-    from elfs.results import arm_of
+    from elfs.tables.results import arm_of
 
     base = to_typed(compose_cfg(["+experiment=digits_quick"]))
     arm = arm_of(base, "double_end")

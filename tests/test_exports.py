@@ -1,4 +1,4 @@
-"""The hand-offs of a selection run (elfs/exports.py, elfs/report_html.py), on a folder of real PNGs in tmp_path."""
+"""The hand-offs of a selection run (elfs/handback/exports.py, report_html.py), on a folder of real PNGs in tmp_path."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from elfs.api import load_selection
-from elfs.exports import LABELSTUDIO_IMAGE_KEY, LABELSTUDIO_PATH_KEY
-from elfs.selection_report import priority_order, write_selection_outputs
+from elfs.handback.exports import LABELSTUDIO_IMAGE_KEY, LABELSTUDIO_PATH_KEY
+from elfs.handback.selection_report import priority_order, write_selection_outputs
 
 N = 24
 C = 3
@@ -207,7 +207,7 @@ def test_report_html_links_resolve(run):
 
 
 def test_report_html_in_memory_and_capped(tmp_path, monkeypatch):
-    import elfs.report_html as rh
+    import elfs.handback.report_html as rh
 
     monkeypatch.setattr(rh, "THUMBS_PER_CLUSTER", 2)
     n = 40
@@ -287,7 +287,7 @@ def test_load_selection_gives_absolute_paths(run):
     ],
 )
 def test_labelstudio_setup_never_makes_the_storage_the_root(paths, root, storages, unservable):
-    from elfs.exports import labelstudio_setup, labelstudio_url
+    from elfs.handback.exports import labelstudio_setup, labelstudio_url
 
     s = labelstudio_setup(paths)
     assert (s.document_root, list(s.storages), list(s.unservable)) == (root, storages, unservable)
@@ -304,7 +304,7 @@ def test_labelstudio_setup_never_makes_the_storage_the_root(paths, root, storage
 def test_cvat_command_is_posix_and_keeps_the_order():
     import shlex
 
-    from elfs.exports import cvat_command
+    from elfs.handback.exports import cvat_command
 
     cmd = cvat_command("cvat_0.1.txt", "elfs 0.1")
     words = shlex.split(cmd.split("; ")[-1])
@@ -325,7 +325,7 @@ def test_cvat_command_is_posix_and_keeps_the_order():
     ],
 )
 def test_cluster_size_note_counts_empty_and_tiny_clusters(sizes, expected, kinds):
-    from elfs.report_html import cluster_size_note
+    from elfs.handback.report_html import cluster_size_note
 
     note = cluster_size_note(np.repeat(np.arange(len(sizes)), sizes), len(sizes))
     if expected is None:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from elfs.aggregate import aggregate, main
-from elfs.report import format_table, write_report
+from elfs.tables.aggregate import aggregate, main
+from elfs.tables.report import format_table, write_report
 
 
 def _results(beta=0.2, accs=(0.8, 0.9), rand=(0.7, 0.75)):
@@ -94,7 +94,7 @@ def test_aggregate_mean_std_over_jobs_and_seeds(tmp_path, capsys):
 
 
 def test_paper_numbers_are_shown_beside_ours_where_the_paper_has_the_cell():
-    from elfs.paper import paper_reference
+    from elfs.tables.paper import paper_reference
 
     assert paper_reference("cifar10", 0.9) == pytest.approx(
         {"elfs": 86.9, "random": 79.2, "supervised_ccs": 87.2, "d2": 71.4, "prototypicality": 70.7}
@@ -113,7 +113,7 @@ def test_paper_numbers_are_shown_beside_ours_where_the_paper_has_the_cell():
 def test_a_paper_number_of_an_unstated_encoder_stands_beside_one_row_only():
     """The paper's figure does not say which encoder made its numbers: with rows of two encoders, each paper cell is
     shown once, marked, and never beside both encoders' rows as if each were that encoder's figure."""
-    from elfs.aggregate import _paper_once, format_markdown
+    from elfs.tables.aggregate import _paper_once, format_markdown
 
     def row(arm, backbone, paper):
         return {"dataset": "cifar10", "budget": 0.1, "pruning_rate": 0.9, "arm": arm, "score": "aum",

@@ -41,7 +41,7 @@ dc = DynamicsConfig(model="mlp", width=256, batch_size=1024, lr=0.05, epochs=2, 
 scores = record_dynamics(x, pseudo, dc, num_classes=classes, seed=0, runtime=tr)
 t["dynamics"], t0 = time.perf_counter() - t0, time.perf_counter()
 from elfs.select import select, to_hardness
-from elfs.selection_report import write_selection_outputs
+from elfs.handback.selection_report import write_selection_outputs
 h = to_hardness(scores["aum"], HARD_END["aum"])
 kept = {b: select("double_end", h, n=n, budget=b, beta=0.1) for b in (0.1, 0.3)}
 files = write_selection_outputs(out, ids=[f"#{i}" for i in range(n)], pseudo_labels=pseudo, hardness=h,

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from elfs.select import select
-from elfs.selection_report import (
+from elfs.handback.selection_report import (
     MAX_ROWS,
     PER_ROW,
     atomic_write,
@@ -20,6 +19,7 @@ from elfs.selection_report import (
     priority_order,
     write_selection_outputs,
 )
+from elfs.select import select
 
 N = 300
 C = 5

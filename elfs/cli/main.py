@@ -164,7 +164,7 @@ def cli(argv: Sequence[str] | None = None) -> None:
     def hydra_then_job_errors() -> None:
         _TASK_ERRORS.clear()
         if is_multirun(args):
-            from elfs.aggregate import AggregateOnMultirunEnd
+            from elfs.tables.aggregate import AggregateOnMultirunEnd
 
             AggregateOnMultirunEnd.last_sweep = None
         main()
@@ -181,7 +181,7 @@ def _raise_job_errors(multirun: bool) -> None:
         if _TASK_ERRORS:
             raise _TASK_ERRORS[0][1]
         return
-    from elfs.aggregate import AggregateOnMultirunEnd, failed_jobs
+    from elfs.tables.aggregate import AggregateOnMultirunEnd, failed_jobs
 
     sweep = AggregateOnMultirunEnd.last_sweep
     failed = failed_jobs(sweep) if sweep is not None else []

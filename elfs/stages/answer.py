@@ -1,4 +1,4 @@
-"""What a practitioner acts on: the selection files of a run (elfs/selection_report.py writes them)."""
+"""What a practitioner acts on: the selection files of a run (elfs/handback/selection_report.py writes them)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def write_answer(
     ``groups`` are the clusters (labels, count) the priority order and the coverage plot go round. ``duplicates``
     (near-duplicate group per image, each group's representative, the threshold) adds duplicates.csv and a section
     of report.html."""
-    from elfs.selection_report import write_selection_outputs
+    from elfs.handback.selection_report import write_selection_outputs
 
     ids = image_ids(ds.train)
     if is_streamed(ds.train):
@@ -50,7 +50,7 @@ def write_answer(
     sections, out = [], []
     if duplicates is not None:
         from elfs.duplicates import duplicates_html, write_duplicates_csv
-        from elfs.report_html import thumbnail_uri
+        from elfs.handback.report_html import thumbnail_uri
 
         dup, rep, threshold = duplicates
         names = filepaths if filepaths is not None else ids

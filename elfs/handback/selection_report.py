@@ -12,8 +12,8 @@
 * ``contact_sheet.png`` - kept thumbnails, one row per pseudo-label cluster (only with ``load_image``);
 * ``score_histogram.png`` - the hardness distribution with each budget's cuts;
 * ``cluster_coverage.png`` - each cluster's share of the whole set vs of each coreset;
-* the exports of :mod:`elfs.exports` (selection.json, Label Studio / CVAT / FiftyOne files, ``selected_<budget>/``
-  symlinks, embeddings) and ``report.html`` (:mod:`elfs.report_html`), the page to open first.
+* the exports of :mod:`exports` (selection.json, Label Studio / CVAT / FiftyOne files, ``selected_<budget>/``
+  symlinks, embeddings) and ``report.html`` (:mod:`report_html`), the page to open first.
 
 Rank 1 is the hardest image. Ranks follow the selectors' total order (ascending (hardness, index), see
 ``elfs.select.validate.easy_to_hard_order``) reversed, so among equal hardness the HIGHER index ranks harder, and a
@@ -33,8 +33,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from elfs.output_files import atomic_write, budget_tag, thumbnail
-from elfs.output_files import write_text as _write_text
+from elfs.handback.output_files import atomic_write, budget_tag, thumbnail
+from elfs.handback.output_files import write_text as _write_text
 from elfs.select.validate import check_hardness, easy_to_hard_order, validate_budget_beta
 
 log = logging.getLogger(__name__)
@@ -450,8 +450,8 @@ def write_selection_outputs(
     selection.json; ``report_sections`` (HTML) are added at the end of report.html. Inputs are checked before
     anything is written (plain ValueError naming the problem); every file is written atomically.
     """
-    from elfs.exports import write_exports
-    from elfs.report_html import cluster_size_note, write_report_html
+    from elfs.handback.exports import write_exports
+    from elfs.handback.report_html import cluster_size_note, write_report_html
 
     ids, pl, h, sc, kept_s, beta_s = _check_inputs(
         ids, pseudo_labels, hardness, score_name, score, kept, beta, num_clusters, skipped

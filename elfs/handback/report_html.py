@@ -3,7 +3,7 @@
 Self-contained: CSS inline, thumbnails inlined as base64 PNG, and every other link relative to a file inside the
 run folder (the plots, the lists, the ``selected_<budget>/`` symlinks), never an absolute path, so the folder can
 be moved or zipped. It shows the budget table (budget, beta, count, the files to hand on), the plots written by
-:func:`elfs.selection_report.write_selection_outputs`, and per budget the kept images grouped by cluster in priority
+:func:`selection_report.write_selection_outputs`, and per budget the kept images grouped by cluster in priority
 order, capped (:data:`THUMBS_PER_CLUSTER`, :data:`CLUSTERS_SHOWN`, :data:`MAX_THUMBS`) with a note saying how many
 are not shown, so the page stays light with thousands of images.
 """
@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from elfs.output_files import budget_tag, thumbnail
-from elfs.output_files import write_text as _write_text
+from elfs.handback.output_files import budget_tag, thumbnail
+from elfs.handback.output_files import write_text as _write_text
 
 #: Thumbnails shown per cluster and budget (the first ones in priority order).
 THUMBS_PER_CLUSTER = 10
@@ -146,7 +146,7 @@ def write_report_html(
 ) -> Path:
     """Write ``run_dir/report.html`` (atomically) from the files already in ``run_dir``; return its path.
     ``sections``: further HTML sections (e.g. the near-duplicate groups), added after the budgets."""
-    from elfs.exports import symlink_name
+    from elfs.handback.exports import symlink_name
 
     run_dir = Path(run_dir)
     pl = np.asarray(pseudo_labels)
@@ -156,7 +156,7 @@ def write_report_html(
     easy = method == "easy"
     setup = None
     if filepaths is not None:
-        from elfs.exports import labelstudio_setup
+        from elfs.handback.exports import labelstudio_setup
 
         setup = labelstudio_setup(filepaths)
     parts: list[str] = []
@@ -205,7 +205,7 @@ def write_report_html(
     items = [f"<li>{_link_if(run_dir, name)}: {esc(what)}</li>" for name, what in others if (run_dir / name).exists()]
     add("<p class='note'>Also in this folder:</p><ul class='note'>" + "".join(items) + "</ul>")
     if setup is not None:
-        from elfs.exports import cvat_command
+        from elfs.handback.exports import cvat_command
 
         first = budget_tag(next(iter(order)))
         storages = " and ".join(f"<code>{esc(st)}</code>" for st in setup.storages) or "(none possible)"

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from hydra.experimental.callback import Callback
 
-from elfs.paper import paper_encoder, paper_full_data, paper_reference, paper_source
+from elfs.tables.paper import paper_encoder, paper_full_data, paper_reference, paper_source
 
 #: the columns every summary row has (beside n and the accuracies); the arm identity
 KEY_COLUMNS = ("dataset", "budget", "arm", "score", "labels", "cluster", "backbone", "beta")

@@ -1,7 +1,7 @@
 """Hand-offs of a selection to labelling tools, written into the run folder by
-:func:`elfs.selection_report.write_selection_outputs` (each file atomically: temp name, then ``os.replace``).
+:func:`selection_report.write_selection_outputs` (each file atomically: temp name, then ``os.replace``).
 
-Every list below is in PRIORITY order (:func:`elfs.selection_report.priority_order`): a team that stops early has
+Every list below is in PRIORITY order (:func:`selection_report.priority_order`): a team that stops early has
 still covered the clusters evenly.
 
 * ``selection.json`` - always. ``{"format": "elfs-selection/1", "method", "score_name", "nested", "n_images",
@@ -33,8 +33,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from elfs.output_files import atomic_write, budget_tag
-from elfs.output_files import write_text as _write_text
+from elfs.handback.output_files import atomic_write, budget_tag
+from elfs.handback.output_files import write_text as _write_text
 
 #: The Label Studio task key holding the image URL (``$image`` in the labelling config, e.g.
 #: ``<Image name="img" value="$image"/>``).

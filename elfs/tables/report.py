@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from elfs.paper import paper_reference, paper_source
+from elfs.tables.paper import paper_reference, paper_source
 
 
 def _pct(x: float | None) -> str:

@@ -1,5 +1,5 @@
 """results.json's schema: what identifies a selection arm, an arm's entry, and the run's results dict (report.py
-writes and prints it, elfs/aggregate.py groups a sweep's by arm)."""
+writes and prints it, elfs/tables/aggregate.py groups a sweep's by arm)."""
 
 from __future__ import annotations
 
