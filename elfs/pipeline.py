@@ -437,9 +437,41 @@ def _score_arrays(done: Mapping[str, Artifact]) -> dict[str, np.ndarray]:
     return out
 
 
+def _answer(sig: Signals, plans: list[BudgetPlan], skipped: list, near: Any) -> Any:
+    """The run's answer for the labelling team, computed once (None for a method that ranks nothing)."""
+    from elfs.handback.answer import Answer
+    from elfs.stages.answer import answer_names
+
+    s, ds, done = sig.ctx.cfg.selection, sig.ds, sig.computed()
+    scored = sig.hardness(s.method)
+    if scored is None:
+        return None
+    score_name, score, hardness = scored
+    clusters, num_clusters = sig.groups(s.method)
+    ids, filepaths = answer_names(ds)
+    return Answer(
+        ids=ids,
+        filepaths=filepaths,
+        clusters=clusters,
+        num_clusters=int(num_clusters),
+        score_name=score_name,
+        score=score,
+        hardness=hardness,
+        kept={p.row["budget"]: p.kept for p in plans},
+        beta={p.row["budget"]: p.row["beta"] for p in plans},
+        method=s.method,
+        nested=s.nested,
+        excluded=len(ds.excluded),
+        skipped=skipped,
+        embeddings=done["embed"]["train"] if "embed" in done else None,
+        near_copies=near,
+    )
+
+
 def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]:
     """Run the stages the configured methods need on the loaded, checked data; return the results dict that
     report.py writes and prints."""
+    from elfs.handback.answer import NearCopies
     from elfs.select import METHOD_INPUTS
     from elfs.stages.answer import write_answer
 
@@ -485,27 +517,13 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
         np.savez(ctx.run_dir / "coresets.npz", **coresets)
         np.savez(ctx.run_dir / "scores.npz", **_score_arrays(done))
         if plans:
-            kept_at = {p.row["budget"]: p.kept for p in plans}
-            beta_at = {p.row["budget"]: p.row["beta"] for p in plans}
-            scored = sig.hardness(s.method)
-            groups = sig.groups(s.method) if scored is not None else (np.zeros(0, np.int64), 0)
-            embeddings = done["embed"]["train"] if "embed" in done else None
-            dups = None
-            if s.dedup:
-                dups = (sig.duplicate_groups(), sig.representatives(s.method), s.dedup_threshold)
-            selection_files = write_answer(
-                ctx.run_dir,
-                ds,
-                s.method,
-                scored,
-                groups,
-                kept_at,
-                beta_at,
-                skipped,
-                embeddings=embeddings,
-                nested=s.nested,
-                duplicates=dups,
+            near = (
+                NearCopies(sig.duplicate_groups(), sig.representatives(s.method), s.dedup_threshold)
+                if s.dedup
+                else None
             )
+            answer = _answer(sig, plans, skipped, near)
+            selection_files = write_answer(ctx.run_dir, ds, s.method, answer, near)
     return run_results(
         cfg,
         ds,

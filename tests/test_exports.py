@@ -17,8 +17,16 @@ import pytest
 from PIL import Image
 
 from elfs.api import load_selection
+from elfs.handback.answer import Answer
 from elfs.handback.exports import LABELSTUDIO_IMAGE_KEY, LABELSTUDIO_PATH_KEY
 from elfs.handback.selection_report import priority_order, write_selection_outputs
+
+
+def _write(run_dir, *, load_image=None, report_sections=(), pseudo_labels=None, **fields):
+    """write_selection_outputs over one Answer record made of these fields (checked when it is made)."""
+    answer = Answer(clusters=pseudo_labels, **fields)
+    return write_selection_outputs(run_dir, answer, load_image=load_image, sections=report_sections)
+
 
 N = 24
 C = 3
@@ -90,7 +98,7 @@ def _order(args, b) -> list[int]:
 def run(folder, tmp_path):
     args = _args(folder)
     out = tmp_path / "run"
-    files = write_selection_outputs(out, **args)
+    files = _write(out, **args)
     return out, args, files
 
 
@@ -170,7 +178,7 @@ def test_symlinks_resolve_in_priority_order(run, folder):
     both_x = [p.name for p in (out / "selected_0.5").iterdir() if p.name.endswith("_x.png")]
     assert len(both_x) == len(set(both_x))
     # a second run replaces the folder as a whole
-    write_selection_outputs(out, **_args(folder, kept={0.25: np.array([0, 1])}, beta={}))
+    _write(out, **_args(folder, kept={0.25: np.array([0, 1])}, beta={}))
     assert sorted(p.name for p in (out / "selected_0.25").iterdir()) == ["1_img 00.png", "2_img 01.png"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
@@ -224,7 +232,7 @@ def test_report_html_in_memory_and_capped(tmp_path, monkeypatch):
         num_clusters=4,
         load_image=lambda i: np.full((8, 8), i * 5, dtype=np.uint8),
     )
-    files = write_selection_outputs(tmp_path, **args)
+    files = _write(tmp_path, **args)
     assert {p.name for p in files} >= {"selection.json", "report.html"}
     assert not list(tmp_path.glob("selected_*")) and not (tmp_path / "labelstudio_0.5.json").exists()
     refs = _check_report(tmp_path)

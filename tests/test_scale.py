@@ -41,12 +41,13 @@ dc = DynamicsConfig(model="mlp", width=256, batch_size=1024, lr=0.05, epochs=2, 
 scores = record_dynamics(x, pseudo, dc, num_classes=classes, seed=0, runtime=tr)
 t["dynamics"], t0 = time.perf_counter() - t0, time.perf_counter()
 from elfs.select import select, to_hardness
+from elfs.handback.answer import Answer
 from elfs.handback.selection_report import write_selection_outputs
 h = to_hardness(scores["aum"], HARD_END["aum"])
 kept = {b: select("double_end", h, n=n, budget=b, beta=0.1) for b in (0.1, 0.3)}
-files = write_selection_outputs(out, ids=[f"#{i}" for i in range(n)], pseudo_labels=pseudo, hardness=h,
-                                score_name="aum", score=scores["aum"], kept=kept, beta={0.1: 0.1, 0.3: 0.1},
-                                num_clusters=classes, load_image=None)
+answer = Answer(ids=[f"#{i}" for i in range(n)], clusters=pseudo, hardness=h, score_name="aum", score=scores["aum"],
+                kept=kept, beta={0.1: 0.1, 0.3: 0.1}, num_clusters=classes)
+files = write_selection_outputs(out, answer)
 t["select"] = time.perf_counter() - t0
 print(json.dumps({"seconds": t, "kept": {str(b): len(k) for b, k in kept.items()}, "files": len(files),
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import csv
 import logging
-import numbers
 import os
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from elfs.handback.answer import EASY_FIRST_METHODS, Answer, NearCopies, hardness_ranks, priority_order
 from elfs.handback.output_files import atomic_write, budget_tag, thumbnail
 from elfs.handback.output_files import write_text as _write_text
-from elfs.select.validate import check_hardness, easy_to_hard_order, validate_budget_beta
+from elfs.select.validate import easy_to_hard_order
 
 log = logging.getLogger(__name__)
 
@@ -45,145 +44,6 @@ THUMB = 64
 PER_ROW = 8
 #: Most cluster rows on the contact sheet; the title says when more clusters had kept images.
 MAX_ROWS = 40
-
-#: Methods whose coreset is chosen from the EASY end: their annotate lists start at the easiest kept image. Every other
-#: method (double_end, ccs, hard, prototypicality, d2, ...) prefers hard examples, so its lists start at the hardest.
-EASY_FIRST_METHODS = frozenset({"easy"})
-
-
-# ---------------------------------------------------------------------------------------------------------- checks
-
-
-def _check_inputs(
-    ids: Sequence[str],
-    pseudo_labels: np.ndarray,
-    hardness: np.ndarray,
-    score_name: str,
-    score: np.ndarray,
-    kept: Mapping[float, np.ndarray],
-    beta: Mapping[float, float | None],
-    num_clusters: int,
-    skipped: Sequence[tuple[str, str]],
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, dict[float, np.ndarray], dict[float, float | None]]:
-    """Validate everything before any file is written; return normalised copies (budgets sorted ascending)."""
-    if isinstance(num_clusters, (bool, np.bool_)) or not isinstance(num_clusters, numbers.Integral):
-        raise ValueError(f"num_clusters={num_clusters!r} must be a positive integer")
-    if int(num_clusters) < 1:
-        raise ValueError(f"num_clusters={num_clusters!r} must be a positive integer")
-    num_clusters = int(num_clusters)
-
-    ids = list(ids)
-    n = len(ids)
-    if n == 0:
-        raise ValueError("ids is empty: need at least one image")
-    for i, s in enumerate(ids):
-        if not isinstance(s, str) or not s:
-            raise ValueError(f"ids[{i}]={s!r} must be a non-empty string")
-        if "\n" in s or "\r" in s:
-            raise ValueError(f"ids[{i}]={s!r} contains a line break; annotate files list one id per line")
-    if len(set(ids)) != n:
-        dup = next(s for s, count in Counter(ids).items() if count > 1)
-        raise ValueError(f"ids must be unique (one per image); {dup!r} appears more than once")
-
-    h = check_hardness(hardness, name="hardness")
-    if h.size != n:
-        raise ValueError(f"hardness has {h.size} entries but there are {n} ids; they must match")
-
-    if not isinstance(score_name, str) or not score_name.strip():
-        raise ValueError(f"score_name={score_name!r} must be a non-empty string")
-    if "\n" in score_name or "\r" in score_name:
-        raise ValueError(f"score_name={score_name!r} contains a line break")
-    try:
-        sc = np.asarray(score, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"score must be a 1-D array of real numbers, got {type(score).__name__}") from err
-    if sc.ndim != 1 or sc.size != n:
-        raise ValueError(f"score has shape {sc.shape} but there are {n} ids; it must be 1-D with {n} entries")
-
-    pl = np.asarray(pseudo_labels)
-    if pl.ndim != 1 or pl.size != n:
-        raise ValueError(f"pseudo_labels has shape {pl.shape} but there are {n} ids; it must be 1-D with {n} entries")
-    if pl.dtype == np.bool_ or not np.issubdtype(pl.dtype, np.integer):
-        raise ValueError(f"pseudo_labels must be integer cluster ids, got dtype {pl.dtype}")
-    bad = (pl < 0) | (pl >= num_clusters)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"pseudo_labels has {int(bad.sum())} value(s) outside [0, num_clusters={num_clusters}) "
-            f"(first at index {first}: {int(pl[first])})"
-        )
-    pl = pl.astype(np.int64)
-
-    if not kept:
-        raise ValueError("kept is empty: give at least one budget -> kept indices")
-    extra = set(beta) - set(kept)
-    if extra:
-        raise ValueError(f"beta has budget(s) {sorted(extra)} that are not in kept (budgets {sorted(kept)})")
-    kept_out: dict[float, np.ndarray] = {}
-    beta_out: dict[float, float | None] = {}
-    tags: dict[str, float] = {}
-    for b in sorted(kept):
-        be = beta.get(b)
-        bf, bef = validate_budget_beta(b, 0.0 if be is None else be)
-        tag = budget_tag(bf)
-        if tag in tags:
-            raise ValueError(f"budgets {tags[tag]!r} and {b!r} both print as {tag!r}; column names would collide")
-        tags[tag] = b
-        k = np.asarray(kept[b])
-        if k.ndim != 1:
-            raise ValueError(f"kept[{b!r}] must be 1-D indices, got shape {k.shape}")
-        if k.size and (k.dtype == np.bool_ or not np.issubdtype(k.dtype, np.integer)):
-            raise ValueError(f"kept[{b!r}] must hold integer indices, got dtype {k.dtype}")
-        k = np.sort(k.astype(np.int64))
-        if k.size and (k[0] < 0 or k[-1] >= n):
-            oob = k[(k < 0) | (k >= n)]
-            raise ValueError(
-                f"kept[{b!r}] has {oob.size} index(es) out of range [0, {n}) (e.g. {int(oob[0])}); "
-                f"indices must refer to the {n} images"
-            )
-        if np.any(np.diff(k) == 0):
-            raise ValueError(f"kept[{b!r}] has duplicate indices (e.g. {int(k[np.flatnonzero(np.diff(k) == 0)[0]])})")
-        kept_out[bf] = k
-        beta_out[bf] = None if be is None else bef
-
-    for j, row in enumerate(skipped):
-        if len(row) != 2 or not all(isinstance(x, str) for x in row):
-            raise ValueError(f"skipped[{j}]={row!r} must be a (path, reason) pair of strings")
-    return ids, pl, h, sc, kept_out, beta_out
-
-
-def _check_filepaths(filepaths: Sequence[str] | None, n: int) -> list[str] | None:
-    """None (an in-memory dataset), or ``n`` distinct absolute paths without line breaks (existence not required)."""
-    if filepaths is None:
-        return None
-    if isinstance(filepaths, (str, os.PathLike)):
-        raise ValueError("filepaths must be a list of paths (one per image), not a single path")
-    fps = [os.fspath(p) if isinstance(p, os.PathLike) else p for p in filepaths]
-    if len(fps) != n:
-        raise ValueError(f"filepaths has {len(fps)} entries but there are {n} ids; they must match")
-    for i, p in enumerate(fps):
-        if not isinstance(p, str) or not p:
-            raise ValueError(f"filepaths[{i}]={p!r} must be a non-empty string")
-        if "\n" in p or "\r" in p:
-            raise ValueError(f"filepaths[{i}]={p!r} contains a line break; annotate files list one path per line")
-        if not os.path.isabs(p):
-            raise ValueError(f"filepaths[{i}]={p!r} is not absolute; give absolute paths (e.g. root / id)")
-    if len(set(fps)) != n:
-        dup = next(s for s, count in Counter(fps).items() if count > 1)
-        raise ValueError(f"filepaths must be unique (one per image); {dup!r} appears more than once")
-    return fps
-
-
-def _check_embeddings(embeddings: np.ndarray | None, n: int) -> np.ndarray | None:
-    """None, or a 2-D real array with one row per image."""
-    if embeddings is None:
-        return None
-    e = np.asarray(embeddings)
-    if e.ndim != 2 or e.shape[0] != n:
-        raise ValueError(f"embeddings has shape {e.shape}; it must be 2-D with one row per image ({n} rows)")
-    if e.dtype == np.bool_ or not (np.issubdtype(e.dtype, np.floating) or np.issubdtype(e.dtype, np.integer)):
-        raise ValueError(f"embeddings must be real numbers, got dtype {e.dtype}")
-    return e
 
 
 # ---------------------------------------------------------------------------------------------------------- writing
@@ -196,46 +56,6 @@ def _save_figure(fig: Any, path: Path) -> Path:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     finally:
         plt.close(fig)
-
-
-def hardness_ranks(hardness: np.ndarray) -> np.ndarray:
-    """Rank per item, 1 = hardest: the selectors' easy-to-hard order reversed (equal hardness: higher index harder)."""
-    h = check_hardness(hardness)
-    order = easy_to_hard_order(h)
-    rank = np.empty(h.size, dtype=np.int64)
-    rank[order] = np.arange(h.size, 0, -1, dtype=np.int64)
-    return rank
-
-
-def priority_order(
-    pseudo_labels: np.ndarray, hardness: np.ndarray, kept: np.ndarray, *, easy_first: bool = False
-) -> np.ndarray:
-    """The kept indices in annotation priority order: any prefix is spread over the clusters.
-
-    Round robin over the clusters (``pseudo_labels`` groups) that have kept images, visited largest kept count
-    first, ties by the smaller cluster id; each visit takes the cluster's next image in the method's own ranking:
-    hardest first (hardness rank 1 = hardest, :func:`hardness_ranks`, so ties in hardness go to the higher index),
-    or easiest first when ``easy_first`` (methods in :data:`EASY_FIRST_METHODS`). Pure and deterministic; returns
-    a permutation of ``kept`` as int64.
-    """
-    pl = np.asarray(pseudo_labels, dtype=np.int64)
-    k = np.asarray(kept, dtype=np.int64)
-    if k.size == 0:
-        return k.copy()
-    rank = hardness_ranks(hardness)[k]  # 1 = hardest
-    within = k[np.argsort(-rank if easy_first else rank, kind="stable")]  # the method's preference, best first
-    labels = pl[within]
-    clusters, counts = np.unique(labels, return_counts=True)
-    visit = np.lexsort((clusters, -counts))  # largest kept count first, ties by cluster id
-    visit_pos = np.empty(clusters.size, dtype=np.int64)
-    visit_pos[visit] = np.arange(clusters.size)
-    slot = np.searchsorted(clusters, labels)  # labels -> position in `clusters`
-    # place of each image within its own cluster, in preference order (a stable sort by cluster keeps that order)
-    by_cluster = np.argsort(slot, kind="stable")
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    place = np.empty(within.size, dtype=np.int64)
-    place[by_cluster] = np.arange(within.size) - np.repeat(starts, counts)
-    return within[np.lexsort((visit_pos[slot], place))]  # round `place`, clusters in visit order within a round
 
 
 def priorities(order: np.ndarray, n: int) -> np.ndarray:
@@ -421,140 +241,114 @@ def plot_cluster_coverage(
 
 def write_selection_outputs(
     run_dir: Path,
+    answer: Answer,
     *,
-    ids: Sequence[str],
-    pseudo_labels: np.ndarray,
-    hardness: np.ndarray,
-    score_name: str,
-    score: np.ndarray,
-    kept: Mapping[float, np.ndarray],
-    beta: Mapping[float, float | None],
-    num_clusters: int,
-    load_image: Callable[[int], np.ndarray] | None,
-    skipped: Sequence[tuple[str, str]] = (),
-    filepaths: Sequence[str] | None = None,
-    embeddings: np.ndarray | None = None,
-    nested: bool = False,
-    method: str | None = None,
-    report_sections: Sequence[str] = (),
+    load_image: Callable[[int], np.ndarray] | None = None,
+    sections: Sequence[str] = (),
 ) -> list[Path]:
-    """Write selection.csv, annotate_<budget>.txt, skipped.csv, the PNGs, the exports and report.html into
-    ``run_dir``; return their paths (``selected_<budget>`` folders included).
-
-    ``ids`` has one id per image; ``pseudo_labels`` are cluster ids in [0, num_clusters); ``hardness`` is higher =
-    harder; ``score`` is the raw score named ``score_name``; ``kept`` maps budget -> kept indices and ``beta`` maps
-    budget -> the beta used (or None; a missing budget counts as None). ``filepaths`` are the images' absolute paths
-    (None for an in-memory dataset: the lists then hold the ids ``#i``); ``embeddings`` (N x D) are saved as
-    embeddings.npy with embeddings_ids.txt; ``nested`` (the coresets of the budgets are nested) and ``method`` (the
-    selection method; "easy" orders its lists easiest first, any other hardest first) are recorded in
-    selection.json; ``report_sections`` (HTML) are added at the end of report.html. Inputs are checked before
-    anything is written (plain ValueError naming the problem); every file is written atomically.
-    """
+    """Write selection.csv, annotate_<budget>.txt, skipped.csv, duplicates.csv (with near-copies), the PNGs, the
+    exports and report.html into ``run_dir`` from one checked :class:`Answer`; return their paths
+    (``selected_<budget>`` folders included). ``load_image(i)`` gives image i for the thumbnails (None: none);
+    ``sections`` (HTML) are added at the end of report.html. Every file is written atomically."""
     from elfs.handback.exports import write_exports
     from elfs.handback.report_html import cluster_size_note, write_report_html
 
-    ids, pl, h, sc, kept_s, beta_s = _check_inputs(
-        ids, pseudo_labels, hardness, score_name, score, kept, beta, num_clusters, skipped
-    )
-    n = len(ids)
-    fps = _check_filepaths(filepaths, n)
-    emb = _check_embeddings(embeddings, n)
-    if method is not None and (not isinstance(method, str) or not method):
-        raise ValueError(f"method={method!r} must be a non-empty string or None")
-    num_clusters = int(num_clusters)
-    note = cluster_size_note(pl, num_clusters)
+    note = cluster_size_note(answer.clusters, answer.num_clusters)
     if note is not None:  # also at the top of report.html
         log.warning("%s", note)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rank = hardness_ranks(h)
-    easy_first = method in EASY_FIRST_METHODS
-    order = {b: priority_order(pl, h, k, easy_first=easy_first) for b, k in kept_s.items()}
-    prio = {b: priorities(o, n) for b, o in order.items()}
+    out = [_write_selection_csv(run_dir / "selection.csv", answer)]
+    out += _write_annotate_lists(run_dir, answer)
+    out.append(_write_text(run_dir / "skipped.csv", lambda f: _fill_skipped(f, answer.skipped)))
+    sections = list(sections)
+    if answer.near_copies is not None:
+        paths, section = near_copy_outputs(run_dir, answer.near_copies, answer.ids, answer.shown, load_image)
+        out += paths
+        sections.insert(0, section)
+    a, kept = answer, answer.kept
+    if load_image is not None:
+        smallest = min(kept)
+        sheet = run_dir / "contact_sheet.png"
+        out.append(
+            plot_contact_sheet(sheet, a.clusters, a.hardness, kept[smallest], smallest, a.num_clusters, load_image)
+        )
+    out.append(plot_score_histogram(run_dir / "score_histogram.png", a.hardness, a.score_name, kept, a.beta))
+    out.append(plot_cluster_coverage(run_dir / "cluster_coverage.png", a.clusters, kept, a.num_clusters))
+    out += write_exports(run_dir, answer)
+    out.append(write_report_html(run_dir, answer, load_image=load_image, sections=sections))
+    return out
+
+
+def near_copy_outputs(
+    run_dir: Path,
+    near: NearCopies,
+    ids: Sequence[str],
+    names: Sequence[str],
+    load_image: Callable[[int], np.ndarray] | None,
+) -> tuple[list[Path], str]:
+    """duplicates.csv (each group of near-copies, listed by ``names``) and report.html's section on them."""
+    from elfs.duplicates import duplicates_html, write_duplicates_csv
+    from elfs.handback.report_html import thumbnail_uri
+
+    csv_path = write_duplicates_csv(run_dir / "duplicates.csv", near.groups, near.representative, names)
+    thumb = (lambda i: thumbnail_uri(load_image(i), i)) if load_image is not None else None
+    return [csv_path], duplicates_html(near.groups, near.representative, ids, thumb, threshold=near.threshold)
+
+
+def _write_selection_csv(path: Path, a: Answer) -> Path:
+    """selection.csv: one row per image (see the module docstring)."""
+    rank = hardness_ranks(a.hardness)
+    prio = {b: priorities(o, a.n) for b, o in a.order.items()}
     masks = {}
-    for b, k in kept_s.items():
-        m = np.zeros(n, dtype=np.int8)
+    for b, k in a.kept.items():
+        m = np.zeros(a.n, dtype=np.int8)
         m[k] = 1
         masks[b] = m
-    shown = fps if fps is not None else ids  # what a person opens: absolute paths, or the ids of in-memory images
-    out: list[Path] = []
 
-    def fill_selection(f: IO[str]) -> None:
+    def fill(f: IO[str]) -> None:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(
             ["index", "id", "filepath", "pseudo_label", "score_name", "score", "hardness", "rank"]
             + [f"kept_{budget_tag(b)}" for b in masks]
             + [f"priority_{budget_tag(b)}" for b in prio]
         )
-        for i in range(n):
+        for i in range(a.n):
             w.writerow(
-                [i, ids[i], "" if fps is None else fps[i], int(pl[i]), score_name]
-                + [_float_cell(sc[i]), _float_cell(h[i]), int(rank[i])]
+                [i, a.ids[i], "" if a.filepaths is None else a.filepaths[i], int(a.clusters[i]), a.score_name]
+                + [_float_cell(a.score[i]), _float_cell(a.hardness[i]), int(rank[i])]
                 + [int(m[i]) for m in masks.values()]
                 + [int(p[i]) if p[i] else "" for p in prio.values()]
             )
 
-    out.append(_write_text(run_dir / "selection.csv", fill_selection))
+    return _write_text(path, fill)
 
-    for b, o in order.items():
+
+def _write_annotate_lists(run_dir: Path, a: Answer) -> list[Path]:
+    """annotate_<budget>.txt in priority order; with nested budgets also what each adds (annotate_<budget>_new)."""
+    out, shown = [], a.shown
+    for b, o in a.order.items():
         lines = "".join(shown[int(i)] + "\n" for i in o)
         out.append(_write_text(run_dir / f"annotate_{budget_tag(b)}.txt", lambda f, s=lines: f.write(s)))
-    if nested:  # sets that grow: what each budget adds to the one before, in its priority order
-        ordered = sorted(order)
+    if a.nested:  # sets that grow: what each budget adds to the one before, in its priority order
+        ordered = sorted(a.order)
         for small, b in zip(ordered, ordered[1:], strict=False):
-            before = set(kept_s[small].tolist())
-            lines = "".join(shown[int(i)] + "\n" for i in order[b] if int(i) not in before)
+            before = set(a.kept[small].tolist())
+            lines = "".join(shown[int(i)] + "\n" for i in a.order[b] if int(i) not in before)
             out.append(_write_text(run_dir / f"annotate_{budget_tag(b)}_new.txt", lambda f, s=lines: f.write(s)))
-
-    def fill_skipped(f: IO[str]) -> None:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["path", "reason"])
-        w.writerows([list(row) for row in skipped])
-
-    out.append(_write_text(run_dir / "skipped.csv", fill_skipped))
-
-    if load_image is not None:
-        smallest = min(kept_s)
-        out.append(
-            plot_contact_sheet(
-                run_dir / "contact_sheet.png", pl, h, kept_s[smallest], smallest, num_clusters, load_image
-            )
-        )
-    out.append(plot_score_histogram(run_dir / "score_histogram.png", h, score_name, kept_s, beta_s))
-    out.append(plot_cluster_coverage(run_dir / "cluster_coverage.png", pl, kept_s, num_clusters))
-    out += write_exports(
-        run_dir,
-        ids=ids,
-        filepaths=fps,
-        pseudo_labels=pl,
-        order=order,
-        beta=beta_s,
-        score_name=score_name,
-        method=method,
-        nested=bool(nested),
-        embeddings=emb,
-    )
-    out.append(
-        write_report_html(
-            run_dir,
-            ids=ids,
-            filepaths=fps,
-            pseudo_labels=pl,
-            order=order,
-            beta=beta_s,
-            score_name=score_name,
-            method=method,
-            num_clusters=num_clusters,
-            n_skipped=len(skipped),
-            load_image=load_image,
-            sections=report_sections,
-        )
-    )
     return out
+
+
+def _fill_skipped(f: IO[str], skipped: Sequence[tuple[str, str]]) -> None:
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow(["path", "reason"])
+    w.writerows([list(row) for row in skipped])
 
 
 __all__ = [
     "EASY_FIRST_METHODS",
+    "Answer",
+    "NearCopies",
     "MAX_ROWS",
     "PER_ROW",
     "THUMB",
