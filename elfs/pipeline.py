@@ -212,9 +212,9 @@ class Signals:
         scored = self.hardness(method)
         embeddings = self.emb["train"] if method == "d2" else None
         hardness = None if scored is None else scored[2]
-        n, s = len(self.ds.train), self.ctx.cfg.selection
-        return select_coreset(
-            self.ctx,
+        n, s, pool = len(self.ds.train), self.ctx.cfg.selection, self.pool(method)
+        t0 = time.perf_counter()
+        kept = select_coreset(
             s,
             method,
             hardness,
@@ -224,8 +224,11 @@ class Signals:
             beta,
             seed,
             contains=contains,
-            candidates=self.pool(method),
+            candidates=pool,
         )
+        timings = self.ctx.timings
+        timings["select"] = timings.get("select", 0.0) + time.perf_counter() - t0
+        return kept
 
 
 #: methods whose best image is the hardest (they keep the hard end; ZCore its highest scores): a group of
@@ -525,7 +528,7 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
             answer = _answer(sig, plans, skipped, near)
             selection_files = write_answer(ctx.run_dir, ds, s.method, answer, near)
     return run_results(
-        cfg,
+        ctx,
         ds,
         num_clusters=num_clusters,
         n_skipped=len(skipped),
@@ -533,8 +536,6 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
         full=full_entry,
         diagnostics=diag,
         selection_files=selection_files,
-        timings=ctx.timings,
-        cache_events=ctx.cache.events,
         total_seconds=time.perf_counter() - t_start,
         artifacts={k: v.key for k, v in done.items()},
     )

@@ -150,3 +150,35 @@ def test_the_checker_sees_imports_inside_functions(tmp_path: Path):
     modules = module_files(pkg)
     assert imported_modules(modules["elfs.a"], modules) == {"elfs", "elfs.b"}
     assert imported_modules(modules["elfs.b"], modules) == {"elfs", "elfs.a"}
+
+
+def _functions():
+    """(name, lines, parameters) of every function of the package, as experiments/code_metrics.py counts them."""
+    import importlib.util
+
+    path = PACKAGE_DIR.parent / "experiments" / "code_metrics.py"
+    spec = importlib.util.spec_from_file_location("code_metrics", path)
+    metrics = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(metrics)
+    return list(metrics.functions(PACKAGE_DIR))
+
+
+def test_functions_stay_short_and_take_few_parameters():
+    """At most 2 functions of elfs/ exceed 80 lines and at most 3 take more than 10 parameters: a function past
+    either is doing several things (split it) or handed its inputs in pieces (hand over the record)."""
+    fns = _functions()
+    long = sorted(f"{name} ({lines} lines)" for name, lines, _ in fns if lines > 80)
+    wide = sorted(f"{name} ({n} parameters)" for name, _, n in fns if n > 10)
+    assert len(long) <= 2, long
+    assert len(wide) <= 3, wide
+
+
+def test_training_sits_below_the_stages_and_the_commands_on_top():
+    """The training room is used by the stages (the proxy, the beta search, the evaluations) and uses none of
+    them; the commands are the top floor."""
+    assert _layer_of("elfs.training.classifier") < _layer_of("elfs.stages.dynamics")
+    assert _layer_of("elfs.training.classifier") < _layer_of("elfs.stages.evaluate")
+    graph = _graph()
+    assert not {d for m, deps in graph.items() if m.startswith("elfs.training") for d in deps if "stages" in d}
+    assert {d for d in graph["elfs.stages.trainings"] if d.startswith("elfs.training")}
+    assert all(_layer_of(m) <= _layer_of("elfs.cli.main") for m in graph)

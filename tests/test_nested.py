@@ -33,11 +33,8 @@ def test_excluded_images_are_never_chosen_and_the_budget_counts_new_ones(tmp_pat
     from elfs.errors import DataError
     from elfs.stages.select import exclude_indices, read_exclude, select_coreset
 
-    class Ctx:
-        timings: dict = {}
-
     h = np.arange(20, dtype=float)
-    kept = select_coreset(Ctx(), SelectionConfig(), "hard", h, None, 20, 0.25, 0.0, 0, candidates=np.arange(15))
+    kept = select_coreset(SelectionConfig(), "hard", h, None, 20, 0.25, 0.0, 0, candidates=np.arange(15))
     assert kept.tolist() == [10, 11, 12, 13, 14]  # 5 = 0.25 * 20 new images, the hardest not excluded
 
     listed = tmp_path / "labelled.txt"

@@ -110,7 +110,7 @@ def arm_entry(
 
 
 def run_results(
-    cfg: ElfsConfig,
+    ctx: Any,
     ds: Any,
     *,
     num_clusters: int,
@@ -119,12 +119,12 @@ def run_results(
     full: dict[str, Any] | None,
     diagnostics: dict[str, Any],
     selection_files: list[Any],
-    timings: Mapping[str, float],
-    cache_events: list[dict],
     total_seconds: float,
     artifacts: Mapping[str, str],
 ) -> dict[str, Any]:
-    """results.json of one run (train.run adds the run folder, overrides, versions and the config)."""
+    """results.json of one run from its stage Context (config, stage timings, cache events) and what the pipeline
+    computed (elfs/run.py adds the run folder, overrides, versions and the config)."""
+    cfg, timings, cache_events = ctx.cfg, ctx.timings, ctx.cache.events
     s, e = cfg.selection, cfg.evaluate
     return {
         "dataset": ds.name,

@@ -17,6 +17,7 @@ CenterCrop(image_size).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,16 +71,14 @@ class ClassifierModule(L.LightningModule):
         in_channels: int = 3,
         in_dim: int | None = None,
         total_steps: int | None = None,
-        crop_padding: int = 0,
-        hflip: bool = False,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
+        images: ImageFacts | Mapping[str, Any] | None = None,
         seed: int = 0,
         record_num_examples: int | None = None,
     ) -> None:
         super().__init__()
-        cfg = from_dict(cfg)  # a checkpoint stores it as plain data
-        cfg.validate("train")
+        cfg = from_dict(cfg)  # a checkpoint stores it as plain data (validated by its schema before it was stored)
+        facts = images if isinstance(images, ImageFacts) else ImageFacts(**(images or {}))
+        crop_padding, hflip, mean, std = facts.crop_padding, facts.hflip, facts.mean, facts.std
         if record_num_examples is not None and not isinstance(cfg, DynamicsConfig):
             raise ValueError(f"recording training dynamics needs a DynamicsConfig, got {type(cfg).__name__}")
         if total_steps is not None and int(total_steps) < 1:
@@ -99,10 +98,7 @@ class ClassifierModule(L.LightningModule):
                 "in_channels": in_channels,
                 "in_dim": in_dim,
                 "total_steps": total_steps,
-                "crop_padding": crop_padding,
-                "hflip": hflip,
-                "mean": mean,
-                "std": std,
+                "images": {"crop_padding": crop_padding, "hflip": hflip, "mean": mean, "std": std},
                 "seed": self.seed,
                 "record_num_examples": record_num_examples,
             },
@@ -725,16 +721,14 @@ def _build_module(
         in_channels = int(decode_chw(inputs, int(data.indices[0]), data.size).shape[0])
     else:
         in_channels = int(data.x.shape[1]) if data.kind == "images" else 3
-    in_worker = data.streamed and cfg.crop == "random_resized"
+    if data.streamed and cfg.crop == "random_resized":  # crop and flip in the workers: the device only normalises
+        images = dataclasses.replace(images, crop_padding=0, hflip=False)
     return ClassifierModule(
         cfg,
         num_classes=num_classes,
         in_channels=in_channels,
         in_dim=int(data.x.shape[1]) if data.kind == "embeddings" else None,
-        crop_padding=0 if in_worker else images.crop_padding,
-        hflip=False if in_worker else images.hflip,
-        mean=images.mean,
-        std=images.std,
+        images=images,
         **kw,
     )
 
