@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from elfs.handback.output_files import budget_tag
-from elfs.select.validate import check_hardness, easy_to_hard_order, validate_budget_beta
+from elfs.select.ordering import check_hardness, easy_to_hard_order, validate_budget_beta
 
 #: Methods whose coreset is chosen from the EASY end: their annotate lists start at the easiest kept image. Every other
 #: method (double_end, ccs, hard, prototypicality, d2, ...) prefers hard examples, so its lists start at the hardest.

@@ -16,7 +16,7 @@
   symlinks, embeddings) and ``report.html`` (:mod:`report_html`), the page to open first.
 
 Rank 1 is the hardest image. Ranks follow the selectors' total order (ascending (hardness, index), see
-``elfs.select.validate.easy_to_hard_order``) reversed, so among equal hardness the HIGHER index ranks harder, and a
+``elfs.select.ordering.easy_to_hard_order``) reversed, so among equal hardness the HIGHER index ranks harder, and a
 ``double_end`` coreset is exactly one contiguous block of ranks.
 """
 
@@ -34,7 +34,7 @@ import numpy as np
 from elfs.handback.answer import EASY_FIRST_METHODS, Answer, NearCopies, hardness_ranks, priority_order
 from elfs.handback.output_files import atomic_write, budget_tag, thumbnail
 from elfs.handback.output_files import write_text as _write_text
-from elfs.select.validate import easy_to_hard_order
+from elfs.select.ordering import easy_to_hard_order
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from elfs.select import METHODS_USING_BETA, select
-from elfs.select.validate import (
+from elfs.select.ordering import (
     SUM_TOLERANCE,
     as_real,
     check_hardness,

@@ -12,7 +12,7 @@ from typing import Literal, overload
 import numpy as np
 
 from elfs.select.monotonic import hardest
-from elfs.select.validate import validate_budget_beta, validate_seed
+from elfs.select.ordering import validate_budget_beta, validate_seed
 
 
 def _check_embeddings(embeddings: object) -> np.ndarray:
