@@ -113,7 +113,7 @@ def compose_selection(
     from hydra.core.global_hydra import GlobalHydra
 
     from elfs.config import register_configs
-    from elfs.overrides import user_overrides
+    from elfs.infra.overrides import user_overrides
 
     budgets = [float(budget)] if isinstance(budget, (int, float)) else [float(b) for b in budget]
     register_configs()
@@ -146,7 +146,7 @@ def _default_encoder(overrides: Sequence[str]) -> list[str]:
     """The best encoder whose weights are already on this machine (elfs.backbones.choose_encoder), unless the user
     chose one; prints one line saying which (and, on the EfficientNet-Lite0 fallback, how to get a better one)."""
     from elfs.backbones import choose_encoder, local_encoder
-    from elfs.overrides import override_key
+    from elfs.infra.overrides import override_key
 
     if any(override_key(o) in _ENCODER_KEYS for o in overrides):
         return []

@@ -240,7 +240,7 @@ class ClassifierTrainingConfig:
 
     def validate(self, key: str = "train") -> None:
         """Every check of the network and SGD settings, once, before any work (train_classifier trusts them)."""
-        from elfs.names import MODEL_INPUTS
+        from elfs.infra.names import MODEL_INPUTS
 
         check_choice(f"{key}.model", self.model, MODEL_INPUTS)
         _int_at_least(f"{key}.width", self.width, 1)
@@ -483,7 +483,7 @@ class TrainerConfig:
     sync_batchnorm: bool = True
 
     def validate(self, key: str = "trainer") -> None:
-        from elfs.distributed import SPAWNING_STRATEGIES
+        from elfs.infra.distributed import SPAWNING_STRATEGIES
 
         _int_at_least(f"{key}.num_nodes", self.num_nodes, 1)
         _int_at_least(f"{key}.num_workers", self.num_workers, 0)
@@ -609,7 +609,7 @@ GROUPS: dict[str, type] = {
 def register_configs() -> None:
     """Register the schema that conf/config.yaml extends, so every group node is typed by its dataclass, and the
     ``elfs.cwd`` resolver behind ``paths.root_dir`` (cached: a sweep and its jobs, also on SLURM, see one value) and
-    ``elfs.job_name`` behind a sweep job's folder (elfs/job_names.py)."""
+    ``elfs.job_name`` behind a sweep job's folder (elfs/infra/job_names.py)."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
@@ -617,7 +617,7 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("elfs.cwd"):
         OmegaConf.register_new_resolver("elfs.cwd", os.getcwd, use_cache=True)
     if not OmegaConf.has_resolver("elfs.job_name"):
-        from elfs.job_names import job_name
+        from elfs.infra.job_names import job_name
 
         OmegaConf.register_new_resolver("elfs.job_name", job_name)
 

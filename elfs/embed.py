@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from elfs.backbones import BackboneSpec, build_backbone, get_spec, scale_size
-from elfs.progress import progress_bar
+from elfs.infra.progress import progress_bar
 
 __all__ = ["embed_folder", "embed_images", "pixel_signature", "preprocess", "resize_placement", "resolve_device"]
 

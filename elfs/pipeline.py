@@ -1,8 +1,8 @@
 """The stage graph: embed -> knn -> cluster -> dynamics -> (beta search -> select -> evaluate) per budget.
 
 The stages themselves live in elfs/stages/, one per module, each a function of its typed config and the artifacts
-before it, run through the content-addressed cache. This module decides which of them a run needs (:class:`Signals`
-computes each the first time a method asks), plans every budget's coresets (:func:`plan_budget`), then trains
+before it, run through the content-addressed cache. This module decides which of them a run needs (:class:`StageResults`
+computes each the first time a method asks), chosen every budget's coresets (:func:`choose_budget`), then trains
 their evaluations (:func:`evaluate_arm`). Under DDP every rank runs this same sequence, so the collectives inside
 the stages meet in the same order: the label-free stages, then per budget in order the beta search and the
 coresets' agreement checks, then the evaluations row by row, then the full-data reference. Ground-truth labels
@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from elfs import distributed
 from elfs.cache import Artifact, array_hash
 from elfs.data import Dataset, image_ids, is_streamed
+from elfs.infra import distributed
 from elfs.stages.beta_search import stage_beta_search
 from elfs.stages.cluster import stage_cluster
 from elfs.stages.context import Context
@@ -40,13 +40,14 @@ from elfs.tables.results import arm_entry, arm_of, run_results
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Context", "Signals", "load_data", "prepare_data", "run_pipeline"]
+__all__ = ["Context", "StageResults", "load_data", "prepare_data", "run_pipeline"]
 
 
-class Signals:
-    """The inputs the selectors read, each computed (through the cache) the first time a method asks for it, so a
-    run only pays for what its methods need: random needs nothing, prototypicality, D2 and ZCore the embeddings, ELFS
-    and CCS the kNN graph, the clustering and the proxy's dynamics, the supervised reference a proxy on ground truth."""
+class StageResults:
+    """A lazy graph of stage results: the inputs the selectors read, each computed (through the cache) the first
+    time a method asks for it, so a run only pays for what its methods need: random needs nothing, prototypicality,
+    D2 and ZCore the embeddings, ELFS and CCS the kNN graph, the clustering and the proxy's dynamics, the supervised
+    reference a proxy on ground truth."""
 
     def __init__(self, ctx: Context, ds: Dataset, num_clusters: int, emb: Artifact | None = None) -> None:
         self.ctx, self.ds, self.num_clusters = ctx, ds, num_clusters
@@ -246,11 +247,11 @@ def candidates(ds: Dataset) -> np.ndarray | None:
     return np.asarray(keep, dtype=np.int64)
 
 
-# ------------------------------------------------------------------------------------------------- plans
+# ------------------------------------------------------------------------------------------------- chosen
 
 
 @dataclass
-class ArmPlan:
+class ArmCoresets:
     """One arm at one budget: its coreset per evaluation seed, selected before any evaluation trains."""
 
     method: str
@@ -264,23 +265,24 @@ class ArmPlan:
 
 
 @dataclass
-class BudgetPlan:
+class BudgetCoresets:
     """One budget: the results row (beta and how it was chosen), the method's own coreset, the arms to evaluate."""
 
     row: dict[str, Any]
     kept: np.ndarray
-    arms: dict[str, ArmPlan] = field(default_factory=dict)
+    arms: dict[str, ArmCoresets] = field(default_factory=dict)
 
 
-def plan_arm(sig: Signals, method: str, budget: float, beta: float | None) -> ArmPlan:
+def choose_arm(sig: StageResults, method: str, budget: float, beta: float | None) -> ArmCoresets:
     """Select with ``method`` once per evaluation seed."""
     seeds = [int(x) for x in sig.ctx.cfg.evaluate.seeds]
-    return ArmPlan(method, budget, beta, {seed: sig.select(method, budget, beta or 0.0, seed) for seed in seeds})
+    return ArmCoresets(method, budget, beta, {seed: sig.select(method, budget, beta or 0.0, seed) for seed in seeds})
 
 
-def choose_beta(sig: Signals, budget: float, prev: BudgetPlan | None = None) -> dict[str, Any]:
+def choose_beta(sig: StageResults, budget: float, prev: BudgetCoresets | None = None) -> dict[str, Any]:
     """The method's beta at ``budget`` and where it came from: the label-free search, a fixed value, or n/a. With
-    nested budgets (``prev``: the next smaller budget's plan) only the betas whose window holds prev's are searched."""
+    nested budgets (``prev``: the next smaller budget's coresets) only the betas whose window holds prev's are
+    searched."""
     from elfs.select import METHODS_USING_BETA
     from elfs.select.beta_search import beta_grid_for
     from elfs.select.double_end import nested_beta_range
@@ -313,9 +315,11 @@ def _d2_source(s: Any) -> str:
     return "reference" if isinstance(s.d2_beta, str) else "fixed"
 
 
-def plan_budget(sig: Signals, budget: float, methods: list[str], prev: BudgetPlan | None = None) -> BudgetPlan:
+def choose_budget(
+    sig: StageResults, budget: float, methods: list[str], prev: BudgetCoresets | None = None
+) -> BudgetCoresets:
     """Choose beta, select the method's coreset (the answer; holding ``prev``'s with nested budgets), and, on
-    labelled data, plan every arm's coresets."""
+    labelled data, choose every arm's coresets."""
     from elfs.select import METHODS_USING_BETA
 
     cfg = sig.ctx.cfg
@@ -327,35 +331,35 @@ def plan_budget(sig: Signals, budget: float, methods: list[str], prev: BudgetPla
     row["nested"] = bool(s.nested)
     distributed.check_same(array_hash(kept), f"the {s.method} coreset at budget {budget}")
     row["n_kept"] = int(len(kept))
-    plan = BudgetPlan(row, kept)
+    budget_sets = BudgetCoresets(row, kept)
     if not sig.ds.labelled:  # nothing to evaluate against: the kept set is the answer
-        return plan
+        return budget_sets
     # a score baseline with a hard cut (ccs beside double_end) uses the method's beta; beside a method without one
     # (random, d2, ...) it takes a fixed selection.beta, else none
     cut = beta if s.method in METHODS_USING_BETA else ((None if s.searched else s.beta_at(budget)) or 0.0)
     for method in methods:
         arm_beta = s.d2_beta_at(budget) if method == "d2" else (cut if method in METHODS_USING_BETA else None)
-        plan.arms[arm_of(cfg, method)["arm"]] = plan_arm(sig, method, budget, arm_beta)
-    return plan
+        budget_sets.arms[arm_of(cfg, method)["arm"]] = choose_arm(sig, method, budget, arm_beta)
+    return budget_sets
 
 
-def evaluate_arm(sig: Signals, plan: ArmPlan, coresets: dict[str, np.ndarray]) -> dict[str, Any]:
+def evaluate_arm(sig: StageResults, arm_sets: ArmCoresets, coresets: dict[str, np.ndarray]) -> dict[str, Any]:
     """Train on the arm's coresets once per evaluation seed (through the cache); its results entry."""
-    from elfs.progress import progress_bar
+    from elfs.infra.progress import progress_bar
 
     ctx, e = sig.ctx, sig.ctx.cfg.evaluate
-    arm = arm_of(ctx.cfg, plan.method)
+    arm = arm_of(ctx.cfg, arm_sets.method)
     accs, bests, keys, arts = [], [], [], []
     bar = progress_bar(
-        len(plan.kept),
-        f"evaluate {plan.method} @ {plan.budget:g}",
+        len(arm_sets.kept),
+        f"evaluate {arm_sets.method} @ {arm_sets.budget:g}",
         unit="run",
         enabled=ctx.progress,
         every_s=ctx.progress_every_s,
         leave=False,
     )
-    for kept, seed, label in plan.jobs():
-        coresets[f"{arm['arm']}_budget{plan.budget:g}_seed{seed}"] = kept
+    for kept, seed, label in arm_sets.jobs():
+        coresets[f"{arm['arm']}_budget{arm_sets.budget:g}_seed{seed}"] = kept
         art = stage_evaluate(ctx, e, sig.ds, sig.emb_if(e.model), kept, seed, label)
         accs.append(float(art["final_acc"]))
         best = float(art["best_acc"])
@@ -364,9 +368,9 @@ def evaluate_arm(sig: Signals, plan: ArmPlan, coresets: dict[str, np.ndarray]) -
         arts.append(art)
         bar.update(1)
     bar.close()
-    ctx.loggers.log_curve(f"evaluate/{plan.budget:g}/{arm['arm']}", "step", _mean_curves(arts))
-    n_kept = len(next(iter(plan.kept.values())))
-    return arm_entry(arm, plan.beta, accs, bests, list(plan.kept), keys, n_kept)
+    ctx.loggers.log_curve(f"evaluate/{arm_sets.budget:g}/{arm['arm']}", "step", _mean_curves(arts))
+    n_kept = len(next(iter(arm_sets.kept.values())))
+    return arm_entry(arm, arm_sets.beta, accs, bests, list(arm_sets.kept), keys, n_kept)
 
 
 def _mean_curves(arts: list[Artifact]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -387,11 +391,11 @@ def _mean_curves(arts: list[Artifact]) -> dict[str, tuple[np.ndarray, np.ndarray
 # ---------------------------------------------------------------------------------------------- the run
 
 
-def _signals(ctx: Context, ds: Dataset, num_clusters: int) -> tuple[Signals, Dataset, int, list]:
-    """The run's Signals; a folder is embedded first and cut down to the images that decode, then checked again."""
+def _stage_results(ctx: Context, ds: Dataset, num_clusters: int) -> tuple[StageResults, Dataset, int, list]:
+    """The run's StageResults; a folder is embedded first and cut down to the images that decode, then checked again."""
     skipped = [tuple(x) for x in ds.notes.get("skipped", [])]
     if not is_streamed(ds.train):
-        return Signals(ctx, ds, num_clusters), ds, num_clusters, skipped
+        return StageResults(ctx, ds, num_clusters), ds, num_clusters, skipped
     from elfs.preflight import check_data
 
     cfg = ctx.cfg
@@ -399,10 +403,10 @@ def _signals(ctx: Context, ds: Dataset, num_clusters: int) -> tuple[Signals, Dat
     skipped += [tuple(x) for x in emb.meta.get("failed", [])]
     ds = decodable_only(ds, emb)
     num_clusters = check_data(cfg, ds)
-    return Signals(ctx, ds, num_clusters, emb), ds, num_clusters, skipped
+    return StageResults(ctx, ds, num_clusters, emb), ds, num_clusters, skipped
 
 
-def warn_weak_labels(sig: Signals, plans: list[BudgetPlan]) -> list[str]:
+def warn_weak_labels(sig: StageResults, chosen: list[BudgetCoresets]) -> list[str]:
     """Log the label-free signs of weak pseudo-labels this run shows (empty or tiny clusters, heads that disagree,
     a beta curve still rising at the grid's edge), then one line of what to try; return the signs."""
     from elfs.cluster.signals import WHAT_TO_TRY, weak_label_signals
@@ -415,7 +419,7 @@ def warn_weak_labels(sig: Signals, plans: list[BudgetPlan]) -> list[str]:
         signs += weak_label_signals(
             clus["pseudo_labels"], int(clus.meta["num_clusters"]), heads, clus.meta.get("best_head")
         )
-    edge = [p.row["budget"] for p in plans if p.row.get("beta_at_edge")]
+    edge = [p.row["budget"] for p in chosen if p.row.get("beta_at_edge")]
     if edge:
         signs.append(f"the beta search's validation accuracy still rises at the grid's edge (budget {edge})")
     for sign in signs:
@@ -440,7 +444,7 @@ def _score_arrays(done: Mapping[str, Artifact]) -> dict[str, np.ndarray]:
     return out
 
 
-def _answer(sig: Signals, plans: list[BudgetPlan], skipped: list, near: Any) -> Any:
+def _answer(sig: StageResults, chosen: list[BudgetCoresets], skipped: list, near: Any) -> Any:
     """The run's answer for the labelling team, computed once (None for a method that ranks nothing)."""
     from elfs.handback.answer import Answer
     from elfs.stages.answer import answer_names
@@ -460,8 +464,8 @@ def _answer(sig: Signals, plans: list[BudgetPlan], skipped: list, near: Any) -> 
         score_name=score_name,
         score=score,
         hardness=hardness,
-        kept={p.row["budget"]: p.kept for p in plans},
-        beta={p.row["budget"]: p.row["beta"] for p in plans},
+        kept={p.row["budget"]: p.kept for p in chosen},
+        beta={p.row["budget"]: p.row["beta"] for p in chosen},
         method=s.method,
         nested=s.nested,
         excluded=len(ds.excluded),
@@ -481,7 +485,7 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
     cfg = ctx.cfg
     t_start = time.perf_counter() - ctx.timings.get("data", 0.0)
     s = cfg.selection
-    sig, ds, num_clusters, skipped = _signals(ctx, ds, num_clusters)
+    sig, ds, num_clusters, skipped = _stage_results(ctx, ds, num_clusters)
 
     methods = [m for m in dict.fromkeys([s.method, *s.baselines]) if m != "full"]
     evaluate_full = ds.labelled and (s.method == "full" or "full" in s.baselines)
@@ -495,21 +499,21 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
     budgets = [] if s.method == "full" else s.feasible_budgets()
     for budget in [b for b in s.budgets if b not in budgets and s.method != "full"]:
         log.warning("selection.beta=%s leaves no room for budget %s (beta + budget > 1): skipped", s.beta, budget)
-    plans: list[BudgetPlan] = []
+    chosen: list[BudgetCoresets] = []
     for budget in sorted(budgets) if s.nested else budgets:  # nested: each larger set holds the one before
-        plans.append(plan_budget(sig, budget, methods, plans[-1] if s.nested and plans else None))
-    full = plan_arm(sig, "full", 1.0, None) if evaluate_full else None
-    jobs = [job for p in plans for arm in p.arms.values() for job in arm.jobs()] + (full.jobs() if full else [])
+        chosen.append(choose_budget(sig, budget, methods, chosen[-1] if s.nested and chosen else None))
+    full = choose_arm(sig, "full", 1.0, None) if evaluate_full else None
+    jobs = [job for p in chosen for arm in p.arms.values() for job in arm.jobs()] + (full.jobs() if full else [])
     prefetch_evaluations(ctx, cfg.evaluate, ds, sig.emb_if(cfg.evaluate.model), jobs)  # concurrent > 1: K at once
 
     coresets: dict[str, np.ndarray] = {}
     rows = []
-    for p in plans:
+    for p in chosen:
         if not ds.labelled:
             coresets[f"{s.method}_budget{p.row['budget']:g}"] = p.kept
         rows.append({**p.row, "methods": {name: evaluate_arm(sig, arm, coresets) for name, arm in p.arms.items()}})
     full_entry = evaluate_arm(sig, full, coresets) if full is not None else None
-    warn_weak_labels(sig, plans)
+    warn_weak_labels(sig, chosen)
     if s.labels == "mixed" and any(METHOD_INPUTS[m] == "score" for m in methods):
         labels = sig.labels()
         diag["mixed_labels"] = {"replaced": float(s.mixed_replaced), "accuracy": labels.accuracy}
@@ -519,13 +523,13 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
     if distributed.is_zero():  # the run folder is rank 0's
         np.savez(ctx.run_dir / "coresets.npz", **coresets)
         np.savez(ctx.run_dir / "scores.npz", **_score_arrays(done))
-        if plans:
+        if chosen:
             near = (
                 NearCopies(sig.duplicate_groups(), sig.representatives(s.method), s.dedup_threshold)
                 if s.dedup
                 else None
             )
-            answer = _answer(sig, plans, skipped, near)
+            answer = _answer(sig, chosen, skipped, near)
             selection_files = write_answer(ctx.run_dir, ds, s.method, answer, near)
     return run_results(
         ctx,

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from elfs.config import ElfsConfig, register_configs, to_typed  # noqa: E402
 from elfs.errors import UserError  # noqa: E402
-from elfs.overrides import apply_debug_mode  # noqa: E402
+from elfs.infra.overrides import apply_debug_mode  # noqa: E402
 
 log = logging.getLogger("elfs")
 register_configs()
@@ -42,9 +42,9 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*Tip.*litlogger.*")
-    # Lightning's hint to prepend srun (elfs/runtime.py SRUN_HINT), also from the preflight's SLURM check; a DDP run
-    # inside a SLURM job outside srun is refused by elfs/preflight.py with what to do instead
-    from elfs.runtime import SRUN_HINT
+    # Lightning's hint to prepend srun (elfs/infra/runtime.py SRUN_HINT), also from the preflight's SLURM check; a DDP
+    # run inside a SLURM job outside srun is refused by elfs/preflight.py with what to do instead
+    from elfs.infra.runtime import SRUN_HINT
 
     warnings.filterwarnings("ignore", message=SRUN_HINT)
 
@@ -95,12 +95,12 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
 
     Every check of the input runs before any work: the config (values, names, files, weights, writable folders)
     before loading, the data right after loading; a failed check raises a UserError and leaves no run folder.
-    With several devices (trainer=ddp) every rank runs this whole function (elfs/distributed.py); rank 0 alone
+    With several devices (trainer=ddp) every rank runs this whole function (elfs/infra/distributed.py); rank 0 alone
     writes the run folder, the W&B run and the printed table.
     """
-    from elfs import distributed
     from elfs.cache import ArtifactCache
     from elfs.config import LoggerConfig
+    from elfs.infra import distributed
     from elfs.launch import session
     from elfs.pipeline import Context, prepare_data, run_pipeline
     from elfs.preflight import check_config, check_paths
@@ -167,7 +167,7 @@ def run(cfg: DictConfig | ElfsConfig) -> dict:
 
 
 def _versions() -> dict[str, str | None]:
-    from elfs.version import code_version, git_commit
+    from elfs.infra.version import code_version, git_commit
 
     return {"code_version": code_version(), "git_commit": git_commit()}
 
@@ -184,8 +184,8 @@ def _open_outputs(conf: ElfsConfig, resolved: dict | None, run_dir: Path):
 
 def _run_name_and_group(name: str, run_dir: Path) -> tuple[str, str | None]:
     """W&B run name and group: in a sweep, the job's folder name (its number and overrides, e.g.
-    '3_selection.budget=0.1,selection=ccs'; elfs/job_names.py) and one group per sweep ('<name>/<sweep folder>'); a
-    single run is named by its folder and has no group."""
+    '3_selection.budget=0.1,selection=ccs'; elfs/infra/job_names.py) and one group per sweep ('<name>/<sweep folder>');
+    a single run is named by its folder and has no group."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode

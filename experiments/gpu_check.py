@@ -151,7 +151,7 @@ def pipeline_settings() -> dict[str, Any]:
     """The settings of the pipeline run a section stands for: trainer=gpu on a GPU (bf16-mixed, TF32 for the fp32
     products left, cudnn.benchmark, channels-last, deterministic off), the CPU default (trainer.precision=auto)
     elsewhere."""
-    from elfs.runtime import resolve_precision
+    from elfs.infra.runtime import resolve_precision
 
     gpu = cuda()
     return {
@@ -268,7 +268,7 @@ def bench_resnet(out: Partial, batch: int, start: int, stop: int, compile_: bool
     import numpy as np
 
     from elfs.config import ClassifierTrainingConfig
-    from elfs.runtime import Runtime
+    from elfs.infra.runtime import Runtime
     from elfs.training.classifier import train_classifier
 
     n = batch * (stop + 1)
@@ -325,7 +325,7 @@ def bench_temi(out: Partial, n: int, dim: int, heads: int, epochs: int) -> None:
     """Seconds of TEMI's last epoch at paper shape in the pipeline's precision, batched vs looped heads."""
     from elfs.cluster import fit_temi
     from elfs.config import ClusterConfig
-    from elfs.runtime import Runtime
+    from elfs.infra.runtime import Runtime
 
     emb, knn = temi_inputs(n, dim)
     pipe = pipeline_settings()
@@ -360,7 +360,7 @@ def check_temi_precision(out: Partial, n: int, dim: int, epochs: int) -> None:
 
     from elfs.cluster import fit_temi
     from elfs.config import ClusterConfig
-    from elfs.runtime import Runtime
+    from elfs.infra.runtime import Runtime
 
     emb, knn = temi_inputs(n, dim, 10, spread=0.5)
     cfg = ClusterConfig(num_heads=4, epochs=epochs, warmup_epochs=0, batch_size=min(1024, n // 4), head_impl="batched")
@@ -473,7 +473,7 @@ def check_record(out: Partial, n: int, steps: int, every: int) -> None:
     import numpy as np
 
     from elfs.config import DynamicsConfig
-    from elfs.runtime import Runtime
+    from elfs.infra.runtime import Runtime
     from elfs.training.classifier import TestSet, train_classifier
 
     pipe = pipeline_settings()
@@ -512,7 +512,7 @@ def bench_concurrent(out: Partial, n: int, steps: int, k: int, batch: int = 128)
     import torch
 
     from elfs.config import EvaluateConfig
-    from elfs.runtime import Runtime
+    from elfs.infra.runtime import Runtime
     from elfs.stages.evaluate import train_and_test
     from elfs.stages.trainings import EvaluationData, in_workers
 

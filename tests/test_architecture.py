@@ -7,19 +7,21 @@ import ast
 import fnmatch
 from pathlib import Path
 
-from elfs.version import PACKAGE_DIR, imported_modules, module_files
+from elfs.infra.version import PACKAGE_DIR, imported_modules, module_files
 
 #: lowest first; a module may import its own layer and those below, never above (patterns: fnmatch on names)
 LAYERS: list[tuple[str, list[str]]] = [
     (
         "foundation: imports no elfs module above it",
-        ["elfs", "elfs.errors", "elfs.names", "elfs.version", "elfs.distributed", "elfs.sampling", "elfs.progress"],
+        ["elfs", "elfs.errors", "elfs.infra", "elfs.infra.names", "elfs.infra.version", "elfs.infra.distributed"]
+        + ["elfs.infra.sampling", "elfs.infra.progress"],
     ),
     (
         "plain helpers",
-        ["elfs.tables.paper", "elfs.overrides", "elfs.handback.output_files", "elfs.job_names", "elfs.no_effect"],
+        ["elfs.tables.paper", "elfs.infra.overrides", "elfs.handback.output_files", "elfs.infra.job_names"]
+        + ["elfs.infra.no_effect"],
     ),
-    ("schema, cache, how a training runs", ["elfs.config", "elfs.cache", "elfs.runtime", "elfs.workers"]),
+    ("schema, cache, how a training runs", ["elfs.config", "elfs.cache", "elfs.infra.runtime", "elfs.infra.workers"]),
     (
         "components: data, encoders, models, the math of each method, the answer files",
         [
@@ -29,7 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "elfs.models.*",
             "elfs.backbones",
             "elfs.embed",
-            "elfs.fp32",
+            "elfs.infra.fp32",
             "elfs.knn",
             "elfs.duplicates",
             "elfs.kmeans",
@@ -126,7 +128,7 @@ def test_nothing_below_the_commands_imports_them():
 
 
 def test_rank_primitives_import_no_other_elfs_module():
-    assert _graph()["elfs.distributed"] == set()
+    assert _graph()["elfs.infra.distributed"] == set()
 
 
 def test_stages_read_their_inputs_not_the_root_config():

@@ -152,7 +152,7 @@ def _trainer():
 def _package_copy(tmp_path: Path) -> Path:
     import shutil
 
-    from elfs.version import PACKAGE_DIR
+    from elfs.infra.version import PACKAGE_DIR
 
     dst = tmp_path / "elfs"
     shutil.copytree(PACKAGE_DIR, dst, ignore=shutil.ignore_patterns("__pycache__", "conf"))
@@ -161,7 +161,7 @@ def _package_copy(tmp_path: Path) -> Path:
 
 def _versions(pkg: Path) -> dict[str, str]:
     from elfs.config import STAGES
-    from elfs.version import closure_version
+    from elfs.infra.version import closure_version
 
     return {s: closure_version(f"elfs.stages.{s}", pkg) for s in STAGES}
 
@@ -226,11 +226,11 @@ def test_every_run_field_is_keyed_or_says_why_not():
 def test_every_config_field_is_keyed_or_cannot_change_a_result():
     """Walks every field of the whole config (every group and the run's own): each is in exactly one of "keyed"
     (some stage's key holds it by the rule, or elfs/stages/keys.py KEYED_AS says as what) or "cannot change a
-    result, because ..." (elfs/no_effect.py NO_EFFECT, the one list the keys and the results table both read)."""
+    result, because ..." (elfs/infra/no_effect.py NO_EFFECT, the one list the keys and the results table both read)."""
     import dataclasses
 
     from elfs.config import GROUPS, ElfsConfig
-    from elfs.no_effect import NO_EFFECT
+    from elfs.infra.no_effect import NO_EFFECT
     from elfs.stages.keys import KEYED_AS, NOT_IN_KEY, group_key
 
     fields = {f"{g}.{f.name}" for g, cls in GROUPS.items() for f in dataclasses.fields(cls)}

@@ -19,7 +19,7 @@ from elfs.dynamics import (
     record_dynamics,
     train_classifier,
 )
-from elfs.runtime import Runtime
+from elfs.infra.runtime import Runtime
 from elfs.training.augment import crop_flip, normalize_uint8, random_crop_flip, sample_crop_params
 
 SGD = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, min_lr=1e-4)
@@ -313,7 +313,7 @@ import sys, numpy as np, torch, lightning as L
 from sklearn.datasets import load_digits
 from elfs.config import DynamicsConfig
 from elfs.dynamics import ImageFacts, train_classifier
-from elfs.runtime import Runtime
+from elfs.infra.runtime import Runtime
 
 class Dump(L.Callback):
     def on_fit_start(self, trainer, pl_module):
@@ -397,9 +397,9 @@ def test_resume_from_epoch_checkpoint_is_exact(digits, tmp_path, interrupt_at_ep
 
 
 def test_trainer_settings_merge_order():
-    """elfs.runtime's one merge: TRAINER_DEFAULTS < a caller's defaults < runtime.trainer_kwargs < fixed settings;
+    """elfs.infra.runtime's one merge: TRAINER_DEFAULTS < a caller's defaults < runtime.trainer_kwargs < fixed settings;
     callbacks are concatenated, the logger is the runtime's (False without one)."""
-    from elfs.runtime import TRAINER_DEFAULTS, trainer_settings, world_size_of
+    from elfs.infra.runtime import TRAINER_DEFAULTS, trainer_settings, world_size_of
 
     own, extra = L.Callback(), L.Callback()
     rt = Runtime(trainer_kwargs={"deterministic": False, "callbacks": [own], "use_distributed_sampler": True})

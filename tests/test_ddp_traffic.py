@@ -116,8 +116,8 @@ def _train(rank: int, record: bool) -> dict:
 
     from elfs.config import ClassifierTrainingConfig, DynamicsConfig
     from elfs.dynamics import ImageFacts, train_classifier
+    from elfs.infra.runtime import Runtime
     from elfs.models.global_batchnorm import GlobalBatchNorm, GlobalBatchNormSync
-    from elfs.runtime import Runtime
 
     d = load_digits()
     x = np.clip(d.images[:256] * 16, 0, 255).astype(np.uint8)[..., None]

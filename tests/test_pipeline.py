@@ -102,7 +102,7 @@ def test_cli_runs_pipeline_and_writes_report(tmp_path, elfs_cli):
         for m in ("double_end", "random"):
             assert 0.0 <= r["methods"][m]["acc_mean"] <= 1.0
             assert r["methods"][m]["n_kept"] == round(r["budget"] * res["n_train"])
-    from elfs.version import code_version
+    from elfs.infra.version import code_version
 
     assert res["code_version"] == code_version() and re.fullmatch(r"[0-9a-f]{40}(-dirty)?", res["git_commit"])
     assert res["config"]["cluster"]["num_heads"] == 4 and (out / "config.yaml").is_file()

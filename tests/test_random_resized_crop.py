@@ -15,7 +15,7 @@ from elfs.config import ClassifierTrainingConfig, DynamicsConfig
 from elfs.data.folder import scan_folder
 from elfs.dynamics import ImageFacts, evaluate_accuracy, train_classifier
 from elfs.errors import ConfigError
-from elfs.runtime import Runtime
+from elfs.infra.runtime import Runtime
 from elfs.training.augment import (
     center_crop,
     eval_resize_size,

@@ -30,7 +30,7 @@ idx, _ = knn(x, 20, backend="faiss_ivf", chunk_size=8192)
 t["knn"], t0 = time.perf_counter() - t0, time.perf_counter()
 from elfs.cluster import fit_temi
 from elfs.config import ClusterConfig, DynamicsConfig
-from elfs.runtime import Runtime
+from elfs.infra.runtime import Runtime
 cc = ClusterConfig(num_heads=4, hidden_dim=128, bottleneck_dim=64, epochs=1, batch_size=1024, lr=1e-3,
                    min_lr=1e-4, warmup_epochs=0, knn_k=20, teacher_momentum=0.99, embed_norm=True)
 tr = Runtime(trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": False})

@@ -187,7 +187,7 @@ def test_version_prints_the_distribution_version(capsys):
 def test_package_version_falls_back_to_pyproject(monkeypatch):
     import importlib.metadata
 
-    from elfs.version import package_version
+    from elfs.infra.version import package_version
 
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 

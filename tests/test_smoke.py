@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from elfs.config import to_typed
-from elfs.overrides import apply_debug_mode
+from elfs.infra.overrides import apply_debug_mode
 from elfs.run import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -144,11 +144,11 @@ class JobsFailed(Exception):
 def cli(argv: Sequence[str] | None = None) -> None:
     """The `elfs` console command: Hydra's main with one-line user errors (exit 2) and Ctrl-C (exit 130);
     `--version`; `plan=true` (or ELFS_PLAN=1) prints every job's plan without loading anything."""
-    from elfs.overrides import is_multirun, user_overrides, wants_plan
+    from elfs.infra.overrides import is_multirun, user_overrides, wants_plan
 
     args = list(sys.argv[1:] if argv is None else argv)
     if "--version" in args:
-        from elfs.version import package_version
+        from elfs.infra.version import package_version
 
         print(f"elfs {package_version()}")
         return

@@ -166,7 +166,7 @@ def _check_input(images: str) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     """The argparse parser of elfs-select (overrides are taken out before it sees the line)."""
-    from elfs.version import package_version
+    from elfs.infra.version import package_version
 
     p = _Parser(
         prog="elfs-select",

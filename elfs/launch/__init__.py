@@ -10,7 +10,8 @@ the other local ranks itself: ``python -m elfs.cli.rank <config.json>`` (elfs/cl
 fully resolved job without Hydra, so only rank 0 writes the run folder. A watchdog stops every rank when one dies.
 
 This layer sits below the job (elfs/run.py opens a session; a rank's entry point runs ``elfs.run.run``); the rank
-primitives it opens the way for are elfs/distributed.py. The artifact cache must sit on a filesystem every rank sees.
+primitives it opens the way for are elfs/infra/distributed.py. The artifact cache must sit on a filesystem every
+rank sees.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from elfs import distributed
+from elfs.infra import distributed
 
 log = logging.getLogger(__name__)
 

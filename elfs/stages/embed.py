@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from elfs import distributed
 from elfs.cache import Artifact
 from elfs.config import BackboneConfig
 from elfs.data import UnlabelledData, is_streamed
+from elfs.infra import distributed
 from elfs.stages.context import Context
 from elfs.stages.keys import stage_key
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from elfs import distributed
 from elfs.cache import Artifact, array_hash
 from elfs.config import EvaluateConfig
 from elfs.data import Dataset
+from elfs.infra import distributed
 from elfs.stages.context import Context
 from elfs.stages.inputs import augmentation_key, embed_input, image_facts, model_inputs
 from elfs.stages.keys import stage_key

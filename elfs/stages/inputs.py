@@ -10,7 +10,7 @@ import numpy as np
 
 from elfs.cache import Artifact, array_hash
 from elfs.data import Dataset, UnlabelledData, is_streamed
-from elfs.names import uses_embeddings
+from elfs.infra.names import uses_embeddings
 
 if TYPE_CHECKING:  # the classifier (and Lightning) load when a training needs them, not to check a config
     from elfs.training.classifier import ImageFacts

@@ -1,6 +1,6 @@
 """One rule for cache keys: every field of each config group a stage receives enters its key, unless it is listed
 here with the reason it cannot change the artifact (the settings that change no result at all are declared once,
-in elfs/no_effect.py, and read from there). A new hyperparameter is therefore part of every key that could
+in elfs/infra/no_effect.py, and read from there). A new hyperparameter is therefore part of every key that could
 depend on it, by default; tests/test_cache_keys.py walks every field of every group of every stage to hold this."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from elfs.no_effect import no_effect_in
+from elfs.infra.no_effect import no_effect_in
 
 #: trainer settings that change where or how fast a training runs, or how it reports, but not what it computes
 TRAINER_NOT_IN_KEY: dict[str, str] = no_effect_in("trainer")
@@ -96,7 +96,7 @@ _CORESET = "decides which images a coreset keeps: each evaluation keys its kept 
 
 #: 'group.field' -> how a field that changes a result, yet enters no stage's key by the rule, is keyed all the same
 #: (as an input, or as the value it resolves to). Every other field is in some stage's key or in
-#: elfs/no_effect.py's NO_EFFECT; tests/test_cache_keys.py walks every field to hold this.
+#: elfs/infra/no_effect.py's NO_EFFECT; tests/test_cache_keys.py walks every field to hold this.
 KEYED_AS: dict[str, str] = {
     **{f"dataset.{k}": _IMAGES for k in ("name", "path", "max_train", "split_seed", "synthetic", "test_fraction")},
     "dataset.hflip": "the training augmentation: keyed as `hflip` by the stages that train (augmentation_key)",

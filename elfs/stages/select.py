@@ -12,7 +12,7 @@ from elfs.config import SelectionConfig
 
 def hardness_of(dyn: Artifact, score: str) -> np.ndarray:
     """The chosen score turned into 'higher = harder' by its declared hard end."""
-    from elfs.names import HARD_END
+    from elfs.infra.names import HARD_END
     from elfs.select import to_hardness
 
     return to_hardness(dyn[score], HARD_END[score])

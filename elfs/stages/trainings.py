@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from elfs import distributed
 from elfs.config import EvaluateConfig
-from elfs.runtime import Runtime
+from elfs.infra import distributed
+from elfs.infra.runtime import Runtime
 
 if TYPE_CHECKING:  # the classifier (and Lightning) load when a training runs, not to check a config
     from elfs.training.classifier import ImageFacts, TestSet
@@ -61,12 +61,12 @@ def validate_candidate(
 
 
 def in_workers(fn: Callable[..., Any], jobs: list[tuple], data: EvaluationData, k: int) -> list[Any]:
-    """``[fn(data, *args) for args in jobs]``, k at a time, on the run's long-lived training workers (elfs/workers.py:
-    one process per slot, spread over the visible GPUs, kept across calls). ``data`` reaches each worker once per
-    call; the host's CPU threads are shared out among the k workers rather than oversubscribed."""
+    """``[fn(data, *args) for args in jobs]``, k at a time, on the run's long-lived training workers
+    (elfs/infra/workers.py: one process per slot, spread over the visible GPUs, kept across calls). ``data`` reaches
+    each worker once per call; the host's CPU threads are shared out among the k workers rather than oversubscribed."""
     import torch
 
-    from elfs.workers import training_workers, visible_gpus
+    from elfs.infra.workers import training_workers, visible_gpus
 
     k = max(1, int(k))
     threads = max(1, torch.get_num_threads() // k)

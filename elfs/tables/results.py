@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from elfs.config import ElfsConfig
-from elfs.names import uses_embeddings
-from elfs.no_effect import changes_a_result
-from elfs.runtime import resolve_precision
+from elfs.infra.names import uses_embeddings
+from elfs.infra.no_effect import changes_a_result
+from elfs.infra.runtime import resolve_precision
 
 
 def _flat(prefix: str, d: Any) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:
     if method in METHODS_USING_BETA and s.searched:
         sel_keys = sel_keys + ("search_steps",)
     settings.update({f"selection.{k}": getattr(s, k) for k in sel_keys})
-    settings = {k: v for k, v in settings.items() if changes_a_result(k)}  # the one list (elfs/no_effect.py)
+    settings = {k: v for k, v in settings.items() if changes_a_result(k)}  # the one list (elfs/infra/no_effect.py)
     uses_encoder = need in ("prototypes", "graph", "zcore") or (scored and not gt) or "backbone.name" in settings
     return {
         "arm": f"supervised_{method}" if gt else (f"diagnostic_{method}" if mixed else method),

@@ -31,10 +31,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from elfs.config import ClassifierTrainingConfig, DynamicsConfig, from_dict, to_dict
 from elfs.data.types import is_streamed
-from elfs.distributed import on_cuda
+from elfs.infra.distributed import on_cuda
+from elfs.infra.runtime import DEFAULT_RUNTIME, TRAINER_DEFAULTS, Runtime, build_trainer, world_size_of
+from elfs.infra.sampling import EpochSeededSampler
 from elfs.models import MODEL_INPUTS, build_model
-from elfs.runtime import DEFAULT_RUNTIME, TRAINER_DEFAULTS, Runtime, build_trainer, world_size_of
-from elfs.sampling import EpochSeededSampler
 from elfs.training.augment import BatchImageTransform, center_crop, eval_resize_size, random_resized_crop_flip
 from elfs.training.recorder import TrainingDynamicsRecorder
 
@@ -779,7 +779,7 @@ def train_classifier(
     give. For arrays, ``cfg.image_size`` must be None or their own size (they are not resized).
 
     `images` describes the images (the dataset's augmentation and channel statistics). `runtime` says how the
-    training runs: its trainer_kwargs go over elfs.runtime.TRAINER_DEFAULTS (deterministic=True here), its logger
+    training runs: its trainer_kwargs go over elfs.infra.runtime.TRAINER_DEFAULTS (deterministic=True here), its logger
     gets the metrics. With `record=True` (``cfg`` is then a DynamicsConfig) the returned scores are the
     recorder's, arrays of length len(inputs) by ORIGINAL dataset index (examples outside `indices` hold NaN / -1).
     With `test`, `final_test_acc` is the final model's accuracy on the test set; `best_test_acc` is the maximum
