@@ -525,7 +525,7 @@ class PathsConfig:
         return None  # whether the folders can be written is checked in preflight, where they are created
 
 
-# Label-free values the Hydra task can return to a sweeper (elfs/train.py `objective`); "none" returns nothing.
+# Label-free values the Hydra task can return to a sweeper (elfs/cli/main.py `objective`); "none" returns nothing.
 OBJECTIVES = ("beta_search/val_acc", "none")
 #: the cached stages (elfs/stages/), by the names their entries live under in the cache folder
 STAGES = ("embed", "knn", "cluster", "prototypes", "zcore", "dynamics", "beta_search", "evaluate")
@@ -553,7 +553,7 @@ class ElfsConfig:
     # plan=true: price the trainings at the rates of this gpu_check.json (experiments/gpu_check.py); default: the
     # one in <root>/outputs/ when present. Read by the plan only: no stage sees it, so no cache key holds it
     plan_rates: str | None = None
-    # what the Hydra task returns to a sweeper (Optuna, Ax): a label-free quantity, see elfs/train.py OBJECTIVES
+    # what the Hydra task returns to a sweeper (Optuna, Ax): a label-free quantity, one of OBJECTIVES above
     optimized_metric: str = "beta_search/val_acc"
     # stages computed afresh (once per run) even when the cache holds their entry, e.g. [evaluate]; later stages
     # are keyed by an entry's key, not its bytes, so list them too to recompute them from the new one
