@@ -143,10 +143,10 @@ _ENCODER_KEYS = {"backbone", "backbone.name", "backbone.model", "backbone.weight
 
 
 def _default_encoder(overrides: Sequence[str]) -> list[str]:
-    """The best encoder whose weights are already on this machine (elfs.backbones.choose_encoder), unless the user
+    """The best encoder whose weights are already on this machine (method.backbones.choose_encoder), unless the user
     chose one; prints one line saying which (and, on the EfficientNet-Lite0 fallback, how to get a better one)."""
-    from elfs.backbones import choose_encoder, local_encoder
     from elfs.infra.overrides import override_key
+    from elfs.method.backbones import choose_encoder, local_encoder
 
     if any(override_key(o) in _ENCODER_KEYS for o in overrides):
         return []

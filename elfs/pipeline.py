@@ -163,9 +163,9 @@ class StageResults:
 
     # ---- near-duplicates (selection.dedup): one representative per group of near-copies in the candidate pool
     def duplicate_groups(self) -> np.ndarray:
-        """Near-duplicate group per image (-1: none) from the kNN graph (elfs/duplicates.py)."""
+        """Near-duplicate group per image (-1: none) from the kNN graph (elfs/method/duplicates.py)."""
         if self._dup_groups is None:
-            from elfs.duplicates import duplicate_groups
+            from elfs.method.duplicates import duplicate_groups
 
             s = self.ctx.cfg.selection
             if "signature" not in self.emb.arrays:
@@ -193,7 +193,7 @@ class StageResults:
         if not s.dedup:
             return self.candidates
         if method not in self._pools:
-            from elfs.duplicates import pool, representatives
+            from elfs.method.duplicates import pool, representatives
 
             groups = self.duplicate_groups()
             scored = self.hardness(method)

@@ -27,7 +27,7 @@ def check_names(conf: ElfsConfig) -> None:
     or Lightning: a typo is refused in a second, not after 7 s of imports)."""
     from elfs.data import DATASETS
     from elfs.infra.names import BACKBONE_NAMES, CLUSTER_METHODS, HARD_END, HEAD_IMPLS, MODEL_INPUTS, PSEUDO_LABEL_RULES
-    from elfs.knn import KNN_BACKENDS
+    from elfs.method.knn import KNN_BACKENDS
     from elfs.select import METHOD_INPUTS
 
     check_choice("dataset.name", conf.dataset.name, DATASETS)
@@ -143,7 +143,7 @@ def check_config(conf: ElfsConfig, *, weights: bool = True, devices: bool = True
         if not p or not Path(p).expanduser().is_file():
             raise ConfigError(f"dataset.path={p!r} {_not_a_file(p)}; {_NPZ_NEEDS}")
     if weights and conf.backbone.pretrained:
-        from elfs.backbones import check_weights_available
+        from elfs.method.backbones import check_weights_available
 
         b = conf.backbone
         check_weights_available(b.name, model=b.model, weights=b.weights)

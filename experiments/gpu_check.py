@@ -381,8 +381,8 @@ def bench_embed(out: Partial, n: int) -> None:
     import numpy as np
     import torch
 
-    from elfs.backbones import build_backbone
-    from elfs.embed import preprocess, resize_placement, resolve_device
+    from elfs.method.backbones import build_backbone
+    from elfs.method.embed import preprocess, resize_placement, resolve_device
 
     dev = resolve_device("auto")
     torch.manual_seed(0)
@@ -421,7 +421,7 @@ def check_knn(out: Partial, n: int, dim: int, k: int) -> None:
     import numpy as np
     import torch
 
-    from elfs.knn import knn, l2_normalise
+    from elfs.method.knn import knn, l2_normalise
 
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((n, dim)).astype(np.float32)
@@ -449,7 +449,7 @@ def check_kmeans(out: Partial, n: int, dim: int, k: int) -> None:
     import numpy as np
     import torch
 
-    from elfs.kmeans import kmeans
+    from elfs.method.kmeans import kmeans
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((k, dim)) * 3

@@ -179,7 +179,7 @@ def _versions(pkg: Path) -> dict[str, str]:
         ("pipeline.py", set()),
         ("stages/evaluate.py", {"evaluate"}),
         ("stages/beta_search.py", {"beta_search"}),
-        ("knn.py", {"knn"}),
+        ("method/knn.py", {"knn"}),
         ("cluster/module.py", {"cluster"}),
         ("training/classifier.py", {"dynamics", "beta_search", "evaluate"}),
     ],

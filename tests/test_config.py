@@ -154,11 +154,11 @@ def test_every_registry_implements_exactly_the_names_the_config_accepts():
     import numpy as np
     import torch
 
-    from elfs.backbones import BACKBONES
     from elfs.cluster import pseudo_labels
     from elfs.cluster.module import make_heads
     from elfs.dynamics import TrainingDynamicsRecorder
     from elfs.infra import names
+    from elfs.method.backbones import BACKBONES
     from elfs.models import build_model
 
     assert set(BACKBONES) == set(names.BACKBONE_NAMES)

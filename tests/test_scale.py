@@ -25,7 +25,7 @@ rng = np.random.default_rng(0)
 centers = (rng.standard_normal((classes, d)) * 2).astype(np.float32)
 x = centers[rng.integers(0, classes, n)] + rng.standard_normal((n, d), dtype=np.float32)
 t, t0 = {}, time.perf_counter()
-from elfs.knn import knn
+from elfs.method.knn import knn
 idx, _ = knn(x, 20, backend="faiss_ivf", chunk_size=8192)
 t["knn"], t0 = time.perf_counter() - t0, time.perf_counter()
 from elfs.cluster import fit_temi
@@ -99,7 +99,7 @@ for s in range(0, n, 10000):  # written in blocks: the set is never in memory as
 x.flush()
 del x
 import faiss  # noqa: F401 - loaded before the baseline is taken
-from elfs.knn import ivf_storage, knn
+from elfs.method.knn import ivf_storage, knn
 x = np.load(path, mmap_mode="r")
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 idx, sims = knn(x, k, backend="faiss_ivf", chunk_size=4096, nlist=cells, nprobe=1)

@@ -109,9 +109,9 @@ def fit_temi(
 def kmeans_labels(
     embeddings: np.ndarray, num_clusters: int, seed: int, *, l2_normalize: bool = True, backend: str = "sklearn"
 ) -> np.ndarray:
-    """k-means baseline (n_init=10; scikit-learn, or torch on the GPU: elfs/kmeans.py) on L2-normalised (default)
+    """k-means baseline (n_init=10; scikit-learn, or torch on the GPU: elfs/method/kmeans.py) on L2-normalised (default)
     or raw embeddings -> int64 [N]."""
-    from elfs.kmeans import kmeans
+    from elfs.method.kmeans import kmeans
 
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2:

@@ -6,7 +6,7 @@ registry (encoders, models, heads, rules, scores) implements exactly these names
 
 from __future__ import annotations
 
-#: encoders of elfs/backbones.py (BACKBONES)
+#: encoders of elfs/method/backbones.py (BACKBONES)
 BACKBONE_NAMES = ("efficientnet_lite0", "dino_vits16", "dino_vitb16", "swav_resnet50", "clip_vitb16", "timm")
 #: pseudo-labels: TEMI heads (elfs/cluster) or k-means on the embeddings
 CLUSTER_METHODS = ("temi", "kmeans")

@@ -80,8 +80,8 @@ class Context:
         }
 
     def kmeans_backend(self) -> str:
-        """Where k-means runs (elfs/kmeans.py): torch on the GPU when the trainer may use one, else scikit-learn."""
-        from elfs.kmeans import kmeans_backend
+        """Where k-means runs (method/kmeans.py): torch on the GPU when the trainer may use one, else scikit-learn."""
+        from elfs.method.kmeans import kmeans_backend
 
         return kmeans_backend(self.trainer.accelerator)
 

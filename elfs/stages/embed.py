@@ -19,9 +19,9 @@ def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData, *, num_work
     DataLoader workers batch by batch, and its artifact also holds `valid`, the indices of the decodable files,
     listing the others under meta["failed"]. Under DDP each rank embeds a contiguous 1/W of every split and rank 0
     gathers the parts in order."""
-    from elfs.embed import resize_placement, resolve_device
+    from elfs.method.embed import resize_placement, resolve_device
 
-    # where the images are resized changes the pixels by up to 2 grey levels (elfs/embed.py): part of the key; so
+    # where the images are resized changes the pixels by up to 2 grey levels (elfs/method/embed.py): part of the key; so
     # does TF32 (trainer.matmul_precision, set for the run in Context), keyed when not torch's default (full fp32)
     precision = ctx.trainer.matmul_precision
     tf32 = {} if precision == "highest" else {"matmul_precision": precision}
@@ -58,7 +58,7 @@ def _embed_split(
     None) for one split; under DDP this rank embeds its contiguous share and rank 0 receives every rank's (the
     others get their own part only)."""
     from elfs.data import ImageSet
-    from elfs.embed import embed_folder, embed_images
+    from elfs.method.embed import embed_folder, embed_images
 
     kw = dict(
         progress_every_s=ctx.progress_every_s,

@@ -33,7 +33,7 @@ class Labels:
     def mixed(cls, ds: Dataset, clus: Artifact, replaced: float, seed: int) -> Labels:
         """Ground truth with ``replaced`` of it (a seeded random part) swapped for the clusters' labels aligned to
         the classes: labels of a controlled accuracy, for the diagnostic "when does ELFS help" (reads labels)."""
-        from elfs.mixed_labels import mixed_labels
+        from elfs.method.mixed_labels import mixed_labels
 
         values, acc = mixed_labels(clus["pseudo_labels"], ds.truth.train, 1.0 - float(replaced), seed)
         key = {"cluster": clus.key, "ground_truth": array_hash(ds.truth.train), "mixed_replaced": float(replaced)}

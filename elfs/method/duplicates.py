@@ -1,5 +1,5 @@
 """Near-duplicates from the kNN graph: an image and an encoder neighbour whose pixel signatures (16 x 16 grey
-thumbnails, zero mean, unit norm: elfs.embed.pixel_signature) have cosine similarity above a threshold are one group,
+thumbnails, zero mean, unit norm: embed.pixel_signature) have cosine similarity above a threshold are one group,
 of which one representative stays in the candidate pool and the others are never proposed (duplicates.csv lists
 them). The signature and not the embedding decides, since the offline encoder at 64 px finds distinct photos as alike
 as re-encoded copies (experiments/duplicate_threshold.py measures both).
