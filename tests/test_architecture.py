@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import functools
 from pathlib import Path
 
 from elfs.infra.version import PACKAGE_DIR, imported_modules, module_files
@@ -68,9 +69,11 @@ def _layer_of(module: str) -> int:
     return max(hits)  # the most specific entry (elfs.select.__main__ is above elfs.select)
 
 
-def _graph() -> dict[str, set[str]]:
+@functools.lru_cache(maxsize=1)
+def _graph() -> dict[str, frozenset[str]]:
+    """Every module of the package and the package modules it imports (parsed once per test session)."""
     modules = module_files(PACKAGE_DIR)
-    return {m: imported_modules(p, modules) - {m} for m, p in modules.items()}
+    return {m: frozenset(imported_modules(p, modules) - {m}) for m, p in modules.items()}
 
 
 def _own_ancestors(module: str) -> set[str]:
