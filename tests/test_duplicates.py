@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elfs.method.duplicates import duplicate_groups, pair_similarity, pool, representatives, write_duplicates_csv
+from elfs.handback.near_copies import write_duplicates_csv
+from elfs.method.duplicates import duplicate_groups, pair_similarity, pool, representatives
 
 
 def _unit(rows) -> np.ndarray:

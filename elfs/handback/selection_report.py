@@ -288,8 +288,8 @@ def near_copy_outputs(
     load_image: Callable[[int], np.ndarray] | None,
 ) -> tuple[list[Path], str]:
     """duplicates.csv (each group of near-copies, listed by ``names``) and report.html's section on them."""
+    from elfs.handback.near_copies import duplicates_html, write_duplicates_csv
     from elfs.handback.report_html import thumbnail_uri
-    from elfs.method.duplicates import duplicates_html, write_duplicates_csv
 
     csv_path = write_duplicates_csv(run_dir / "duplicates.csv", near.groups, near.representative, names)
     thumb = (lambda i: thumbnail_uri(load_image(i), i)) if load_image is not None else None
