@@ -1,7 +1,7 @@
 """Content-addressed artifact cache: every stage output lives under <root>/<stage>/<key>/.
 
 The key hashes the stage's own config, the keys (or fingerprints) of its inputs, a cache format version and the
-version of the stage's code (a hash of the source its module imports, elfs/version.py: older code's results are
+version of the stage's code (a hash of the source its module imports, elfs/infra/version.py: older code's results are
 never reused, while an edit of code the stage does not run recomputes nothing), so a beta or budget sweep reuses
 embeddings, clusters and dynamics, while a backbone change invalidates everything downstream. ``recompute``
 names stages computed afresh once per run even when an entry exists (``recompute=[evaluate]``). Artifacts are
@@ -107,9 +107,9 @@ class ArtifactCache:
         self.recompute = frozenset(self.recompute)
 
     def code_of(self, module: str | None) -> str:
-        """The code version a key holds: ``module``'s import closure (elfs.version.module_version), the whole
+        """The code version a key holds: ``module``'s import closure (elfs.infra.version.module_version), the whole
         package's when no module is named, or the fixed ``code`` this cache was given."""
-        from elfs.version import code_version, module_version
+        from elfs.infra.version import code_version, module_version
 
         if self.code is not None:
             return self.code
@@ -249,10 +249,10 @@ class ArtifactCache:
         the stage's module, whose import closure is the code version in the key; arrays named in ``mapped`` are
         stored in their own files and read through memory maps (:meth:`save`).
 
-        Under DDP (elfs/distributed.py) rank 0 alone decides hit or miss, so no rank can skip a collective another
+        Under DDP (elfs/infra/distributed.py) rank 0 alone decides hit or miss, so no rank can skip a collective another
         one enters; on a miss ``compute`` runs on rank 0 only, or on every rank when it trains (``every_rank``: it
         holds the DDP collectives); rank 0 alone writes the entry, and every rank then returns rank 0's arrays."""
-        from elfs import distributed
+        from elfs.infra import distributed
 
         code = self.code_of(module)
         key = self.key(stage, config, inputs, module=module)
@@ -303,7 +303,7 @@ class ArtifactCache:
         mapped: Collection[str] = (),
     ) -> Artifact:
         """The hit-or-miss decision (rank 0's, for every rank) and, on a miss, the computation and the entry."""
-        from elfs import distributed
+        from elfs.infra import distributed
 
         zero = distributed.is_zero()
         hit, key = distributed.from_zero((art is not None, key))  # rank 0's entry, whatever another rank would name
@@ -342,7 +342,7 @@ class ArtifactCache:
         """An entry rank 0 has just found or written; absent here means this rank sees another filesystem."""
         art = self.load(stage, key)
         if art is None:
-            from elfs import distributed
+            from elfs.infra import distributed
 
             raise RuntimeError(
                 f"rank {distributed.rank()} cannot read the cache entry rank 0 wrote at {self.entry(stage, key)}: "

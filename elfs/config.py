@@ -244,6 +244,10 @@ class ClassifierTrainingConfig:
     compile: bool = False  # torch.compile the network (slower start, faster steps on a GPU)
 
     def validate(self, key: str = "train") -> None:
+        """Every check of the network and SGD settings, once, before any work (train_classifier trusts them)."""
+        from elfs.infra.names import MODEL_INPUTS
+
+        check_choice(f"{key}.model", self.model, MODEL_INPUTS)
         _int_at_least(f"{key}.width", self.width, 1)
         if self.image_size is not None:
             _int_at_least(f"{key}.image_size", self.image_size, 8)
@@ -337,8 +341,8 @@ class SelectionConfig:
     nested: bool = False
     # a file of images already labelled (one path or id a line): never proposed again, budgets count new images
     exclude: str | None = None
-    # near-duplicates (elfs/duplicates.py): an image and a kNN neighbour whose pixel signatures (16 x 16 grey
-    # thumbnails, elfs.embed.pixel_signature) have cosine similarity >= dedup_threshold are one group, of which only
+    # near-duplicates (elfs/method/duplicates.py): an image and a kNN neighbour whose pixel signatures (16 x 16 grey
+    # thumbnails, embed.pixel_signature) have cosine similarity >= dedup_threshold are one group, of which only
     # the representative, the member the method ranks best, may be chosen; the budget counts distinct images.
     # elfs-select turns it on (--keep-duplicates: off). The threshold is measured on planted re-encoded / resized /
     # cropped / brightened copies against distinct look-alikes (experiments/duplicate_threshold.py; docs/usage.md)
@@ -492,7 +496,7 @@ class TrainerConfig:
     sync_batchnorm: bool = True
 
     def validate(self, key: str = "trainer") -> None:
-        from elfs.distributed import SPAWNING_STRATEGIES
+        from elfs.infra.distributed import SPAWNING_STRATEGIES
 
         _int_at_least(f"{key}.num_nodes", self.num_nodes, 1)
         _int_at_least(f"{key}.num_workers", self.num_workers, 0)
@@ -513,7 +517,7 @@ class LoggerConfig:
     project: str = "elfs"
     entity: str | None = None  # the W&B team or user; None = the logged-in account's default
     group: str | None = None  # None = one group per sweep ('<name>/<sweep folder>'), none for a single run
-    job_type: str = "train"  # a sweep's summary run is "summary" (elfs/aggregate.py)
+    job_type: str = "train"  # a sweep's summary run is "summary" (elfs/tables/aggregate.py)
     mode: str = "${oc.env:WANDB_MODE,offline}"
     tags: list = field(default_factory=list)
 
@@ -534,7 +538,7 @@ class PathsConfig:
         return None  # whether the folders can be written is checked in preflight, where they are created
 
 
-# Label-free values the Hydra task can return to a sweeper (elfs/train.py `objective`); "none" returns nothing.
+# Label-free values the Hydra task can return to a sweeper (elfs/cli/main.py `objective`); "none" returns nothing.
 OBJECTIVES = ("beta_search/val_acc", "none")
 #: the cached stages (elfs/stages/), by the names their entries live under in the cache folder
 STAGES = ("embed", "knn", "cluster", "prototypes", "zcore", "dynamics", "beta_search", "evaluate")
@@ -562,7 +566,7 @@ class ElfsConfig:
     # plan=true: price the trainings at the rates of this gpu_check.json (experiments/gpu_check.py); default: the
     # one in <root>/outputs/ when present. Read by the plan only: no stage sees it, so no cache key holds it
     plan_rates: str | None = None
-    # what the Hydra task returns to a sweeper (Optuna, Ax): a label-free quantity, see elfs/train.py OBJECTIVES
+    # what the Hydra task returns to a sweeper (Optuna, Ax): a label-free quantity, one of OBJECTIVES above
     optimized_metric: str = "beta_search/val_acc"
     # stages computed afresh (once per run) even when the cache holds their entry, e.g. [evaluate]; later stages
     # are keyed by an entry's key, not its bytes, so list them too to recompute them from the new one
@@ -618,7 +622,7 @@ GROUPS: dict[str, type] = {
 def register_configs() -> None:
     """Register the schema that conf/config.yaml extends, so every group node is typed by its dataclass, and the
     ``elfs.cwd`` resolver behind ``paths.root_dir`` (cached: a sweep and its jobs, also on SLURM, see one value) and
-    ``elfs.job_name`` behind a sweep job's folder (elfs/job_names.py)."""
+    ``elfs.job_name`` behind a sweep job's folder (elfs/infra/job_names.py)."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
@@ -626,7 +630,7 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("elfs.cwd"):
         OmegaConf.register_new_resolver("elfs.cwd", os.getcwd, use_cache=True)
     if not OmegaConf.has_resolver("elfs.job_name"):
-        from elfs.job_names import job_name
+        from elfs.infra.job_names import job_name
 
         OmegaConf.register_new_resolver("elfs.job_name", job_name)
 

@@ -1,8 +1,8 @@
 """The stage graph: embed -> knn -> cluster -> dynamics -> (beta search -> select -> evaluate) per budget.
 
 The stages themselves live in elfs/stages/, one per module, each a function of its typed config and the artifacts
-before it, run through the content-addressed cache. This module decides which of them a run needs (:class:`Signals`
-computes each the first time a method asks), plans every budget's coresets (:func:`plan_budget`), then trains
+before it, run through the content-addressed cache. This module decides which of them a run needs (:class:`StageResults`
+computes each the first time a method asks), chosen every budget's coresets (:func:`choose_budget`), then trains
 their evaluations (:func:`evaluate_arm`). Under DDP every rank runs this same sequence, so the collectives inside
 the stages meet in the same order: the label-free stages, then per budget in order the beta search and the
 coresets' agreement checks, then the evaluations row by row, then the full-data reference. Ground-truth labels
@@ -16,15 +16,13 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from elfs import distributed
 from elfs.cache import Artifact, array_hash
-from elfs.data import Dataset, is_streamed
-from elfs.results import arm_entry, arm_of, run_results
+from elfs.data import Dataset, image_ids, is_streamed
+from elfs.infra import distributed
 from elfs.stages.beta_search import stage_beta_search
 from elfs.stages.cluster import stage_cluster
 from elfs.stages.context import Context
@@ -38,16 +36,18 @@ from elfs.stages.knn import stage_knn
 from elfs.stages.prototypes import stage_prototypes
 from elfs.stages.select import hardness_of, select_coreset
 from elfs.stages.zcore import stage_zcore
+from elfs.tables.results import arm_entry, arm_of, run_results
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Context", "Signals", "load_data", "prepare_data", "run_pipeline"]
+__all__ = ["Context", "StageResults", "load_data", "prepare_data", "run_pipeline"]
 
 
-class Signals:
-    """The inputs the selectors read, each computed (through the cache) the first time a method asks for it, so a
-    run only pays for what its methods need: random needs nothing, prototypicality, D2 and ZCore the embeddings, ELFS
-    and CCS the kNN graph, the clustering and the proxy's dynamics, the supervised reference a proxy on ground truth."""
+class StageResults:
+    """A lazy graph of stage results: the inputs the selectors read, each computed (through the cache) the first
+    time a method asks for it, so a run only pays for what its methods need: random needs nothing, prototypicality,
+    D2 and ZCore the embeddings, ELFS and CCS the kNN graph, the clustering and the proxy's dynamics, the supervised
+    reference a proxy on ground truth."""
 
     def __init__(self, ctx: Context, ds: Dataset, num_clusters: int, emb: Artifact | None = None) -> None:
         self.ctx, self.ds, self.num_clusters = ctx, ds, num_clusters
@@ -56,7 +56,7 @@ class Signals:
         self._labels: Labels | None = None
         self._dyn: dict[str, Artifact] = {}
         self._search: dict[tuple[str, float, tuple[float, ...]], Artifact] = {}
-        self.candidates = candidates(ctx.cfg.selection, ds)
+        self.candidates = candidates(ds)
         self._dup_groups: np.ndarray | None = None
         self._pools: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
 
@@ -163,9 +163,9 @@ class Signals:
 
     # ---- near-duplicates (selection.dedup): one representative per group of near-copies in the candidate pool
     def duplicate_groups(self) -> np.ndarray:
-        """Near-duplicate group per image (-1: none) from the kNN graph (elfs/duplicates.py)."""
+        """Near-duplicate group per image (-1: none) from the kNN graph (elfs/method/duplicates.py)."""
         if self._dup_groups is None:
-            from elfs.duplicates import duplicate_groups
+            from elfs.method.duplicates import duplicate_groups
 
             s = self.ctx.cfg.selection
             if "signature" not in self.emb.arrays:
@@ -193,7 +193,7 @@ class Signals:
         if not s.dedup:
             return self.candidates
         if method not in self._pools:
-            from elfs.duplicates import pool, representatives
+            from elfs.method.duplicates import pool, representatives
 
             groups = self.duplicate_groups()
             scored = self.hardness(method)
@@ -213,9 +213,9 @@ class Signals:
         scored = self.hardness(method)
         embeddings = self.emb["train"] if method == "d2" else None
         hardness = None if scored is None else scored[2]
-        n, s = len(self.ds.train), self.ctx.cfg.selection
-        return select_coreset(
-            self.ctx,
+        n, s, pool = len(self.ds.train), self.ctx.cfg.selection, self.pool(method)
+        t0 = time.perf_counter()
+        kept = select_coreset(
             s,
             method,
             hardness,
@@ -225,8 +225,11 @@ class Signals:
             beta,
             seed,
             contains=contains,
-            candidates=self.pool(method),
+            candidates=pool,
         )
+        timings = self.ctx.timings
+        timings["select"] = timings.get("select", 0.0) + time.perf_counter() - t0
+        return kept
 
 
 #: methods whose best image is the hardest (they keep the hard end; ZCore its highest scores): a group of
@@ -234,24 +237,21 @@ class Signals:
 _KEEPS_HARDEST = frozenset({"hard", "prototypicality", "zcore"})
 
 
-def candidates(s: Any, ds: Dataset) -> np.ndarray | None:
-    """The images a coreset may take: all (None), or those not listed in selection.exclude."""
-    if not s.exclude:
+def candidates(ds: Dataset) -> np.ndarray | None:
+    """The images a coreset may take: all (None), or those not in ``ds.excluded`` (selection.exclude, read when the
+    data loaded; an excluded image that did not decode is simply gone)."""
+    if not ds.excluded:
         return None
-    from elfs.stages.select import exclude_indices, read_exclude
-
-    streamed = is_streamed(ds.train)
-    ids = list(ds.train.paths) if streamed else [f"#{i}" for i in range(len(ds.train))]
-    excluded = exclude_indices(read_exclude(s.exclude), ids, Path(ds.train.root) if streamed else None)
-    log.info("selection.exclude: %d already-labelled images are never proposed", len(excluded))
-    return np.setdiff1d(np.arange(len(ds.train)), excluded).astype(np.int64)
+    keep = [i for i, name in enumerate(image_ids(ds.train)) if name not in ds.excluded]
+    log.info("selection.exclude: %d already-labelled images are never proposed", len(ds.train) - len(keep))
+    return np.asarray(keep, dtype=np.int64)
 
 
-# ------------------------------------------------------------------------------------------------- plans
+# ------------------------------------------------------------------------------------------------- chosen
 
 
 @dataclass
-class ArmPlan:
+class ArmCoresets:
     """One arm at one budget: its coreset per evaluation seed, selected before any evaluation trains."""
 
     method: str
@@ -265,23 +265,24 @@ class ArmPlan:
 
 
 @dataclass
-class BudgetPlan:
+class BudgetCoresets:
     """One budget: the results row (beta and how it was chosen), the method's own coreset, the arms to evaluate."""
 
     row: dict[str, Any]
     kept: np.ndarray
-    arms: dict[str, ArmPlan] = field(default_factory=dict)
+    arms: dict[str, ArmCoresets] = field(default_factory=dict)
 
 
-def plan_arm(sig: Signals, method: str, budget: float, beta: float | None) -> ArmPlan:
+def choose_arm(sig: StageResults, method: str, budget: float, beta: float | None) -> ArmCoresets:
     """Select with ``method`` once per evaluation seed."""
     seeds = [int(x) for x in sig.ctx.cfg.evaluate.seeds]
-    return ArmPlan(method, budget, beta, {seed: sig.select(method, budget, beta or 0.0, seed) for seed in seeds})
+    return ArmCoresets(method, budget, beta, {seed: sig.select(method, budget, beta or 0.0, seed) for seed in seeds})
 
 
-def choose_beta(sig: Signals, budget: float, prev: BudgetPlan | None = None) -> dict[str, Any]:
+def choose_beta(sig: StageResults, budget: float, prev: BudgetCoresets | None = None) -> dict[str, Any]:
     """The method's beta at ``budget`` and where it came from: the label-free search, a fixed value, or n/a. With
-    nested budgets (``prev``: the next smaller budget's plan) only the betas whose window holds prev's are searched."""
+    nested budgets (``prev``: the next smaller budget's coresets) only the betas whose window holds prev's are
+    searched."""
     from elfs.select import METHODS_USING_BETA
     from elfs.select.beta_search import beta_grid_for
     from elfs.select.double_end import nested_beta_range
@@ -314,9 +315,11 @@ def _d2_source(s: Any) -> str:
     return "reference" if isinstance(s.d2_beta, str) else "fixed"
 
 
-def plan_budget(sig: Signals, budget: float, methods: list[str], prev: BudgetPlan | None = None) -> BudgetPlan:
+def choose_budget(
+    sig: StageResults, budget: float, methods: list[str], prev: BudgetCoresets | None = None
+) -> BudgetCoresets:
     """Choose beta, select the method's coreset (the answer; holding ``prev``'s with nested budgets), and, on
-    labelled data, plan every arm's coresets."""
+    labelled data, choose every arm's coresets."""
     from elfs.select import METHODS_USING_BETA
 
     cfg = sig.ctx.cfg
@@ -328,35 +331,35 @@ def plan_budget(sig: Signals, budget: float, methods: list[str], prev: BudgetPla
     row["nested"] = bool(s.nested)
     distributed.check_same(array_hash(kept), f"the {s.method} coreset at budget {budget}")
     row["n_kept"] = int(len(kept))
-    plan = BudgetPlan(row, kept)
+    budget_sets = BudgetCoresets(row, kept)
     if not sig.ds.labelled:  # nothing to evaluate against: the kept set is the answer
-        return plan
+        return budget_sets
     # a score baseline with a hard cut (ccs beside double_end) uses the method's beta; beside a method without one
     # (random, d2, ...) it takes a fixed selection.beta, else none
     cut = beta if s.method in METHODS_USING_BETA else ((None if s.searched else s.beta_at(budget)) or 0.0)
     for method in methods:
         arm_beta = s.d2_beta_at(budget) if method == "d2" else (cut if method in METHODS_USING_BETA else None)
-        plan.arms[arm_of(cfg, method)["arm"]] = plan_arm(sig, method, budget, arm_beta)
-    return plan
+        budget_sets.arms[arm_of(cfg, method)["arm"]] = choose_arm(sig, method, budget, arm_beta)
+    return budget_sets
 
 
-def evaluate_arm(sig: Signals, plan: ArmPlan, coresets: dict[str, np.ndarray]) -> dict[str, Any]:
+def evaluate_arm(sig: StageResults, arm_sets: ArmCoresets, coresets: dict[str, np.ndarray]) -> dict[str, Any]:
     """Train on the arm's coresets once per evaluation seed (through the cache); its results entry."""
-    from elfs.progress import progress_bar
+    from elfs.infra.progress import progress_bar
 
     ctx, e = sig.ctx, sig.ctx.cfg.evaluate
-    arm = arm_of(ctx.cfg, plan.method)
+    arm = arm_of(ctx.cfg, arm_sets.method)
     accs, bests, keys, arts = [], [], [], []
     bar = progress_bar(
-        len(plan.kept),
-        f"evaluate {plan.method} @ {plan.budget:g}",
+        len(arm_sets.kept),
+        f"evaluate {arm_sets.method} @ {arm_sets.budget:g}",
         unit="run",
         enabled=ctx.progress,
         every_s=ctx.progress_every_s,
         leave=False,
     )
-    for kept, seed, label in plan.jobs():
-        coresets[f"{arm['arm']}_budget{plan.budget:g}_seed{seed}"] = kept
+    for kept, seed, label in arm_sets.jobs():
+        coresets[f"{arm['arm']}_budget{arm_sets.budget:g}_seed{seed}"] = kept
         art = stage_evaluate(ctx, e, sig.ds, sig.emb_if(e.model), kept, seed, label)
         accs.append(float(art["final_acc"]))
         best = float(art["best_acc"])
@@ -365,9 +368,9 @@ def evaluate_arm(sig: Signals, plan: ArmPlan, coresets: dict[str, np.ndarray]) -
         arts.append(art)
         bar.update(1)
     bar.close()
-    ctx.loggers.log_curve(f"evaluate/{plan.budget:g}/{arm['arm']}", "step", _mean_curves(arts))
-    n_kept = len(next(iter(plan.kept.values())))
-    return arm_entry(arm, plan.beta, accs, bests, list(plan.kept), keys, n_kept)
+    ctx.loggers.log_curve(f"evaluate/{arm_sets.budget:g}/{arm['arm']}", "step", _mean_curves(arts))
+    n_kept = len(next(iter(arm_sets.kept.values())))
+    return arm_entry(arm, arm_sets.beta, accs, bests, list(arm_sets.kept), keys, n_kept)
 
 
 def _mean_curves(arts: list[Artifact]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -388,11 +391,11 @@ def _mean_curves(arts: list[Artifact]) -> dict[str, tuple[np.ndarray, np.ndarray
 # ---------------------------------------------------------------------------------------------- the run
 
 
-def _signals(ctx: Context, ds: Dataset, num_clusters: int) -> tuple[Signals, Dataset, int, list]:
-    """The run's Signals; a folder is embedded first and cut down to the images that decode, then checked again."""
+def _stage_results(ctx: Context, ds: Dataset, num_clusters: int) -> tuple[StageResults, Dataset, int, list]:
+    """The run's StageResults; a folder is embedded first and cut down to the images that decode, then checked again."""
     skipped = [tuple(x) for x in ds.notes.get("skipped", [])]
     if not is_streamed(ds.train):
-        return Signals(ctx, ds, num_clusters), ds, num_clusters, skipped
+        return StageResults(ctx, ds, num_clusters), ds, num_clusters, skipped
     from elfs.preflight import check_data
 
     cfg = ctx.cfg
@@ -400,10 +403,10 @@ def _signals(ctx: Context, ds: Dataset, num_clusters: int) -> tuple[Signals, Dat
     skipped += [tuple(x) for x in emb.meta.get("failed", [])]
     ds = decodable_only(ds, emb)
     num_clusters = check_data(cfg, ds)
-    return Signals(ctx, ds, num_clusters, emb), ds, num_clusters, skipped
+    return StageResults(ctx, ds, num_clusters, emb), ds, num_clusters, skipped
 
 
-def warn_weak_labels(sig: Signals, plans: list[BudgetPlan]) -> list[str]:
+def warn_weak_labels(sig: StageResults, chosen: list[BudgetCoresets]) -> list[str]:
     """Log the label-free signs of weak pseudo-labels this run shows (empty or tiny clusters, heads that disagree,
     a beta curve still rising at the grid's edge), then one line of what to try; return the signs."""
     from elfs.cluster.signals import WHAT_TO_TRY, weak_label_signals
@@ -416,7 +419,7 @@ def warn_weak_labels(sig: Signals, plans: list[BudgetPlan]) -> list[str]:
         signs += weak_label_signals(
             clus["pseudo_labels"], int(clus.meta["num_clusters"]), heads, clus.meta.get("best_head")
         )
-    edge = [p.row["budget"] for p in plans if p.row.get("beta_at_edge")]
+    edge = [p.row["budget"] for p in chosen if p.row.get("beta_at_edge")]
     if edge:
         signs.append(f"the beta search's validation accuracy still rises at the grid's edge (budget {edge})")
     for sign in signs:
@@ -441,16 +444,48 @@ def _score_arrays(done: Mapping[str, Artifact]) -> dict[str, np.ndarray]:
     return out
 
 
+def _answer(sig: StageResults, chosen: list[BudgetCoresets], skipped: list, near: Any) -> Any:
+    """The run's answer for the labelling team, computed once (None for a method that ranks nothing)."""
+    from elfs.handback.answer import Answer
+    from elfs.stages.answer import answer_names
+
+    s, ds, done = sig.ctx.cfg.selection, sig.ds, sig.computed()
+    scored = sig.hardness(s.method)
+    if scored is None:
+        return None
+    score_name, score, hardness = scored
+    clusters, num_clusters = sig.groups(s.method)
+    ids, filepaths = answer_names(ds)
+    return Answer(
+        ids=ids,
+        filepaths=filepaths,
+        clusters=clusters,
+        num_clusters=int(num_clusters),
+        score_name=score_name,
+        score=score,
+        hardness=hardness,
+        kept={p.row["budget"]: p.kept for p in chosen},
+        beta={p.row["budget"]: p.row["beta"] for p in chosen},
+        method=s.method,
+        nested=s.nested,
+        excluded=len(ds.excluded),
+        skipped=skipped,
+        embeddings=done["embed"]["train"] if "embed" in done else None,
+        near_copies=near,
+    )
+
+
 def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]:
     """Run the stages the configured methods need on the loaded, checked data; return the results dict that
     report.py writes and prints."""
+    from elfs.handback.answer import NearCopies
     from elfs.select import METHOD_INPUTS
     from elfs.stages.answer import write_answer
 
     cfg = ctx.cfg
     t_start = time.perf_counter() - ctx.timings.get("data", 0.0)
     s = cfg.selection
-    sig, ds, num_clusters, skipped = _signals(ctx, ds, num_clusters)
+    sig, ds, num_clusters, skipped = _stage_results(ctx, ds, num_clusters)
 
     methods = [m for m in dict.fromkeys([s.method, *s.baselines]) if m != "full"]
     evaluate_full = ds.labelled and (s.method == "full" or "full" in s.baselines)
@@ -464,21 +499,21 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
     budgets = [] if s.method == "full" else s.feasible_budgets()
     for budget in [b for b in s.budgets if b not in budgets and s.method != "full"]:
         log.warning("selection.beta=%s leaves no room for budget %s (beta + budget > 1): skipped", s.beta, budget)
-    plans: list[BudgetPlan] = []
+    chosen: list[BudgetCoresets] = []
     for budget in sorted(budgets) if s.nested else budgets:  # nested: each larger set holds the one before
-        plans.append(plan_budget(sig, budget, methods, plans[-1] if s.nested and plans else None))
-    full = plan_arm(sig, "full", 1.0, None) if evaluate_full else None
-    jobs = [job for p in plans for arm in p.arms.values() for job in arm.jobs()] + (full.jobs() if full else [])
+        chosen.append(choose_budget(sig, budget, methods, chosen[-1] if s.nested and chosen else None))
+    full = choose_arm(sig, "full", 1.0, None) if evaluate_full else None
+    jobs = [job for p in chosen for arm in p.arms.values() for job in arm.jobs()] + (full.jobs() if full else [])
     prefetch_evaluations(ctx, cfg.evaluate, ds, sig.emb_if(cfg.evaluate.model), jobs)  # concurrent > 1: K at once
 
     coresets: dict[str, np.ndarray] = {}
     rows = []
-    for p in plans:
+    for p in chosen:
         if not ds.labelled:
             coresets[f"{s.method}_budget{p.row['budget']:g}"] = p.kept
         rows.append({**p.row, "methods": {name: evaluate_arm(sig, arm, coresets) for name, arm in p.arms.items()}})
     full_entry = evaluate_arm(sig, full, coresets) if full is not None else None
-    warn_weak_labels(sig, plans)
+    warn_weak_labels(sig, chosen)
     if s.labels == "mixed" and any(METHOD_INPUTS[m] == "score" for m in methods):
         labels = sig.labels()
         diag["mixed_labels"] = {"replaced": float(s.mixed_replaced), "accuracy": labels.accuracy}
@@ -488,30 +523,16 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
     if distributed.is_zero():  # the run folder is rank 0's
         np.savez(ctx.run_dir / "coresets.npz", **coresets)
         np.savez(ctx.run_dir / "scores.npz", **_score_arrays(done))
-        if plans:
-            kept_at = {p.row["budget"]: p.kept for p in plans}
-            beta_at = {p.row["budget"]: p.row["beta"] for p in plans}
-            scored = sig.hardness(s.method)
-            groups = sig.groups(s.method) if scored is not None else (np.zeros(0, np.int64), 0)
-            embeddings = done["embed"]["train"] if "embed" in done else None
-            dups = None
-            if s.dedup:
-                dups = (sig.duplicate_groups(), sig.representatives(s.method), s.dedup_threshold)
-            selection_files = write_answer(
-                ctx.run_dir,
-                ds,
-                s.method,
-                scored,
-                groups,
-                kept_at,
-                beta_at,
-                skipped,
-                embeddings=embeddings,
-                nested=s.nested,
-                duplicates=dups,
+        if chosen:
+            near = (
+                NearCopies(sig.duplicate_groups(), sig.representatives(s.method), s.dedup_threshold)
+                if s.dedup
+                else None
             )
+            answer = _answer(sig, chosen, skipped, near)
+            selection_files = write_answer(ctx.run_dir, ds, s.method, answer, near)
     return run_results(
-        cfg,
+        ctx,
         ds,
         num_clusters=num_clusters,
         n_skipped=len(skipped),
@@ -519,8 +540,6 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
         full=full_entry,
         diagnostics=diag,
         selection_files=selection_files,
-        timings=ctx.timings,
-        cache_events=ctx.cache.events,
         total_seconds=time.perf_counter() - t_start,
         artifacts={k: v.key for k, v in done.items()},
     )

@@ -79,7 +79,7 @@ def stage_digests(conf: ElfsConfig) -> dict[str, str]:
     version of its own stage module included, as in its cache key); equal digests mean the same cache entry.
     Over-inclusive on purpose: a spurious miss costs a recomputation in the plan's count, a spurious hit would
     hide one."""
-    from elfs.version import module_version
+    from elfs.infra.version import module_version
 
     def code(*stages: str) -> list[str]:
         return [module_version(f"elfs.stages.{s}") for s in stages]
@@ -101,7 +101,7 @@ def stage_digests(conf: ElfsConfig) -> dict[str, str]:
     out["dynamics"] = stable_hash({"up": out["cluster"], **dyn, **mixed})
     # a proxy on ground truth reads the encoder only when it trains on the embeddings (an MLP): an image model's
     # is one training for every encoder, as its cache key says
-    from elfs.names import uses_embeddings
+    from elfs.infra.names import uses_embeddings
 
     gt_up = out["embed"] if uses_embeddings(conf.dynamics.model) else out["data"]
     out["dynamics_gt"] = stable_hash({"up": gt_up, **dyn})
@@ -257,7 +257,7 @@ def image_training_flops(conf: ElfsConfig, training: Any) -> float:
     """FLOPs of one training image (forward and backward: 3 x the forward's) of ``training.model`` at the
     dataset's image size, from the layer shapes (:func:`forward_macs`; no torch: a plan loads nothing). nan where
     the size is not known here (synthetic data, an MLP on embeddings)."""
-    from elfs.names import uses_embeddings
+    from elfs.infra.names import uses_embeddings
 
     d = conf.dataset
     if uses_embeddings(training.model) or d.synthetic is not None:
@@ -429,7 +429,7 @@ def job_configs(args: Sequence[str], *, compose_each: bool = False) -> list[tupl
     from omegaconf import OmegaConf, open_dict
 
     from elfs.config import register_configs
-    from elfs.overrides import is_multirun
+    from elfs.infra.overrides import is_multirun
 
     multirun = is_multirun(args)
     overrides = [a for a in args if a not in ("-m", "--multirun")]
@@ -494,13 +494,18 @@ def _is_group(loader: Any, key: str) -> bool:
 
 
 def check_job(cfg: Any) -> ElfsConfig:
-    """A job's config typed and validated as a run would before loading data (weights and devices excepted: a
-    plan is made on the laptop for the cluster)."""
+    """A composed job's config debug-applied, typed and checked for a plan (:func:`check_planned`)."""
     from elfs.config import to_typed
-    from elfs.overrides import apply_debug_mode
+    from elfs.infra.overrides import apply_debug_mode
+
+    return check_planned(to_typed(apply_debug_mode(cfg)))
+
+
+def check_planned(conf: ElfsConfig) -> ElfsConfig:
+    """A typed job config validated as a run would before loading data (weights and devices excepted: a plan is
+    made on the laptop for the cluster)."""
     from elfs.preflight import check_config
 
-    conf = to_typed(apply_debug_mode(cfg))
     check_config(conf, weights=False, devices=False)
     return conf
 

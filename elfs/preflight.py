@@ -23,11 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def check_names(conf: ElfsConfig) -> None:
-    """Names that must match a registry, checked against elfs/names.py (the registries' own names, without torch or
-    Lightning: a typo is refused in a second, not after 7 s of imports)."""
+    """Names that must match a registry, checked against elfs/infra/names.py (the registries' own names, without torch
+    or Lightning: a typo is refused in a second, not after 7 s of imports)."""
     from elfs.data import DATASETS
-    from elfs.knn import KNN_BACKENDS
-    from elfs.names import BACKBONE_NAMES, CLUSTER_METHODS, HARD_END, HEAD_IMPLS, MODEL_INPUTS, PSEUDO_LABEL_RULES
+    from elfs.infra.names import BACKBONE_NAMES, CLUSTER_METHODS, HARD_END, HEAD_IMPLS, MODEL_INPUTS, PSEUDO_LABEL_RULES
+    from elfs.method.knn import KNN_BACKENDS
     from elfs.select import METHOD_INPUTS
 
     check_choice("dataset.name", conf.dataset.name, DATASETS)
@@ -81,7 +81,7 @@ def check_devices(conf: ElfsConfig) -> None:
 def check_processes(conf: ElfsConfig) -> None:
     """Checks that need the number of DDP processes, also when trainer.devices is -1 / "auto" (counted from the
     visible devices): every global batch splits evenly, and torch.compile is not combined with SyncBatchNorm."""
-    from elfs.distributed import planned_processes
+    from elfs.infra.distributed import planned_processes
 
     t = conf.trainer
     world = planned_processes(t.devices, t.accelerator, t.num_nodes)
@@ -129,7 +129,7 @@ def check_config(conf: ElfsConfig, *, weights: bool = True, devices: bool = True
     if devices:
         check_devices(conf)
     if conf.trainer.num_nodes > 1:
-        from elfs.distributed import launched_externally
+        from elfs.infra.distributed import launched_externally
 
         if not launched_externally():
             raise ConfigError(
@@ -143,7 +143,7 @@ def check_config(conf: ElfsConfig, *, weights: bool = True, devices: bool = True
         if not p or not Path(p).expanduser().is_file():
             raise ConfigError(f"dataset.path={p!r} {_not_a_file(p)}; {_NPZ_NEEDS}")
     if weights and conf.backbone.pretrained:
-        from elfs.backbones import check_weights_available
+        from elfs.method.backbones import check_weights_available
 
         b = conf.backbone
         check_weights_available(b.name, model=b.model, weights=b.weights)
@@ -212,7 +212,7 @@ def check_data(conf: ElfsConfig, ds) -> int:
 
     ``ds`` is an elfs.data.Dataset (ground truth, when there is any, is read here only to count the classes).
     """
-    from elfs.names import MODEL_INPUTS
+    from elfs.infra.names import MODEL_INPUTS
     from elfs.select import METHODS_USING_BETA
 
     n = len(ds.train)

@@ -290,7 +290,7 @@ def coreset_artifacts(results: dict[str, Any], run_dir: Path) -> list[tuple[str,
 
     import numpy as np
 
-    from elfs.names import HARD_END
+    from elfs.infra.names import HARD_END
 
     path = Path(run_dir) / "coresets.npz"
     if not path.is_file():

@@ -39,7 +39,7 @@ def _time(fn, repeat: int = 3) -> float:
 
 
 def bench_knn(n: int, dim: int, k: int = 50) -> None:
-    from elfs.knn import knn
+    from elfs.method.knn import knn
 
     x = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
     res = {}

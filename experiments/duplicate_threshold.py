@@ -33,8 +33,8 @@ def main() -> None:
     from elfs.api import compose_selection
     from elfs.data.folder import scan_folder
     from elfs.data.planted import COPY_KINDS, write_planted_folder
-    from elfs.embed import embed_folder
-    from elfs.knn import l2_normalise
+    from elfs.method.embed import embed_folder
+    from elfs.method.knn import l2_normalise
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "photos"
@@ -46,7 +46,7 @@ def main() -> None:
             images, b.name, image_size=b.image_size, model=b.model, weights=b.weights, num_workers=0, progress=False
         )
         from elfs.data.folder import decode_image
-        from elfs.embed import pixel_signature
+        from elfs.method.embed import pixel_signature
 
         sig = pixel_signature(np.stack([decode_image(images.full_path(j), b.image_size) for j in valid.tolist()]))
     if args.tiny:

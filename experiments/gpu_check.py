@@ -151,7 +151,7 @@ def pipeline_settings() -> dict[str, Any]:
     """The settings of the pipeline run a section stands for: trainer=gpu on a GPU (bf16-mixed, TF32 for the fp32
     products left, cudnn.benchmark, channels-last, deterministic off), the CPU default (trainer.precision=auto)
     elsewhere."""
-    from elfs.runtime import resolve_precision
+    from elfs.infra.runtime import resolve_precision
 
     gpu = cuda()
     return {
@@ -257,7 +257,7 @@ def cifar_like(n: int) -> tuple[Any, Any]:
 
 
 def image_facts() -> Any:
-    from elfs.dynamics.classifier import ImageFacts
+    from elfs.training.classifier import ImageFacts
 
     return ImageFacts(crop_padding=4, hflip=True, mean=[0.5] * 3, std=[0.25] * 3)
 
@@ -268,8 +268,8 @@ def bench_resnet(out: Partial, batch: int, start: int, stop: int, compile_: bool
     import numpy as np
 
     from elfs.config import ClassifierTrainingConfig
-    from elfs.dynamics.classifier import train_classifier
-    from elfs.runtime import Runtime
+    from elfs.infra.runtime import Runtime
+    from elfs.training.classifier import train_classifier
 
     n = batch * (stop + 1)
     x, y = cifar_like(n)
@@ -325,7 +325,7 @@ def bench_temi(out: Partial, n: int, dim: int, heads: int, epochs: int) -> None:
     """Seconds of TEMI's last epoch at paper shape in the pipeline's precision, batched vs looped heads."""
     from elfs.cluster import fit_temi
     from elfs.config import ClusterConfig
-    from elfs.runtime import Runtime
+    from elfs.infra.runtime import Runtime
 
     emb, knn = temi_inputs(n, dim)
     pipe = pipeline_settings()
@@ -360,7 +360,7 @@ def check_temi_precision(out: Partial, n: int, dim: int, epochs: int) -> None:
 
     from elfs.cluster import fit_temi
     from elfs.config import ClusterConfig
-    from elfs.runtime import Runtime
+    from elfs.infra.runtime import Runtime
 
     emb, knn = temi_inputs(n, dim, 10, spread=0.5)
     cfg = ClusterConfig(num_heads=4, epochs=epochs, warmup_epochs=0, batch_size=min(1024, n // 4), head_impl="batched")
@@ -381,8 +381,8 @@ def bench_embed(out: Partial, n: int) -> None:
     import numpy as np
     import torch
 
-    from elfs.backbones import build_backbone
-    from elfs.embed import preprocess, resize_placement, resolve_device
+    from elfs.method.backbones import build_backbone
+    from elfs.method.embed import preprocess, resize_placement, resolve_device
 
     dev = resolve_device("auto")
     torch.manual_seed(0)
@@ -421,7 +421,7 @@ def check_knn(out: Partial, n: int, dim: int, k: int) -> None:
     import numpy as np
     import torch
 
-    from elfs.knn import knn, l2_normalise
+    from elfs.method.knn import knn, l2_normalise
 
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((n, dim)).astype(np.float32)
@@ -449,7 +449,7 @@ def check_kmeans(out: Partial, n: int, dim: int, k: int) -> None:
     import numpy as np
     import torch
 
-    from elfs.kmeans import kmeans
+    from elfs.method.kmeans import kmeans
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((k, dim)) * 3
@@ -473,8 +473,8 @@ def check_record(out: Partial, n: int, steps: int, every: int) -> None:
     import numpy as np
 
     from elfs.config import DynamicsConfig
-    from elfs.dynamics.classifier import TestSet, train_classifier
-    from elfs.runtime import Runtime
+    from elfs.infra.runtime import Runtime
+    from elfs.training.classifier import TestSet, train_classifier
 
     pipe = pipeline_settings()
     x, y = cifar_like(n)
@@ -512,7 +512,7 @@ def bench_concurrent(out: Partial, n: int, steps: int, k: int, batch: int = 128)
     import torch
 
     from elfs.config import EvaluateConfig
-    from elfs.runtime import Runtime
+    from elfs.infra.runtime import Runtime
     from elfs.stages.evaluate import train_and_test
     from elfs.stages.trainings import EvaluationData, in_workers
 
@@ -605,7 +605,7 @@ def run_elfs(out: Partial, out_dir: Path, quick: bool, npz: Path | None = None) 
     from hydra.core.global_hydra import GlobalHydra
 
     from elfs.config import register_configs
-    from elfs.train import run
+    from elfs.run import run
 
     register_configs()
     overrides = elfs_overrides(out_dir, quick, npz, cuda())

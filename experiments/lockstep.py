@@ -8,7 +8,7 @@ The separate form trains them one after another with plain torch; the lockstep f
 K batches, BatchNorm running statistics included, and one SGD over the stacked tensors (an elementwise update: K
 independent SGDs). Both forms see the same batches, crops and learning rates, so their accuracies should have the
 same distribution over seeds (not bit-identical: the batched kernels sum in another order). It prints JSON.
-Runs from a checkout without elfs installed; needs torch, numpy and Lightning (which elfs.dynamics imports).
+Runs from a checkout without elfs installed; needs torch, numpy and Lightning (which elfs.training imports).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # runs from a checkout without the package installed
     sys.path.insert(0, str(ROOT))
 
-from elfs.dynamics.augment import random_crop_flip  # noqa: E402
 from elfs.models import build_model  # noqa: E402
+from elfs.training.augment import random_crop_flip  # noqa: E402
 
 T = TypeVar("T")
 

@@ -29,7 +29,7 @@ def compose_config(overrides: list[str], tmp: Path, *, cache: Path | None = None
     from hydra.core.global_hydra import GlobalHydra
 
     from elfs.config import register_configs
-    from elfs.overrides import user_overrides
+    from elfs.infra.overrides import user_overrides
 
     register_configs()
     GlobalHydra.instance().clear()

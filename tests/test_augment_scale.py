@@ -78,7 +78,7 @@ def test_digits_as_npz_gets_the_digits_augmentation(compose_cfg, tmp_path):
 def test_digits_as_npz_trains_like_digits(compose_cfg, tmp_path, one_torch_thread):
     """The random arm's accuracy through both routes, one budget, one seed: the same images, labels, augmentation
     and seed, so the same number (up to float noise; measured identical, 0.688). About 5 s on one thread."""
-    from elfs.train import run
+    from elfs.run import run
 
     path = _digits_npz(tmp_path / "digits.npz")
     quick = [

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.datasets import load_sample_images
 
-from elfs.backbones import (
+from elfs.method.backbones import (
     BACKBONES,
     SWAV_URL,
     WeightsUnavailableError,
@@ -19,7 +19,7 @@ from elfs.backbones import (
     check_weights_available,
     swav_backbone_state_dict,
 )
-from elfs.embed import preprocess
+from elfs.method.embed import preprocess
 
 # ImageNet-1k ids (names from timm.data.ImageNetInfo). china.jpg shows a Chinese temple/palace;
 # flower.jpg a pink flower visited by insects. Measured top-5 (square bicubic resize to 224):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from elfs.select import select
-from elfs.select.beta_search import BetaSearchResult, beta_grid_for, search_beta, split_train_val
+from elfs.select.beta_search import BetaSearchResult, Holdout, beta_grid_for, search_beta, split_train_val
 
 N = 1000
 HARDNESS = np.random.default_rng(0).permutation(N).astype(float)  # distinct values 0..999
@@ -176,7 +176,7 @@ def test_search_bad_inputs_fail_before_training() -> None:
     with pytest.raises(ValueError, match=r"grid=\[0\.8\] has no beta"):
         search_beta(HARDNESS, 0.3, [0.8], train_and_validate=trainer)
     with pytest.raises(ValueError, match=r"val_fraction=0\.0"):
-        search_beta(HARDNESS, 0.3, GRID, train_and_validate=trainer, val_fraction=0.0)
+        search_beta(HARDNESS, 0.3, GRID, train_and_validate=trainer, holdout=Holdout(fraction=0.0))
     assert calls == []
     with pytest.raises(ValueError, match=r"returned nan for beta=0\.0"):
         search_beta(HARDNESS, 0.3, GRID, train_and_validate=lambda k, v: float("nan"))

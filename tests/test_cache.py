@@ -30,7 +30,7 @@ def test_hit_after_miss_and_key_depends_on_config_and_inputs(tmp_path):
 
 def test_results_of_other_code_are_not_reused(tmp_path):
     """The code version is part of every key: an entry computed by other code is a miss, not a silent reuse."""
-    from elfs.version import code_version
+    from elfs.infra.version import code_version
 
     calls = []
     ours = ArtifactCache(tmp_path)

@@ -78,7 +78,7 @@ def test_two_runs_started_together_compute_each_entry_once_with_the_golden_keys(
     pkg = tmp_path / "edited"
     shutil.copytree(ROOT / "elfs", pkg / "elfs", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "conf", pkg / "elfs" / "conf", ignore=shutil.ignore_patterns("local"))
-    with open(pkg / "elfs" / "report.py", "a") as f:
+    with open(pkg / "elfs" / "tables" / "report.py", "a") as f:
         f.write("\n# a comment added after the first runs\n")
     rerun = _start(tmp_path / "job_edited", cache, pythonpath=pkg)
     log = rerun.communicate(timeout=900)[0]
@@ -152,7 +152,7 @@ def _trainer():
 def _package_copy(tmp_path: Path) -> Path:
     import shutil
 
-    from elfs.version import PACKAGE_DIR
+    from elfs.infra.version import PACKAGE_DIR
 
     dst = tmp_path / "elfs"
     shutil.copytree(PACKAGE_DIR, dst, ignore=shutil.ignore_patterns("__pycache__", "conf"))
@@ -161,7 +161,7 @@ def _package_copy(tmp_path: Path) -> Path:
 
 def _versions(pkg: Path) -> dict[str, str]:
     from elfs.config import STAGES
-    from elfs.version import closure_version
+    from elfs.infra.version import closure_version
 
     return {s: closure_version(f"elfs.stages.{s}", pkg) for s in STAGES}
 
@@ -169,17 +169,19 @@ def _versions(pkg: Path) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("edited", "changed"),
     [
-        ("report.py", set()),
-        ("aggregate.py", set()),
+        ("tables/report.py", set()),
+        ("tables/aggregate.py", set()),
         ("train.py", set()),
+        ("run.py", set()),
+        ("cli/main.py", set()),
         ("api.py", set()),
-        ("selection_report.py", set()),
+        ("handback/selection_report.py", set()),
         ("pipeline.py", set()),
         ("stages/evaluate.py", {"evaluate"}),
         ("stages/beta_search.py", {"beta_search"}),
-        ("knn.py", {"knn"}),
+        ("method/knn.py", {"knn"}),
         ("cluster/module.py", {"cluster"}),
-        ("dynamics/classifier.py", {"dynamics", "beta_search", "evaluate"}),
+        ("training/classifier.py", {"dynamics", "beta_search", "evaluate"}),
     ],
 )
 def test_an_edit_changes_the_code_version_of_the_stages_that_run_it_only(tmp_path, edited, changed):
@@ -219,3 +221,44 @@ def test_every_run_field_is_keyed_or_says_why_not():
 
     own = {f.name for f in dataclasses.fields(ElfsConfig)} - set(GROUPS)
     assert own - {"seed"} == set(RUN_NOT_IN_KEY), own ^ set(RUN_NOT_IN_KEY)
+
+
+def test_every_config_field_is_keyed_or_cannot_change_a_result():
+    """Walks every field of the whole config (every group and the run's own): each is in exactly one of "keyed"
+    (some stage's key holds it by the rule, or elfs/stages/keys.py KEYED_AS says as what) or "cannot change a
+    result, because ..." (elfs/infra/no_effect.py NO_EFFECT, the one list the keys and the results table both read)."""
+    import dataclasses
+
+    from elfs.config import GROUPS, ElfsConfig
+    from elfs.infra.no_effect import NO_EFFECT
+    from elfs.stages.keys import KEYED_AS, NOT_IN_KEY, group_key
+
+    fields = {f"{g}.{f.name}" for g, cls in GROUPS.items() for f in dataclasses.fields(cls)}
+    fields |= {f.name for f in dataclasses.fields(ElfsConfig) if f.name not in GROUPS}
+    by_rule = {"seed"} | {
+        f"{g}.{k}" for stage, groups in NOT_IN_KEY.items() for g in groups for k in group_key(stage, g, GROUPS[g]())
+    }
+    keyed = by_rule | set(KEYED_AS)
+    assert not set(KEYED_AS) & by_rule, set(KEYED_AS) & by_rule  # a KEYED_AS entry the rule already keys is stale
+    assert set(NO_EFFECT) <= fields and set(KEYED_AS) <= fields, (set(NO_EFFECT) | set(KEYED_AS)) - fields
+    assert not keyed & set(NO_EFFECT), keyed & set(NO_EFFECT)
+    assert keyed | set(NO_EFFECT) == fields, sorted(fields - keyed - set(NO_EFFECT))
+    assert all(isinstance(why, str) and len(why) > 10 for why in [*NO_EFFECT.values(), *KEYED_AS.values()])
+
+
+def test_the_results_table_and_the_keys_read_one_list_of_what_changes_no_result(compose_cfg):
+    """A setting that cannot change a result splits no sweep arm (backbone.batch_size, trainer.*), while one that
+    can (a TEMI setting, knn.nlist read by faiss_ivf) does."""
+    import dataclasses
+
+    from elfs.config import to_typed
+    from elfs.tables.results import arm_of
+
+    base = to_typed(compose_cfg(["+experiment=digits_quick"]))
+    arm = arm_of(base, "double_end")
+    other = dataclasses.replace(base, backbone=dataclasses.replace(base.backbone, batch_size=7, device="cpu"))
+    assert arm_of(other, "double_end") == arm
+    for group, change in [("cluster", {"epochs": 3}), ("knn", {"nlist": 9})]:
+        changed = dataclasses.replace(base, **{group: dataclasses.replace(getattr(base, group), **change)})
+        assert arm_of(changed, "double_end")["settings"] != arm["settings"], group
+    assert not any(k.startswith(("trainer.", "paths.", "logger.")) for k in arm["settings"])

@@ -19,8 +19,8 @@ from elfs.dynamics import (
     record_dynamics,
     train_classifier,
 )
-from elfs.dynamics.augment import crop_flip, normalize_uint8, random_crop_flip, sample_crop_params
-from elfs.runtime import Runtime
+from elfs.infra.runtime import Runtime
+from elfs.training.augment import crop_flip, normalize_uint8, random_crop_flip, sample_crop_params
 
 SGD = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, min_lr=1e-4)
 DATA = dict(images=ImageFacts(crop_padding=1, hflip=False, mean=[0.3], std=[0.35]))
@@ -296,8 +296,10 @@ def test_bad_arguments_are_refused(digits):
         train_classifier(x.reshape(len(x), -1).astype(np.float32), y, np.arange(10), cfg, steps=3, **kw)
     with pytest.raises(ValueError, match=r"\[0, 5\)"):
         train_classifier(x, y, np.arange(10), cfg, steps=3, **{**kw, "num_classes": 5})
-    with pytest.raises(ValueError, match="min_lr"):
-        train_classifier(x, y, np.arange(10), _cfg(min_lr=1.0), steps=3, **kw)
+    with pytest.raises(ValueError, match="min_lr"):  # the config's own checks live in its schema, run once
+        _cfg(min_lr=1.0).validate()
+    with pytest.raises(ValueError, match="train.model='resnet9'"):
+        _cfg("resnet9").validate()
     with pytest.raises(ValueError, match=r"test\.every"):
         train_classifier(x, y, np.arange(10), cfg, steps=3, test=TestSet(x[:5], y[:5], every=-1), **kw)
     with pytest.raises(ValueError, match="both inputs and labels"):
@@ -311,7 +313,7 @@ import sys, numpy as np, torch, lightning as L
 from sklearn.datasets import load_digits
 from elfs.config import DynamicsConfig
 from elfs.dynamics import ImageFacts, train_classifier
-from elfs.runtime import Runtime
+from elfs.infra.runtime import Runtime
 
 class Dump(L.Callback):
     def on_fit_start(self, trainer, pl_module):
@@ -395,9 +397,9 @@ def test_resume_from_epoch_checkpoint_is_exact(digits, tmp_path, interrupt_at_ep
 
 
 def test_trainer_settings_merge_order():
-    """elfs.runtime's one merge: TRAINER_DEFAULTS < a caller's defaults < runtime.trainer_kwargs < fixed settings;
+    """elfs.infra.runtime's one merge: TRAINER_DEFAULTS < a caller's defaults < runtime.trainer_kwargs < fixed settings;
     callbacks are concatenated, the logger is the runtime's (False without one)."""
-    from elfs.runtime import TRAINER_DEFAULTS, trainer_settings, world_size_of
+    from elfs.infra.runtime import TRAINER_DEFAULTS, trainer_settings, world_size_of
 
     own, extra = L.Callback(), L.Callback()
     rt = Runtime(trainer_kwargs={"deterministic": False, "callbacks": [own], "use_distributed_sampler": True})

@@ -21,7 +21,7 @@ from elfs.cluster.loss import temi_loss
 from elfs.cluster.metrics import hungarian_accuracy
 from elfs.cluster.module import TEMIModule, make_heads, momentum_at
 from elfs.config import ClusterConfig
-from elfs.runtime import Runtime
+from elfs.infra.runtime import Runtime
 
 
 def _mixture(seed: int = 0, n: int = 600, k: int = 5, d: int = 32, sep: float = 4.0, n_nbrs: int = 20):
@@ -425,7 +425,7 @@ import sys, dataclasses, numpy as np, torch
 sys.path.insert(0, sys.argv[2])
 from test_cluster_module import _mixture, TEMI_CFG
 from elfs.cluster import fit_temi
-from elfs.runtime import Runtime
+from elfs.infra.runtime import Runtime
 torch.set_num_threads(1)
 x, knn, _ = _mixture(n=640)
 cfg = dataclasses.replace(TEMI_CFG, epochs=4, batch_size=128)

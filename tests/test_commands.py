@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from elfs.overrides import is_multirun, user_overrides, wants_plan
+from elfs.cli.main import objective
+from elfs.infra.overrides import is_multirun, user_overrides, wants_plan
 from elfs.plan import format_total, plan_command
-from elfs.train import objective
 
 BIN = Path(sys.executable).parent
 PAPER_TABLES = {"paper_cifar10": 210, "paper_cifar100": 210, "paper_beta_ablation": None,
@@ -106,7 +106,7 @@ def test_plan_prices_at_the_rates_file_given(tmp_path):
 
 
 def test_version_and_help(tmp_path):
-    from elfs.version import package_version
+    from elfs.infra.version import package_version
 
     p = elfs(["--version"], tmp_path)
     assert p.returncode == 0 and p.stdout.strip() == f"elfs {package_version()}"
@@ -212,9 +212,9 @@ def test_sweep_as_typed_then_plan_then_a_failed_job(tmp_path):
 )
 def test_a_plan_or_a_typo_is_answered_before_torch_and_lightning_load(args, expect, tmp_path):
     """`elfs ... plan=true` and a misspelt choice never import torch or Lightning (7 s here): the names they are
-    checked against live in elfs/names.py. The `elfs` entry point, run in-process with these arguments."""
+    checked against live in elfs/infra/names.py. The `elfs` entry point, run in-process with these arguments."""
     code = (
-        "import sys; from elfs.train import cli; sys.argv = ['elfs', *sys.argv[1:]]\n"
+        "import sys; from elfs.cli.main import cli; sys.argv = ['elfs', *sys.argv[1:]]\n"
         "try:\n    cli()\nexcept SystemExit:\n    pass\n"
         "print('loaded:', sorted(m for m in ('torch', 'lightning') if m in sys.modules), file=sys.stderr)"
     )

@@ -149,16 +149,16 @@ def test_proxy_epochs_shrink_to_the_whole_epochs_within_max_steps():
 
 
 def test_every_registry_implements_exactly_the_names_the_config_accepts():
-    """elfs/names.py (what a config may name, checked before torch loads) and the registries that implement the
+    """elfs/infra/names.py (what a config may name, checked before torch loads) and the registries that implement the
     names agree: every encoder, model, head form, pseudo-label rule and score the config accepts exists."""
     import numpy as np
     import torch
 
-    from elfs import names
-    from elfs.backbones import BACKBONES
     from elfs.cluster import pseudo_labels
     from elfs.cluster.module import make_heads
     from elfs.dynamics import TrainingDynamicsRecorder
+    from elfs.infra import names
+    from elfs.method.backbones import BACKBONES
     from elfs.models import build_model
 
     assert set(BACKBONES) == set(names.BACKBONE_NAMES)

@@ -17,7 +17,7 @@ from sklearn.neighbors import kneighbors_graph
 
 from elfs.select.ccs import top_up, water_fill
 from elfs.select.d2 import d2_forward, d2_reverse, d2_select, knn_graph
-from elfs.select.validate import subset_sizes
+from elfs.select.ordering import subset_sizes
 
 EPSILON = 0.0000001  # sampling.py:249
 

@@ -13,8 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 from wandb_records import records as _wandb_records
 
-from elfs.aggregate import AggregateOnMultirunEnd, aggregate, failed_jobs
 from elfs.config import LoggerConfig
+from elfs.tables.aggregate import AggregateOnMultirunEnd, aggregate, failed_jobs
 from elfs.tracking import RunLoggers, coreset_artifacts, headline_metrics, result_columns, sweep_group
 
 

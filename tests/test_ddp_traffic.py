@@ -83,7 +83,7 @@ class TrafficCounter(L.Callback):
                 frame = stack[-1]
                 path = frame.filename.replace("\\", "/")
                 writing_logs = any(f.name == "log_metrics" and "logger_connector" in f.filename for f in stack)
-                if "/torch/" not in path and not path.endswith("elfs/dynamics/recorder.py") and not writing_logs:
+                if "/torch/" not in path and not path.endswith("elfs/training/recorder.py") and not writing_logs:
                     counter.syncs.append(f"Tensor.{_name} at {frame.filename}:{frame.lineno}")
                 return _orig(t, *a, **k)
 
@@ -116,8 +116,8 @@ def _train(rank: int, record: bool) -> dict:
 
     from elfs.config import ClassifierTrainingConfig, DynamicsConfig
     from elfs.dynamics import ImageFacts, train_classifier
+    from elfs.infra.runtime import Runtime
     from elfs.models.global_batchnorm import GlobalBatchNorm, GlobalBatchNormSync
-    from elfs.runtime import Runtime
 
     d = load_digits()
     x = np.clip(d.images[:256] * 16, 0, 255).astype(np.uint8)[..., None]

@@ -41,7 +41,7 @@ def _init_and_run(rank: int, port: int, fn, out, *args) -> None:
 
 
 def _cache_worker(rank: int, root: str) -> dict:
-    from elfs import distributed
+    from elfs.infra import distributed
 
     cache = ArtifactCache(Path(root), code="test")
     calls: list[str] = []

@@ -1,4 +1,4 @@
-"""Near-duplicates: groups from the kNN graph, one representative each, the candidate pool (elfs/duplicates.py) on
+"""Near-duplicates: groups from the kNN graph, one representative each, the candidate pool (method/duplicates.py) on
 hand-computed cases and against a brute-force grouping; then elfs-select on real images with planted near-copies."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elfs.duplicates import duplicate_groups, pair_similarity, pool, representatives, write_duplicates_csv
+from elfs.handback.near_copies import write_duplicates_csv
+from elfs.method.duplicates import duplicate_groups, pair_similarity, pool, representatives
 
 
 def _unit(rows) -> np.ndarray:
@@ -184,7 +185,7 @@ def test_elfs_select_proposes_one_image_of_each_group_of_near_copies(planted, tm
 
 
 def test_pixel_signature_ignores_brightness_and_tells_apart_other_pictures():
-    from elfs.embed import pixel_signature
+    from elfs.method.embed import pixel_signature
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 200, (2, 64, 64, 3), dtype=np.uint8)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from elfs.backbones import BACKBONES, build_backbone
-from elfs.embed import embed_images, preprocess, resolve_device
+from elfs.method.backbones import BACKBONES, build_backbone
+from elfs.method.embed import embed_images, preprocess, resolve_device
 
 LITE = BACKBONES["efficientnet_lite0"]
 SIZE = 32  # tiny resolution keeps the CPU forward cheap

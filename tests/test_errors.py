@@ -200,7 +200,7 @@ def test_an_internal_error_keeps_its_traceback(tmp_path):
         "import sys, elfs.pipeline as p\n"
         "def boom(*a, **k): raise ValueError('deliberate internal error')\n"
         "p.stage_embed = boom\n"
-        "from elfs.train import cli\n"
+        "from elfs.cli.main import cli\n"
         "sys.argv = ['elfs', *sys.argv[1:]]\n"
         "cli()\n"
     )

@@ -1,4 +1,4 @@
-"""The hand-offs of a selection run (elfs/exports.py, elfs/report_html.py), on a folder of real PNGs in tmp_path."""
+"""The hand-offs of a selection run (elfs/handback/exports.py, report_html.py), on a folder of real PNGs in tmp_path."""
 
 from __future__ import annotations
 
@@ -17,8 +17,16 @@ import pytest
 from PIL import Image
 
 from elfs.api import load_selection
-from elfs.exports import LABELSTUDIO_IMAGE_KEY, LABELSTUDIO_PATH_KEY
-from elfs.selection_report import priority_order, write_selection_outputs
+from elfs.handback.answer import Answer
+from elfs.handback.exports import LABELSTUDIO_IMAGE_KEY, LABELSTUDIO_PATH_KEY
+from elfs.handback.selection_report import priority_order, write_selection_outputs
+
+
+def _write(run_dir, *, load_image=None, report_sections=(), pseudo_labels=None, **fields):
+    """write_selection_outputs over one Answer record made of these fields (checked when it is made)."""
+    answer = Answer(clusters=pseudo_labels, **fields)
+    return write_selection_outputs(run_dir, answer, load_image=load_image, sections=report_sections)
+
 
 N = 24
 C = 3
@@ -90,7 +98,7 @@ def _order(args, b) -> list[int]:
 def run(folder, tmp_path):
     args = _args(folder)
     out = tmp_path / "run"
-    files = write_selection_outputs(out, **args)
+    files = _write(out, **args)
     return out, args, files
 
 
@@ -170,7 +178,7 @@ def test_symlinks_resolve_in_priority_order(run, folder):
     both_x = [p.name for p in (out / "selected_0.5").iterdir() if p.name.endswith("_x.png")]
     assert len(both_x) == len(set(both_x))
     # a second run replaces the folder as a whole
-    write_selection_outputs(out, **_args(folder, kept={0.25: np.array([0, 1])}, beta={}))
+    _write(out, **_args(folder, kept={0.25: np.array([0, 1])}, beta={}))
     assert sorted(p.name for p in (out / "selected_0.25").iterdir()) == ["1_img 00.png", "2_img 01.png"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
@@ -207,7 +215,7 @@ def test_report_html_links_resolve(run):
 
 
 def test_report_html_in_memory_and_capped(tmp_path, monkeypatch):
-    import elfs.report_html as rh
+    import elfs.handback.report_html as rh
 
     monkeypatch.setattr(rh, "THUMBS_PER_CLUSTER", 2)
     n = 40
@@ -224,7 +232,7 @@ def test_report_html_in_memory_and_capped(tmp_path, monkeypatch):
         num_clusters=4,
         load_image=lambda i: np.full((8, 8), i * 5, dtype=np.uint8),
     )
-    files = write_selection_outputs(tmp_path, **args)
+    files = _write(tmp_path, **args)
     assert {p.name for p in files} >= {"selection.json", "report.html"}
     assert not list(tmp_path.glob("selected_*")) and not (tmp_path / "labelstudio_0.5.json").exists()
     refs = _check_report(tmp_path)
@@ -287,7 +295,7 @@ def test_load_selection_gives_absolute_paths(run):
     ],
 )
 def test_labelstudio_setup_never_makes_the_storage_the_root(paths, root, storages, unservable):
-    from elfs.exports import labelstudio_setup, labelstudio_url
+    from elfs.handback.exports import labelstudio_setup, labelstudio_url
 
     s = labelstudio_setup(paths)
     assert (s.document_root, list(s.storages), list(s.unservable)) == (root, storages, unservable)
@@ -304,7 +312,7 @@ def test_labelstudio_setup_never_makes_the_storage_the_root(paths, root, storage
 def test_cvat_command_is_posix_and_keeps_the_order():
     import shlex
 
-    from elfs.exports import cvat_command
+    from elfs.handback.exports import cvat_command
 
     cmd = cvat_command("cvat_0.1.txt", "elfs 0.1")
     words = shlex.split(cmd.split("; ")[-1])
@@ -325,7 +333,7 @@ def test_cvat_command_is_posix_and_keeps_the_order():
     ],
 )
 def test_cluster_size_note_counts_empty_and_tiny_clusters(sizes, expected, kinds):
-    from elfs.report_html import cluster_size_note
+    from elfs.handback.report_html import cluster_size_note
 
     note = cluster_size_note(np.repeat(np.arange(len(sizes)), sizes), len(sizes))
     if expected is None:

@@ -50,7 +50,7 @@ def test_mapped_arrays_are_own_files_read_through_a_map_and_checked(tmp_path):
 
 
 def test_knn_from_the_float16_map_equals_float32_up_to_its_rounding(embeddings):
-    from elfs.knn import knn
+    from elfs.method.knn import knn
 
     x32, x16, _ = embeddings
     exact32 = knn(x32, 10, backend="faiss")
@@ -72,8 +72,8 @@ def test_temi_reads_the_map_without_a_float32_copy_and_float16_changes_only_roun
     from elfs.cluster import fit_temi
     from elfs.cluster.module import TEMIModule
     from elfs.config import ClusterConfig
-    from elfs.knn import knn
-    from elfs.runtime import Runtime
+    from elfs.infra.runtime import Runtime
+    from elfs.method.knn import knn
 
     x32, x16, _ = embeddings
     idx, _ = knn(x16, 10, backend="faiss")
@@ -112,8 +112,8 @@ def test_proxy_reads_the_map_per_batch_and_float16_changes_scores_only_by_roundi
 
     from elfs.config import DynamicsConfig
     from elfs.dynamics import record_dynamics
-    from elfs.dynamics.classifier import to_model_inputs
-    from elfs.runtime import Runtime
+    from elfs.infra.runtime import Runtime
+    from elfs.training.classifier import to_model_inputs
 
     x32, x16, truth = embeddings
     held, kind = to_model_inputs(x16)
@@ -133,8 +133,9 @@ def test_proxy_reads_the_map_per_batch_and_float16_changes_scores_only_by_roundi
 
 
 def test_embeddings_npy_links_to_the_cache_file_or_copies_it(tmp_path, embeddings):
-    from elfs.exports import mapped_file
-    from elfs.selection_report import write_selection_outputs
+    from elfs.handback.answer import Answer
+    from elfs.handback.exports import mapped_file
+    from elfs.handback.selection_report import write_selection_outputs
 
     cache = ArtifactCache(tmp_path / "cache", code="t")
     x16 = embeddings[1][:40].copy()
@@ -148,19 +149,18 @@ def test_embeddings_npy_links_to_the_cache_file_or_copies_it(tmp_path, embedding
         places.append(shm)
     try:
         for run in places:
-            write_selection_outputs(
-                run,
+            answer = Answer(
                 ids=[f"#{i}" for i in range(n)],
-                pseudo_labels=np.zeros(n, np.int64),
-                hardness=np.linspace(0, 1, n),
+                clusters=np.zeros(n, np.int64),
+                num_clusters=1,
                 score_name="aum",
                 score=np.linspace(0, 1, n),
+                hardness=np.linspace(0, 1, n),
                 kept=kept,
                 beta={0.5: 0.0},
-                num_clusters=1,
-                load_image=None,
                 embeddings=art["train"],
             )
+            write_selection_outputs(run, answer, load_image=None)
             out, src = os.stat(run / "embeddings.npy"), os.stat(art.path / "train.npy")
             linked = out.st_ino == src.st_ino and out.st_dev == src.st_dev
             assert linked == (out.st_dev == src.st_dev)  # a hard link on the same filesystem, else a copy

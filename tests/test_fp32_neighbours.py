@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from elfs.knn import knn, l2_normalise
+from elfs.method.knn import knn, l2_normalise
 
 
 def tf32_round(x: np.ndarray) -> np.ndarray:
@@ -59,7 +59,7 @@ def test_tf32_rounding_flips_the_neighbour_and_knn_keeps_the_exact_one(tf32_proc
 
 
 def test_torch_kmeans_runs_in_full_fp32(tf32_process, monkeypatch):
-    import elfs.kmeans as km
+    import elfs.method.kmeans as km
 
     seen = []
     assign = km._assign

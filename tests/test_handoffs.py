@@ -436,7 +436,7 @@ def test_report_opens_in_chromium_every_image_loaded_no_console_error(chromium_t
     or tiny, as selection.csv counts them."""
     import numpy as np
 
-    from elfs.report_html import cluster_size_note
+    from elfs.handback.report_html import cluster_size_note
 
     _, runs = user
     chromium = chromium_tool

@@ -20,7 +20,7 @@ import torch
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 _METHODS = ("item", "__float__", "__int__", "__bool__", "cpu", "tolist", "numpy")
-_EXEMPT = ("/torch/", "elfs/dynamics/recorder.py")
+_EXEMPT = ("/torch/", "elfs/training/recorder.py")
 
 
 class SyncCounter(L.Callback):
@@ -109,7 +109,7 @@ def test_classifier_steps_make_no_host_sync(tmp_path, record):
 
     from elfs.config import ClassifierTrainingConfig, DynamicsConfig
     from elfs.dynamics import ImageFacts, train_classifier
-    from elfs.runtime import Runtime
+    from elfs.infra.runtime import Runtime
 
     d = load_digits()
     x = np.clip(d.images[:256] * 16, 0, 255).astype(np.uint8)[..., None]

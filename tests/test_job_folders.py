@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from elfs.job_names import ITEM_SEP, MAX_BYTES, job_name
+from elfs.infra.job_names import ITEM_SEP, MAX_BYTES, job_name
 
 
 def test_job_name_by_hand():

@@ -1,4 +1,4 @@
-"""The GPU k-means (elfs/kmeans.py, run here on the CPU) against brute force and against scikit-learn."""
+"""The GPU k-means (elfs/method/kmeans.py, run here on the CPU) against brute force and against scikit-learn."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from elfs.kmeans import _assign, _centres, kmeans, kmeans_backend
+from elfs.method.kmeans import _assign, _centres, kmeans, kmeans_backend
 
 
 def test_assignment_and_update_equal_brute_force():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from elfs.knn import drop_self, knn
+from elfs.method.knn import drop_self, knn
 
 
 def brute_force_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +146,7 @@ def test_ivf_recall_against_exact_and_every_row_complete() -> None:
 def test_auto_is_exact_up_to_approx_above_then_ivf_on_a_cpu() -> None:
     """backend=auto on a CPU: exact faiss up to knn.approx_above rows, the approximate IVF index above it; the
     neighbours it returns are the ones of the backend it resolved to."""
-    from elfs.knn import resolve_backend
+    from elfs.method.knn import resolve_backend
 
     assert resolve_backend("auto", 1000, None) == "faiss"
     assert resolve_backend("auto", 1000, 1000) == "faiss"

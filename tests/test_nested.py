@@ -33,11 +33,8 @@ def test_excluded_images_are_never_chosen_and_the_budget_counts_new_ones(tmp_pat
     from elfs.errors import DataError
     from elfs.stages.select import exclude_indices, read_exclude, select_coreset
 
-    class Ctx:
-        timings: dict = {}
-
     h = np.arange(20, dtype=float)
-    kept = select_coreset(Ctx(), SelectionConfig(), "hard", h, None, 20, 0.25, 0.0, 0, candidates=np.arange(15))
+    kept = select_coreset(SelectionConfig(), "hard", h, None, 20, 0.25, 0.0, 0, candidates=np.arange(15))
     assert kept.tolist() == [10, 11, 12, 13, 14]  # 5 = 0.25 * 20 new images, the hardest not excluded
 
     listed = tmp_path / "labelled.txt"
@@ -47,3 +44,19 @@ def test_excluded_images_are_never_chosen_and_the_budget_counts_new_ones(tmp_pat
     listed.write_text("nope.png\n")
     with pytest.raises(DataError, match="names 1 image\\(s\\) that are not in the data: nope.png"):
         exclude_indices(read_exclude(str(listed)), ids, tmp_path / "root")
+
+
+def test_the_exclude_file_is_read_once_when_the_data_loads(tmp_path, compose_cfg):
+    """selection.exclude is read and matched when the data loads (a bad entry fails before any stage); the pipeline
+    then reads the data's record of it, never the file again."""
+    from elfs.config import to_typed
+    from elfs.data import image_ids
+    from elfs.pipeline import candidates, prepare_data
+
+    listed = tmp_path / "labelled.txt"
+    listed.write_text("# labelled in round one\n#3\n\n#0\n")
+    cfg = to_typed(compose_cfg(["+experiment=digits_quick", f"selection.exclude={listed}"]))
+    ds, _, _ = prepare_data(cfg)
+    assert ds.excluded == {"#0", "#3"} and image_ids(ds.train)[:2] == ["#0", "#1"]
+    listed.unlink()
+    assert candidates(ds).tolist() == [i for i in range(len(ds.train)) if i not in (0, 3)]

@@ -1,5 +1,5 @@
 """elfs installs like a library: the Hydra configs (conf/, shipped as the package `elfs.conf`) and the paper's
-numbers (elfs/paper_results.yaml) are package data, and the `elfs` console script runs from any directory."""
+numbers (elfs/tables/paper_results.yaml) are package data, and the `elfs` console script runs from any directory."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_pyproject_lists_every_subpackage_and_maps_conf_into_the_package():
     assert set(st["packages"]) == on_disk | {"elfs.conf"}, "add new subpackages to [tool.setuptools] packages"
     assert st["package-dir"] == {"elfs.conf": "conf"}
     assert (ROOT / "conf" / "__init__.py").is_file()  # Hydra's pkg:// source needs a regular package
-    assert (ROOT / "elfs" / "paper_results.yaml").is_file()
+    assert (ROOT / "elfs" / "tables" / "paper_results.yaml").is_file()
 
 
 def test_hydra_finds_the_configs_as_the_package_elfs_conf():
@@ -77,7 +77,7 @@ def test_wheel_installs_and_runs_from_an_empty_directory(tmp_path):
     (wheel,) = dist.glob("elfs-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {
-        "elfs/paper_results.yaml",
+        "elfs/tables/paper_results.yaml",
         "elfs/conf/__init__.py",
         "elfs/conf/config.yaml",
         "elfs/conf/experiment/digits_quick.yaml",
@@ -110,7 +110,7 @@ def test_wheel_installs_and_runs_from_an_empty_directory(tmp_path):
     # one thread: tiny models, and no OpenMP spin-wait slowdowns when other processes share the cores
     env.update(WANDB_MODE="disabled", WANDB_SILENT="true", HYDRA_FULL_ERROR="1", OMP_NUM_THREADS="1")
     probe = (
-        "import json, elfs, elfs.conf, elfs.paper as p; print(json.dumps([elfs.__file__, elfs.conf.__file__, "
+        "import json, elfs, elfs.conf, elfs.tables.paper as p; print(json.dumps([elfs.__file__, elfs.conf.__file__, "
         "str(p.PAPER_RESULTS), p.paper_reference('cifar10', 0.9), p.paper_source()]))"
     )
     files = json.loads(_run([py, "-c", probe], cwd=work, env=env).stdout.strip().splitlines()[-1])

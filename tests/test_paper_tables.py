@@ -14,10 +14,10 @@ import pytest
 from omegaconf import OmegaConf
 from wandb_records import records as _wandb_records
 
-from elfs.aggregate import aggregate, collect, format_latex, summarise
 from elfs.config import to_typed
 from elfs.errors import ConfigError
-from elfs.train import run
+from elfs.run import run
+from elfs.tables.aggregate import aggregate, collect, format_latex, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -189,14 +189,14 @@ def test_aggregate_cli_rebuilds_from_any_set_of_folders(tmp_path):
         (tmp_path / job / "results.json").write_text(json.dumps(res))
     out = tmp_path / "out"
     p = subprocess.run(
-        [sys.executable, "-m", "elfs.aggregate", str(tmp_path / "x"), str(tmp_path / "y"), "--out", str(out)],
+        [sys.executable, "-m", "elfs.tables.aggregate", str(tmp_path / "x"), str(tmp_path / "y"), "--out", str(out)],
         capture_output=True,
         text=True,
     )
     assert p.returncode == 0, p.stderr
     assert "50.00 ± 0.00" in p.stdout and (out / "summary.md").is_file()
     bad = subprocess.run(
-        [sys.executable, "-m", "elfs.aggregate", str(tmp_path / "nope")], capture_output=True, text=True
+        [sys.executable, "-m", "elfs.tables.aggregate", str(tmp_path / "nope")], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "not a folder" in bad.stderr
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elfs.train import run
+from elfs.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["+experiment=digits_quick", "logger=none"]
@@ -78,7 +78,7 @@ def test_label_firewall_and_determinism(compose_cfg, tmp_path):
     assert acc(runs["a"][0], "double_end") == acc(runs["b"][0], "double_end")
     assert acc(runs["shuffled"][0], "random") < 0.2 < acc(runs["a"][0], "random") - 0.2
     # what the Hydra task hands a sweeper (Optuna, Ax) is label-free: the same with permuted training labels
-    from elfs.train import objective
+    from elfs.cli.main import objective
 
     tuned = [objective(runs[k][0], "beta_search/val_acc") for k in ("a", "shuffled")]
     assert tuned[0] is not None and 0.0 <= tuned[0] <= 1.0 and tuned[0] == tuned[1]
@@ -102,7 +102,7 @@ def test_cli_runs_pipeline_and_writes_report(tmp_path, elfs_cli):
         for m in ("double_end", "random"):
             assert 0.0 <= r["methods"][m]["acc_mean"] <= 1.0
             assert r["methods"][m]["n_kept"] == round(r["budget"] * res["n_train"])
-    from elfs.version import code_version
+    from elfs.infra.version import code_version
 
     assert res["code_version"] == code_version() and re.fullmatch(r"[0-9a-f]{40}(-dirty)?", res["git_commit"])
     assert res["config"]["cluster"]["num_heads"] == 4 and (out / "config.yaml").is_file()

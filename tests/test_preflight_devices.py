@@ -9,7 +9,7 @@ import pytest
 
 from elfs.config import to_typed
 from elfs.errors import ConfigError
-from elfs.knn import resolve_backend
+from elfs.method.knn import resolve_backend
 from elfs.preflight import check_processes
 
 

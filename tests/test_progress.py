@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 
-from elfs.progress import EpochProgress, PlainProgress, progress_bar
+from elfs.infra.progress import EpochProgress, PlainProgress, progress_bar
 
 
 class _Clock:
@@ -55,7 +55,7 @@ def test_epoch_progress_in_a_real_fit():
     """One line per epoch (every_s=0) with epoch, step, rate and time left; the last says done."""
     from elfs.config import ClassifierTrainingConfig
     from elfs.dynamics import train_classifier
-    from elfs.runtime import Runtime
+    from elfs.infra.runtime import Runtime
 
     out = io.StringIO()
     rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ from elfs.cluster import PSEUDO_LABEL_RULES, aligned_mean_labels, fit_temi, head
 from elfs.cluster.module import TEMIModule
 from elfs.cluster.pseudo_labels import align_to_reference, alignment_mapping
 from elfs.config import ClusterConfig
-from elfs.runtime import Runtime
+from elfs.infra.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,14 +14,14 @@ import torch
 from elfs.config import ClassifierTrainingConfig, DynamicsConfig
 from elfs.data.folder import scan_folder
 from elfs.dynamics import ImageFacts, evaluate_accuracy, train_classifier
-from elfs.dynamics.augment import (
+from elfs.errors import ConfigError
+from elfs.infra.runtime import Runtime
+from elfs.training.augment import (
     center_crop,
     eval_resize_size,
     random_resized_crop_flip,
     random_resized_crop_params,
 )
-from elfs.errors import ConfigError
-from elfs.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -194,7 +194,7 @@ def test_streamed_training_with_random_resized_crop_is_reproducible(photo_folder
 
 
 def test_streamed_items_differ_by_epoch_and_are_the_whole_picture_resized(photo_folder):
-    from elfs.dynamics.classifier import _StreamedImageDataset
+    from elfs.training.classifier import _StreamedImageDataset
 
     src, y = photo_folder
     t = torch.as_tensor

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from elfs.dynamics.recorder import HARD_END, TrainingDynamicsRecorder
+from elfs.training.recorder import HARD_END, TrainingDynamicsRecorder
 
 
 def naive_scores(events, n, c, el2n_epochs):

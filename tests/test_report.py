@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from elfs.aggregate import aggregate, main
-from elfs.report import format_table, write_report
+from elfs.tables.aggregate import aggregate, main
+from elfs.tables.report import format_table, write_report
 
 
 def _results(beta=0.2, accs=(0.8, 0.9), rand=(0.7, 0.75)):
@@ -94,7 +94,7 @@ def test_aggregate_mean_std_over_jobs_and_seeds(tmp_path, capsys):
 
 
 def test_paper_numbers_are_shown_beside_ours_where_the_paper_has_the_cell():
-    from elfs.paper import paper_reference
+    from elfs.tables.paper import paper_reference
 
     assert paper_reference("cifar10", 0.9) == pytest.approx(
         {"elfs": 86.9, "random": 79.2, "supervised_ccs": 87.2, "d2": 71.4, "prototypicality": 70.7}
@@ -113,7 +113,7 @@ def test_paper_numbers_are_shown_beside_ours_where_the_paper_has_the_cell():
 def test_a_paper_number_of_an_unstated_encoder_stands_beside_one_row_only():
     """The paper's figure does not say which encoder made its numbers: with rows of two encoders, each paper cell is
     shown once, marked, and never beside both encoders' rows as if each were that encoder's figure."""
-    from elfs.aggregate import _paper_once, format_markdown
+    from elfs.tables.aggregate import _paper_once, format_markdown
 
     def row(arm, backbone, paper):
         return {"dataset": "cifar10", "budget": 0.1, "pruning_rate": 0.9, "arm": arm, "score": "aum",
@@ -129,3 +129,35 @@ def test_a_paper_number_of_an_unstated_encoder_stands_beside_one_row_only():
     assert rows[2]["paper"] == 79.2
     table = format_markdown(rows)
     assert table.count("86.9 (encoder unstated)") == 1 and "badge" not in table.lower()
+
+
+def test_an_imagenet_runs_summary_shows_the_papers_imagenet_column(tmp_path):
+    """An ImageNet run reads an ImageFolder tree and is named by its folder (imagenet, ILSVRC2012): its table and its
+    sweep summary show the paper's ImageNet-1K numbers beside its own."""
+    from PIL import Image
+
+    from elfs.data import load_dataset
+    from elfs.tables.aggregate import summarise
+    from elfs.tables.paper import paper_full_data
+
+    for folder in ("imagenet", "ILSVRC2012"):
+        root = tmp_path / folder
+        for split in ("train", "val"):
+            for wnid in ("n01440764", "n01443537"):
+                (root / split / wnid).mkdir(parents=True)
+                Image.new("RGB", (8, 8), (40, 90, 200)).save(root / split / wnid / "a.JPEG")
+        ds = load_dataset("imagefolder", path=str(root))
+        assert paper_full_data(ds.name) == 73.0
+        r = _results()
+        r["dataset"] = ds.name
+        r["results"][0]["budget"], r["results"][0]["pruning_rate"] = 0.3, 0.7
+        t = format_table(r)
+        assert "paper elfs" in t and "67.2" in t and "66.7" in t, t  # ELFS and random at 70 % pruned
+    rows = [
+        {"job": "j", "dataset": "ILSVRC2012", "budget": 0.3, "arm": arm, "score": "aum", "labels": "pseudo",
+         "uses_ground_truth": False, "cluster": "temi", "backbone": "dino_vitb16", "beta": "auto", "beta_used": 0.2,
+         "settings": {}, "model": "resnet34", "steps": 300000, "seed": 0, "acc": 0.66, "best": 0.67}
+        for arm in ("double_end", "random")
+    ]  # fmt: skip
+    summary = {s["arm"]: s for s in summarise(rows)}
+    assert summary["double_end"]["paper"] == 67.2 and summary["random"]["paper"] == 66.7

@@ -1,11 +1,11 @@
-"""The process-count-independent randomness (elfs/sampling.py): the tensor hash equals its exact Python-int
+"""The process-count-independent randomness (elfs/infra/sampling.py): the tensor hash equals its exact Python-int
 reference, is uniform enough to draw crops and neighbours from, and the epoch order deals out to DDP ranks into
 the same global batches."""
 
 import numpy as np
 import torch
 
-from elfs.sampling import _M32, EpochSeededSampler, _mix32_int, counter_hash, counter_randint
+from elfs.infra.sampling import _M32, EpochSeededSampler, _mix32_int, counter_hash, counter_randint
 
 
 def _reference(seed: int, epoch: int, index: int, stream: int) -> int:

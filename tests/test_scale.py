@@ -25,12 +25,12 @@ rng = np.random.default_rng(0)
 centers = (rng.standard_normal((classes, d)) * 2).astype(np.float32)
 x = centers[rng.integers(0, classes, n)] + rng.standard_normal((n, d), dtype=np.float32)
 t, t0 = {}, time.perf_counter()
-from elfs.knn import knn
+from elfs.method.knn import knn
 idx, _ = knn(x, 20, backend="faiss_ivf", chunk_size=8192)
 t["knn"], t0 = time.perf_counter() - t0, time.perf_counter()
 from elfs.cluster import fit_temi
 from elfs.config import ClusterConfig, DynamicsConfig
-from elfs.runtime import Runtime
+from elfs.infra.runtime import Runtime
 cc = ClusterConfig(num_heads=4, hidden_dim=128, bottleneck_dim=64, epochs=1, batch_size=1024, lr=1e-3,
                    min_lr=1e-4, warmup_epochs=0, knn_k=20, teacher_momentum=0.99, embed_norm=True)
 tr = Runtime(trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": False})
@@ -41,12 +41,13 @@ dc = DynamicsConfig(model="mlp", width=256, batch_size=1024, lr=0.05, epochs=2, 
 scores = record_dynamics(x, pseudo, dc, num_classes=classes, seed=0, runtime=tr)
 t["dynamics"], t0 = time.perf_counter() - t0, time.perf_counter()
 from elfs.select import select, to_hardness
-from elfs.selection_report import write_selection_outputs
+from elfs.handback.answer import Answer
+from elfs.handback.selection_report import write_selection_outputs
 h = to_hardness(scores["aum"], HARD_END["aum"])
 kept = {b: select("double_end", h, n=n, budget=b, beta=0.1) for b in (0.1, 0.3)}
-files = write_selection_outputs(out, ids=[f"#{i}" for i in range(n)], pseudo_labels=pseudo, hardness=h,
-                                score_name="aum", score=scores["aum"], kept=kept, beta={0.1: 0.1, 0.3: 0.1},
-                                num_clusters=classes, load_image=None)
+answer = Answer(ids=[f"#{i}" for i in range(n)], clusters=pseudo, hardness=h, score_name="aum", score=scores["aum"],
+                kept=kept, beta={0.1: 0.1, 0.3: 0.1}, num_clusters=classes)
+files = write_selection_outputs(out, answer)
 t["select"] = time.perf_counter() - t0
 print(json.dumps({"seconds": t, "kept": {str(b): len(k) for b, k in kept.items()}, "files": len(files),
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -100,7 +101,7 @@ for s in range(0, n, 10000):  # written in blocks: the set is never in memory as
 x.flush()
 del x
 import faiss  # noqa: F401 - loaded before the baseline is taken
-from elfs.knn import ivf_storage, knn
+from elfs.method.knn import ivf_storage, knn
 x = np.load(path, mmap_mode="r")
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 idx, sims = knn(x, k, backend="faiss_ivf", chunk_size=4096, nlist=cells, nprobe=1)

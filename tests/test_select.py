@@ -11,8 +11,8 @@ from elfs.select import METHODS_USING_BETA, SELECTORS, select, to_hardness, vali
 from elfs.select.ccs import ccs, stratum_ids, top_up, water_fill
 from elfs.select.double_end import double_end
 from elfs.select.monotonic import easiest, hardest
+from elfs.select.ordering import subset_sizes
 from elfs.select.random import random_subset
-from elfs.select.validate import subset_sizes
 
 # hardness value of example i; value v sits at index IDX_OF[v]
 H10 = np.array([3, 7, 0, 9, 5, 1, 8, 2, 6, 4], dtype=float)

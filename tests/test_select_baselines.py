@@ -7,8 +7,8 @@ import pytest
 
 from elfs.select.d2 import d2_select
 from elfs.select.monotonic import hardest
+from elfs.select.ordering import subset_sizes
 from elfs.select.prototypicality import prototypicality_distance, prototypicality_select
-from elfs.select.validate import subset_sizes
 
 
 # ------------------------------------------------------------------------------------------- prototypicality

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elfs.api import _api_fractions, _parse
+from elfs.api import _api_fractions
+from elfs.cli.select import _parse
 from elfs.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,7 +187,7 @@ def test_version_prints_the_distribution_version(capsys):
 def test_package_version_falls_back_to_pyproject(monkeypatch):
     import importlib.metadata
 
-    from elfs.version import package_version
+    from elfs.infra.version import package_version
 
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
@@ -234,7 +235,7 @@ def test_a_missing_folder_is_refused_before_torch_is_imported(tmp_path):
             code = 0
         except SystemExit as e:
             code = e.code
-        heavy = [m for m in ("torch", "lightning", "hydra", "omegaconf", "elfs.train") if m in sys.modules]
+        heavy = [m for m in ("torch", "lightning", "hydra", "omegaconf", "elfs.run") if m in sys.modules]
         print("heavy modules:", heavy)
         sys.exit(code)
         """

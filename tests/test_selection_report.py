@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from elfs.select import select
-from elfs.selection_report import (
+from elfs.handback.answer import Answer
+from elfs.handback.selection_report import (
     MAX_ROWS,
     PER_ROW,
     atomic_write,
@@ -20,6 +20,14 @@ from elfs.selection_report import (
     priority_order,
     write_selection_outputs,
 )
+from elfs.select import select
+
+
+def _write(run_dir, *, load_image=None, report_sections=(), pseudo_labels=None, **fields):
+    """write_selection_outputs over one Answer record made of these fields (checked when it is made)."""
+    answer = Answer(clusters=pseudo_labels, **fields)
+    return write_selection_outputs(run_dir, answer, load_image=load_image, sections=report_sections)
+
 
 N = 300
 C = 5
@@ -83,7 +91,7 @@ def _no_temp_files(run_dir: Path) -> None:
 
 def test_outputs(tmp_path, images):
     args = _inputs(images)
-    paths = write_selection_outputs(tmp_path, **args)
+    paths = _write(tmp_path, **args)
     names = sorted(p.name for p in paths)
     assert names == sorted(
         [
@@ -167,7 +175,7 @@ def test_without_images_or_skips(tmp_path):
     args = _inputs(None)
     args["skipped"] = ()
     args["beta"] = {0.1: None}  # 0.3 missing -> None as well
-    paths = write_selection_outputs(tmp_path, **args)
+    paths = _write(tmp_path, **args)
     assert "contact_sheet.png" not in {p.name for p in paths}
     assert not (tmp_path / "contact_sheet.png").exists()
     assert (tmp_path / "skipped.csv").read_text(encoding="utf-8") == "path,reason\n"
@@ -247,7 +255,7 @@ def _bad(**changes):
 )
 def test_bad_inputs_raise_before_writing(tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):
-        write_selection_outputs(tmp_path, **_bad(**changes))
+        _write(tmp_path, **_bad(**changes))
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
@@ -255,7 +263,7 @@ def test_bad_image_from_loader(tmp_path):
     args = _inputs(None)
     args["load_image"] = lambda i: np.zeros((8, 8, 3), dtype=np.float32)
     with pytest.raises(ValueError, match="dtype float32"):
-        write_selection_outputs(tmp_path, **args)
+        _write(tmp_path, **args)
     assert not (tmp_path / "contact_sheet.png").exists()
     _no_temp_files(tmp_path)
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from elfs.config import to_typed
-from elfs.train import apply_debug_mode, run
+from elfs.infra.overrides import apply_debug_mode
+from elfs.run import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PAPER = ["cifar10_dino", "cifar100_dino", "cifar10_swav", "stl10_dino", "imagenet_dino"]

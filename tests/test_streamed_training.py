@@ -17,7 +17,7 @@ from elfs.config import ClassifierTrainingConfig, DynamicsConfig, to_typed
 from elfs.data.folder import scan_folder
 from elfs.dynamics import ImageFacts, evaluate_accuracy, train_classifier
 from elfs.errors import ConfigError, DataError
-from elfs.runtime import Runtime
+from elfs.infra.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

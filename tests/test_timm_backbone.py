@@ -12,7 +12,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from elfs.backbones import (
+from elfs.config import BackboneConfig
+from elfs.errors import ConfigError, UserError
+from elfs.method.backbones import (
     ENCODER_PREFERENCE,
     WeightsFileError,
     build_backbone,
@@ -20,9 +22,7 @@ from elfs.backbones import (
     choose_encoder,
     weights_local,
 )
-from elfs.config import BackboneConfig
-from elfs.embed import embed_images, preprocess
-from elfs.errors import ConfigError, UserError
+from elfs.method.embed import embed_images, preprocess
 
 TINY = "vit_tiny_patch16_224"  # 192-d, mean/std 0.5, crop_pct 0.9, bicubic (timm's pretrained config)
 
@@ -131,10 +131,10 @@ def test_registered_backbones_take_a_local_checkpoint_too(tmp_path) -> None:
 
 
 def test_a_missing_or_mismatched_file_is_one_clear_error_before_any_embedding(tmp_path, monkeypatch) -> None:
-    import elfs.embed
+    import elfs.method.embed
 
     calls = []
-    monkeypatch.setattr(elfs.embed, "preprocess", lambda *a, **k: calls.append(1))  # no image may be embedded
+    monkeypatch.setattr(elfs.method.embed, "preprocess", lambda *a, **k: calls.append(1))  # no image may be embedded
     missing = str(tmp_path / "nope.pth")
     for call in (
         lambda: embed_images(_images(), "timm", model=TINY, weights=missing, device="cpu", progress=False),
@@ -224,11 +224,11 @@ def test_weights_local_reads_the_caches_only(tmp_path, monkeypatch) -> None:
 
 
 def test_elfs_select_default_encoder_and_an_explicit_override(tmp_path, monkeypatch, capsys) -> None:
-    import elfs.backbones
+    import elfs.method.backbones
     from elfs.api import compose_selection
 
     x = _images(4, 16)
-    monkeypatch.setattr(elfs.backbones, "local_encoder", lambda c: c.model == "vit_small_patch14_dinov2.lvd142m")
+    monkeypatch.setattr(elfs.method.backbones, "local_encoder", lambda c: c.model == "vit_small_patch14_dinov2.lvd142m")
     cfg = compose_selection(x, budget=0.5, num_clusters=2, out=tmp_path / "a", overrides=["backbone.image_size=32"])
     assert (cfg.backbone.name, cfg.backbone.model, cfg.backbone.image_size) == (
         "timm",
@@ -245,7 +245,7 @@ def test_elfs_select_default_encoder_and_an_explicit_override(tmp_path, monkeypa
     )
     assert (cfg.backbone.name, cfg.backbone.model, cfg.backbone.image_size) == ("timm", TINY, None)
     BackboneConfig(**cfg.backbone).validate()
-    monkeypatch.setattr(elfs.backbones, "local_encoder", lambda c: False)
+    monkeypatch.setattr(elfs.method.backbones, "local_encoder", lambda c: False)
     cfg = compose_selection(x, budget=0.5, num_clusters=2, out=tmp_path / "d")
     assert (cfg.backbone.name, cfg.backbone.image_size) == ("efficientnet_lite0", 64)
     assert "EfficientNet-Lite0" in capsys.readouterr().err

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elfs.aggregate import crossing
-from elfs.mixed_labels import aligned_to_classes, mixed_labels
+from elfs.method.mixed_labels import aligned_to_classes, mixed_labels
+from elfs.tables.aggregate import crossing
 
 BIN = Path(sys.executable).parent
 

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from elfs.workers import TrainingWorkers, WorkerError, close_training_workers, training_workers, visible_gpus
+from elfs.infra.workers import TrainingWorkers, WorkerError, close_training_workers, training_workers, visible_gpus
 
 
 def pid_and_item(data: list, i: int) -> tuple[int, object]:

@@ -10,8 +10,8 @@ import numpy as np
 from elfs.cluster.metrics import cluster_metrics, hungarian_accuracy
 from elfs.cluster.pseudo_labels import PSEUDO_LABEL_RULES, aligned_mean_labels, head_assignments, pseudo_labels
 from elfs.config import ClusterConfig
-from elfs.names import CLUSTER_METHODS
-from elfs.runtime import DEFAULT_RUNTIME, Runtime, build_trainer
+from elfs.infra.names import CLUSTER_METHODS
+from elfs.infra.runtime import DEFAULT_RUNTIME, Runtime, build_trainer
 
 __all__ = [
     "CLUSTER_METHODS",
@@ -52,7 +52,7 @@ def fit_temi(
     ``knn_idx`` [N, k] for ``cfg.epochs`` (at most ``cfg.max_steps`` steps) and return label-free pseudo-labels
     chosen by ``cfg.rule``; deterministic given ``seed``.
 
-    ``runtime.trainer_kwargs`` override the Trainer defaults (elfs.runtime.TRAINER_DEFAULTS: accelerator "auto",
+    ``runtime.trainer_kwargs`` override the Trainer defaults (elfs.infra.runtime.TRAINER_DEFAULTS: accelerator "auto",
     1 device, no checkpointing/summary/progress bar; here ``deterministic="warn"``); ``runtime.logger`` gets the
     metrics (num_workers and checkpoint_dir are not used: the embeddings are in memory, one run is short).
     """
@@ -110,9 +110,9 @@ def fit_temi(
 def kmeans_labels(
     embeddings: np.ndarray, num_clusters: int, seed: int, *, l2_normalize: bool = True, backend: str = "sklearn"
 ) -> np.ndarray:
-    """k-means baseline (n_init=10; scikit-learn, or torch on the GPU: elfs/kmeans.py) on L2-normalised (default)
+    """k-means baseline (n_init=10; scikit-learn, or torch on the GPU: elfs/method/kmeans.py) on L2-normalised (default)
     or raw embeddings -> int64 [N]."""
-    from elfs.kmeans import kmeans
+    from elfs.method.kmeans import kmeans
 
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2:

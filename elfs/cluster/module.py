@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from elfs.cluster.loss import temi_loss
 from elfs.config import ClusterConfig, to_dict
-from elfs.names import HEAD_IMPLS
-from elfs.sampling import EpochSeededSampler, counter_randint
+from elfs.infra.names import HEAD_IMPLS
+from elfs.infra.sampling import EpochSeededSampler, counter_randint
 
 __all__ = [
     "HEAD_IMPLS",
@@ -344,7 +344,7 @@ class TEMIModule(L.LightningModule):
 
     def index_loader(self, world: int = 1) -> DataLoader:
         """Index batches over the N stored embeddings in an order set by (seed, epoch), batch_size / ``world`` per
-        device (elfs/sampling.py: the same global batches on any number of DDP ranks); drop_last when N >= the
+        device (elfs/infra/sampling.py: the same global batches on any number of DDP ranks); drop_last when N >= the
         batch size."""
         n = self.embeddings.shape[0]
         bs = self.device_batch_size(world)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from elfs.names import PSEUDO_LABEL_RULES
+from elfs.infra.names import PSEUDO_LABEL_RULES
 
 __all__ = [
     "PSEUDO_LABEL_RULES",

@@ -43,6 +43,14 @@ def is_streamed(images: Any) -> bool:
     return not isinstance(images, np.ndarray) and callable(getattr(images, "load_rgb", None))
 
 
+def image_ids(images: Any) -> list[str]:
+    """Each image's id in every answer file: its path relative to the folder for a streamed source, else ``#<index>``
+    (the one rule; an exclude file names images by these ids, or by absolute path)."""
+    if is_streamed(images):
+        return list(images.paths)
+    return [f"#{i}" for i in range(len(images))]
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """Unlabelled uint8 images, N x H x W x C (C is 1 or 3), in a fixed index order."""
@@ -137,6 +145,8 @@ class Dataset:
     hflip: bool = True
     crop_padding: int = 4
     notes: dict = field(default_factory=dict)
+    #: ids (:func:`image_ids`) of training images already labelled (selection.exclude): never proposed
+    excluded: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         """Warn (once) when the crop padding is a quarter of the image side or more; here for in-memory images,

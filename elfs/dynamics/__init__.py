@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from elfs.config import DynamicsConfig
-from elfs.dynamics.classifier import (
+from elfs.training.classifier import (
     ClassifierModule,
     ImageFacts,
     TestSet,
@@ -17,7 +17,7 @@ from elfs.dynamics.classifier import (
     evaluate_accuracy,
     train_classifier,
 )
-from elfs.dynamics.recorder import HARD_END, TrainingDynamicsRecorder
+from elfs.training.recorder import HARD_END, TrainingDynamicsRecorder
 
 log = logging.getLogger(__name__)
 

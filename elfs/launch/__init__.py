@@ -6,11 +6,12 @@ to do: rank 0 decides cache hits and misses and alone computes, writes and logs 
 embeddings, the kNN graph, the reports), the others wait and read its results; stages that train (TEMI, the
 proxy, beta-search candidates, evaluations) run on every rank under Lightning DDP, whose Trainers find the group
 already open. Launched from a plain ``python -m elfs.train`` (no cluster launcher around it), the session starts
-the other local ranks itself: ``python -m elfs.launch <config.json>`` (elfs/launch/__main__.py) runs the same,
+the other local ranks itself: ``python -m elfs.cli.rank <config.json>`` (elfs/cli/rank.py) runs the same,
 fully resolved job without Hydra, so only rank 0 writes the run folder. A watchdog stops every rank when one dies.
 
-This layer sits above elfs.train (a rank's entry point runs ``train.run``); the rank primitives it opens the way
-for are elfs/distributed.py. The artifact cache must sit on a filesystem every rank sees.
+This layer sits below the job (elfs/run.py opens a session; a rank's entry point runs ``elfs.run.run``); the rank
+primitives it opens the way for are elfs/infra/distributed.py. The artifact cache must sit on a filesystem every
+rank sees.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from elfs import distributed
+from elfs.infra import distributed
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def _ranks(trainer: Any, resolved: dict, world: int) -> Iterator[int]:
         os.environ["LOCAL_RANK"] = "0"
         for r in range(1, local):
             env = {**os.environ, "LOCAL_RANK": str(r), "RANK": str(r)}
-            cmd = [sys.executable, "-m", "elfs.launch", str(cfg_file)]
+            cmd = [sys.executable, "-m", "elfs.cli.rank", str(cfg_file)]
             children.append(subprocess.Popen(cmd, env=env))
         threading.Thread(target=_watch, args=(children, done), daemon=True, name="elfs-ddp-watch").start()
         log.info("DDP: started %d more local rank(s) for this run", local - 1)

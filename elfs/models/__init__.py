@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from elfs.infra.names import MODEL_INPUTS, uses_embeddings  # what each model consumes; the registry below builds them
 from elfs.models.mlp import MLP
 from elfs.models.resnet_cifar import ResNetCifar, resnet18_cifar
 from elfs.models.small_cnn import SmallCNN
-from elfs.names import MODEL_INPUTS, uses_embeddings  # what each model consumes; the registry below builds them
 
 
 class GlobalAvgPool(nn.Module):

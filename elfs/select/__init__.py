@@ -13,8 +13,7 @@ import numpy as np
 from elfs.select.ccs import ccs
 from elfs.select.double_end import double_end
 from elfs.select.monotonic import easiest, hardest
-from elfs.select.random import random_subset
-from elfs.select.validate import (
+from elfs.select.ordering import (
     check_hardness,
     subset_sizes,
     to_hardness,
@@ -22,6 +21,7 @@ from elfs.select.validate import (
     validate_n,
     validate_seed,
 )
+from elfs.select.random import random_subset
 
 
 def _double_end(hardness: np.ndarray, n: int, budget: float, beta: float, seed: int, strata: int) -> np.ndarray:

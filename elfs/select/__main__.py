@@ -1,3 +1,5 @@
-from elfs.api import cli
+"""`python -m elfs.select` is the `elfs-select` command (elfs/cli/select.py)."""
+
+from elfs.cli.select import cli
 
 cli()

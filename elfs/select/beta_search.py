@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from elfs.select import METHODS_USING_BETA, select
-from elfs.select.validate import (
+from elfs.select.ordering import (
     SUM_TOLERANCE,
     as_real,
     check_hardness,
@@ -34,6 +34,15 @@ def validation_size(n: int, val_fraction: float, min_val: int = 0) -> int:
     """Images the search holds out of ``n``: round(val_fraction * n), but at least min_val (and never more than half
     of n for that floor, so that a small set keeps as many images to select from as it validates on)."""
     return max(int(round(val_fraction * n)), min(int(min_val), n // 2))
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """The pseudo-labelled validation split of the search: ``fraction`` of the set (selection.val_fraction), at
+    least ``minimum`` images (selection.min_val; see :func:`validation_size`)."""
+
+    fraction: float = 0.1
+    minimum: int = 0
 
 
 def split_train_val(n: int, val_fraction: float, seed: int, min_val: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -109,8 +118,7 @@ def search_beta(
     train_and_validate: Callable[[np.ndarray, np.ndarray], float],
     train_and_validate_many: Callable[[list[tuple[np.ndarray, np.ndarray]]], list[float]] | None = None,
     method: str = "double_end",
-    val_fraction: float = 0.1,
-    min_val: int = 0,
+    holdout: Holdout = Holdout(),
     se_tolerance: float = 0.0,
     seed: int = 0,
     strata: int = 50,
@@ -132,7 +140,7 @@ def search_beta(
     budget, _ = validate_budget_beta(budget, 0.0)
     betas = beta_grid_for(budget, grid)
     seed = validate_seed(seed)
-    train_idx, val_idx = split_train_val(h.size, val_fraction, seed, min_val)
+    train_idx, val_idx = split_train_val(h.size, holdout.fraction, seed, holdout.minimum)
     h_train = h[train_idx]
 
     kept_sets = [
@@ -189,4 +197,12 @@ def search_beta(
     )
 
 
-__all__ = ["validation_size", "split_train_val", "pick_beta", "beta_grid_for", "search_beta", "BetaSearchResult"]
+__all__ = [
+    "Holdout",
+    "validation_size",
+    "split_train_val",
+    "pick_beta",
+    "beta_grid_for",
+    "search_beta",
+    "BetaSearchResult",
+]

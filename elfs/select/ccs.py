@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-from elfs.select.validate import (
+from elfs.select.ordering import (
     as_kept,
     check_hardness,
     easy_to_hard_order,

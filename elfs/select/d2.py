@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from elfs.select.ccs import _validate_strata, stratum_ids, top_up, water_fill
-from elfs.select.validate import (
+from elfs.select.ordering import (
     as_kept,
     as_real,
     check_hardness,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from elfs.select.validate import as_kept, check_hardness, easy_to_hard_order, subset_sizes
+from elfs.select.ordering import as_kept, check_hardness, easy_to_hard_order, subset_sizes
 
 
 def double_end(

@@ -12,7 +12,7 @@ from typing import Literal, overload
 import numpy as np
 
 from elfs.select.monotonic import hardest
-from elfs.select.validate import validate_budget_beta, validate_seed
+from elfs.select.ordering import validate_budget_beta, validate_seed
 
 
 def _check_embeddings(embeddings: object) -> np.ndarray:
@@ -56,12 +56,12 @@ def prototypicality_distance(
     embeddings: np.ndarray, num_clusters: int, seed: int, *, return_labels: bool = False, backend: str = "sklearn"
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Float64 [N] Euclidean distance of each example to its own centroid of k-means (n_init=10; scikit-learn, or
-    torch on the GPU with ``backend="torch"``: elfs/kmeans.py).
+    torch on the GPU with ``backend="torch"``: elfs/method/kmeans.py).
 
     Runs on the raw embeddings (no normalisation), as ELFS's ``generate_importance_score.py`` does. Higher = harder.
     With ``return_labels`` also returns the int64 [N] cluster of each example.
     """
-    from elfs.kmeans import kmeans  # local: keeps `import elfs.select` light
+    from elfs.method.kmeans import kmeans  # local: keeps `import elfs.select` light
 
     x = _check_embeddings(embeddings)
     k = _check_num_clusters(num_clusters, x.shape[0])

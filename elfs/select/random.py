@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from elfs.select.validate import as_kept, subset_sizes, validate_seed
+from elfs.select.ordering import as_kept, subset_sizes, validate_seed
 
 
 def random_subset(n: int, budget: float, *, seed: int) -> np.ndarray:

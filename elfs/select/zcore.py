@@ -26,8 +26,8 @@ import numbers
 import numpy as np
 
 from elfs.select.monotonic import hardest
+from elfs.select.ordering import validate_budget_beta, validate_seed
 from elfs.select.prototypicality import _check_embeddings
-from elfs.select.validate import validate_budget_beta, validate_seed
 
 #: samples drawn at once: the random stream (and so the scores) depends on it, never on the compute batch size
 DRAW_BLOCK = 4096

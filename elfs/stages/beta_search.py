@@ -30,7 +30,7 @@ def stage_beta_search(
     truth only for the supervised reference.
 
     Each candidate trains the evaluation network (``e``) on those labels for ``s.search_steps`` steps."""
-    from elfs.select.beta_search import search_beta
+    from elfs.select.beta_search import Holdout, search_beta
 
     x = model_inputs(e.model, ds, emb, "train")
     steps = int(s.search_steps or e.steps)
@@ -68,8 +68,7 @@ def stage_beta_search(
             train_and_validate=train_and_validate,
             train_and_validate_many=train_and_validate_many if k > 1 else None,
             method=s.method,
-            val_fraction=s.val_fraction,
-            min_val=s.min_val,
+            holdout=Holdout(s.val_fraction, s.min_val),
             se_tolerance=s.search_se,
             seed=ctx.seed,
             strata=s.strata,

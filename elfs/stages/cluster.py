@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from elfs import distributed
 from elfs.cache import Artifact
 from elfs.config import ClusterConfig
+from elfs.infra import distributed
 from elfs.stages.context import Context
 from elfs.stages.keys import stage_key
 

@@ -13,10 +13,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from elfs import distributed
 from elfs.cache import Artifact, ArtifactCache
 from elfs.config import ElfsConfig, TrainerConfig
-from elfs.runtime import Runtime, resolve_precision
+from elfs.infra import distributed
+from elfs.infra.runtime import Runtime, resolve_precision
 
 
 @dataclass
@@ -54,15 +54,15 @@ class Context:
         return float(self.cfg.progress_every_s)
 
     def runtime(self, *, progress: bool, stage: str | None = None, **extra: Any) -> Runtime:
-        """How a training of ``stage`` runs (elfs/runtime.py); ``extra`` sets the logger or checkpoint folder."""
+        """How a training of ``stage`` runs (elfs/infra/runtime.py); ``extra`` sets the logger or checkpoint folder."""
         t = self.trainer
         kwargs = self.trainer_kwargs(progress=progress, stage=stage)
         return Runtime(kwargs, int(t.num_workers), matmul_precision=t.matmul_precision, **extra)
 
     def trainer_kwargs(self, *, progress: bool, stage: str | None = None) -> dict[str, Any]:
         """Trainer settings; a long stage (``progress``) shows Lightning's bar on a terminal and, writing to a log
-        file, one plain line per epoch at most every ``progress_every_s`` seconds (elfs/progress.py)."""
-        from elfs.progress import EpochProgress, is_terminal
+        file, one plain line per epoch at most every ``progress_every_s`` seconds (elfs/infra/progress.py)."""
+        from elfs.infra.progress import EpochProgress, is_terminal
 
         t = self.trainer
         show = bool(progress and self.progress)
@@ -83,8 +83,8 @@ class Context:
         }
 
     def kmeans_backend(self) -> str:
-        """Where k-means runs (elfs/kmeans.py): torch on the GPU when the trainer may use one, else scikit-learn."""
-        from elfs.kmeans import kmeans_backend
+        """Where k-means runs (method/kmeans.py): torch on the GPU when the trainer may use one, else scikit-learn."""
+        from elfs.method.kmeans import kmeans_backend
 
         return kmeans_backend(self.trainer.accelerator)
 

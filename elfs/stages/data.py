@@ -12,7 +12,7 @@ import numpy as np
 
 from elfs.cache import Artifact
 from elfs.config import DatasetConfig, ElfsConfig
-from elfs.data import Dataset, is_streamed, load_dataset
+from elfs.data import Dataset, image_ids, is_streamed, load_dataset
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,13 @@ def prepare_data(cfg: ElfsConfig) -> tuple[Dataset, int, float]:
     t0 = time.perf_counter()
     ds = _streamed_augmentation(cfg, load_data(cfg.dataset))
     num_clusters = check_data(cfg, ds)
-    if cfg.selection.exclude:  # every listed image must be one of the data's, checked before any stage
+    if cfg.selection.exclude:  # read once; every listed image must be one of the data's, checked before any stage
         from elfs.stages.select import exclude_indices, read_exclude
 
-        streamed = is_streamed(ds.train)
-        ids = list(ds.train.paths) if streamed else [f"#{i}" for i in range(len(ds.train))]
-        exclude_indices(read_exclude(cfg.selection.exclude), ids, Path(ds.train.root) if streamed else None)
+        ids = image_ids(ds.train)
+        root = Path(ds.train.root) if is_streamed(ds.train) else None
+        found = exclude_indices(read_exclude(cfg.selection.exclude), ids, root)
+        ds = dataclasses.replace(ds, excluded=frozenset(ids[i] for i in found.tolist()))
     return ds, num_clusters, time.perf_counter() - t0
 
 

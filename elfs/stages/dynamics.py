@@ -7,10 +7,10 @@ import shutil
 
 import numpy as np
 
-from elfs import distributed
 from elfs.cache import Artifact
 from elfs.config import DynamicsConfig
 from elfs.data import UnlabelledData
+from elfs.infra import distributed
 from elfs.stages.context import Context
 from elfs.stages.inputs import Labels, augmentation_key, embed_input, image_facts, model_inputs
 from elfs.stages.keys import stage_key

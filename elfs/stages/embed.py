@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from elfs import distributed
 from elfs.cache import Artifact
 from elfs.config import BackboneConfig
 from elfs.data import UnlabelledData, is_streamed
+from elfs.infra import distributed
 from elfs.stages.context import Context
 from elfs.stages.keys import stage_key
 
@@ -20,9 +20,9 @@ def stage_embed(ctx: Context, b: BackboneConfig, ds: UnlabelledData, *, num_work
     listing the others under meta["failed"]. Under DDP each rank embeds a contiguous 1/W of every split and rank 0
     gathers the parts in order. The features are stored once, as float16 (rounded batch by batch as they arrive:
     half the memory and disk of float32), in their own files that every later stage reads through a memory map."""
-    from elfs.embed import resize_placement, resolve_device
+    from elfs.method.embed import resize_placement, resolve_device
 
-    # where the images are resized changes the pixels by up to 2 grey levels (elfs/embed.py): part of the key; so
+    # where the images are resized changes the pixels by up to 2 grey levels (elfs/method/embed.py): part of the key; so
     # does TF32 (trainer.matmul_precision, set for the run in Context), keyed when not torch's default (full fp32)
     precision = ctx.trainer.matmul_precision
     tf32 = {} if precision == "highest" else {"matmul_precision": precision}
@@ -67,7 +67,7 @@ def _embed_split(
     None) for one split; under DDP this rank embeds its contiguous share and rank 0 receives every rank's (the
     others get their own part only)."""
     from elfs.data import ImageSet
-    from elfs.embed import embed_folder, embed_images
+    from elfs.method.embed import embed_folder, embed_images
 
     kw = dict(
         progress_every_s=ctx.progress_every_s,

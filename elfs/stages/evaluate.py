@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from elfs import distributed
 from elfs.cache import Artifact, array_hash
 from elfs.config import EvaluateConfig
 from elfs.data import Dataset
+from elfs.infra import distributed
 from elfs.stages.context import Context
 from elfs.stages.inputs import augmentation_key, embed_input, image_facts, model_inputs
 from elfs.stages.keys import stage_key
@@ -54,7 +54,7 @@ def train_and_test(data: EvaluationData, e: EvaluateConfig, kept: np.ndarray, se
     """Train ``e.model`` from scratch on ``kept`` with the GROUND-TRUTH labels for ``e.steps``; test accuracies, and
     the training's curves (loss by step, test accuracy by step), stored with the entry so that a run that finds it
     in the cache still shows them."""
-    from elfs.dynamics.classifier import TestSet
+    from elfs.training.classifier import TestSet
 
     res = fit(data, e, kept, seed, e.steps, TestSet(data.x_test, data.y_test, e.test_every))
     best = np.nan if res.best_test_acc is None else res.best_test_acc

@@ -10,10 +10,10 @@ import numpy as np
 
 from elfs.cache import Artifact, array_hash
 from elfs.data import Dataset, UnlabelledData, is_streamed
-from elfs.names import uses_embeddings
+from elfs.infra.names import uses_embeddings
 
 if TYPE_CHECKING:  # the classifier (and Lightning) load when a training needs them, not to check a config
-    from elfs.dynamics.classifier import ImageFacts
+    from elfs.training.classifier import ImageFacts
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Labels:
     def mixed(cls, ds: Dataset, clus: Artifact, replaced: float, seed: int) -> Labels:
         """Ground truth with ``replaced`` of it (a seeded random part) swapped for the clusters' labels aligned to
         the classes: labels of a controlled accuracy, for the diagnostic "when does ELFS help" (reads labels)."""
-        from elfs.mixed_labels import mixed_labels
+        from elfs.method.mixed_labels import mixed_labels
 
         values, acc = mixed_labels(clus["pseudo_labels"], ds.truth.train, 1.0 - float(replaced), seed)
         key = {"cluster": clus.key, "ground_truth": array_hash(ds.truth.train), "mixed_replaced": float(replaced)}
@@ -67,7 +67,7 @@ def embed_input(model: str, emb: Artifact | None) -> dict[str, str]:
 
 def image_facts(ds: Dataset | UnlabelledData) -> ImageFacts:
     """What a training needs to know about the images: augmentation and channel statistics (label-free)."""
-    from elfs.dynamics.classifier import ImageFacts
+    from elfs.training.classifier import ImageFacts
 
     mean, std = ds.train.channel_stats()
     return ImageFacts(crop_padding=ds.crop_padding, hflip=ds.hflip, mean=mean, std=std)

@@ -1,5 +1,6 @@
 """One rule for cache keys: every field of each config group a stage receives enters its key, unless it is listed
-here with the reason it cannot change the artifact. A new hyperparameter is therefore part of every key that could
+here with the reason it cannot change the artifact (the settings that change no result at all are declared once,
+in elfs/infra/no_effect.py, and read from there). A new hyperparameter is therefore part of every key that could
 depend on it, by default; tests/test_cache_keys.py walks every field of every group of every stage to hold this."""
 
 from __future__ import annotations
@@ -8,36 +9,19 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from elfs.infra.no_effect import no_effect_in
+
 #: trainer settings that change where or how fast a training runs, or how it reports, but not what it computes
-#: (a CPU, a GPU and a DDP run of the same settings share entries: batch sizes are global, BatchNorm is synced)
-TRAINER_NOT_IN_KEY: dict[str, str] = {
-    "accelerator": "the device changes float rounding, not the computation",
-    "devices": "batch sizes are global and BatchNorm is synced: the process count changes rounding only",
-    "num_nodes": "as devices: the global batch is split over every node alike",
-    "strategy": "how the ranks are joined",
-    "deterministic": "whether reruns are bit-identical, not what is computed",
-    "benchmark": "which cuDNN kernels compute the same convolution",
-    "enable_progress_bar": "display only: a bar on a terminal",
-    "num_workers": "data-loader processes: the same batches in the same order",
-    "ddp_timeout_min": "how long a rank waits for the others",
-}
+TRAINER_NOT_IN_KEY: dict[str, str] = no_effect_in("trainer")
 
 #: a classifier training's settings that decide neither its network nor its optimisation
-_TRAINING_NOT_IN_KEY: dict[str, str] = {
-    "concurrent": "how many trainings run at once; each is seeded on its own",
-}
+_TRAINING_NOT_IN_KEY: dict[str, str] = no_effect_in("evaluate")
 
 #: the run's own fields (ElfsConfig outside the groups) that no stage receives, so no key holds; ``seed`` alone is
 #: keyed (the Context hands it to every stage)
 RUN_NOT_IN_KEY: dict[str, str] = {
-    "name": "the run's name: where its folder and W&B run are",
-    "progress": "display only",
-    "progress_every_s": "display only",
+    **no_effect_in(""),
     "debug": "a mode that rewrites the groups before they are read; the groups are keyed",
-    "plan": "plan=true exits before any stage",
-    "plan_rates": "the rates a plan prices trainings at: read by the plan, never by a stage",
-    "optimized_metric": "which result a sweeper reads",
-    "recompute": "computes a stage afresh under the same key",
 }
 
 _ZCORE = ("zcore_samples", "zcore_dim", "zcore_neighbours", "zcore_exponent", "zcore_rand_init")
@@ -55,13 +39,12 @@ _NOT_ZCORE: dict[str, str] = {
 NOT_IN_KEY: dict[str, dict[str, dict[str, str]]] = {
     "embed": {
         "backbone": {
-            "batch_size": "inference batching: each image's features are computed on their own",
-            "device": "where it runs; where images are resized, which changes pixels, is keyed as `resize`",
+            **no_effect_in("backbone"),
         },
     },
     "knn": {
         "knn": {
-            "chunk_size": "exact search in blocks of this many queries: the same neighbours",
+            **no_effect_in("knn"),
             "nlist": "read by backend=faiss_ivf only, and keyed then",
             "nprobe": "read by backend=faiss_ivf only, and keyed then",
             "approx_above": "backend=auto keys the backend it resolved to (faiss or faiss_ivf)",
@@ -104,6 +87,33 @@ NOT_IN_KEY: dict[str, dict[str, dict[str, str]]] = {
     "evaluate": {
         "evaluate": {"seeds": "one entry per seed, keyed as `seed`", **_TRAINING_NOT_IN_KEY},
         "trainer": TRAINER_NOT_IN_KEY,
+    },
+}
+
+
+_IMAGES = "decides the images or their split: every stage keys the images by their content's fingerprint"
+_CORESET = "decides which images a coreset keeps: each evaluation keys its kept images (`kept`)"
+
+#: 'group.field' -> how a field that changes a result, yet enters no stage's key by the rule, is keyed all the same
+#: (as an input, or as the value it resolves to). Every other field is in some stage's key or in
+#: elfs/infra/no_effect.py's NO_EFFECT; tests/test_cache_keys.py walks every field to hold this.
+KEYED_AS: dict[str, str] = {
+    **{f"dataset.{k}": _IMAGES for k in ("name", "path", "max_train", "split_seed", "synthetic", "test_fraction")},
+    "dataset.hflip": "the training augmentation: keyed as `hflip` by the stages that train (augmentation_key)",
+    "dataset.crop_padding": "the training augmentation: keyed as `crop_padding` (augmentation_key)",
+    "debug": "a mode that rewrites the groups before they are read; the groups are keyed",
+    "evaluate.seeds": "one evaluation entry per seed, keyed as `seed`",
+    "knn.approx_above": "backend=auto keys the backend it resolved to (faiss or faiss_ivf)",
+    "knn.nlist": "read by backend=faiss_ivf only, and keyed then",
+    "knn.nprobe": "read by backend=faiss_ivf only, and keyed then",
+    "selection.labels": "the labels enter as an input key (pseudo-labels or ground truth)",
+    "selection.mixed_replaced": "the mixed labels enter as an input key, which holds it",
+    "selection.search_steps": "keyed by the beta search as the resolved `steps`",
+    "selection.budget": "keyed by the beta search as `budget`; " + _CORESET,
+    **{
+        f"selection.{k}": _CORESET
+        for k in ("baselines", "beta", "beta_grid", "reference_beta", "nested", "exclude")
+        + ("d2_beta", "d2_gamma", "d2_k", "d2_mode", "d2_reference_beta", "d2_strata")
     },
 }
 

@@ -10,7 +10,7 @@ from elfs.stages.keys import stage_key
 
 def stage_knn(ctx: Context, k: KnnConfig, emb: Artifact) -> Artifact:
     """Cosine kNN among training embeddings, self excluded (k < N was checked when the data loaded)."""
-    from elfs.knn import ivf_storage, knn, resolve_backend
+    from elfs.method.knn import ivf_storage, knn, resolve_backend
 
     config = stage_key("knn", {"knn": k})
     x = emb["train"]

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
 from elfs.cache import Artifact
 from elfs.config import SelectionConfig
-from elfs.stages.context import Context
 
 
 def hardness_of(dyn: Artifact, score: str) -> np.ndarray:
     """The chosen score turned into 'higher = harder' by its declared hard end."""
-    from elfs.names import HARD_END
+    from elfs.infra.names import HARD_END
     from elfs.select import to_hardness
 
     return to_hardness(dyn[score], HARD_END[score])
 
 
 def select_coreset(
-    ctx: Context,
     s: SelectionConfig,
     method: str,
     hardness: np.ndarray | None,
@@ -40,14 +37,11 @@ def select_coreset(
     may be chosen (the others are already labelled); the budget and beta still count in images of the whole set,
     so ``budget`` asks for round(budget * n) new images."""
     if candidates is not None:
-        return _among(ctx, s, method, hardness, embeddings, n, budget, beta, seed, contains, candidates)
-    t0 = time.perf_counter()
-    kept = _select(s, method, hardness, embeddings, n, budget, beta, seed, contains)
-    ctx.timings["select"] = ctx.timings.get("select", 0.0) + time.perf_counter() - t0
-    return kept
+        return _among(s, method, hardness, embeddings, n, budget, beta, seed, contains, candidates)
+    return _select(s, method, hardness, embeddings, n, budget, beta, seed, contains)
 
 
-def _among(ctx, s, method, hardness, embeddings, n, budget, beta, seed, contains, candidates) -> np.ndarray:
+def _among(s, method, hardness, embeddings, n, budget, beta, seed, contains, candidates) -> np.ndarray:
     """select_coreset restricted to ``candidates``, with the counts of the whole set turned into fractions of them."""
     from elfs.errors import DataError
 
@@ -64,7 +58,6 @@ def _among(ctx, s, method, hardness, embeddings, n, budget, beta, seed, contains
     pos[candidates] = np.arange(m)
     inner = None if contains is None else pos[contains]
     part = select_coreset(
-        ctx,
         s,
         method,
         None if hardness is None else hardness[candidates],

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from elfs import distributed
 from elfs.config import EvaluateConfig
-from elfs.runtime import Runtime
+from elfs.infra import distributed
+from elfs.infra.runtime import Runtime
 
 if TYPE_CHECKING:  # the classifier (and Lightning) load when a training runs, not to check a config
-    from elfs.dynamics.classifier import ImageFacts, TestSet
+    from elfs.training.classifier import ImageFacts, TestSet
 
 
 @dataclass
@@ -32,7 +32,7 @@ class EvaluationData:
 
 def fit(data: EvaluationData, e: EvaluateConfig, kept: np.ndarray, seed: int, steps: int, test: TestSet | None) -> Any:
     """Train ``e.model`` from scratch on ``kept`` with ``data``'s labels for ``steps`` (TrainResult)."""
-    from elfs.dynamics.classifier import train_classifier
+    from elfs.training.classifier import train_classifier
 
     return train_classifier(
         data.x_train,
@@ -53,7 +53,7 @@ def validate_candidate(
 ) -> float:
     """One beta-search candidate: train ``e.model`` on ``kept`` with ``data``'s (pseudo-)labels for ``steps``;
     its accuracy on the held-out ``val`` indices against the same labels."""
-    from elfs.dynamics.classifier import evaluate_accuracy
+    from elfs.training.classifier import evaluate_accuracy
 
     res = fit(data, e, kept, seed, steps, None)
     acc = evaluate_accuracy(res.module, data.x_train, data.y_train, indices=val, num_workers=data.runtime.num_workers)
@@ -61,12 +61,12 @@ def validate_candidate(
 
 
 def in_workers(fn: Callable[..., Any], jobs: list[tuple], data: EvaluationData, k: int) -> list[Any]:
-    """``[fn(data, *args) for args in jobs]``, k at a time, on the run's long-lived training workers (elfs/workers.py:
-    one process per slot, spread over the visible GPUs, kept across calls). ``data`` reaches each worker once per
-    call; the host's CPU threads are shared out among the k workers rather than oversubscribed."""
+    """``[fn(data, *args) for args in jobs]``, k at a time, on the run's long-lived training workers
+    (elfs/infra/workers.py: one process per slot, spread over the visible GPUs, kept across calls). ``data`` reaches
+    each worker once per call; the host's CPU threads are shared out among the k workers rather than oversubscribed."""
     import torch
 
-    from elfs.workers import training_workers, visible_gpus
+    from elfs.infra.workers import training_workers, visible_gpus
 
     k = max(1, int(k))
     threads = max(1, torch.get_num_threads() // k)

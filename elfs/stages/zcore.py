@@ -10,7 +10,7 @@ from elfs.stages.keys import stage_key
 
 def stage_zcore(ctx: Context, s: SelectionConfig, emb: Artifact) -> Artifact:
     """ZCore's scores (higher = keep first) from the selection's zcore_* settings and the run's seed."""
-    from elfs.kmeans import kmeans_backend
+    from elfs.method.kmeans import kmeans_backend
     from elfs.select.zcore import zcore_scores
 
     config = stage_key("zcore", {"selection": s}, seed=ctx.seed)

@@ -1,4 +1,5 @@
-"""Input validation and the shared size/ordering rules of every selector.
+"""What every selector shares: how a budget and beta become subset sizes, how a score becomes the easy-to-hard order
+(ties by index), and the checks of those inputs.
 
 Conventions (design.md "Explicit semantics"): ``budget`` is the fraction of the dataset KEPT, in (0, 1];
 ``beta`` is the fraction of the WHOLE dataset dropped as too hard, with 0 <= beta and beta + budget <= 1.
@@ -112,12 +113,6 @@ def as_kept(indices: np.ndarray) -> np.ndarray:
     return np.sort(np.asarray(indices, dtype=np.int64))
 
 
-def check_method_sizes(n: int, n_keep: int, kept: np.ndarray) -> None:
-    """Internal sanity check: exactly ``n_keep`` distinct in-range indices."""
-    if kept.shape != (n_keep,) or (n_keep and (kept[0] < 0 or kept[-1] >= n)) or np.any(np.diff(kept) <= 0):
-        raise AssertionError(f"selection produced {kept.size} indices, expected {n_keep} distinct in [0, {n})")
-
-
 __all__ = [
     "SUM_TOLERANCE",
     "as_real",
@@ -130,5 +125,4 @@ __all__ = [
     "to_hardness",
     "easy_to_hard_order",
     "as_kept",
-    "check_method_sizes",
 ]

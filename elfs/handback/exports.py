@@ -1,7 +1,7 @@
 """Hand-offs of a selection to labelling tools, written into the run folder by
-:func:`elfs.selection_report.write_selection_outputs` (each file atomically: temp name, then ``os.replace``).
+:func:`selection_report.write_selection_outputs` (each file atomically: temp name, then ``os.replace``).
 
-Every list below is in PRIORITY order (:func:`elfs.selection_report.priority_order`): a team that stops early has
+Every list below is in PRIORITY order (:func:`selection_report.priority_order`): a team that stops early has
 still covered the clusters evenly.
 
 * ``selection.json`` - always. ``{"format": "elfs-selection/1", "method", "score_name", "nested", "n_images",
@@ -26,16 +26,17 @@ import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import quote
 
 import numpy as np
 
-from elfs.output_files import atomic_write, budget_tag
-from elfs.output_files import write_text as _write_text
+from elfs.handback.answer import Answer
+from elfs.handback.output_files import atomic_write, budget_tag
+from elfs.handback.output_files import write_text as _write_text
 
 #: The Label Studio task key holding the image URL (``$image`` in the labelling config, e.g.
 #: ``<Image name="img" value="$image"/>``).
@@ -239,50 +240,62 @@ def _save_npy(path: Path, array: np.ndarray) -> Path:
     return atomic_write(path, write)
 
 
-def write_exports(
-    run_dir: Path,
-    *,
-    ids: Sequence[str],
-    filepaths: Sequence[str] | None,
-    pseudo_labels: np.ndarray,
-    order: Mapping[float, np.ndarray],
-    beta: Mapping[float, float | None],
-    score_name: str,
-    method: str | None,
-    nested: bool,
-    embeddings: np.ndarray | None,
-) -> list[Path]:
-    """Write the exports listed in the module docstring; return their paths. Inputs are already checked.
+def write_exports(run_dir: Path, answer: Answer) -> list[Path]:
+    """Write the exports listed in the module docstring from one checked :class:`Answer`; return their paths.
 
-    ``order`` maps budget -> kept indices in priority order. ``cvat_<budget>.txt`` has one absolute path per line,
-    the files of a CVAT task with resource type ``local`` (uploaded from this machine); :func:`cvat_command` is the
-    command that creates that task in the list's order.
+    Each budget's list follows ``answer.order`` (priority order). ``cvat_<budget>.txt`` has one absolute path per
+    line, the files of a CVAT task with resource type ``local`` (uploaded from this machine); :func:`cvat_command`
+    is the command that creates that task in the list's order.
     """
     run_dir = Path(run_dir)
-    out: list[Path] = []
-    shown = list(filepaths) if filepaths is not None else list(ids)
+    ids, filepaths, order = answer.ids, answer.filepaths, answer.order
     ls = labelstudio_setup(filepaths) if filepaths is not None else None
+    out = [_write_json(run_dir / "selection.json", _selection_summary(answer, ls))]
+    if filepaths is not None:
+        root = ls.document_root
+        for b, o in order.items():
+            tag = budget_tag(b)
+            tasks = labelstudio_tasks(o, ids=ids, filepaths=filepaths, pseudo_labels=answer.clusters, root=root)
+            out.append(_write_json(run_dir / f"labelstudio_{tag}.json", tasks))
+            lines = "".join(filepaths[int(i)] + "\n" for i in o)
+            out.append(_write_text(run_dir / f"cvat_{tag}.txt", lambda f, s=lines: f.write(s)))
+        out.append(_write_text(run_dir / "fiftyone_tag.py", lambda f: f.write(FIFTYONE_SCRIPT)))
+        for b, o in order.items():
+            folder = run_dir / f"selected_{budget_tag(b)}"
+            out.append(write_symlink_folder(folder, [filepaths[int(i)] for i in o]))
+    if answer.embeddings is not None:
+        out.append(_save_npy(run_dir / "embeddings.npy", answer.embeddings))
+        lines = "".join(s + "\n" for s in ids)
+        out.append(_write_text(run_dir / "embeddings_ids.txt", lambda f: f.write(lines)))
+    return out
+
+
+def _selection_summary(answer: Answer, ls: LabelStudioSetup | None) -> dict[str, Any]:
+    """selection.json: the lists per budget (files, ids, indices in priority order) and how to load them."""
+    ids, filepaths, method = answer.ids, answer.filepaths, answer.method
+    shown = answer.shown
     root = ls.document_root if ls is not None else None
     budgets = []
-    for b, o in order.items():
+    for b, o in answer.order.items():
         idx = [int(i) for i in o]
         budgets.append(
             {
                 "budget": b,
                 "tag": budget_tag(b),
-                "beta": beta.get(b),
+                "beta": answer.beta.get(b),
                 "count": len(idx),
                 "files": [shown[i] for i in idx],
                 "ids": [ids[i] for i in idx],
                 "indices": idx,
             }
         )
-    summary = {
+    return {
         "format": "elfs-selection/1",
         "method": method,
-        "score_name": score_name,
-        "nested": bool(nested),
+        "score_name": answer.score_name,
+        "nested": answer.nested,
         "n_images": len(ids),
+        "n_excluded": answer.excluded,  # already labelled (selection.exclude): never proposed
         "paths": "ids" if filepaths is None else "absolute",
         "order": "priority: round robin over pseudo-label clusters (largest kept first), "
         + ("easiest" if method == "easy" else "hardest")
@@ -298,25 +311,6 @@ def write_exports(
         },
         "budgets": budgets,
     }
-    out.append(_write_json(run_dir / "selection.json", summary))
-
-    if filepaths is not None:
-        for b, o in order.items():
-            tag = budget_tag(b)
-            tasks = labelstudio_tasks(o, ids=ids, filepaths=filepaths, pseudo_labels=pseudo_labels, root=root)
-            out.append(_write_json(run_dir / f"labelstudio_{tag}.json", tasks))
-            lines = "".join(filepaths[int(i)] + "\n" for i in o)
-            out.append(_write_text(run_dir / f"cvat_{tag}.txt", lambda f, s=lines: f.write(s)))
-        out.append(_write_text(run_dir / "fiftyone_tag.py", lambda f: f.write(FIFTYONE_SCRIPT)))
-        for b, o in order.items():
-            folder = run_dir / f"selected_{budget_tag(b)}"
-            out.append(write_symlink_folder(folder, [filepaths[int(i)] for i in o]))
-
-    if embeddings is not None:
-        out.append(_save_npy(run_dir / "embeddings.npy", embeddings))
-        lines = "".join(s + "\n" for s in ids)
-        out.append(_write_text(run_dir / "embeddings_ids.txt", lambda f: f.write(lines)))
-    return out
 
 
 #: The text of ``fiftyone_tag.py`` (a standalone script: it imports nothing from elfs).

@@ -16,7 +16,7 @@ import re
 import subprocess
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # elfs/, above this infra/ folder
 
 
 @functools.cache

@@ -7,7 +7,7 @@ so that no CPU worker pool is needed to feed a GPU.
 For streamed ImageNet-style sources (``crop=random_resized``) also the standard RandomResizedCrop (scale
 (0.08, 1), ratio (3/4, 4/3)) + flip of one decoded image, in a DataLoader worker (:func:`random_resized_crop_flip`),
 and the test-time Resize(S / 0.875) + CenterCrop(S) (:func:`center_crop`). Every draw is a function of (seed,
-epoch, example index) alone (elfs/sampling.py), like the padded crop's.
+epoch, example index) alone (elfs/infra/sampling.py), like the padded crop's.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ def sample_crop_params(
     index: torch.Tensor, padding: int, hflip: bool, *, seed: int, epoch: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-example (top, left) offsets in [0, 2*padding] and flip flags (p = 0.5) on ``index``'s device, a function
-    of (seed, epoch, example index) alone (elfs/sampling.py): the same crop on any device and any number of DDP
+    of (seed, epoch, example index) alone (elfs/infra/sampling.py): the same crop on any device and any number of DDP
     ranks, and after a resume."""
-    from elfs.sampling import counter_randint
+    from elfs.infra.sampling import counter_randint
 
     top = counter_randint(seed, epoch, index, 0, 2 * padding + 1)
     left = counter_randint(seed, epoch, index, 1, 2 * padding + 1)
@@ -127,7 +127,7 @@ _RRC_STREAM = 16  # attempt a uses streams 16 + 4a ... 16 + 4a + 3 (area, aspect
 
 def _uniform(seed: int, epoch: int, index: torch.Tensor, stream: int) -> torch.Tensor:
     """float64 uniforms in [0, 1) from the 32-bit counter hash."""
-    from elfs.sampling import counter_hash
+    from elfs.infra.sampling import counter_hash
 
     return counter_hash(seed, epoch, index, stream).to(torch.float64) / 4294967296.0
 
@@ -192,7 +192,7 @@ def random_resized_crop_flip(
     out = TF.resized_crop(
         img, top, left, h, w, [int(size), int(size)], interpolation=InterpolationMode.BILINEAR, antialias=True
     )
-    from elfs.sampling import counter_randint
+    from elfs.infra.sampling import counter_randint
 
     if hflip and int(counter_randint(seed, epoch, i, _FLIP_STREAM, 2)) == 1:
         out = out.flip(-1)

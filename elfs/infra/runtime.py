@@ -1,8 +1,9 @@
 """How a training runs, apart from what it learns: the Lightning Trainer settings, data-loader workers, logger and
 checkpoints, and the one place the Trainer defaults are merged (:func:`build_trainer`).
 
-Both trainings (TEMI in elfs/cluster, the classifier in elfs/dynamics/classifier.py) build their Trainer here. This
-module imports only lightning, torch and elfs.distributed, so experiments/gpu_check.py keeps running on a bare box;
+Both trainings (TEMI in elfs/cluster, the classifier in elfs/training/classifier.py) build their Trainer here. This
+module imports only lightning, torch and elfs.infra.distributed, so experiments/gpu_check.py keeps running on a bare
+box;
 lightning only when a Trainer is built, so importing it (and a Runtime) is cheap.
 """
 
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from elfs.distributed import on_cuda, planned_processes
+from elfs.infra.distributed import on_cuda, planned_processes
 
 if TYPE_CHECKING:
     import lightning as L
@@ -157,7 +158,7 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 
 def world_size_of(trainer_kwargs: Mapping[str, Any]) -> int:
-    """Processes a Trainer with these settings (over TRAINER_DEFAULTS) trains on: elfs.distributed.planned_processes."""
+    """Processes a Trainer with these settings (over TRAINER_DEFAULTS) trains on (distributed.planned_processes)."""
     kw = {**TRAINER_DEFAULTS, **trainer_kwargs}
     return planned_processes(kw.get("devices", 1), kw.get("accelerator", "auto"), kw.get("num_nodes", 1))
 

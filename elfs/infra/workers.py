@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from elfs.distributed import on_cuda
+from elfs.infra.distributed import on_cuda
 
 
 class WorkerError(RuntimeError):

@@ -1,5 +1,5 @@
 """results.json's schema: what identifies a selection arm, an arm's entry, and the run's results dict (report.py
-writes and prints it, elfs/aggregate.py groups a sweep's by arm)."""
+writes and prints it, elfs/tables/aggregate.py groups a sweep's by arm)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ from typing import Any
 import numpy as np
 
 from elfs.config import ElfsConfig
-from elfs.names import uses_embeddings
-from elfs.runtime import resolve_precision
-
-#: settings that never change a result (where files go, how it is shown, how many workers decode)
-_NOT_RESULT = ("num_workers", "device", "progress", "chunk_size", "root", "download", "path", "concurrent")
+from elfs.infra.names import uses_embeddings
+from elfs.infra.no_effect import changes_a_result
+from elfs.infra.runtime import resolve_precision
 
 
 def _flat(prefix: str, d: Any) -> dict[str, Any]:
@@ -70,7 +68,7 @@ def arm_of(cfg: ElfsConfig, method: str) -> dict[str, Any]:
     if method in METHODS_USING_BETA and s.searched:
         sel_keys = sel_keys + ("search_steps", "search_se")
     settings.update({f"selection.{k}": getattr(s, k) for k in sel_keys})
-    settings = {k: v for k, v in settings.items() if k.rsplit(".", 1)[-1] not in _NOT_RESULT}
+    settings = {k: v for k, v in settings.items() if changes_a_result(k)}  # the one list (elfs/infra/no_effect.py)
     uses_encoder = need in ("prototypes", "graph", "zcore") or (scored and not gt) or "backbone.name" in settings
     return {
         "arm": f"supervised_{method}" if gt else (f"diagnostic_{method}" if mixed else method),
@@ -112,7 +110,7 @@ def arm_entry(
 
 
 def run_results(
-    cfg: ElfsConfig,
+    ctx: Any,
     ds: Any,
     *,
     num_clusters: int,
@@ -121,12 +119,12 @@ def run_results(
     full: dict[str, Any] | None,
     diagnostics: dict[str, Any],
     selection_files: list[Any],
-    timings: Mapping[str, float],
-    cache_events: list[dict],
     total_seconds: float,
     artifacts: Mapping[str, str],
 ) -> dict[str, Any]:
-    """results.json of one run (train.run adds the run folder, overrides, versions and the config)."""
+    """results.json of one run from its stage Context (config, stage timings, cache events) and what the pipeline
+    computed (elfs/run.py adds the run folder, overrides, versions and the config)."""
+    cfg, timings, cache_events = ctx.cfg, ctx.timings, ctx.cache.events
     s, e = cfg.selection, cfg.evaluate
     return {
         "dataset": ds.name,

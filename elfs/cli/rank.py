@@ -1,4 +1,4 @@
-"""A rank started by rank 0's session (elfs/launch): ``python -m elfs.launch CONFIG.json`` runs that resolved job."""
+"""A rank started by rank 0's session (elfs/launch): ``python -m elfs.cli.rank CONFIG.json`` runs that resolved job."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def worker_main(argv: list[str]) -> None:
 
     from elfs.config import ElfsConfig
     from elfs.errors import UserError
-    from elfs.train import run
+    from elfs.run import run
 
     _orphan_guard()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: rank 0 handles it

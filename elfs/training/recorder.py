@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from elfs.names import HARD_END as HARD_END  # which end of each score is hard (re-exported)
+from elfs.infra.names import HARD_END as HARD_END  # which end of each score is hard (re-exported)
 
 _FLOAT_BUFFERS = ("aum_logit_sum", "aum_prob_sum", "el2n_sum")
 _INT_BUFFERS = ("num_records", "correct_count", "forgetting_count", "el2n_count", "last_epoch")

@@ -17,6 +17,7 @@ CenterCrop(image_size).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,12 +31,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from elfs.config import ClassifierTrainingConfig, DynamicsConfig, from_dict, to_dict
 from elfs.data.types import is_streamed
-from elfs.distributed import on_cuda
-from elfs.dynamics.augment import BatchImageTransform, center_crop, eval_resize_size, random_resized_crop_flip
-from elfs.dynamics.recorder import TrainingDynamicsRecorder
+from elfs.infra.distributed import on_cuda
+from elfs.infra.runtime import DEFAULT_RUNTIME, TRAINER_DEFAULTS, Runtime, build_trainer, world_size_of
+from elfs.infra.sampling import EpochSeededSampler
 from elfs.models import MODEL_INPUTS, build_model
-from elfs.runtime import DEFAULT_RUNTIME, TRAINER_DEFAULTS, Runtime, build_trainer, world_size_of
-from elfs.sampling import EpochSeededSampler
+from elfs.training.augment import BatchImageTransform, center_crop, eval_resize_size, random_resized_crop_flip
+from elfs.training.recorder import TrainingDynamicsRecorder
 
 
 def cosine_lr(step: int, *, total_steps: int, lr: float, min_lr: float) -> float:
@@ -70,16 +71,14 @@ class ClassifierModule(L.LightningModule):
         in_channels: int = 3,
         in_dim: int | None = None,
         total_steps: int | None = None,
-        crop_padding: int = 0,
-        hflip: bool = False,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
+        images: ImageFacts | Mapping[str, Any] | None = None,
         seed: int = 0,
         record_num_examples: int | None = None,
     ) -> None:
         super().__init__()
-        cfg = from_dict(cfg)  # a checkpoint stores it as plain data
-        cfg.validate("train")
+        cfg = from_dict(cfg)  # a checkpoint stores it as plain data (validated by its schema before it was stored)
+        facts = images if isinstance(images, ImageFacts) else ImageFacts(**(images or {}))
+        crop_padding, hflip, mean, std = facts.crop_padding, facts.hflip, facts.mean, facts.std
         if record_num_examples is not None and not isinstance(cfg, DynamicsConfig):
             raise ValueError(f"recording training dynamics needs a DynamicsConfig, got {type(cfg).__name__}")
         if total_steps is not None and int(total_steps) < 1:
@@ -99,10 +98,7 @@ class ClassifierModule(L.LightningModule):
                 "in_channels": in_channels,
                 "in_dim": in_dim,
                 "total_steps": total_steps,
-                "crop_padding": crop_padding,
-                "hflip": hflip,
-                "mean": mean,
-                "std": std,
+                "images": {"crop_padding": crop_padding, "hflip": hflip, "mean": mean, "std": std},
                 "seed": self.seed,
                 "record_num_examples": record_num_examples,
             },
@@ -600,6 +596,172 @@ def _check_positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """The training inputs as checked: the in-memory tensor (None for a streamed source), their kind ('images' or
+    'embeddings'), their count, the side a streamed source is decoded to, and the checked indices and labels."""
+
+    x: torch.Tensor | None
+    kind: str
+    n: int
+    size: int | None
+    indices: np.ndarray
+    labels: np.ndarray  # of the training indices
+
+    @property
+    def streamed(self) -> bool:
+        return self.x is None
+
+
+def _checked_inputs(
+    inputs: Any, labels: np.ndarray, indices: np.ndarray, cfg: ClassifierTrainingConfig, num_classes: int
+) -> _Inputs:
+    """The call's data checked against ``cfg`` (already validated by its schema): the inputs fit the model, the
+    labels and indices fit the inputs. A mistake raises ValueError naming it, before any work."""
+    model = cfg.model
+    if is_streamed(inputs):
+        x_all, kind, n, size = None, "images", len(inputs), streamed_image_size(cfg, inputs)
+    else:
+        (x_all, kind), size = to_model_inputs(inputs), None
+        n = x_all.shape[0]
+    if MODEL_INPUTS[model] != kind:
+        shape = "streamed" if x_all is None else f"shape {tuple(inputs.shape)}"
+        raise ValueError(f"model {model!r} takes {MODEL_INPUTS[model]}, but inputs are {kind} ({shape})")
+    if x_all is not None and kind == "images" and cfg.crop == "random_resized":
+        raise ValueError(
+            "crop='random_resized' (RandomResizedCrop of the whole decoded picture) needs a streamed image source "
+            "(dataset=folder / imagefolder); in-memory image arrays train with crop='pad' (the padded crop on the "
+            "device)"
+        )
+    if x_all is not None and kind == "images" and cfg.image_size is not None:
+        if tuple(x_all.shape[2:]) != (cfg.image_size, cfg.image_size):
+            raise ValueError(
+                f"image_size={cfg.image_size}, but the in-memory images are {x_all.shape[2]}x{x_all.shape[3]}; "
+                f"arrays train at their own size (image_size=None), only streamed sources are decoded to a size"
+            )
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an integer array of shape ({n},), got {labels.dtype} {labels.shape}")
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"indices must be a non-empty 1-D integer array, got {indices.dtype} {indices.shape}")
+    if indices.min() < 0 or indices.max() >= n:
+        raise ValueError(f"indices must lie in [0, {n}), got range [{indices.min()}, {indices.max()}]")
+    if np.unique(indices).size != indices.size:
+        raise ValueError("indices contain duplicates; pass each dataset index once")
+    sub_labels = labels[indices]
+    if sub_labels.min() < 0 or sub_labels.max() >= num_classes:
+        raise ValueError(
+            f"labels of the training indices must lie in [0, {num_classes}), "
+            f"got [{sub_labels.min()}, {sub_labels.max()}]"
+        )
+    return _Inputs(x_all, kind, n, size, indices, sub_labels)
+
+
+def _checked_length(steps: int | None, epochs: int | None, num_classes: int) -> tuple[int | None, int | None, int]:
+    """Exactly one of steps / epochs, each a positive integer, and a positive class count."""
+    if (steps is None) == (epochs is None):
+        raise ValueError(f"give exactly one of steps / epochs, got steps={steps}, epochs={epochs}")
+    steps = None if steps is None else _check_positive_int("steps", steps)
+    epochs = None if epochs is None else _check_positive_int("epochs", epochs)
+    return steps, epochs, _check_positive_int("num_classes", num_classes)
+
+
+def _check_test(test: TestSet | None, kind: str, runtime: Runtime) -> None:
+    """The test set is whole and of the training inputs' kind; worker and test counts are not negative."""
+    test_every = test.every if test is not None else 0
+    if int(runtime.num_workers) < 0 or int(test_every) < 0:
+        raise ValueError(f"runtime.num_workers and test.every must be >= 0, got {runtime.num_workers} and {test_every}")
+    if test is not None and (test.inputs is None or test.labels is None):
+        raise ValueError("a TestSet needs both inputs and labels")
+    if test is not None:
+        test_kind = "images" if is_streamed(test.inputs) else to_model_inputs(test.inputs[:1])[1]
+        if test_kind != kind:
+            raise ValueError(f"test inputs are {test_kind} but training inputs are {kind}")
+
+
+def _train_set(inputs: Any, data: _Inputs, cfg: ClassifierTrainingConfig, images: ImageFacts, seed: int, module):
+    """The training items (image or embedding, label, original index) as the loader reads them."""
+    idx_t = torch.from_numpy(data.indices.astype(np.int64))
+    y_t = torch.from_numpy(data.labels.astype(np.int64))
+    if data.streamed:  # decoded per item in the workers; default_collate stacks the batch
+        return _StreamedImageDataset(
+            inputs, data.size, y_t, idx_t, crop=cfg.crop, train=True, seed=int(seed), hflip=images.hflip
+        )
+    if cfg.device_data and data.kind == "images":  # the images go to the device once; batches carry positions
+        module.keep_on_device(data.x[idx_t])
+        return _IndexedTensorDataset(torch.arange(len(idx_t)), y_t, idx_t)
+    if data.kind == "embeddings":  # rows read per batch from the (memory-mapped) embeddings: no gathered copy
+        return _IndexedTensorDataset(data.x, y_t, idx_t, rows=idx_t)
+    return _IndexedTensorDataset(data.x[idx_t], y_t, idx_t)  # gathered per batch by `__getitems__`
+
+
+def _train_loader(dataset: Dataset, data: _Inputs, cfg: ClassifierTrainingConfig, runtime: Runtime, seed: int):
+    """The training DataLoader: the (seed, epoch) order of EpochSeededSampler, the global batch split per device."""
+    world = world_size_of(runtime.trainer_kwargs)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} is the global batch and must divide among {world} devices")
+    sampler: torch.utils.data.Sampler = EpochSeededSampler(len(dataset), int(seed), batch_size=cfg.batch_size)
+    if data.streamed and cfg.crop == "random_resized":
+        sampler = _EpochTaggedSampler(sampler)
+    # with the images on the device a batch is a slice of positions: worker processes would only pass indices
+    workers = 0 if cfg.device_data and data.kind == "images" and not data.streamed else int(runtime.num_workers)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size // world,  # per device: the global batch (and so the lr) means the same on any W
+        sampler=sampler,
+        drop_last=False,
+        num_workers=workers,
+        collate_fn=_batched_collate,
+        persistent_workers=workers > 0,
+        # page-locked batches when they feed a GPU: the copy to the device runs beside the step
+        pin_memory=on_cuda({**TRAINER_DEFAULTS, **runtime.trainer_kwargs}["accelerator"]),
+    )
+
+
+def _build_module(
+    inputs: Any, data: _Inputs, cfg: ClassifierTrainingConfig, images: ImageFacts, *, num_classes: int, **kw: Any
+) -> ClassifierModule:
+    """The LightningModule for these inputs (their channels or width); augmentation on the device unless the
+    loader's workers do RandomResizedCrop + flip (then the device only normalises)."""
+    if data.streamed:  # one image decoded here: the channel count, and a clear error before any worker starts
+        in_channels = int(decode_chw(inputs, int(data.indices[0]), data.size).shape[0])
+    else:
+        in_channels = int(data.x.shape[1]) if data.kind == "images" else 3
+    if data.streamed and cfg.crop == "random_resized":  # crop and flip in the workers: the device only normalises
+        images = dataclasses.replace(images, crop_padding=0, hflip=False)
+    return ClassifierModule(
+        cfg,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        in_dim=int(data.x.shape[1]) if data.kind == "embeddings" else None,
+        images=images,
+        **kw,
+    )
+
+
+def _callbacks(
+    test: TestSet | None, checkpoint_dir: str | None, steps: int | None, epochs: int | None, num_workers: int
+) -> tuple[list[L.Callback], _PeriodicEval | None, dict[str, Any]]:
+    """The periodic test, the epoch checkpoints, and the Trainer settings fixed by the length of the training."""
+    callbacks: list[L.Callback] = []
+    periodic = None
+    if test is not None and test.every > 0:
+        periodic = _PeriodicEval(test.inputs, test.labels, test.every, num_workers=num_workers)
+        callbacks.append(periodic)
+    fixed: dict[str, Any] = dict(
+        max_steps=steps if steps is not None else -1,
+        max_epochs=epochs if epochs is not None else -1,
+        use_distributed_sampler=False,  # EpochSeededSampler deals its (seed, epoch) order to the ranks itself
+    )
+    if checkpoint_dir:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=1, every_n_epochs=1))
+        fixed["enable_checkpointing"] = True
+    return callbacks, periodic, fixed
+
+
 def train_classifier(
     inputs: np.ndarray | Any,
     labels: np.ndarray,
@@ -624,7 +786,7 @@ def train_classifier(
     give. For arrays, ``cfg.image_size`` must be None or their own size (they are not resized).
 
     `images` describes the images (the dataset's augmentation and channel statistics). `runtime` says how the
-    training runs: its trainer_kwargs go over elfs.runtime.TRAINER_DEFAULTS (deterministic=True here), its logger
+    training runs: its trainer_kwargs go over elfs.infra.runtime.TRAINER_DEFAULTS (deterministic=True here), its logger
     gets the metrics. With `record=True` (``cfg`` is then a DynamicsConfig) the returned scores are the
     recorder's, arrays of length len(inputs) by ORIGINAL dataset index (examples outside `indices` hold NaN / -1).
     With `test`, `final_test_acc` is the final model's accuracy on the test set; `best_test_acc` is the maximum
@@ -634,136 +796,21 @@ def train_classifier(
     training device, so `evaluate_accuracy(result.module, ...)` runs there. With ``runtime.checkpoint_dir``, a
     checkpoint is written there after every epoch and a later call with the same arguments resumes from it; the
     data order depends only on (seed, epoch) and the augmentation and recorder state are in the checkpoint, so a
-    resumed run gives the same result as an uninterrupted one.
+    resumed run gives the same result as an uninterrupted one. ``cfg`` is trusted as its schema validated it
+    (:meth:`ClassifierTrainingConfig.validate`, once, before any work); the call's data is checked here.
     """
-    num_workers, checkpoint_dir = runtime.num_workers, runtime.checkpoint_dir
-    test_every = test.every if test is not None else 0
-    cfg.validate("train")
-    model = cfg.model
-    if (steps is None) == (epochs is None):
-        raise ValueError(f"give exactly one of steps / epochs, got steps={steps}, epochs={epochs}")
-    if steps is not None:
-        steps = _check_positive_int("steps", steps)
-    if epochs is not None:
-        epochs = _check_positive_int("epochs", epochs)
-    num_classes = _check_positive_int("num_classes", num_classes)
-    if model not in MODEL_INPUTS:
-        raise ValueError(f"unknown model {model!r}; valid names: {sorted(MODEL_INPUTS)}")
-    if int(num_workers) < 0 or int(test_every) < 0:
-        raise ValueError(f"runtime.num_workers and test.every must be >= 0, got {num_workers} and {test_every}")
-    streamed = is_streamed(inputs)
-    if streamed:
-        x_all, kind, n = None, "images", len(inputs)
-        size = streamed_image_size(cfg, inputs)
-    else:
-        x_all, kind = to_model_inputs(inputs)
-        n = x_all.shape[0]
-    if MODEL_INPUTS[model] != kind:
-        shape = "streamed" if streamed else f"shape {tuple(inputs.shape)}"
-        raise ValueError(f"model {model!r} takes {MODEL_INPUTS[model]}, but inputs are {kind} ({shape})")
-    if not streamed and kind == "images" and cfg.crop == "random_resized":
-        raise ValueError(
-            "crop='random_resized' (RandomResizedCrop of the whole decoded picture) needs a streamed image source "
-            "(dataset=folder / imagefolder); in-memory image arrays train with crop='pad' (the padded crop on the "
-            "device)"
-        )
-    if not streamed and kind == "images" and cfg.image_size is not None:
-        if tuple(x_all.shape[2:]) != (cfg.image_size, cfg.image_size):
-            raise ValueError(
-                f"image_size={cfg.image_size}, but the in-memory images are {x_all.shape[2]}x{x_all.shape[3]}; "
-                f"arrays train at their own size (image_size=None), only streamed sources are decoded to a size"
-            )
-    labels = np.asarray(labels)
-    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be an integer array of shape ({n},), got {labels.dtype} {labels.shape}")
-    indices = np.asarray(indices)
-    if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
-        raise ValueError(f"indices must be a non-empty 1-D integer array, got {indices.dtype} {indices.shape}")
-    if indices.min() < 0 or indices.max() >= n:
-        raise ValueError(f"indices must lie in [0, {n}), got range [{indices.min()}, {indices.max()}]")
-    if np.unique(indices).size != indices.size:
-        raise ValueError("indices contain duplicates; pass each dataset index once")
-    sub_labels = labels[indices]
-    if sub_labels.min() < 0 or sub_labels.max() >= num_classes:
-        raise ValueError(
-            f"labels of the training indices must lie in [0, {num_classes}), "
-            f"got [{sub_labels.min()}, {sub_labels.max()}]"
-        )
-    if test is not None and (test.inputs is None or test.labels is None):
-        raise ValueError("a TestSet needs both inputs and labels")
-    if test is not None:
-        test_kind = "images" if is_streamed(test.inputs) else to_model_inputs(test.inputs[:1])[1]
-        if test_kind != kind:
-            raise ValueError(f"test inputs are {test_kind} but training inputs are {kind}")
+    steps, epochs, num_classes = _checked_length(steps, epochs, num_classes)
+    data = _checked_inputs(inputs, labels, indices, cfg, num_classes)
+    _check_test(test, data.kind, runtime)
+    num_workers, checkpoint_dir = int(runtime.num_workers), runtime.checkpoint_dir
 
     L.seed_everything(int(seed), workers=True, verbose=False)
-    if streamed:  # one image decoded here: the channel count, and a clear error before any worker starts
-        in_channels = int(decode_chw(inputs, int(indices[0]), size).shape[0])
-    else:
-        in_channels = int(x_all.shape[1]) if kind == "images" else 3
-    in_dim = int(x_all.shape[1]) if kind == "embeddings" else None
-    # RandomResizedCrop + flip happen in the loader's workers: the device then only normalises
-    in_worker = streamed and cfg.crop == "random_resized"
-    module = ClassifierModule(
-        cfg,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        in_dim=in_dim,
-        total_steps=steps,
-        crop_padding=0 if in_worker else images.crop_padding,
-        hflip=False if in_worker else images.hflip,
-        mean=images.mean,
-        std=images.std,
-        seed=seed,
-        record_num_examples=n if record else None,
-    )
-    idx_t = torch.from_numpy(indices.astype(np.int64))
-    y_t = torch.from_numpy(sub_labels.astype(np.int64))
-    if streamed:  # decoded per item in the workers; default_collate stacks the batch
-        dataset: Dataset = _StreamedImageDataset(
-            inputs, size, y_t, idx_t, crop=cfg.crop, train=True, seed=int(seed), hflip=images.hflip
-        )
-    elif cfg.device_data and kind == "images":  # the images go to the device once; batches carry positions
-        module.keep_on_device(x_all[idx_t])
-        dataset = _IndexedTensorDataset(torch.arange(len(idx_t)), y_t, idx_t)
-    elif kind == "embeddings":  # rows read per batch from the (memory-mapped) embeddings: no gathered copy
-        dataset = _IndexedTensorDataset(x_all, y_t, idx_t, rows=idx_t)
-    else:  # gathered per batch by `__getitems__`
-        dataset = _IndexedTensorDataset(x_all[idx_t], y_t, idx_t)
-    callbacks: list[L.Callback] = []
-    periodic = None
-    if test is not None and test_every > 0:
-        periodic = _PeriodicEval(test.inputs, test.labels, test_every, num_workers=int(num_workers))
-        callbacks.append(periodic)
-    fixed: dict[str, Any] = dict(
-        max_steps=steps if steps is not None else -1,
-        max_epochs=epochs if epochs is not None else -1,
-        use_distributed_sampler=False,  # EpochSeededSampler deals its (seed, epoch) order to the ranks itself
-    )
-    if checkpoint_dir:
-        from lightning.pytorch.callbacks import ModelCheckpoint
-
-        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=1, every_n_epochs=1))
-        fixed["enable_checkpointing"] = True
-    world = world_size_of(runtime.trainer_kwargs)
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size={cfg.batch_size} is the global batch and must divide among {world} devices")
-    sampler: torch.utils.data.Sampler = EpochSeededSampler(len(dataset), int(seed), batch_size=cfg.batch_size)
-    if in_worker:
-        sampler = _EpochTaggedSampler(sampler)
-    # with the images on the device a batch is a slice of positions: worker processes would only pass indices
-    workers = 0 if cfg.device_data and kind == "images" and not streamed else int(num_workers)
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size // world,  # per device: the global batch (and so the lr) means the same on any W
-        sampler=sampler,
-        drop_last=False,
-        num_workers=workers,
-        collate_fn=_batched_collate,
-        persistent_workers=workers > 0,
-        # page-locked batches when they feed a GPU: the copy to the device runs beside the step
-        pin_memory=on_cuda({**TRAINER_DEFAULTS, **runtime.trainer_kwargs}["accelerator"]),
-    )
+    module = _build_module(
+        inputs, data, cfg, images, num_classes=num_classes, total_steps=steps, seed=seed,
+        record_num_examples=data.n if record else None,
+    )  # fmt: skip
+    loader = _train_loader(_train_set(inputs, data, cfg, images, seed, module), data, cfg, runtime, seed)
+    callbacks, periodic, fixed = _callbacks(test, checkpoint_dir, steps, epochs, num_workers)
     # deterministic=True comes from TRAINER_DEFAULTS; log_every_n_steps is a default runtime.trainer_kwargs may change
     defaults = {"log_every_n_steps": max(1, min(50, len(loader)))}
     curve = _LossCurve(runtime.trainer_kwargs.get("log_every_n_steps", defaults["log_every_n_steps"]))
@@ -776,16 +823,15 @@ def train_classifier(
     module.to(trainer.strategy.root_device)  # Lightning's teardown moved it to the CPU; later evaluations run here
     final_acc = best_acc = None
     if test is not None:
-        final_acc = evaluate_accuracy(module, test.inputs, test.labels, num_workers=int(num_workers))
+        final_acc = evaluate_accuracy(module, test.inputs, test.labels, num_workers=num_workers)
         if periodic is not None:
             best_acc = max([a for _, a in periodic.history] + [final_acc])
-    history = list(periodic.history) if periodic is not None else []
     return TrainResult(
         module=module,
         scores=scores,
         final_test_acc=final_acc,
         best_test_acc=best_acc,
         steps=int(trainer.global_step),
-        test_history=history,
+        test_history=list(periodic.history) if periodic is not None else [],
         loss_history=curve.history(),
     )

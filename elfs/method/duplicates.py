@@ -1,21 +1,17 @@
 """Near-duplicates from the kNN graph: an image and an encoder neighbour whose pixel signatures (16 x 16 grey
-thumbnails, zero mean, unit norm: elfs.embed.pixel_signature) have cosine similarity above a threshold are one group,
+thumbnails, zero mean, unit norm: embed.pixel_signature) have cosine similarity above a threshold are one group,
 of which one representative stays in the candidate pool and the others are never proposed (duplicates.csv lists
 them). The signature and not the embedding decides, since the offline encoder at 64 px finds distinct photos as alike
 as re-encoded copies (experiments/duplicate_threshold.py measures both).
 
-Pure functions on arrays; the pipeline calls them, the selection report writes what they return.
+Pure functions on arrays; the pipeline calls them, elfs/handback/near_copies.py writes what they return.
 """
 
 from __future__ import annotations
 
-import html
-from collections.abc import Callable, Sequence
-from pathlib import Path
-
 import numpy as np
 
-__all__ = ["duplicate_groups", "duplicates_html", "pair_similarity", "pool", "representatives", "write_duplicates_csv"]
+__all__ = ["duplicate_groups", "pair_similarity", "pool", "representatives"]
 
 
 def pair_similarity(signature: np.ndarray, idx: np.ndarray, block: int = 2048) -> np.ndarray:
@@ -92,59 +88,3 @@ def pool(groups: np.ndarray, rep: np.ndarray, excluded: np.ndarray | None = None
         out |= np.isin(groups, hit)
         keep &= ~out
     return np.flatnonzero(keep).astype(np.int64)
-
-
-def write_duplicates_csv(path: Path, groups: np.ndarray, rep: np.ndarray, names: Sequence[str]) -> Path:
-    """duplicates.csv: one row per near-copy left out of the pool (group, path, representative), by group."""
-    import csv
-
-    from elfs.output_files import atomic_write
-
-    def fill(tmp: str) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(["group", "path", "representative"])
-            for i in np.argsort(groups, kind="stable").tolist():
-                g = int(groups[i])
-                if g >= 0 and i != rep[g]:
-                    w.writerow([g, names[i], names[int(rep[g])]])
-
-    return atomic_write(Path(path), fill)
-
-
-def duplicates_html(
-    groups: np.ndarray,
-    rep: np.ndarray,
-    names: Sequence[str],
-    thumb: Callable[[int], str] | None,
-    *,
-    threshold: float,
-    shown: int = 30,
-) -> str:
-    """report.html's section on near-duplicates: each group as a row, its representative first (with ``thumb``, a
-    function giving an image's data: URI, as thumbnails; without, as names)."""
-    esc = html.escape
-    n_groups = int(len(rep))
-    n_dups = int((np.asarray(groups) >= 0).sum()) - n_groups
-    out = [
-        f"<h2>Near-duplicates: {n_groups:,} group(s), {n_dups:,} copies never proposed</h2>",
-        f"<p class='note'>Images whose pixels match (thumbnail cosine similarity &ge; {threshold:g}) form a group; "
-        "only the first image of each row (the one the method ranks best) can be proposed. The full list is "
-        "<a href='duplicates.csv'>duplicates.csv</a>; <code>--keep-duplicates</code> turns this off.</p>",
-    ]
-    for g in range(min(n_groups, shown)):
-        members = [int(rep[g]), *[int(i) for i in np.flatnonzero(groups == g) if i != rep[g]]]
-        out.append(f"<div class='cluster'><div class='head'><b>group {g}</b> — {len(members)} images</div>")
-        if thumb is not None:
-            out.append("<div class='thumbs'>")
-            for j, i in enumerate(members):
-                label = esc(Path(names[i]).name) + (" (kept in the pool)" if j == 0 else "")
-                out.append(f"<figure title='{esc(names[i])}'><img src='{thumb(i)}' alt='{label}'>")
-                out.append(f"<figcaption>{label}</figcaption></figure>")
-            out.append("</div>")
-        else:
-            out.append("<ol class='names'>" + "".join(f"<li>{esc(names[i])}</li>" for i in members) + "</ol>")
-        out.append("</div>")
-    if n_groups > shown:
-        out.append(f"<p class='note'>{n_groups - shown:,} more group(s) in duplicates.csv.</p>")
-    return "".join(out)

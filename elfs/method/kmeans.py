@@ -47,7 +47,7 @@ def kmeans(
         return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float64), float(km.inertia_)
     if backend != "torch":
         raise ValueError(f"k-means backend must be 'sklearn' or 'torch', got {backend!r}")
-    from elfs.fp32 import full_fp32
+    from elfs.infra.fp32 import full_fp32
 
     with full_fp32():  # ‖x‖² − 2x·c + ‖c‖² cancels: TF32's rounding of x·c would move points between centres
         return _torch_kmeans(x, k, seed, n_init=n_init, max_iter=max_iter, tol=tol, device=device, chunk=chunk)

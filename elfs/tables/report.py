@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from elfs.paper import paper_reference, paper_source
+from elfs.tables.paper import paper_reference, paper_source
 
 
 def _pct(x: float | None) -> str:
@@ -83,21 +83,7 @@ def format_table(results: dict[str, Any]) -> str:
     """A plain-text summary: pseudo-label quality, chosen beta and accuracy per budget and method."""
     if not results.get("labelled", True):
         return format_selection(results)
-    lines = []
-    c = results["clustering"]
-    head = (
-        f"elfs on {results['dataset']} (N={results['n_train']}, C={results['num_classes']}), "
-        f"backbone {results['backbone']}{'' if results['pretrained'] else ' (random weights)'}"
-    )
-    lines.append(head)
-    if "pseudo_labels" in c:  # only when a method needed the clustering
-        pl = c["pseudo_labels"]
-        km = c.get("kmeans")
-        lines.append(
-            f"pseudo-labels vs ground truth (diagnostic): ACC {_pct(pl['acc'])}  NMI {_pct(pl['nmi'])}  "
-            f"ARI {_pct(pl['ari'])}"
-            + (f"   | k-means: ACC {_pct(km['acc'])}  NMI {_pct(km['nmi'])}  ARI {_pct(km['ari'])}" if km else "")
-        )
+    lines = _head_lines(results)
     methods = list(dict.fromkeys(m for r in results["results"] for m in r["methods"]))
     sel = results["selection"]
     score_of = {m: a.get("score") for r in results["results"] for m, a in r["methods"].items()}
@@ -128,6 +114,32 @@ def format_table(results: dict[str, Any]) -> str:
         for cells, ref in zip(body, paper, strict=True):
             cells += [f"{ref[m]:.1f}" if m in ref else "-" for m in ("elfs", "random")]
     lines += _aligned([cols, *body])
+    lines += _foot_lines(results, seeds, any(paper))
+    return "\n".join(lines)
+
+
+def _head_lines(results: dict[str, Any]) -> list[str]:
+    """The run's data and encoder, and the pseudo-labels' quality against the ground truth (a diagnostic)."""
+    lines = [
+        f"elfs on {results['dataset']} (N={results['n_train']}, C={results['num_classes']}), "
+        f"backbone {results['backbone']}{'' if results['pretrained'] else ' (random weights)'}"
+    ]
+    c = results["clustering"]
+    if "pseudo_labels" in c:  # only when a method needed the clustering
+        pl = c["pseudo_labels"]
+        km = c.get("kmeans")
+        lines.append(
+            f"pseudo-labels vs ground truth (diagnostic): ACC {_pct(pl['acc'])}  NMI {_pct(pl['nmi'])}  "
+            f"ARI {_pct(pl['ari'])}"
+            + (f"   | k-means: ACC {_pct(km['acc'])}  NMI {_pct(km['nmi'])}  ARI {_pct(km['ari'])}" if km else "")
+        )
+    return lines
+
+
+def _foot_lines(results: dict[str, Any], seeds: int, paper: bool) -> list[str]:
+    """Full data, what the starred arm is, how the accuracy was measured, the paper's source and the timings."""
+    lines = []
+    sel = results["selection"]
     full = results.get("full_data")
     if full:
         lines.append(
@@ -156,12 +168,12 @@ def format_table(results: dict[str, Any]) -> str:
             else ""
         )
     )
-    if any(paper):
+    if paper:
         lines.append(
             f"paper columns: {paper_source()}; the paper reports best-of-run accuracy, we report the final one"
         )
     lines.append(_timing_line(results))
-    return "\n".join(lines)
+    return lines
 
 
 def _finish(fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:

@@ -18,9 +18,19 @@ def _load(path: str) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(p), resolve=True) if p.is_file() else {}
 
 
+def _block(dataset: str, path: Path) -> dict[str, Any]:
+    """The paper's entry for a run's dataset: by its key, or by one of its ``names`` (case-insensitive), which is
+    how an ImageNet run names its data (the folder it reads, e.g. imagenet or ILSVRC2012); {} when none."""
+    datasets = _load(str(path)).get("datasets", {})
+    if dataset in datasets:
+        return datasets[dataset] or {}
+    name = str(dataset).lower()
+    return next((b for b in datasets.values() if name in [str(n).lower() for n in (b or {}).get("names", [])]), {})
+
+
 def paper_reference(dataset: str, pruning_rate: float, path: Path = PAPER_RESULTS) -> dict[str, float]:
     """{method: accuracy %} reported for this dataset at this pruning rate; {} when the paper has no such cell."""
-    block = _load(str(path)).get("datasets", {}).get(dataset)
+    block = _block(dataset, path)
     if not block:
         return {}
     rates = [round(float(r), 6) for r in block["pruning_rates"]]
@@ -42,6 +52,5 @@ def paper_source(path: Path = PAPER_RESULTS) -> str:
 
 def paper_full_data(dataset: str, path: Path = PAPER_RESULTS) -> float | None:
     """The paper's full-data accuracy (%) for this dataset, or None."""
-    block = _load(str(path)).get("datasets", {}).get(dataset) or {}
-    value = block.get("full_data")
+    value = _block(dataset, path).get("full_data")
     return None if value is None else float(value)

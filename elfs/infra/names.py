@@ -6,7 +6,7 @@ registry (encoders, models, heads, rules, scores) implements exactly these names
 
 from __future__ import annotations
 
-#: encoders of elfs/backbones.py (BACKBONES)
+#: encoders of elfs/method/backbones.py (BACKBONES)
 BACKBONE_NAMES = ("efficientnet_lite0", "dino_vits16", "dino_vitb16", "swav_resnet50", "clip_vitb16", "timm")
 #: pseudo-labels: TEMI heads (elfs/cluster) or k-means on the embeddings
 CLUSTER_METHODS = ("temi", "kmeans")
@@ -14,7 +14,7 @@ CLUSTER_METHODS = ("temi", "kmeans")
 PSEUDO_LABEL_RULES = ("best_head", "ensemble", "aligned_mean")
 #: TEMI's H heads as a Python loop (fastest on a CPU) or one batched matmul (a GPU)
 HEAD_IMPLS = ("loop", "batched")
-#: training-dynamics scores and which end of each is hard (elfs/dynamics/recorder.py)
+#: training-dynamics scores and which end of each is hard (elfs/training/recorder.py)
 HARD_END: dict[str, str] = {
     "aum": "low",
     "aum_prob_sum": "low",

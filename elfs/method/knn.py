@@ -223,10 +223,10 @@ def _knn_faiss_ivf(
 
 
 def _knn_torch(x: np.ndarray, k: int, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Chunked matmul + top-k in full fp32 (elfs/fp32.py): TF32's rounding would swap close neighbours."""
+    """Chunked matmul + top-k in full fp32 (elfs/infra/fp32.py): TF32's rounding would swap close neighbours."""
     import torch
 
-    from elfs.fp32 import full_fp32
+    from elfs.infra.fp32 import full_fp32
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     n = x.shape[0]

@@ -3,7 +3,7 @@
 Self-contained: CSS inline, thumbnails inlined as base64 PNG, and every other link relative to a file inside the
 run folder (the plots, the lists, the ``selected_<budget>/`` symlinks), never an absolute path, so the folder can
 be moved or zipped. It shows the budget table (budget, beta, count, the files to hand on), the plots written by
-:func:`elfs.selection_report.write_selection_outputs`, and per budget the kept images grouped by cluster in priority
+:func:`selection_report.write_selection_outputs`, and per budget the kept images grouped by cluster in priority
 order, capped (:data:`THUMBS_PER_CLUSTER`, :data:`CLUSTERS_SHOWN`, :data:`MAX_THUMBS`) with a note saying how many
 are not shown, so the page stays light with thousands of images.
 """
@@ -14,14 +14,15 @@ import base64
 import html
 import io
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
-from elfs.output_files import budget_tag, thumbnail
-from elfs.output_files import write_text as _write_text
+from elfs.handback.answer import Answer
+from elfs.handback.output_files import budget_tag, thumbnail
+from elfs.handback.output_files import write_text as _write_text
 
 #: Thumbnails shown per cluster and budget (the first ones in priority order).
 THUMBS_PER_CLUSTER = 10
@@ -131,63 +132,59 @@ def _link_if(run_dir: Path, rel: str, text: str | None = None) -> str:
 
 def write_report_html(
     run_dir: Path,
+    answer: Answer,
     *,
-    ids: Sequence[str],
-    filepaths: Sequence[str] | None,
-    pseudo_labels: np.ndarray,
-    order: Mapping[float, np.ndarray],
-    beta: Mapping[float, float | None],
-    score_name: str,
-    method: str | None,
-    num_clusters: int,
-    n_skipped: int,
-    load_image: Callable[[int], np.ndarray] | None,
+    load_image: Callable[[int], np.ndarray] | None = None,
     sections: Sequence[str] = (),
 ) -> Path:
-    """Write ``run_dir/report.html`` (atomically) from the files already in ``run_dir``; return its path.
-    ``sections``: further HTML sections (e.g. the near-duplicate groups), added after the budgets."""
-    from elfs.exports import symlink_name
-
+    """Write ``run_dir/report.html`` (atomically) from one checked :class:`Answer` and the files already in
+    ``run_dir``; return its path. ``sections``: further HTML sections (e.g. the near-duplicate groups), added
+    after the budgets."""
     run_dir = Path(run_dir)
-    pl = np.asarray(pseudo_labels)
-    n = len(ids)
-    totals = np.bincount(pl, minlength=num_clusters)
-    esc = html.escape
-    easy = method == "easy"
-    setup = None
-    if filepaths is not None:
-        from elfs.exports import labelstudio_setup
+    parts = _head(run_dir, answer) + _budget_table(run_dir, answer) + _howto(answer) + _plots(run_dir, answer)
+    parts += _budget_sections(run_dir, answer, load_image)
+    parts.extend(sections)  # further sections (near-duplicates), written by their own modules
+    parts.append("</main></body></html>\n")
+    text = "".join(parts)
+    return _write_text(run_dir / "report.html", lambda f: f.write(text))
 
-        setup = labelstudio_setup(filepaths)
+
+def _head(run_dir: Path, a: Answer) -> list[str]:
+    """The page's head, title line and the note on the clusters' sizes."""
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>elfs selection: {esc(run_dir.name)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>Which images to annotate: {esc(run_dir.name)}</h1>",
+        f"<p class='sub'>{a.n:,} images, {a.num_clusters} pseudo-label clusters, method "
+        f"<b>{esc(a.method or 'unknown')}</b> ranking by <b>{esc(a.score_name)}</b>; "
+        f"{len(a.skipped)} unreadable file(s) skipped ({_link_if(run_dir, 'skipped.csv')}). No label was used.</p>",
+    ]
+    note = cluster_size_note(a.clusters, a.num_clusters)
+    if note is not None:
+        parts.append(f"<p class='warn' id='cluster-note'><b>Clusters:</b> {esc(note)}</p>")
+    return parts
+
+
+def _budget_table(run_dir: Path, a: Answer) -> list[str]:
+    """The budgets: beta, count and the files to hand on, then the other files of the folder."""
+    esc = html.escape
     parts: list[str] = []
     add = parts.append
-
-    add("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>")
-    add("<meta name='viewport' content='width=device-width, initial-scale=1'>")
-    add(f"<title>elfs selection: {esc(run_dir.name)}</title><style>{_CSS}</style></head><body><main>")
-    add(f"<h1>Which images to annotate: {esc(run_dir.name)}</h1>")
-    add(
-        f"<p class='sub'>{n:,} images, {num_clusters} pseudo-label clusters, method "
-        f"<b>{esc(method or 'unknown')}</b> ranking by <b>{esc(score_name)}</b>; "
-        f"{n_skipped} unreadable file(s) skipped ({_link_if(run_dir, 'skipped.csv')}). No label was used.</p>"
-    )
-
-    note = cluster_size_note(pl, num_clusters)
-    if note is not None:
-        add(f"<p class='warn' id='cluster-note'><b>Clusters:</b> {esc(note)}</p>")
     add("<h2>Budgets</h2>")
     add(
         "<p class='note'>Each list is in <b>priority order</b>: round robin over the clusters (most kept images "
-        f"first), {'easiest' if easy else 'hardest'} kept image first within a cluster. Annotating only the first "
-        "lines of a list still covers every cluster.</p>"
+        f"first), {'easiest' if a.easy_first else 'hardest'} kept image first within a cluster. Annotating only the "
+        "first lines of a list still covers every cluster.</p>"
     )
     add(
         "<table><tr><th>budget</th><th>beta</th><th>images to annotate</th><th>list</th><th>Label Studio</th>"
         "<th>CVAT</th><th>files</th></tr>"
     )
-    for b, o in order.items():
+    for b, o in a.order.items():
         tag = budget_tag(b)
-        be = beta.get(b)
+        be = a.beta.get(b)
         folder = f"selected_{tag}"
         add(
             f"<tr><td class='num'>{esc(tag)}</td><td class='num'>{'—' if be is None else f'{be:g}'}</td>"
@@ -204,35 +201,48 @@ def write_report_html(
     ]
     items = [f"<li>{_link_if(run_dir, name)}: {esc(what)}</li>" for name, what in others if (run_dir / name).exists()]
     add("<p class='note'>Also in this folder:</p><ul class='note'>" + "".join(items) + "</ul>")
-    if setup is not None:
-        from elfs.exports import cvat_command
+    return parts
 
-        first = budget_tag(next(iter(order)))
-        storages = " and ".join(f"<code>{esc(st)}</code>" for st in setup.storages) or "(none possible)"
-        ls_steps = (
-            f"<li>start it: <code>{esc(setup.start_command())}</code></li>"
-            "<li>create a project whose labelling config reads <code>$image</code>, e.g. "
-            f"<code>{esc(LABELSTUDIO_CONFIG_HINT)}</code></li>"
-            f"<li>Settings → Cloud Storage → Add Source Storage → Local files, absolute local path {storages}; "
-            "save it without syncing (a sync would import every image)</li>"
-            f"<li>Import → upload <code>labelstudio_{esc(first)}.json</code> (the tasks arrive in priority order)</li>"
-        )
-        if setup.unservable:
-            ls_steps += f"<li>{esc(setup.steps()[-1])}</li>"
-        add(
-            "<div class='howto'><b>Handing a list to a labelling tool</b> (commands run in this folder)<ul>"
-            f"<li><b>Label Studio</b>:<ol>{ls_steps}</ol></li>"
-            f"<li><b>CVAT</b> (POSIX sh; put your server, user and labels or <code>--project_id N</code>): "
-            f"<code>{esc(cvat_command(f'cvat_{first}.txt', f'elfs {first}'))}</code>; or upload the files of "
-            "<code>selected_&lt;budget&gt;/</code> in the web UI with sorting method <i>predefined</i>.</li>"
-            "<li><b>FiftyOne</b>: <code>python fiftyone_tag.py --app</code> tags the samples "
-            "<code>elfs_&lt;budget&gt;</code> and sets their priority, cluster and score.</li>"
-            "<li><b>Anything else</b>: <code>annotate_&lt;budget&gt;.txt</code> has one absolute path per line.</li>"
-            "</ul></div>"
-        )
 
+def _howto(a: Answer) -> list[str]:
+    """How to hand a list to Label Studio, CVAT, FiftyOne (only when the images are files)."""
+    if a.filepaths is None:
+        return []
+    from elfs.handback.exports import cvat_command, labelstudio_setup
+
+    esc, setup = html.escape, labelstudio_setup(a.filepaths)
+    first = budget_tag(next(iter(a.order)))
+    storages = " and ".join(f"<code>{esc(st)}</code>" for st in setup.storages) or "(none possible)"
+    ls_steps = (
+        f"<li>start it: <code>{esc(setup.start_command())}</code></li>"
+        "<li>create a project whose labelling config reads <code>$image</code>, e.g. "
+        f"<code>{esc(LABELSTUDIO_CONFIG_HINT)}</code></li>"
+        f"<li>Settings → Cloud Storage → Add Source Storage → Local files, absolute local path {storages}; "
+        "save it without syncing (a sync would import every image)</li>"
+        f"<li>Import → upload <code>labelstudio_{esc(first)}.json</code> (the tasks arrive in priority order)</li>"
+    )
+    if setup.unservable:
+        ls_steps += f"<li>{esc(setup.steps()[-1])}</li>"
+    return [
+        "<div class='howto'><b>Handing a list to a labelling tool</b> (commands run in this folder)<ul>"
+        f"<li><b>Label Studio</b>:<ol>{ls_steps}</ol></li>"
+        f"<li><b>CVAT</b> (POSIX sh; put your server, user and labels or <code>--project_id N</code>): "
+        f"<code>{esc(cvat_command(f'cvat_{first}.txt', f'elfs {first}'))}</code>; or upload the files of "
+        "<code>selected_&lt;budget&gt;/</code> in the web UI with sorting method <i>predefined</i>.</li>"
+        "<li><b>FiftyOne</b>: <code>python fiftyone_tag.py --app</code> tags the samples "
+        "<code>elfs_&lt;budget&gt;</code> and sets their priority, cluster and score.</li>"
+        "<li><b>Anything else</b>: <code>annotate_&lt;budget&gt;.txt</code> has one absolute path per line.</li>"
+        "</ul></div>"
+    ]
+
+
+def _plots(run_dir: Path, a: Answer) -> list[str]:
+    """The plots written beside the page (those that exist)."""
+    esc = html.escape
+    parts: list[str] = []
+    add = parts.append
     add("<h2>Plots</h2><div class='plots'>")
-    wide = num_clusters > 30  # the coverage plot grows with the clusters
+    wide = a.num_clusters > 30  # the coverage plot grows with the clusters
     for name, what, cls in (
         ("score_histogram.png", "Hardness of every image, with each budget's cuts", ""),
         ("cluster_coverage.png", "Share of each cluster in the whole set and in each coreset", "wide" if wide else ""),
@@ -242,13 +252,25 @@ def write_report_html(
             add(f"<div class='{cls}'><h3>{esc(what)}</h3><img src='{_href(name)}' alt='{esc(name)}'></div>")
     add("</div>")
 
+    return parts
+
+
+def _budget_sections(run_dir: Path, a: Answer, load_image: Callable[[int], np.ndarray] | None) -> list[str]:
+    """Per budget, the kept images grouped by cluster in priority order: thumbnails while they last, then names."""
+    from elfs.handback.exports import symlink_name
+
+    esc = html.escape
+    ids, filepaths = a.ids, a.filepaths
+    totals = np.bincount(a.clusters, minlength=a.num_clusters)
+    parts: list[str] = []
+    add = parts.append
     cache: dict[int, str] = {}
     shown_total = 0
-    for b, o in order.items():
+    for b, o in a.order.items():
         tag = budget_tag(b)
         folder = run_dir / f"selected_{tag}"
         prio = {int(i): p for p, i in enumerate(np.asarray(o).tolist(), start=1)}
-        groups = cluster_groups(pl, o)
+        groups = cluster_groups(a.clusters, o)
         add(f"<h2>Budget {esc(tag)}: {len(o):,} images in {len(groups)} clusters</h2>")
         add(
             f"<p class='note'>The whole list, in this order: {_link_if(run_dir, f'annotate_{tag}.txt')}. "
@@ -289,10 +311,7 @@ def write_report_html(
             )
     if load_image is not None and shown_total >= MAX_THUMBS:
         add(f"<p class='note'>Thumbnails stop after {MAX_THUMBS:,}; later clusters list names only.</p>")
-    parts.extend(sections)  # further sections (near-duplicates), written by their own modules
-    add("</main></body></html>\n")
-    text = "".join(parts)
-    return _write_text(run_dir / "report.html", lambda f: f.write(text))
+    return parts
 
 
 __all__ = [

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from elfs.backbones import BackboneSpec, build_backbone, get_spec, scale_size
-from elfs.progress import progress_bar
+from elfs.infra.progress import progress_bar
+from elfs.method.backbones import BackboneSpec, build_backbone, get_spec, scale_size
 
 __all__ = ["embed_folder", "embed_images", "pixel_signature", "preprocess", "resize_placement", "resolve_device"]
 
@@ -171,7 +171,7 @@ def embed_images(
     return out.numpy() if sig is None else (out.numpy(), sig)
 
 
-SIGNATURE_SIDE = 16  # pixels a side of the grey thumbnail near-copies are confirmed by (elfs/duplicates.py)
+SIGNATURE_SIDE = 16  # pixels a side of the grey thumbnail near-copies are confirmed by (elfs/method/duplicates.py)
 
 
 def pixel_signature(images: torch.Tensor | np.ndarray) -> np.ndarray:
