@@ -25,8 +25,12 @@ rng = np.random.default_rng(0)
 centers = (rng.standard_normal((classes, d)) * 2).astype(np.float32)
 x = centers[rng.integers(0, classes, n)] + rng.standard_normal((n, d), dtype=np.float32)
 t, t0 = {}, time.perf_counter()
+rss = {}  # peak RSS after each stage (MiB): a failure says which stage took the memory
+def peak(stage):
+    rss[stage] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 from elfs.method.knn import knn
 idx, _ = knn(x, 20, backend="faiss_ivf", chunk_size=8192)
+peak("knn")
 t["knn"], t0 = time.perf_counter() - t0, time.perf_counter()
 from elfs.cluster import fit_temi
 from elfs.config import ClusterConfig, DynamicsConfig
@@ -35,10 +39,12 @@ cc = ClusterConfig(num_heads=4, hidden_dim=128, bottleneck_dim=64, epochs=1, bat
                    min_lr=1e-4, warmup_epochs=0, knn_k=20, teacher_momentum=0.99, embed_norm=True)
 tr = Runtime(trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": False})
 pseudo = fit_temi(x, idx, classes, cc, seed=0, runtime=tr).pseudo_labels
+peak("cluster")
 t["cluster"], t0 = time.perf_counter() - t0, time.perf_counter()
 from elfs.dynamics import HARD_END, record_dynamics
 dc = DynamicsConfig(model="mlp", width=256, batch_size=1024, lr=0.05, epochs=2, el2n_epochs=1)
 scores = record_dynamics(x, pseudo, dc, num_classes=classes, seed=0, runtime=tr)
+peak("dynamics")
 t["dynamics"], t0 = time.perf_counter() - t0, time.perf_counter()
 from elfs.select import select, to_hardness
 from elfs.handback.answer import Answer
@@ -49,8 +55,8 @@ answer = Answer(ids=[f"#{i}" for i in range(n)], clusters=pseudo, hardness=h, sc
                 kept=kept, beta={0.1: 0.1, 0.3: 0.1}, num_clusters=classes)
 files = write_selection_outputs(out, answer)
 t["select"] = time.perf_counter() - t0
-print(json.dumps({"seconds": t, "kept": {str(b): len(k) for b, k in kept.items()}, "files": len(files),
-                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": t, "peak_mb_after": rss, "kept": {str(b): len(k) for b, k in kept.items()},
+                  "files": len(files), "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
