@@ -17,7 +17,7 @@ N, D, CLASSES = 200_000, 64, 100
 RSS_BOUND_MB = 2500
 
 _SCRIPT = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 import numpy as np
 n, d, classes, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
@@ -25,9 +25,11 @@ rng = np.random.default_rng(0)
 centers = (rng.standard_normal((classes, d)) * 2).astype(np.float32)
 x = centers[rng.integers(0, classes, n)] + rng.standard_normal((n, d), dtype=np.float32)
 t, t0 = {}, time.perf_counter()
+def hwm_mb():  # own peak RSS; ru_maxrss would start at the forking pytest worker's (kept over exec)
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024
 rss = {}  # peak RSS after each stage (MiB): a failure says which stage took the memory
 def peak(stage):
-    rss[stage] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss[stage] = hwm_mb()
 from elfs.method.knn import knn
 idx, _ = knn(x, 20, backend="faiss_ivf", chunk_size=8192)
 peak("knn")
@@ -56,7 +58,7 @@ answer = Answer(ids=[f"#{i}" for i in range(n)], clusters=pseudo, hardness=h, sc
 files = write_selection_outputs(out, answer)
 t["select"] = time.perf_counter() - t0
 print(json.dumps({"seconds": t, "peak_mb_after": rss, "kept": {str(b): len(k) for b, k in kept.items()},
-                  "files": len(files), "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "files": len(files), "maxrss_mb": hwm_mb()}))
 """
 
 
@@ -94,7 +96,7 @@ KNN_COPY_MB = KNN_N * KNN_D * 4 / _MIB
 KNN_BOUND_MB = KNN_COPY_MB * 0.25 + 64 * KNN_CELLS * KNN_D * 4 / _MIB + KNN_COPY_MB / 2 + 300
 
 _KNN_SCRIPT = r"""
-import json, resource, sys
+import json, sys
 from pathlib import Path
 import numpy as np
 n, d, k, cells, path = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
@@ -109,9 +111,11 @@ del x
 import faiss  # noqa: F401 - loaded before the baseline is taken
 from elfs.method.knn import ivf_storage, knn
 x = np.load(path, mmap_mode="r")
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def hwm_mb():  # own peak RSS; ru_maxrss would start at the forking pytest worker's (kept over exec)
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024
+base = hwm_mb()
 idx, sims = knn(x, k, backend="faiss_ivf", chunk_size=4096, nlist=cells, nprobe=1)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = hwm_mb()
 q = np.arange(0, n, n // 200)  # exact neighbours of 200 rows, by brute force in float64, in blocks
 xq = np.asarray(x[q], dtype=np.float64)
 xq /= np.linalg.norm(xq, axis=1, keepdims=True)
