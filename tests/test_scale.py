@@ -16,6 +16,12 @@ N, D, CLASSES = 200_000, 64, 100
 #: N x N float32 similarity matrix would be 160 GB.
 RSS_BOUND_MB = 2500
 
+#: each subprocess's own peak RSS (MiB): ru_maxrss would start at the forking pytest worker's (Linux keeps it over exec)
+_HWM = r"""
+def hwm_mb():  # own peak RSS; ru_maxrss would start at the forking pytest worker's (kept over exec)
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024
+"""
+
 _SCRIPT = r"""
 import json, sys, time
 from pathlib import Path
@@ -25,9 +31,7 @@ rng = np.random.default_rng(0)
 centers = (rng.standard_normal((classes, d)) * 2).astype(np.float32)
 x = centers[rng.integers(0, classes, n)] + rng.standard_normal((n, d), dtype=np.float32)
 t, t0 = {}, time.perf_counter()
-def hwm_mb():  # own peak RSS; ru_maxrss would start at the forking pytest worker's (kept over exec)
-    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024
-rss = {}  # peak RSS after each stage (MiB): a failure says which stage took the memory
+{HWM}rss = {}  # peak RSS after each stage (MiB): a failure says which stage took the memory
 def peak(stage):
     rss[stage] = hwm_mb()
 from elfs.method.knn import knn
@@ -59,7 +63,7 @@ files = write_selection_outputs(out, answer)
 t["select"] = time.perf_counter() - t0
 print(json.dumps({"seconds": t, "peak_mb_after": rss, "kept": {str(b): len(k) for b, k in kept.items()},
                   "files": len(files), "maxrss_mb": hwm_mb()}))
-"""
+""".replace("{HWM}", _HWM.lstrip("\n"))
 
 
 @pytest.mark.slow
@@ -111,9 +115,7 @@ del x
 import faiss  # noqa: F401 - loaded before the baseline is taken
 from elfs.method.knn import ivf_storage, knn
 x = np.load(path, mmap_mode="r")
-def hwm_mb():  # own peak RSS; ru_maxrss would start at the forking pytest worker's (kept over exec)
-    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024
-base = hwm_mb()
+{HWM}base = hwm_mb()
 idx, sims = knn(x, k, backend="faiss_ivf", chunk_size=4096, nlist=cells, nprobe=1)
 peak = hwm_mb()
 q = np.arange(0, n, n // 200)  # exact neighbours of 200 rows, by brute force in float64, in blocks
@@ -128,7 +130,7 @@ exact = np.argsort(-s, axis=1)[:, :k]
 recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(idx[q].tolist(), exact.tolist())])
 err = float(np.abs(sims[q] - np.take_along_axis(s, idx[q], axis=1)).max())
 print(json.dumps({"base_mb": base, "peak_mb": peak, "recall": recall, "sim_err": err, "storage": ivf_storage(n)}))
-"""
+""".replace("{HWM}", _HWM.lstrip("\n"))
 
 
 @pytest.mark.slow
