@@ -11,7 +11,8 @@ penalty). Scores start from uniform noise (``rand_init``) and are min-max normal
 one): the covered example is found in a window of ranks around the point in one dimension where the window's edge
 proves it (:class:`SortedIndex`), and its neighbours among the examples within a distance that a fixed random
 subset of the examples bounds (:func:`neighbour_subset`; checked per sample, else every example), so that no row
-sorts or takes a top-1000 over every example (on a CPU, one sample a row in numpy). Exact ties (sparse embeddings
+sorts or takes a top-1000 over every example (on a CPU, one sample a row, compiled with numba:
+:mod:`elfs.select.zcore_kernels`). Exact ties (sparse embeddings
 tie often) go to a random one of the tied examples by a salted hash, where the reference takes the first index.
 :func:`zcore_scores_per_sample` is the plain one-sample-at-a-time form, as the reference code loops, kept for the
 equivalence test and the benchmark.
@@ -180,38 +181,17 @@ def _covered(xt, d, p, salt, index, width: int):
     return covered
 
 
-def _nearest(dist: np.ndarray, ids: np.ndarray, salt) -> int:
-    """The example of the smallest distance; exact ties to the one whose (id, salt) hashes lowest (numpy)."""
-    tied = np.flatnonzero(dist == dist.min())
-    return int(ids[tied[0]] if len(tied) == 1 else ids[tied[np.argmin(_mix(ids[tied] ^ salt))]])
-
-
 def _covered_by_row(xt, d, p, salt, index: SortedIndex, width: int):
-    """:func:`_covered` on a CPU, one sample a row in numpy (the same example: the window's edge proves it, else
-    every example is scanned)."""
+    """:func:`_covered` on a CPU, one sample a row, compiled (:mod:`elfs.select.zcore_kernels`): the same example
+    (the window's edge proves it, else every example is scanned)."""
     import torch
 
-    x, dims, pts, salts = xt.numpy(), d.numpy(), p.numpy(), salt.numpy()
-    values, order = index.values.numpy(), index.order.numpy()
-    n = x.shape[1]
-    out = np.empty(len(dims), dtype=np.int64)
-    for i, row in enumerate(dims):
-        if width < n:
-            first = min(max(int(np.searchsorted(values[row[0]], pts[i, 0])) - width // 2, 0), n - width)
-            ids, vals = order[row[0], first : first + width], values[row[0], first : first + width]
-            dist = np.abs(vals - pts[i, 0])
-            for j in range(1, len(row)):
-                dist += np.abs(x[row[j], ids] - pts[i, j])
-            left = pts[i, 0] - vals[0] if first > 0 else np.inf
-            right = vals[-1] - pts[i, 0] if first + width < n else np.inf
-            if dist.min() < min(left, right):  # everything outside is at least that far
-                out[i] = _nearest(dist, ids, salts[i])
-                continue
-        dist = np.abs(x[row[0]] - pts[i, 0])
-        for j in range(1, len(row)):
-            dist += np.abs(x[row[j]] - pts[i, j])
-        out[i] = _nearest(dist, np.arange(n), salts[i])
-    return torch.from_numpy(out)
+    from elfs.select import zcore_kernels
+
+    threads = zcore_kernels.use_torch_threads()
+    x, values, order = xt.numpy(), index.values.numpy(), index.order.numpy()
+    rows = zcore_kernels.covered_rows(x, d.numpy(), p.numpy(), salt.numpy(), values, order, width, threads)
+    return torch.from_numpy(rows)
 
 
 #: a covered example's neighbours are looked for among the examples within the distance at which a fixed random
@@ -271,47 +251,25 @@ def _candidates(dist, k: int, subset, rank: int):
     return cand[ok], ids[ok], ok
 
 
-def _penalties_by_row(xt, d, centre, covered, k: int, exponent: float, salt, subset: np.ndarray, rank: int):
-    """:func:`_candidates` then :func:`_penalise` on a CPU, one sample a row in numpy, each row's scan staying in
-    cache (under half the time of the matrices, measured): the same float32 distances and the same rules for ties,
-    so the same penalties up to float64 rounding. The penalties [N] (float64, numpy) of the rows settled, and those
-    rows [B] (a torch mask)."""
+def _penalties_by_row(xt, d, centre, covered, k: int, exponent: float, salt, subset=None, rank: int = 0):
+    """:func:`_candidates` then :func:`_penalise` on a CPU, one sample a row, compiled
+    (:mod:`elfs.select.zcore_kernels`), each row's scan staying in cache: the same float32 distances and the same
+    rules for ties, so the same penalties up to float64 rounding. The penalties [N] (float64, numpy) of the rows
+    settled, and those rows [B] (a torch mask); without a ``subset`` every other example is a candidate (all
+    settled)."""
     import torch
 
-    x, dims, c, cov = xt.numpy(), d.numpy(), centre.numpy(), covered.numpy()
-    salts = salt.numpy()
-    dist, part = np.empty(x.shape[1], dtype=np.float32), np.empty(x.shape[1], dtype=np.float32)
-    ok = np.zeros(len(dims), dtype=bool)
-    hit, weight = [], []
-    for i, row in enumerate(dims):
-        np.abs(np.subtract(x[row[0]], c[i, 0], out=dist), out=dist)
-        for j in range(1, len(row)):
-            dist += np.abs(np.subtract(x[row[j]], c[i, j], out=part), out=part)
-        dist[cov[i]] = np.inf
-        at = np.flatnonzero(dist <= np.partition(dist[subset], rank - 1)[rank - 1])
-        if len(at) < k:
-            continue  # too few within the bound: left to every example
-        ok[i] = True
-        near = dist[at]
-        kth = np.partition(near, k - 1)[k - 1]
-        member = near < kth
-        tied = np.flatnonzero(near == kth)
-        need = k - int(member.sum())
-        if len(tied) > need:  # the places left go to the tied examples whose (id, salt) hash lowest
-            tied = tied[np.argsort(_mix(at[tied] ^ salts[i]))[:need]]
-        member[tied] = True
-        if near.min() == 0:  # an exact twin takes the whole point: one of every twin, by the same hash
-            zero = np.flatnonzero(near == 0)
-            hit.append(at[zero[np.argmin(_mix(at[zero] ^ salts[i]))]][None])
-            weight.append(np.ones(1))
-            continue
-        gap = near[member].astype(np.float64)
-        w = (gap.min() / gap) ** exponent  # 1 / d**exponent scaled by the nearest's: no overflow
-        hit.append(at[member])
-        weight.append(w / w.sum())
-    if not hit:
-        return np.zeros(x.shape[1]), torch.as_tensor(ok)
-    return -np.bincount(np.concatenate(hit), np.concatenate(weight), x.shape[1]), torch.as_tensor(ok)
+    from elfs.select import zcore_kernels
+
+    threads = zcore_kernels.use_torch_threads()
+    b = len(d)
+    hit, weight = np.zeros((b, k), dtype=np.int64), np.zeros((b, k), dtype=np.float64)
+    args = (xt.numpy(), d.numpy(), centre.numpy(), covered.numpy(), k, float(exponent), salt.numpy())
+    subset = np.zeros(0, dtype=np.int64) if subset is None else np.asarray(subset, dtype=np.int64)
+    count = zcore_kernels.penalty_rows(*args, (subset, rank), (hit, weight), threads)
+    delta = np.zeros(xt.shape[1])
+    zcore_kernels.accumulate(delta, hit, weight, count)
+    return delta, torch.as_tensor(count > 0)
 
 
 def _members(dist, ids, k: int, salt):
@@ -358,7 +316,8 @@ def block_scores(
     (int64) breaks exact ties between examples at random (the reference takes the first index); 0 without it.
     ``index`` (a :class:`SortedIndex` of xt) finds the covered examples in a window of ranks first, and ``bound``
     (:func:`neighbour_subset`) their neighbours among the few examples within a bound: the same result, less work.
-    With both on a CPU, each sample is a row in numpy, whose scans stay in cache; else blocks of rows as matrices."""
+    On a CPU with an index, each sample is a compiled row whose scans stay in cache; else blocks of rows as matrices
+    (the GPU's form)."""
     import torch
 
     n = xt.shape[1]
@@ -366,7 +325,7 @@ def block_scores(
     p = torch.as_tensor(points, device=xt.device, dtype=xt.dtype)
     salt = torch.zeros((len(d), 2), dtype=torch.int64) if salt is None else torch.as_tensor(salt)
     salt = salt.to(xt.device)
-    by_row = xt.device.type == "cpu" and index is not None and bound is not None  # many examples: rows in cache
+    by_row = xt.device.type == "cpu" and index is not None  # compiled rows, each scan in cache
     if by_row:
         covered = _covered_by_row(xt, d, p, salt[:, 0], index, min(n, 1024))
     else:
@@ -377,14 +336,16 @@ def block_scores(
     delta = torch.zeros(n, dtype=torch.float64, device=xt.device)
     delta.index_add_(0, covered, torch.ones(len(covered), dtype=torch.float64, device=xt.device))
     rest = torch.ones(len(d), dtype=torch.bool, device=xt.device)
-    if bound is not None:
-        if by_row:
-            part, ok = _penalties_by_row(xt, d, centre, covered, neighbours, exponent, salt[:, 1], *bound)
-            delta += torch.from_numpy(part)
-        else:
-            dist = _distances(xt, d, centre).scatter_(1, covered[:, None], float("inf"))
-            cand, ids, ok = _candidates(dist, neighbours, torch.as_tensor(bound[0], device=xt.device), bound[1])
-            _penalise(delta, cand, ids, neighbours, exponent, salt[ok, 1])
+    if by_row:
+        part, ok = _penalties_by_row(xt, d, centre, covered, neighbours, exponent, salt[:, 1], *(bound or ()))
+        if not bool(ok.all()):  # fewer than the neighbours within the bound: every other example is a candidate
+            r = ~ok
+            part += _penalties_by_row(xt, d[r], centre[r], covered[r], neighbours, exponent, salt[r, 1])[0]
+        return delta + torch.from_numpy(part)
+    elif bound is not None:
+        dist = _distances(xt, d, centre).scatter_(1, covered[:, None], float("inf"))
+        cand, ids, ok = _candidates(dist, neighbours, torch.as_tensor(bound[0], device=xt.device), bound[1])
+        _penalise(delta, cand, ids, neighbours, exponent, salt[ok, 1])
         rest = ~ok
     if bool(rest.any()):  # every example is a candidate
         dist = _distances(xt, d[rest], centre[rest]).scatter_(1, covered[rest, None], float("inf"))
@@ -420,10 +381,12 @@ def zcore_scores(
     lo, med, hi = embedding_stats(x)
     scores = rng.uniform(0.0, 1.0, n) if rand_init else np.zeros(n)
     xt = torch.as_tensor(x.T.astype(np.float32)).contiguous().to(device)
-    # rows of about 16 MiB on a CPU (they stay in cache), 1 GiB on a GPU
-    per = batch_size or max(1, (1 << (28 if xt.device.type == "cuda" else 22)) // (n * dim))
     index = SortedIndex(xt)
     bound = neighbour_subset(n, neighbours)
+    if xt.device.type == "cpu":  # compiled rows: a draw block at once, [B, k] results
+        per = batch_size or max(1, min(DRAW_BLOCK, (1 << 22) // neighbours))
+    else:  # matrices of about 16 MiB on a CPU (they stay in cache), 1 GiB on a GPU
+        per = batch_size or max(1, (1 << (28 if xt.device.type == "cuda" else 22)) // (n * dim))
     total = torch.zeros(n, dtype=torch.float64, device=xt.device)
     for start in range(0, samples, DRAW_BLOCK):
         count = min(DRAW_BLOCK, samples - start)
