@@ -172,18 +172,21 @@ def search_beta(
     best_beta = betas[best]
     at_edge = len(betas) > 1 and best == len(betas) - 1
     if at_edge:
+        curve = dict(zip(betas, accs, strict=True))
         limit = 1.0 - budget
         if best_beta + budget >= 1.0 - SUM_TOLERANCE:
-            how = f"the grid cannot be extended (beta={best_beta:g} already equals 1 - budget={limit:g})"
+            # the grid reaches as far as beta can go: nothing to change in it; the run's end lists this label-free
+            # sign of weak pseudo-labels beside the others, with what to try (pipeline.warn_weak_labels)
+            log.info("beta search: the curve rises to beta=%g = 1 - budget, the grid's limit: %s", best_beta, curve)
         else:
-            how = f"extend the grid towards beta={limit:g} (= 1 - budget)"
-        warnings.warn(
-            f"beta search picked the largest beta on the grid (beta={best_beta:g}, val acc {accs[best]:.4g}; "
-            f"curve {dict(zip(betas, accs, strict=True))}): validation accuracy may be rising monotonically with beta, "
-            f"the failure mode of poor pseudo-labels; {how} and inspect the whole curve",
-            UserWarning,
-            stacklevel=2,
-        )
+            warnings.warn(
+                f"beta search picked the largest beta on the grid (beta={best_beta:g}, val acc {accs[best]:.4g}; "
+                f"curve {curve}): validation accuracy may be rising monotonically with beta, the failure mode of "
+                f"poor pseudo-labels; extend the grid towards beta={limit:g} (= 1 - budget) and inspect the whole "
+                "curve",
+                UserWarning,
+                stacklevel=2,
+            )
     return BetaSearchResult(
         best_beta=best_beta,
         betas=betas,
