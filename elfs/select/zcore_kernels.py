@@ -56,6 +56,48 @@ def _spans(rows: int, parts: int) -> np.ndarray:
     return (np.arange(parts + 1) * rows) // parts
 
 
+@numba.njit(cache=True)
+def _kth(a, k: int):
+    """The k-th smallest (0-based) of ``a``, reordering it in place (quickselect, median of three): numba's
+    np.partition copies and runs about ten times slower on these rows."""
+    lo, hi = 0, len(a) - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot, i, j = a[mid], lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return a[k]
+    return a[k]
+
+
+@numba.njit(cache=True)
+def _by_shared_dimension(dims) -> np.ndarray:
+    """The rows in order of their smallest dimension: consecutive rows then scan one column in common, which stays
+    in the core's cache (each row's scan reads two columns of N floats, more than L1 and often more than L2)."""
+    key = np.empty(len(dims), dtype=np.int64)
+    for i in range(len(dims)):
+        key[i] = dims[i].min()
+    return np.argsort(key, kind="mergesort")
+
+
 @numba.njit(parallel=True, cache=True)
 def covered_rows(x, dims, points, salt, values, order, width: int, threads: int) -> np.ndarray:
     """Per sample, the example nearest its point (L1 over its dimensions ``dims``): among the ``width`` ranks
@@ -89,11 +131,72 @@ def covered_rows(x, dims, points, salt, values, order, width: int, threads: int)
     return out
 
 
+@numba.njit(cache=True, inline="always")
+def _distance(x, row, centre, m: int):
+    """float32 L1 distance of example ``m`` from ``centre`` over the dimensions ``row`` (added in their order)."""
+    d = abs(x[row[0], m] - centre[0])
+    for j in range(1, len(row)):
+        d += abs(x[row[j], m] - centre[j])
+    return d
+
+
 @numba.njit(cache=True)
-def _members(near, at, k: int, salt, chosen) -> int:
+def _rank_limit(x, row, centre, covered: int, subset, rank: int, heap):
+    """The ``rank``-th smallest distance to the examples ``subset`` (the covered one counts as infinitely far), in
+    one pass with a max-heap of the ``rank`` smallest: far cheaper than selecting over the subset."""
+    size = 0
+    for s in subset:
+        v = np.float32(np.inf) if s == covered else _distance(x, row, centre, s)
+        if size < rank:  # fill: sift up
+            j = size
+            size += 1
+            while j > 0 and heap[(j - 1) >> 1] < v:
+                heap[j] = heap[(j - 1) >> 1]
+                j = (j - 1) >> 1
+            heap[j] = v
+        elif v < heap[0]:  # replace the largest: sift down
+            j = 0
+            while True:
+                child = 2 * j + 1
+                if child >= rank:
+                    break
+                if child + 1 < rank and heap[child + 1] > heap[child]:
+                    child += 1
+                if heap[child] <= v:
+                    break
+                heap[j] = heap[child]
+                j = child
+            heap[j] = v
+    return heap[0]
+
+
+@numba.njit(cache=True)
+def _within(x, row, centre, covered: int, limit, near, at) -> int:
+    """The examples other than ``covered`` within ``limit``: their distances into ``near``, their indices into
+    ``at`` (increasing); returns how many (one pass, the distance computed and tested together)."""
+    c = 0
+    if len(row) == 2:  # the reference's subspaces: both dimensions in one fused loop
+        r0, r1, c0, c1 = row[0], row[1], centre[0], centre[1]
+        for m in range(x.shape[1]):
+            v = abs(x[r0, m] - c0) + abs(x[r1, m] - c1)
+            if v <= limit and m != covered:
+                near[c], at[c] = v, m
+                c += 1
+        return c
+    for m in range(x.shape[1]):
+        v = _distance(x, row, centre, m)
+        if v <= limit and m != covered:
+            near[c], at[c] = v, m
+            c += 1
+    return c
+
+
+@numba.njit(cache=True)
+def _members(near, at, k: int, salt, chosen, scratch) -> int:
     """The ``k`` nearest of the candidates (distances ``near`` to examples ``at``), exact ties at the k-th distance
     to the lowest hashes: their positions into ``chosen``; returns k."""
-    kth = np.partition(near, k - 1)[k - 1]
+    scratch[: len(near)] = near
+    kth = _kth(scratch[: len(near)], k - 1)
     c = 0
     for m in range(len(near)):
         if near[m] < kth:
@@ -123,28 +226,21 @@ def penalty_rows(x, dims, centre, covered, k: int, exponent: float, salt, bound,
     count = np.zeros(b, dtype=np.int64)
     parts = max(1, min(threads, b))
     span = _spans(b, parts)
+    order = _by_shared_dimension(dims)
     for t in numba.prange(parts):
-        dist = np.empty(n, dtype=np.float32)
         near = np.empty(n, dtype=np.float32)
         at = np.empty(n, dtype=np.int64)
-        sub = np.empty(len(subset), dtype=np.float32)
+        heap = np.empty(max(rank, 1), dtype=np.float32)
         chosen = np.empty(k, dtype=np.int64)
-        for i in range(span[t], span[t + 1]):
-            _row_distances(x, dims[i], centre[i], dist)
-            dist[covered[i]] = np.inf
+        scratch = np.empty(n, dtype=np.float32)
+        for i in order[span[t] : span[t + 1]]:
             limit = np.float32(np.inf)  # no subset: every other example is a candidate
             if len(subset):
-                for m in range(len(subset)):
-                    sub[m] = dist[subset[m]]
-                limit = np.partition(sub, rank - 1)[rank - 1]
-            c = 0
-            for m in range(n):
-                if dist[m] <= limit and m != covered[i]:
-                    near[c], at[c] = dist[m], m
-                    c += 1
+                limit = _rank_limit(x, dims[i], centre[i], covered[i], subset, rank, heap)
+            c = _within(x, dims[i], centre[i], covered[i], limit, near, at)
             if c < k:
                 continue  # too few within the bound
-            _members(near[:c], at[:c], k, salt[i], chosen)
+            _members(near[:c], at[:c], k, salt[i], chosen, scratch)
             low = np.inf
             for m in range(k):
                 low = min(low, near[chosen[m]])

@@ -163,7 +163,7 @@ def _foot_lines(results: dict[str, Any], seeds: int, paper: bool) -> list[str]:
             else ""
         )
         + (
-            " (* = at the edge of the grid: extend beta_grid)"
+            " (* = the largest beta of the grid: the validation curve still rising there)"
             if any(r.get("beta_at_edge") for r in results["results"])
             else ""
         )
