@@ -191,6 +191,21 @@ def _within(x, row, centre, covered: int, limit, near, at) -> int:
     return c
 
 
+@numba.njit(cache=True, inline="always")
+def _power(r, exponent):
+    """r ** exponent, by repeated squaring for a small whole exponent (the reference's 4: a tenth of pow's time,
+    within a few ulp of it)."""
+    if exponent == np.floor(exponent) and 0 <= exponent <= 64:
+        e, out = int(exponent), 1.0
+        while e:
+            if e & 1:
+                out *= r
+            r *= r
+            e >>= 1
+        return out
+    return r**exponent
+
+
 @numba.njit(cache=True)
 def _members(near, at, k: int, salt, chosen, scratch) -> int:
     """The ``k`` nearest of the candidates (distances ``near`` to examples ``at``), exact ties at the k-th distance
@@ -250,7 +265,7 @@ def penalty_rows(x, dims, centre, covered, k: int, exponent: float, salt, bound,
                 continue
             total = 0.0
             for m in range(k):
-                w = (np.float64(low) / np.float64(near[chosen[m]])) ** exponent  # scaled by the nearest's
+                w = _power(np.float64(low) / np.float64(near[chosen[m]]), exponent)  # scaled by the nearest's
                 weight[i, m], hit[i, m] = w, at[chosen[m]]
                 total += w
             for m in range(k):
