@@ -7,11 +7,18 @@ are those of the matrix form in :mod:`elfs.select.zcore` (float32 L1 distances, 
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 import torch
 
 _MASK = 0xFFFFFFFF
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    # numba's OpenMP layer shares libgomp with torch, and its idle worker kept spinning at a third of a core through
+    # every later torch training of the process (a proxy step took 20x longer); the work queue has no idle spin
+    numba.config.THREADING_LAYER = "workqueue"
 
 
 @numba.njit(cache=True, inline="always")
