@@ -125,11 +125,20 @@ class SortedIndex:
         import torch
 
         self.values, self.order = torch.sort(xt, dim=1)  # [D, N] each
-        v = self.values.double()
-        low, span = float(v.min()), float(v.max() - v.min()) + 1.0
-        # one increasing array of every row, each row shifted above the last: one searchsorted for rows that differ
-        self.flat = (v - low) + torch.arange(len(v), device=v.device, dtype=torch.float64)[:, None] * 2 * span
-        self.flat, self.low, self.span = self.flat.flatten(), low, span
+        self._flat = None
+
+    @property
+    def flat(self):
+        """One increasing float64 array of every row, each row shifted above the last: one searchsorted for rows
+        that differ (the matrix form's; made on first use, since it is as large as the values and order together)."""
+        import torch
+
+        if self._flat is None:
+            v = self.values.double()
+            self.low, self.span = float(v.min()), float(v.max() - v.min()) + 1.0
+            rows = torch.arange(len(v), device=v.device, dtype=torch.float64)[:, None]
+            self._flat = ((v - self.low) + rows * 2 * self.span).flatten()
+        return self._flat
 
     def window(self, dim, centre, width: int):
         """For rows (dimension ``dim`` [B], value ``centre`` [B]): the examples of the ``width`` ranks around the
@@ -137,9 +146,9 @@ class SortedIndex:
         at least that far from the centre in this dimension [B]."""
         import torch
 
-        n = self.values.shape[1]
+        n, flat = self.values.shape[1], self.flat
         key = (centre.double() - self.low) + dim.double() * 2 * self.span
-        pos = torch.searchsorted(self.flat, key) - dim * n
+        pos = torch.searchsorted(flat, key) - dim * n
         first = (pos - width // 2).clamp(0, n - width)
         at = (dim * n + first)[:, None] + torch.arange(width, device=dim.device)  # flat: one gather, no index tuple
         vals = torch.take(self.values, at)
@@ -382,7 +391,7 @@ def zcore_scores(
     n, n_dim = x.shape
     lo, med, hi = embedding_stats(x)
     scores = rng.uniform(0.0, 1.0, n) if rand_init else np.zeros(n)
-    xt = torch.as_tensor(x.T.astype(np.float32)).contiguous().to(device)
+    xt = torch.from_numpy(np.ascontiguousarray(x.T, dtype=np.float32)).to(device)  # one copy, transposed
     index = SortedIndex(xt)
     bound = neighbour_subset(n, neighbours)
     if xt.device.type == "cpu":  # compiled rows: a draw block at once, [B, k] results
