@@ -274,7 +274,7 @@ def _penalties_by_row(xt, d, centre, covered, k: int, exponent: float, salt, sub
 
     threads = zcore_kernels.use_torch_threads()
     b = len(d)
-    hit, weight = np.zeros((b, k), dtype=np.int64), np.zeros((b, k), dtype=np.float64)
+    hit, weight = np.empty((b, k), dtype=np.int64), np.empty((b, k), dtype=np.float64)  # read up to count only
     args = (xt.numpy(), d.numpy(), centre.numpy(), covered.numpy(), k, float(exponent), salt.numpy())
     subset = np.zeros(0, dtype=np.int64) if subset is None else np.asarray(subset, dtype=np.int64)
     count = zcore_kernels.penalty_rows(*args, (subset, rank), (hit, weight), threads)
