@@ -10,7 +10,7 @@ would, print per-stage throughput and peak memory, and extrapolate each stage to
    scored against them (recall: planted pairs found in one group; precision: listed rows that are planted pairs).
 2. For each size in --sizes (the first n images, given to `elfs-select` as a list file), runs
    `elfs-select LIST --budget 0.1 0.3 --clusters 20 --out OUT` in a fresh cache and working folder, and samples
-   the resident memory of its whole process tree (DataLoader workers included) every 0.25 s.
+   the resident memory of its whole process tree (DataLoader workers included: PSS and RSS) every 0.25 s.
 3. Prints per stage: seconds, images/s, peak memory while it ran, and extrapolates each stage to --target from the
    largest run by the work its algorithm does at each size with elfs-select's own settings (read from the configs),
    beside the ratio measured between the two largest runs:
@@ -21,7 +21,9 @@ would, print per-stage throughput and peak memory, and extrapolate each stage to
      beta_search: constant (a fixed number of steps per candidate; the held-out pass is small);
      other: the line through the two largest runs (a fixed start-up plus writing the answer per image: CSV, lists,
      exports, embeddings.npy, report; thumbnails are a fixed number).
-   Peak memory: the line through the two largest runs, per stage. Then whether the goals at --target (8 GiB peak,
+   Peak memory: the line through the two largest runs, per stage, as the process tree's PSS (each page shared by the
+   tree's processes counted once; the RSS summed over them, which counts the forked workers' shared pages again, is
+   printed beside it). Then whether the goals at --target (8 GiB peak,
    3 hours on 2 cores) are met, and the near-duplicates' recall and precision at each size.
 Writes OUT/bench_folder.json; `--report OUT/bench_folder.json` prints its table again (no run). Never run by the test
 suite (it takes most of an hour at 100,000 images here).
@@ -157,8 +159,10 @@ def list_file(root: Path, n: int, where: Path) -> Path:
     return out
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants (Linux /proc)."""
+def _tree_memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) bytes of ``pid`` and all its descendants (Linux /proc). The RSS sum counts a page every process
+    shares (forked DataLoader workers share the parent's torch and encoder) once per process; PSS
+    (/proc/PID/smaps_rollup) splits each shared page among its sharers, so the tree's PSS is what it holds."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     page = os.sysconf("SC_PAGE_SIZE")
@@ -173,12 +177,26 @@ def _tree_rss(pid: int) -> int:
             rss[int(d)] = int(fields[21]) * page
         except (OSError, ValueError, IndexError):
             continue
-    total, todo = 0, [pid]
+    total_rss = total_pss = 0
+    todo = [pid]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
+        total_rss += rss.get(p, 0)
+        total_pss += _pss(p, rss.get(p, 0))
         todo += children.get(p, [])
-    return total
+    return total_rss, total_pss
+
+
+def _pss(pid: int, rss: int) -> int:
+    """Proportional set size of ``pid`` in bytes (its RSS where smaps_rollup cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return rss
 
 
 def _stage_spans(cache: Path) -> list[tuple[str, float, float, dict]]:
@@ -222,6 +240,22 @@ def duplicate_scores(csv_path: Path, n: int, period: int) -> dict:
     }
 
 
+def stage_peaks(samples: list[tuple[float, ...]], spans: list[tuple], col: int) -> dict[str, float]:
+    """The largest ``samples[i][col]`` (bytes) while each stage of ``spans`` ran, in GiB; "other" for the samples
+    outside every stage (start-up, choosing the coresets, writing the answer)."""
+    peaks: dict[str, float] = {}
+    inside = set()
+    for stage, a, b, _ in spans:
+        window = [i for i, s in enumerate(samples) if a <= s[0] <= b]
+        inside.update(window)
+        if window:
+            peaks[stage] = max(peaks.get(stage, 0.0), max(samples[i][col] for i in window) / 2**30)
+    rest = [s[col] for i, s in enumerate(samples) if i not in inside]
+    if rest:
+        peaks["other"] = max(rest) / 2**30
+    return {k: round(v, 3) for k, v in peaks.items()}
+
+
 def run_select(list_path: Path, n: int, work: Path, budgets: list[str], clusters: int, period: int = 0) -> dict:
     """`elfs-select` on ``list_path`` in a fresh folder and cache: per-stage seconds (results.json), the peak memory
     of the process tree while each stage ran (stage spans from the cache entries), and the rest of the wall time
@@ -235,25 +269,15 @@ def run_select(list_path: Path, n: int, work: Path, budgets: list[str], clusters
     t0 = time.time()
     with (cwd / "elfs-select.log").open("w") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        samples: list[tuple[float, int]] = []
+        samples: list[tuple[float, int, int]] = []  # (time, RSS, PSS) of the process tree
         while proc.poll() is None:
-            samples.append((time.time(), _tree_rss(proc.pid)))
+            samples.append((time.time(), *_tree_memory(proc.pid)))
             time.sleep(0.25)
     wall = time.time() - t0
     if proc.returncode != 0:
         raise SystemExit(f"elfs-select exited {proc.returncode} at n={n}; see {cwd / 'elfs-select.log'}")
     results = json.loads((cwd / "out" / "results.json").read_text())
     spans = _stage_spans(cwd / "cache")
-    peaks: dict[str, float] = {}
-    inside = set()
-    for stage, a, b, _ in spans:
-        window = [(i, r) for i, (t, r) in enumerate(samples) if a <= t <= b]
-        inside.update(i for i, _ in window)
-        if window:
-            peaks[stage] = max(peaks.get(stage, 0.0), max(r for _, r in window) / 2**30)
-    rest = [r for i, (_, r) in enumerate(samples) if i not in inside]
-    if rest:
-        peaks["other"] = max(rest) / 2**30
     seconds = dict(results["stage_seconds"])
     seconds["other"] = round(wall - sum(seconds.values()), 2)
     knn_meta = [m for s, _, _, m in spans if s == "knn"]
@@ -263,8 +287,10 @@ def run_select(list_path: Path, n: int, work: Path, budgets: list[str], clusters
         "n": n,
         "wall_seconds": round(wall, 1),
         "stage_seconds": seconds,
-        "peak_gib": {k: round(v, 3) for k, v in peaks.items()},
-        "peak_gib_overall": round(max((r for _, r in samples), default=0) / 2**30, 3),
+        "peak_gib": stage_peaks(samples, spans, 1),
+        "peak_pss_gib": stage_peaks(samples, spans, 2),
+        "peak_gib_overall": round(max((s[1] for s in samples), default=0) / 2**30, 3),
+        "peak_pss_gib_overall": round(max((s[2] for s in samples), default=0) / 2**30, 3),
         "knn_backend": knn_meta[0]["config"]["knn"]["backend"] if knn_meta else None,
     }
 
@@ -276,8 +302,10 @@ def report(runs: list[dict], target: int) -> dict:
     big = runs[-1]
     small = runs[-2] if len(runs) > 1 else None
     stages = list(big["stage_seconds"])
-    head = " ".join(f"{r['n']:>9,d}: s   img/s  GiB " for r in runs)
-    print(f"\n{'stage':12s} {head}  growth meas/model   at {target:,d}")
+    has_pss = all("peak_pss_gib" in r for r in runs)  # bench_folder.json files from before PSS was sampled lack it
+    mem_key = "peak_pss_gib" if has_pss else "peak_gib"
+    head = " ".join(f"{r['n']:>9,d}: s   img/s  RSS   PSS " for r in runs)
+    print(f"\n{'stage':12s} {head}  growth meas/model   at {target:,d}: time, PSS (RSS sum)")
     total = 0.0
     extrapolated: dict[str, dict[str, float]] = {}
     for s in stages:
@@ -285,7 +313,8 @@ def report(runs: list[dict], target: int) -> dict:
         for r in runs:
             sec = r["stage_seconds"].get(s, 0.0)
             rate = f"{r['n'] / sec:7.0f}" if sec >= 0.05 else "      -"
-            cells.append(f"{sec:12.1f} {rate} {r['peak_gib'].get(s, float('nan')):5.2f}")
+            pss = r.get("peak_pss_gib", {}).get(s, float("nan"))
+            cells.append(f"{sec:12.1f} {rate} {r['peak_gib'].get(s, float('nan')):5.2f} {pss:5.2f}")
         model = work.get(s, lambda n: n)
         measured = expected = None
         if small is not None and small["stage_seconds"].get(s, 0) > 0.5 and big["stage_seconds"].get(s, 0) > 0.5:
@@ -297,15 +326,26 @@ def report(runs: list[dict], target: int) -> dict:
             sec = _line(small, big, "stage_seconds", s, target)
         else:
             sec = big["stage_seconds"].get(s, 0.0) * model(target) / model(big["n"])
-        mem = _line(small, big, "peak_gib", s, target)
-        extrapolated[s] = {"seconds": sec, "peak_gib": mem}
+        mem, rss = _line(small, big, mem_key, s, target), _line(small, big, "peak_gib", s, target)
+        extrapolated[s] = {"seconds": sec, "peak_gib": mem, "peak_rss_sum_gib": rss}
         total += sec
         shown = f"{measured:5.2f}x" if measured is not None else "   -  "
         shown_model = "line " if model is None else (f"{expected:5.2f}x" if expected is not None else "   -  ")
-        print(f"{s:12s} " + " ".join(cells) + f"   {shown} / {shown_model}   {sec / 60:7.1f} min {mem:6.1f} GiB")
-    peak = max((v["peak_gib"] for v in extrapolated.values() if v["peak_gib"] == v["peak_gib"]), default=0.0)
+        print(
+            f"{s:12s} "
+            + " ".join(cells)
+            + f"   {shown} / {shown_model}   {sec / 60:7.1f} min {mem:6.1f} ({rss:.1f}) GiB"
+        )
+
+    def largest(key: str) -> float:
+        return max((v[key] for v in extrapolated.values() if v[key] == v[key]), default=0.0)  # NaN: not sampled
+
+    peak, rss_peak = largest("peak_gib"), largest("peak_rss_sum_gib")
     print(f"{'total':12s} " + " ".join(f"{r['wall_seconds']:12.1f}{'':19s}" for r in runs) + f"{total / 3600:13.2f} h")
-    print(f"peak memory at {target:,d}: {peak:.1f} GiB (the largest stage's, linear in N through the runs)")
+    what = "PSS of the process tree" if has_pss else "RSS summed over the process tree"
+    print(f"peak memory at {target:,d}: {peak:.1f} GiB ({what}: the largest stage's, linear in N through the runs)")
+    if has_pss:
+        print(f"  the RSS summed over the tree's processes, shared pages counted once per process: {rss_peak:.1f} GiB")
     embed_share = extrapolated.get("embed", {}).get("seconds", 0.0) / total if total else 0.0
     print(f"the embedding stage's share at {target:,d}: {100 * embed_share:.0f} % of the time")
     goals = {"peak_gib": (peak, GOAL_PEAK_GIB), "hours": (total / 3600, GOAL_HOURS)}
@@ -319,6 +359,8 @@ def report(runs: list[dict], target: int) -> dict:
         "extrapolated": extrapolated,
         "extrapolated_hours": total / 3600,
         "extrapolated_peak_gib": peak,
+        "extrapolated_peak_measure": "pss" if has_pss else "rss_sum",
+        "extrapolated_peak_rss_sum_gib": rss_peak,
         "embed_share": embed_share,
         "goals_met": {k: v <= g for k, (v, g) in goals.items()},
     }
@@ -358,6 +400,8 @@ def main() -> None:
     sizes = sorted(a.sizes or [a.n])
     if sizes[-1] > a.n:
         p.error(f"--sizes {sizes} go beyond the {a.n} photos written (--n)")
+    if shutil.which("elfs-select") is None:  # before writing photos for an hour
+        p.error("elfs-select is not on PATH: activate the environment elfs is installed in (pip install -e .)")
     root, work = a.dir.resolve(), a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     wrote = write_photos(root, a.n, a.workers, a.copy_every)
