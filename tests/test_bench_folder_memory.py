@@ -33,7 +33,8 @@ def test_tree_pss_counts_a_page_shared_by_forked_children_once():
         "for _ in range(3):\n"
         "    pid = os.fork()\n"
         "    if pid == 0:\n"
-        "        s = sum(b[i] for i in range(0, len(b), 4096)); os.write(1, f\"{s}\\n\".encode()); time.sleep(30); os._exit(0)\n"
+        "        s = sum(b[i] for i in range(0, len(b), 4096))\n"
+        "        os.write(1, f'{s}\\n'.encode()); time.sleep(30); os._exit(0)\n"
         "    kids.append(pid)\n"
         "time.sleep(30)\n"
     )
