@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elfs.handback.near_copies import write_duplicates_csv
-from elfs.method.duplicates import duplicate_groups, pair_similarity, pool, representatives
+from elfs.handback.near_copies import duplicates_html, write_duplicates_csv
+from elfs.method.duplicates import duplicate_groups, pair_similarity, pool, representatives, star_groups
 
 
 def _unit(rows) -> np.ndarray:
@@ -60,6 +60,35 @@ def test_groups_match_brute_force_components():
     assert ((got < 0) == alone).all()
     assert ((got[:, None] == got[None, :]) == (label[:, None] == label[None, :]))[~alone][:, ~alone].all()
     assert (~alone).sum() == 10 + 10 + 3  # originals 0..9 with their copies; 0..2 with a third member too
+
+
+def test_a_chain_of_near_copies_is_split_so_every_member_is_a_copy_of_its_centre():
+    # 0-1-2-3-4-5-6: each a near-copy of the next, 0 and 6 nothing alike; connected components would make one group
+    got = star_groups(8, np.arange(6), np.arange(1, 7))
+    assert got.tolist() == [0, 0, 0, 1, 1, 2, 2, -1]  # centres 1, 3, 5 (most pairs, then the smaller index); 7 alone
+    # a pair given from both sides, or to itself, counts once
+    both = star_groups(3, np.array([0, 1, 2]), np.array([1, 0, 2]))
+    assert both.tolist() == [0, 0, -1]
+
+
+def test_a_node_whose_partners_are_all_grouped_joins_its_most_similar_partners_group():
+    # centres 0 (partners 1, 2, 3) and 5 (6, 7, 8); 4 pairs with 1 (0.97) and 6 (0.99), both grouped before its turn
+    a = np.array([0, 0, 0, 5, 5, 5, 4, 4])
+    b = np.array([1, 2, 3, 6, 7, 8, 1, 6])
+    w = np.array([1, 1, 1, 1, 1, 1, 0.97, 0.99])
+    assert star_groups(9, a, b, w).tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    w[6:] = [0.99, 0.97]
+    assert star_groups(9, a, b, w).tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_report_shows_a_bounded_part_of_a_large_group():
+    groups = np.array([0] * 20 + [1, 1, -1])
+    rep = np.array([5, 21])
+    names = [f"img{i}.jpg" for i in range(len(groups))]
+    html = duplicates_html(groups, rep, names, None, threshold=0.95)
+    assert html.count("<li>") == 12 + 2 and "8 more image(s) of this group" in html
+    assert html.index("img5.jpg") < html.index("img0.jpg")  # the representative first
+    assert "2 group(s), 20 copies never proposed" in html
 
 
 def test_representative_is_the_member_the_method_ranks_best_and_the_pool():

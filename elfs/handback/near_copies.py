@@ -38,9 +38,11 @@ def duplicates_html(
     *,
     threshold: float,
     shown: int = 30,
+    members_shown: int = 12,
 ) -> str:
-    """report.html's section on near-duplicates: each group as a row, its representative first (with ``thumb``, a
-    function giving an image's data: URI, as thumbnails; without, as names)."""
+    """report.html's section on near-duplicates: each of the first ``shown`` groups as a row, its representative
+    first and at most ``members_shown`` images (with ``thumb``, a function giving an image's data: URI, as
+    thumbnails; without, as names): the report stays small however large a group is."""
     esc = html.escape
     n_groups = int(len(rep))
     n_dups = int((np.asarray(groups) >= 0).sum()) - n_groups
@@ -53,6 +55,8 @@ def duplicates_html(
     for g in range(min(n_groups, shown)):
         members = [int(rep[g]), *[int(i) for i in np.flatnonzero(groups == g) if i != rep[g]]]
         out.append(f"<div class='cluster'><div class='head'><b>group {g}</b> — {len(members)} images</div>")
+        more = len(members) - members_shown
+        members = members[:members_shown]
         if thumb is not None:
             out.append("<div class='thumbs'>")
             for j, i in enumerate(members):
@@ -62,6 +66,8 @@ def duplicates_html(
             out.append("</div>")
         else:
             out.append("<ol class='names'>" + "".join(f"<li>{esc(names[i])}</li>" for i in members) + "</ol>")
+        if more > 0:
+            out.append(f"<p class='note'>{more:,} more image(s) of this group in duplicates.csv.</p>")
         out.append("</div>")
     if n_groups > shown:
         out.append(f"<p class='note'>{n_groups - shown:,} more group(s) in duplicates.csv.</p>")
