@@ -1,0 +1,98 @@
+"""The kNN stage's peak memory at a million images, measured rather than extrapolated: N x D float16 embeddings
+(default 1,000,000 x 1280, elfs-select's encoder width) written to a file and read through a memory map, as the
+cache holds them, then elfs's kNN with elfs-select's settings (knn=auto on a CPU: faiss_ivf, 8-bit codes above
+100,000 images, 4 sqrt(N) cells, k = 50). Prints the process's peak resident memory (VmHWM: the mapped file's pages
+included) before and after the stage, and the seconds it took.
+
+    python experiments/knn_memory.py                       # 1,000,000 x 1280, nprobe 32 (about an hour on 2 cores)
+    python experiments/knn_memory.py --nprobe 1            # the same memory in a fraction of the time
+
+The number of cells searched (nprobe) sets the time, not the memory: the index, the training sample, the result
+arrays and the re-scored blocks are the same at any nprobe. The bench_folder.py extrapolation draws a line through
+two folder sizes; at 20,000 images the stage is exact (another algorithm), so that line says little about the kNN
+stage at a million. This measures it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def hwm_mib() -> float:
+    """This process's peak resident memory so far (MiB)."""
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+def write_embeddings(path: Path, n: int, d: int, seed: int = 0) -> None:
+    """``n`` x ``d`` float16 rows around 500 centres (non-negative, as pooled CNN features are), in blocks."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((500, d)).astype(np.float32)
+    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, d))
+    for s in range(0, n, 20000):
+        c = centres[rng.integers(0, 500, min(20000, n - s))]
+        x[s : s + len(c)] = np.maximum(c + 0.7 * rng.standard_normal(c.shape, dtype=np.float32), 0)
+    x.flush()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=1280)
+    p.add_argument("--nprobe", type=int, default=None, help="cells searched (default: knn=auto's)")
+    p.add_argument("--dir", type=Path, default=None, help="where the embeddings file is written (default: a temp dir)")
+    a = p.parse_args()
+    from omegaconf import OmegaConf
+
+    from elfs.config import KnnConfig
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "knn" / "auto.yaml"
+    cfg = KnnConfig(**OmegaConf.to_container(OmegaConf.load(conf)))
+    nprobe = cfg.nprobe if a.nprobe is None else a.nprobe
+    with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
+        path = Path(tmp) / "embeddings.npy"
+        t0 = time.perf_counter()
+        write_embeddings(path, a.n, a.dim)
+        gib = path.stat().st_size / 2**30
+        print(f"wrote {a.n:,} x {a.dim} float16 ({gib:.2f} GiB) in {time.perf_counter() - t0:.0f} s", flush=True)
+        import faiss  # noqa: F401 - loaded before the baseline is taken
+
+        from elfs.method.knn import ivf_storage, knn, resolve_backend
+
+        backend = resolve_backend(cfg.backend, a.n, cfg.approx_above)
+        x = np.load(path, mmap_mode="r")
+        base = hwm_mib()
+        t0 = time.perf_counter()
+        idx, sims = knn(x, cfg.k, backend=backend, chunk_size=cfg.chunk_size, nlist=cfg.nlist, nprobe=nprobe)
+        seconds = time.perf_counter() - t0
+        peak = hwm_mib()
+        out = {
+            "n": a.n,
+            "dim": a.dim,
+            "backend": backend,
+            "storage": ivf_storage(a.n),
+            "k": cfg.k,
+            "nprobe": nprobe,
+            "seconds": round(seconds, 1),
+            "base_mib": round(base),
+            "peak_mib": round(peak),
+            "stage_mib": round(peak - base),
+            "file_mib": round(path.stat().st_size / 2**20),
+            "result_mib": round((idx.nbytes + sims.nbytes) / 2**20),
+        }
+    print(json.dumps(out))
+    print(
+        f"kNN stage on {a.n:,} x {a.dim} float16 ({backend}, {out['storage']}, nprobe {nprobe}): peak "
+        f"{peak / 1024:.2f} GiB resident ({(peak - base) / 1024:.2f} GiB above the {base / 1024:.2f} GiB before it, "
+        f"the mapped file's {out['file_mib'] / 1024:.2f} GiB included), {seconds / 60:.1f} min"
+    )
+
+
+if __name__ == "__main__":
+    main()
