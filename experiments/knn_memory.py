@@ -71,7 +71,8 @@ def main() -> None:
             raise SystemExit(f"writing the embeddings failed (exit code {child.exitcode})")
         gib = path.stat().st_size / 2**30
         print(f"wrote {a.n:,} x {a.dim} float16 ({gib:.2f} GiB) in {time.perf_counter() - t0:.0f} s", flush=True)
-        import faiss  # noqa: F401 - loaded before the baseline is taken
+        import faiss  # noqa: F401 - loaded before the baseline is taken, as torch (elfs-select has both loaded)
+        import torch  # noqa: F401
 
         from elfs.method.knn import ivf_storage, knn, resolve_backend
 

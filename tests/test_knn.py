@@ -160,3 +160,29 @@ def test_auto_is_exact_up_to_approx_above_then_ivf_on_a_cpu() -> None:
     np.testing.assert_array_equal(auto, ivf)
     exact, _ = knn(x, 5, backend="faiss")
     np.testing.assert_array_equal(knn(x, 5, backend="auto", approx_above=2000)[0], exact)
+
+
+def test_rescoring_equals_float64_cosine_of_the_candidates_and_keeps_missing_ones_last() -> None:
+    """The 8-bit index's candidates are re-scored from the float16 rows, scaled by each row's inverse norm instead
+    of normalising every gathered row: the same cosines as float64 on those rows, most similar first, -1 last."""
+    from elfs.method.knn import _NormalisedRows, _rescore
+
+    rng = np.random.default_rng(4)
+    x16 = (rng.standard_normal((300, 48)) * rng.uniform(0.5, 3, (300, 1))).astype(np.float16)
+    rows = _NormalisedRows(x16)
+    rows.compute_norms()
+    ids = rng.integers(0, 300, (40, 7))
+    ids[3, [1, 5]] = -1  # a query whose cells held too few candidates
+    sims, order = _rescore(rows, ids, start=100, block=16)
+    x = x16.astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for i in range(40):
+        real = order[i] >= 0
+        assert sorted(order[i][real].tolist()) == sorted(ids[i][ids[i] >= 0].tolist())
+        np.testing.assert_allclose(sims[i][real], x[order[i][real]] @ x[100 + i], rtol=0, atol=1e-6)
+        assert np.all(np.diff(sims[i][real]) <= 0)
+    assert order[3, -2:].tolist() == [-1, -1] and np.isneginf(sims[3, -2:]).all()
+    with pytest.raises(ValueError, match=r"rows \[7\]"):
+        zero = x16.copy()
+        zero[7] = 0
+        _NormalisedRows(zero).compute_norms()

@@ -4,10 +4,8 @@ inputs are its signature plus this small record."""
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import gc
-import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -120,9 +118,7 @@ def release_memory() -> None:
     """Free what a finished stage left behind: its cyclic garbage (a Trainer and its LightningModule hold each
     other, and the module the stage's data), then glibc's free heap back to the system (malloc_trim), so the next
     stage's peak is not stacked on memory the allocator kept."""
+    from elfs.infra.heap import trim_heap
+
     gc.collect()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
-            pass
+    trim_heap()
