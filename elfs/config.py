@@ -342,8 +342,9 @@ class SelectionConfig:
     # a file of images already labelled (one path or id a line): never proposed again, budgets count new images
     exclude: str | None = None
     # near-duplicates (elfs/method/duplicates.py): an image and a kNN neighbour whose pixel signatures (16 x 16 grey
-    # thumbnails, embed.pixel_signature) have cosine similarity >= dedup_threshold are one group, of which only
-    # the representative, the member the method ranks best, may be chosen; the budget counts distinct images.
+    # thumbnails, embed.pixel_signature) have cosine similarity >= dedup_threshold are near-copies; groups form
+    # around the images the method ranks best, and only their representatives may be chosen, so no two proposed
+    # images are near-copies; the budget counts distinct images.
     # elfs-select turns it on (--keep-duplicates: off). The threshold is measured on planted re-encoded / resized /
     # cropped / brightened copies against distinct look-alikes (experiments/duplicate_threshold.py; docs/usage.md)
     dedup: bool = False

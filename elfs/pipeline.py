@@ -57,8 +57,8 @@ class StageResults:
         self._dyn: dict[str, Artifact] = {}
         self._search: dict[tuple[str, float, tuple[float, ...]], Artifact] = {}
         self.candidates = candidates(ds)
-        self._dup_groups: np.ndarray | None = None
-        self._pools: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._dup_pairs: tuple[np.ndarray, ...] | None = None
+        self._pools: dict[str, tuple[tuple[np.ndarray, np.ndarray], np.ndarray | None]] = {}
 
     @property
     def emb(self) -> Artifact:
@@ -162,47 +162,49 @@ class StageResults:
         return self.clus["pseudo_labels"], int(self.clus.meta["num_clusters"])
 
     # ---- near-duplicates (selection.dedup): one representative per group of near-copies in the candidate pool
-    def duplicate_groups(self) -> np.ndarray:
-        """Near-duplicate group per image (-1: none) from the kNN graph (elfs/method/duplicates.py)."""
-        if self._dup_groups is None:
-            from elfs.method.duplicates import duplicate_groups
+    def near_copy_pairs(self) -> tuple[np.ndarray, ...]:
+        """The near-copy pairs (a, b, similarity) from the kNN graph (elfs/method/duplicates.py)."""
+        if self._dup_pairs is None:
+            from elfs.method.duplicates import near_copy_pairs
 
             s = self.ctx.cfg.selection
             if "signature" not in self.emb.arrays:
                 raise RuntimeError("selection.dedup needs the embedding stage's pixel signatures; recompute=[embed]")
-            self._dup_groups = duplicate_groups(self.nn["idx"], self.emb["signature"], s.dedup_threshold)
-            g = self._dup_groups
-            n_groups = int(g.max()) + 1 if g.size else 0
-            log.info(
-                "selection.dedup: %d groups of near-copies (signature cosine >= %g); %d copies are never proposed",
-                n_groups,
-                s.dedup_threshold,
-                int((g >= 0).sum()) - n_groups,
-            )
-        return self._dup_groups
+            self._dup_pairs = near_copy_pairs(self.nn["idx"], self.emb["signature"], s.dedup_threshold)
+        return self._dup_pairs
 
-    def representatives(self, method: str) -> np.ndarray:
-        """Each near-duplicate group's representative for ``method``: the member it ranks best."""
+    def near_copies(self, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """(group per image, representative per group) of the near-copies for ``method``: around the images it
+        ranks best (elfs/method/duplicates.py)."""
         self.pool(method)
         return self._pools[method][0]
 
     def pool(self, method: str) -> np.ndarray | None:
         """The images ``method`` may choose: all (None); those not excluded; with selection.dedup, of each group of
-        near-copies only its representative, and no member of a group holding an excluded (labelled) image."""
+        near-copies only its representative, and neither an excluded (labelled) image's group nor its copies."""
         s = self.ctx.cfg.selection
         if not s.dedup:
             return self.candidates
         if method not in self._pools:
-            from elfs.method.duplicates import pool, representatives
+            from elfs.method.duplicates import groups_around_representatives, pool, preference
 
-            groups = self.duplicate_groups()
+            a, b, w = self.near_copy_pairs()
             scored = self.hardness(method)
             hardness = None if scored is None else scored[2]
-            rep = representatives(groups, hardness, hardest=method in _KEEPS_HARDEST)
+            n = len(self.ds.train)
+            order = preference(n, hardness, hardest=method in _KEEPS_HARDEST)
+            groups, rep = groups_around_representatives(n, a, b, w, order)
             excluded = None
             if self.candidates is not None:
-                excluded = np.setdiff1d(np.arange(len(groups)), self.candidates)
-            self._pools[method] = (rep, pool(groups, rep, excluded))
+                excluded = np.setdiff1d(np.arange(n), self.candidates)
+            self._pools[method] = ((groups, rep), pool(groups, rep, excluded, (a, b)))
+            log.info(
+                "selection.dedup: %d near-copy pairs (signature cosine >= %g): %d groups, %d copies never proposed",
+                len(a),
+                s.dedup_threshold,
+                len(rep),
+                int((groups >= 0).sum()) - len(rep),
+            )
         return self._pools[method][1]
 
     def select(
@@ -524,11 +526,7 @@ def run_pipeline(ctx: Context, ds: Dataset, num_clusters: int) -> dict[str, Any]
         np.savez(ctx.run_dir / "coresets.npz", **coresets)
         np.savez(ctx.run_dir / "scores.npz", **_score_arrays(done))
         if chosen:
-            near = (
-                NearCopies(sig.duplicate_groups(), sig.representatives(s.method), s.dedup_threshold)
-                if s.dedup
-                else None
-            )
+            near = NearCopies(*sig.near_copies(s.method), s.dedup_threshold) if s.dedup else None
             answer = _answer(sig, chosen, skipped, near)
             selection_files = write_answer(ctx.run_dir, ds, s.method, answer, near)
     return run_results(

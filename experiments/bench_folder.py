@@ -7,7 +7,8 @@ would, print per-stage throughput and peak memory, and extrapolate each stage to
    folder has structure to cluster) into --dir, in worker processes; a folder that already holds them is reused.
    Every --copy-every-th photo (default 20: 5 %) is a near-copy of the one before it (elfs.data.planted: JPEG
    re-encoded, resized, cropped a few percent, brightness shifted, in turn), and the run's duplicates.csv is
-   scored against them (recall: planted pairs found in one group; precision: listed rows that are planted pairs).
+   scored against them (recall: planted pairs found in one group; precision: listed rows that are planted pairs;
+   proposable twice: planted pairs neither of which duplicates.csv lists as a copy).
 2. For each size in --sizes (the first n images, given to `elfs-select` as a list file), runs
    `elfs-select LIST --budget 0.1 0.3 --clusters 20 --out OUT` in a fresh cache and working folder, and samples
    the resident memory of its whole process tree (DataLoader workers included: PSS and RSS) every 0.25 s.
@@ -212,7 +213,8 @@ def _stage_spans(cache: Path) -> list[tuple[str, float, float, dict]]:
 
 def duplicate_scores(csv_path: Path, n: int, period: int) -> dict:
     """Recall (planted pairs found in one group) and precision (rows of duplicates.csv whose image and
-    representative are one planted pair) of the near-duplicates elfs-select found."""
+    representative are one planted pair) of the near-duplicates elfs-select found, and how many planted pairs it
+    could still propose twice (neither listed as a copy: a pair split between groups is not)."""
     import csv
 
     def index(p: str) -> int:
@@ -220,16 +222,18 @@ def duplicate_scores(csv_path: Path, n: int, period: int) -> dict:
 
     truth = {frozenset((copy_of(i, period), i)) for i in range(n) if copy_of(i, period) is not None}
     if not csv_path.exists():
-        return {"planted": len(truth), "found": 0, "rows": 0}
+        return {"planted": len(truth), "found": 0, "rows": 0, "proposable_twice": len(truth)}
     groups: dict[str, set[int]] = {}
-    rows = []
+    rows, copies = [], set()
     with open(csv_path, newline="", encoding="utf-8") as f:
         for r in csv.DictReader(f):
             a, b = index(r["path"]), index(r["representative"])
             groups.setdefault(r["group"], set()).update((a, b))
             rows.append(frozenset((a, b)))
+            copies.add(a)
     found = sum(any(t <= g for g in groups.values()) for t in truth)
     right = sum(r in truth for r in rows)
+    twice = sum(not (t & copies) for t in truth)
     return {
         "planted": len(truth),
         "found": found,
@@ -237,6 +241,7 @@ def duplicate_scores(csv_path: Path, n: int, period: int) -> dict:
         "rows": len(rows),
         "precision": round(right / len(rows), 4) if rows else None,
         "groups": len(groups),
+        "proposable_twice": twice,
     }
 
 

@@ -1,5 +1,6 @@
 """experiments/bench_folder.py's memory sampling: the process tree's PSS counts a page its forked processes share
-once, where the RSS summed over them counts it in each; and each stage's peak is taken over its own samples."""
+once, where the RSS summed over them counts it in each; each stage's peak is taken over its own samples; and the
+near-copy scores it reports, on a hand-made duplicates.csv."""
 
 from __future__ import annotations
 
@@ -60,3 +61,20 @@ def test_stage_peaks_take_each_stage_its_own_samples():
     spans = [("embed", 0.5, 1.5, {}), ("knn", 1.5, 2.5, {})]
     assert bench.stage_peaks(samples, spans, 1) == {"embed": 5.0, "knn": 3.0, "other": 9.0}
     assert bench.stage_peaks(samples, spans, 2) == {"embed": 2.0, "knn": 3.0, "other": 1.0}
+
+
+def test_duplicate_scores_by_hand(tmp_path):
+    """The near-copy scores: 60 photos, every 20th a copy of the one before (pairs 18-19, 38-39, 58-59)."""
+    bench = _bench()
+
+    def name(i: int) -> str:
+        return f"/p/{i // 1000:04d}/img_{i:07d}.jpg"
+
+    rows = [(0, 19, 18), (0, 5, 18), (1, 38, 7), (2, 40, 41)]  # 18-19 in one group; 38 a copy of 7, not of 39
+    csv_path = tmp_path / "duplicates.csv"
+    csv_path.write_text("group,path,representative\n" + "".join(f"{g},{name(a)},{name(b)}\n" for g, a, b in rows))
+    got = bench.duplicate_scores(csv_path, 60, 20)
+    assert got["planted"] == 3 and got["found"] == 1 and got["recall"] == round(1 / 3, 4)
+    assert got["rows"] == 4 and got["precision"] == 0.25 and got["groups"] == 3
+    assert got["proposable_twice"] == 1  # 58-59: neither listed; 38 is listed, so 38-39 is not proposed twice
+    assert bench.duplicate_scores(tmp_path / "none.csv", 60, 20)["proposable_twice"] == 3

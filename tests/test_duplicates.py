@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from elfs.handback.near_copies import duplicates_html, write_duplicates_csv
-from elfs.method.duplicates import duplicate_groups, pair_similarity, pool, representatives, star_groups
+from elfs.method.duplicates import (
+    groups_around_representatives,
+    near_copy_pairs,
+    pair_similarity,
+    pool,
+    preference,
+)
 
 
 def _unit(rows) -> np.ndarray:
@@ -21,64 +27,79 @@ def _unit(rows) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def _groups(n: int, pairs, order=None, weight=None) -> tuple[list[int], list[int]]:
+    a, b = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    w = np.ones(len(a)) if weight is None else np.asarray(weight)
+    g, rep = groups_around_representatives(n, a, b, w, np.arange(n) if order is None else np.asarray(order))
+    return g.tolist(), rep.tolist()
+
+
 def test_groups_by_hand():
-    # signatures: 0 and 1 at cosine 0.99 (a copy), 1 and 2 at 0.99 (so 0-2 by transitivity), 3 and 4 at 0.6
-    a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
-    sig = _unit([a, a + 0.1425 * b, a + 0.29 * b, b, b + 1.33 * np.array([0, 0, 1.0]), [0, 0, 1.0]])
+    # signatures: 0-1 and 1-2 at cosine 0.99, 0-2 at 0.96; 3-4 at 0.6 and 4-5 at 0.8 (3 and 5 nothing alike)
+    a, b, c = np.eye(3)
+    sig = _unit([a, a + 0.1425 * b, a + 0.29 * b, b, b + 1.33 * c, c])
     idx = np.array([[1, 2], [0, 2], [1, 0], [4, 0], [3, 1], [4, 3]])
     sims = np.einsum("nd,nkd->nk", sig, sig[idx])
     assert np.allclose(sims, pair_similarity(sig, idx, block=2))
     assert round(float(sig[0] @ sig[1]), 2) == 0.99 and round(float(sig[3] @ sig[4]), 1) == 0.6
-    assert duplicate_groups(idx, sig, 0.95).tolist() == [0, 0, 0, -1, -1, -1]
-    assert duplicate_groups(idx, sig, 0.5).tolist() == [0, 0, 0, 1, 1, 1]
-    # an edge seen from one side only (the kNN graph is not symmetric) still joins both
+    lo, hi, w = near_copy_pairs(idx, sig, 0.95)
+    assert list(zip(lo.tolist(), hi.tolist(), strict=True)) == [(0, 1), (0, 2), (1, 2)]  # each pair once
+    assert np.allclose(w, [sig[0] @ sig[1], sig[0] @ sig[2], sig[1] @ sig[2]])
+    order = np.arange(6)
+    assert groups_around_representatives(6, lo, hi, w, order)[0].tolist() == [0, 0, 0, -1, -1, -1]
+    lo, hi, w = near_copy_pairs(idx, sig, 0.5)
+    g, rep = groups_around_representatives(6, lo, hi, w, order)
+    # 3 first: 4 (its copy) joins it; 5 is a copy of 4 only, which is never proposed, so 5 stays a candidate
+    assert g.tolist() == [0, 0, 0, 1, 1, -1] and rep.tolist() == [0, 3]
+    # an edge seen from one side only (the kNN graph is not symmetric) is still a pair
     idx1 = idx.copy()
     idx1[1] = [2, 2]
-    assert duplicate_groups(idx1, sig, 0.95).tolist() == [0, 0, 0, -1, -1, -1]
+    assert near_copy_pairs(idx1, sig, 0.95)[0].tolist() == [0, 0, 1]
     with pytest.raises(ValueError, match="threshold"):
-        duplicate_groups(idx, sig, 1.5)
+        near_copy_pairs(idx, sig, 1.5)
 
 
-def test_groups_match_brute_force_components():
+def test_groups_against_brute_force_on_random_pairs():
+    """On random near-copy graphs and orders, against all pairs checked one by one: every member is a near-copy of
+    its group's representative, which comes first in the order; no two images the pool keeps are near-copies;
+    every image with a pair is grouped or kept."""
     rng = np.random.default_rng(0)
-    base = rng.standard_normal((40, 8))
-    x = _unit(np.concatenate([base, base[:10] + 0.01 * rng.standard_normal((10, 8)), base[:3] * 1.001]))
-    s = x @ x.T
-    np.fill_diagonal(s, -2)
-    idx = np.argsort(-s, axis=1)[:, :5]
-    got = duplicate_groups(idx, x, 0.99)
-    # brute force: the components of all pairs above the threshold (the 5-NN graph holds every such pair here)
-    n = len(x)
-    label = list(range(n))
-    for i in range(n):
-        for j in range(n):
-            if s[i, j] >= 0.99:
-                a, b = label[i], label[j]
-                label = [a if v == b else v for v in label]
-    label = np.array(label)
-    alone = np.bincount(label, minlength=n)[label] == 1
-    assert ((got < 0) == alone).all()
-    assert ((got[:, None] == got[None, :]) == (label[:, None] == label[None, :]))[~alone][:, ~alone].all()
-    assert (~alone).sum() == 10 + 10 + 3  # originals 0..9 with their copies; 0..2 with a third member too
+    for trial in range(30):
+        n = int(rng.integers(5, 60))
+        m = int(rng.integers(0, 3 * n))
+        a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+        keep = a != b
+        a, b, w = a[keep], b[keep], rng.uniform(0.9, 1.0, int(keep.sum()))
+        adj = np.zeros((n, n), dtype=bool)
+        adj[a, b] = adj[b, a] = True
+        order = rng.permutation(n)
+        rank = np.empty(n, dtype=int)
+        rank[order] = np.arange(n)
+        g, rep = groups_around_representatives(n, a, b, w, order)
+        for j, r in enumerate(rep.tolist()):
+            members = np.flatnonzero(g == j)
+            assert len(members) >= 2 and g[r] == j, (trial, j)
+            assert all(adj[r, i] for i in members if i != r), (trial, j)
+            assert rank[r] == rank[members].min(), (trial, j)
+        kept = pool(g, rep)
+        assert not adj[np.ix_(kept, kept)].any(), trial
+        assert sorted(set(kept.tolist()) | set(np.flatnonzero(g >= 0).tolist())) == list(range(n))
+        first = [int(np.flatnonzero(g == j).min()) for j in range(len(rep))]
+        assert first == sorted(first)  # numbered by their smallest member
 
 
-def test_a_chain_of_near_copies_is_split_so_every_member_is_a_copy_of_its_centre():
+def test_a_chain_of_near_copies_is_split_so_every_member_is_a_copy_of_its_representative():
     # 0-1-2-3-4-5-6: each a near-copy of the next, 0 and 6 nothing alike; connected components would make one group
-    got = star_groups(8, np.arange(6), np.arange(1, 7))
-    assert got.tolist() == [0, 0, 0, 1, 1, 2, 2, -1]  # centres 1, 3, 5 (most pairs, then the smaller index); 7 alone
-    # a pair given from both sides, or to itself, counts once
-    both = star_groups(3, np.array([0, 1, 2]), np.array([1, 0, 2]))
-    assert both.tolist() == [0, 0, -1]
+    chain = [(i, i + 1) for i in range(6)]
+    assert _groups(8, chain) == ([0, 0, 1, 1, 2, 2, -1, -1], [0, 2, 4])  # 6: a copy of 5 only, kept
+    assert _groups(8, chain, order=[6, 5, 4, 3, 2, 1, 0, 7]) == ([-1, 0, 0, 1, 1, 2, 2, -1], [2, 4, 6])
 
 
-def test_a_node_whose_partners_are_all_grouped_joins_its_most_similar_partners_group():
-    # centres 0 (partners 1, 2, 3) and 5 (6, 7, 8); 4 pairs with 1 (0.97) and 6 (0.99), both grouped before its turn
-    a = np.array([0, 0, 0, 5, 5, 5, 4, 4])
-    b = np.array([1, 2, 3, 6, 7, 8, 1, 6])
-    w = np.array([1, 1, 1, 1, 1, 1, 0.97, 0.99])
-    assert star_groups(9, a, b, w).tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1]
-    w[6:] = [0.99, 0.97]
-    assert star_groups(9, a, b, w).tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1]
+def test_an_image_near_two_representatives_joins_the_more_similar():
+    pairs = [(0, 1), (0, 2), (4, 0), (4, 5), (5, 6)]
+    order = [0, 5, 1, 2, 4, 6, 3]
+    assert _groups(7, pairs, order, [1, 1, 0.97, 0.99, 1])[0] == [0, 0, 0, -1, 1, 1, 1]
+    assert _groups(7, pairs, order, [1, 1, 0.99, 0.97, 1])[0] == [0, 0, 0, -1, 0, 1, 1]
 
 
 def test_report_shows_a_bounded_part_of_a_large_group():
@@ -92,16 +113,22 @@ def test_report_shows_a_bounded_part_of_a_large_group():
 
 
 def test_representative_is_the_member_the_method_ranks_best_and_the_pool():
-    groups = np.array([0, -1, 0, 1, 1, 0, -1])
-    hardness = np.array([0.5, 0.0, 0.2, 0.9, 0.1, 0.2])
-    hardness = np.append(hardness, 0.3)
-    assert representatives(groups, hardness).tolist() == [2, 4]  # easiest; a tie (2, 5) goes to the first
-    assert representatives(groups, hardness, hardest=True).tolist() == [0, 3]
-    assert representatives(groups, None).tolist() == [0, 3]
-    rep = np.array([2, 4])
-    assert pool(groups, rep).tolist() == [1, 2, 4, 6]
-    # an excluded (already labelled) image takes its whole group out of the pool
-    assert pool(groups, rep, np.array([0, 1])).tolist() == [4, 6]
+    pairs = [(0, 2), (0, 5), (3, 4)]
+    hardness = np.array([0.5, 0.0, 0.2, 0.9, 0.1, 0.2, 0.3])
+    assert preference(7, hardness).tolist() == [1, 4, 2, 5, 6, 0, 3]  # easiest first, a tie (2, 5) by index
+    g, rep = _groups(7, pairs, preference(7, hardness))
+    # 2 before 0 and 5; 5 is a copy of 0 only, so it stays a candidate; 0 joins 2 (first of two alike)
+    assert g == [0, -1, 0, 1, 1, -1, -1] and rep == [2, 4]
+    assert _groups(7, pairs, preference(7, hardness, hardest=True)) == ([0, -1, 0, 1, 1, 0, -1], [0, 3])
+    assert _groups(7, pairs, preference(7, None))[1] == [0, 3]
+    groups, rep = np.array(g), np.array(rep)
+    assert pool(groups, rep).tolist() == [1, 2, 4, 5, 6]
+    # an excluded (already labelled) image takes its whole group out of the pool, and with the pairs given its
+    # near-copies in no group or another one: 5 is a copy of 0
+    assert pool(groups, rep, np.array([0, 1])).tolist() == [4, 5, 6]
+    a, b = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    assert pool(groups, rep, np.array([0, 1]), (a, b)).tolist() == [4, 6]
+    assert pool(groups, rep, np.array([3]), (a, b)).tolist() == [1, 2, 5, 6]
 
 
 def test_duplicates_csv_lists_the_copies_left_out(tmp_path):
