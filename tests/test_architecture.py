@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "foundation: imports no elfs module above it",
         ["elfs", "elfs.errors", "elfs.infra", "elfs.infra.names", "elfs.infra.version", "elfs.infra.distributed"]
-        + ["elfs.infra.sampling", "elfs.infra.progress"],
+        + ["elfs.infra.sampling", "elfs.infra.progress", "elfs.infra.heap"],
     ),
     (
         "plain helpers",
