@@ -341,14 +341,21 @@ class SelectionConfig:
     nested: bool = False
     # a file of images already labelled (one path or id a line): never proposed again, budgets count new images
     exclude: str | None = None
-    # near-duplicates (elfs/method/duplicates.py): an image and a kNN neighbour whose pixel signatures (16 x 16 grey
-    # thumbnails, embed.pixel_signature) have cosine similarity >= dedup_threshold are near-copies; groups form
+    # near-duplicates (elfs/method/duplicates.py): an image and a kNN neighbour whose pixel signatures (grey
+    # thumbnails, embed.pixel_signature) have cosine similarity >= dedup_threshold at 16 x 16 are near-copies, and so
+    # are those at >= dedup_crop_gate that reach dedup_crop_threshold once one is cropped to the box (side down to
+    # 1 - dedup_max_crop) that best aligns it with the other (a copy cropped by a few percent), for each image's
+    # dedup_crop_candidates most alike neighbours (aligning costs about 0.5 ms a pair); groups form
     # around the images the method ranks best, and only their representatives may be chosen, so no two proposed
     # images are near-copies; the budget counts distinct images.
     # elfs-select turns it on (--keep-duplicates: off). The threshold is measured on planted re-encoded / resized /
     # cropped / brightened copies against distinct look-alikes (experiments/duplicate_threshold.py; docs/usage.md)
     dedup: bool = False
     dedup_threshold: float = 0.95
+    dedup_crop_threshold: float = 0.975
+    dedup_crop_gate: float = 0.6
+    dedup_crop_candidates: int = 2
+    dedup_max_crop: float = 0.08
 
     @property
     def budgets(self) -> list[float]:
@@ -438,7 +445,10 @@ class SelectionConfig:
             )
         if not isinstance(self.dedup, bool):
             raise ConfigError(f"{key}.dedup={self.dedup!r} must be true or false")
-        _number_in(f"{key}.dedup_threshold", self.dedup_threshold, 0.0, 1.0, low_open=True)
+        for name in ("dedup_threshold", "dedup_crop_threshold", "dedup_crop_gate"):
+            _number_in(f"{key}.{name}", getattr(self, name), 0.0, 1.0, low_open=True)
+        _number_in(f"{key}.dedup_max_crop", self.dedup_max_crop, 0.0, 0.5, high_open=True)
+        _int_at_least(f"{key}.dedup_crop_candidates", self.dedup_crop_candidates, 1)
         if "d2" in [self.method, *self.baselines]:
             if d2_reference:
                 _check_reference_beta(key, self.d2_reference_beta, budgets, name="d2_beta")

@@ -170,7 +170,15 @@ class StageResults:
             s = self.ctx.cfg.selection
             if "signature" not in self.emb.arrays:
                 raise RuntimeError("selection.dedup needs the embedding stage's pixel signatures; recompute=[embed]")
-            self._dup_pairs = near_copy_pairs(self.nn["idx"], self.emb["signature"], s.dedup_threshold)
+            self._dup_pairs = near_copy_pairs(
+                self.nn["idx"],
+                self.emb["signature"],
+                s.dedup_threshold,
+                s.dedup_crop_threshold,
+                crop_gate=s.dedup_crop_gate,
+                crop_candidates=s.dedup_crop_candidates,
+                max_crop=s.dedup_max_crop,
+            )
         return self._dup_pairs
 
     def near_copies(self, method: str) -> tuple[np.ndarray, np.ndarray]:
@@ -199,9 +207,10 @@ class StageResults:
                 excluded = np.setdiff1d(np.arange(n), self.candidates)
             self._pools[method] = ((groups, rep), pool(groups, rep, excluded, (a, b)))
             log.info(
-                "selection.dedup: %d near-copy pairs (signature cosine >= %g): %d groups, %d copies never proposed",
+                "selection.dedup: %d near-copy pairs (signature cosine >= %g, aligned >= %g): %d groups, %d never proposed",
                 len(a),
                 s.dedup_threshold,
+                s.dedup_crop_threshold,
                 len(rep),
                 int((groups >= 0).sum()) - len(rep),
             )

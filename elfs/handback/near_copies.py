@@ -48,7 +48,8 @@ def duplicates_html(
     n_dups = int((np.asarray(groups) >= 0).sum()) - n_groups
     out = [
         f"<h2>Near-duplicates: {n_groups:,} group(s), {n_dups:,} copies never proposed</h2>",
-        f"<p class='note'>Images whose pixels match (thumbnail cosine similarity &ge; {threshold:g}) form a group; "
+        f"<p class='note'>Images whose pixels match (thumbnail cosine similarity &ge; {threshold:g}, or higher once a "
+        "slightly cropped copy is aligned) form a group; "
         "only the first image of each row (the one the method ranks best) can be proposed. The full list is "
         "<a href='duplicates.csv'>duplicates.csv</a>; <code>--keep-duplicates</code> turns this off.</p>",
     ]

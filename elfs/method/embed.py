@@ -157,7 +157,7 @@ def embed_images(
     out = _FeatureSink(n, spec.dim, dev, half=half)
     resize = resize_placement(dev)
     label = model if backbone == "timm" and model else backbone
-    sig = np.empty((n, SIGNATURE_SIDE**2), dtype=np.float16) if signatures else None
+    sig = np.empty((n, SIGNATURE_SIDE**2), dtype=np.int8) if signatures else None
     bar = progress_bar(n, f"embed[{label}]", unit="img", enabled=progress, every_s=progress_every_s)
     with torch.no_grad(), bar:
         for start in range(0, n, batch_size):
@@ -171,21 +171,21 @@ def embed_images(
     return out.numpy() if sig is None else (out.numpy(), sig)
 
 
-SIGNATURE_SIDE = 16  # pixels a side of the grey thumbnail near-copies are confirmed by (elfs/method/duplicates.py)
+SIGNATURE_SIDE = 32  # pixels a side of the grey thumbnail near-copies are confirmed by (elfs/method/duplicates.py)
 
 
 def pixel_signature(images: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A near-copy's fingerprint: each uint8 image ``N x H x W [x C]`` as a 16 x 16 grey thumbnail (area average),
-    zero mean and unit norm (so a brightness or contrast shift leaves it unchanged), float16 ``[N, 256]``. Two
-    re-encoded, resized or slightly cropped copies of one photo correlate above 0.95; distinct photos that a
-    coarse encoder finds alike mostly do not."""
+    """A near-copy's fingerprint: each uint8 image ``N x H x W [x C]`` as a 32 x 32 grey thumbnail (area average),
+    zero mean, scaled so its largest value is 127: int8 ``[N, 1024]``, 1 KB an image. It is only ever compared by
+    cosine (elfs/method/duplicates.py), so a brightness or contrast shift leaves it unchanged; 32 px a side leaves
+    room to align a copy cropped by a few percent before comparing it at 16 x 16."""
     x = torch.as_tensor(images)
     if x.ndim == 4:
         x = x[..., :3].float().mean(dim=3)
     x = F.adaptive_avg_pool2d(x.float()[:, None], SIGNATURE_SIDE).flatten(1)
     x = x - x.mean(dim=1, keepdim=True)
-    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
-    return x.to(torch.float16).numpy()
+    x = x * (127.0 / x.abs().amax(dim=1, keepdim=True).clamp_min(1e-6))
+    return x.round().to(torch.int8).numpy()
 
 
 def _check_size(image_size: object) -> None:
@@ -295,7 +295,7 @@ def embed_folder(
     )
     out = _FeatureSink(len(folder), spec.dim, dev, half=half)  # filled in order; decodable rows packed first
     valid = np.empty(len(folder), dtype=np.int64)
-    sig = np.empty((len(folder), SIGNATURE_SIDE**2), dtype=np.float16) if signatures else None
+    sig = np.empty((len(folder), SIGNATURE_SIDE**2), dtype=np.int8) if signatures else None
     m, failed = 0, []
     bar = progress_bar(len(folder), f"embed[{label}]", unit="img", enabled=progress, every_s=progress_every_s)
     with torch.no_grad(), bar:
