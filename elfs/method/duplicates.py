@@ -179,11 +179,14 @@ def near_copy_pairs(
     if crop_threshold is None:
         return plain
     band = ok & (sims >= crop_gate) & (sims < threshold)
-    if crop_candidates < idx.shape[1]:  # each image's most alike candidates only
-        top = np.argpartition(-np.where(band, sims, -np.inf), crop_candidates - 1, axis=1)[:, :crop_candidates]
-        chosen = np.zeros_like(band)
-        np.put_along_axis(chosen, top, True, axis=1)
-        band &= chosen
+    if crop_candidates < idx.shape[1]:  # each image's most alike candidates only (in blocks: bounded memory)
+        for start in range(0, len(idx), 65536):
+            part = band[start : start + 65536]
+            alike = np.where(part, -sims[start : start + 65536], np.inf)
+            top = np.argpartition(alike, crop_candidates - 1, axis=1)[:, :crop_candidates]
+            chosen = np.zeros_like(part)
+            np.put_along_axis(chosen, top, True, axis=1)
+            part &= chosen
     lo, hi, _ = _edges(idx, sims, band)
     aligned = aligned_similarity(signature, lo, hi, max_crop)
     keep = aligned >= crop_threshold
