@@ -207,7 +207,7 @@ class StageResults:
                 excluded = np.setdiff1d(np.arange(n), self.candidates)
             self._pools[method] = ((groups, rep), pool(groups, rep, excluded, (a, b)))
             log.info(
-                "selection.dedup: %d near-copy pairs (signature cosine >= %g, aligned >= %g): %d groups, %d never proposed",
+                "selection.dedup: %d near-copy pairs (signature cosine >= %g, aligned >= %g): %d groups, %d left out",
                 len(a),
                 s.dedup_threshold,
                 s.dedup_crop_threshold,

@@ -110,7 +110,8 @@ def aligned(sig, sims, same, pos, truth, rows, s, row, keep) -> None:
     def rule(plain: np.ndarray, al: np.ndarray) -> np.ndarray:
         return (plain >= s.dedup_threshold) | ((plain >= s.dedup_crop_gate) & (al >= s.dedup_crop_threshold))
 
-    print(f"aligned (crop boxes down to {1 - s.dedup_max_crop:g} of a side){' ' * 8}n  min     p5      median  p95     max")
+    head = f"aligned (crop boxes down to {1 - s.dedup_max_crop:g} of a side)"
+    print(f"{head}{' ' * 8}n  min     p5      median  p95     max")
     pairs = [(pos[o], pos[c], c.rsplit("_", 1)[1].split(".")[0]) for o, c in truth["groups"] if keep(o)]
     i, j = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
     al = aligned_similarity(sig, i, j, s.dedup_max_crop)
